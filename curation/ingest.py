@@ -1,0 +1,237 @@
+"""Ingest one upstream file: read, parse, run the row rules, and keep every row with its verdict.
+
+The result table has the upstream fields (null for lines that did not parse) plus
+``dataset, subset, split, source_file, source_line``, ``quarantine_reasons`` (error codes; empty
+for rows that go on), ``warning_reasons`` and ``raw_line`` (the line as read, only for
+quarantined rows). Rows read = rows of this table, always.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curation import hh, pku, rules
+from curation.jsonl import (
+    SOURCE_LINE,
+    BadLine,
+    FieldSpec,
+    ParsedFile,
+    arrow_schema,
+    check_object,
+    decode_raw,
+    iter_json_values,
+    line_bounds,
+    parse_jsonl,
+)
+from curation.sources import RawFile, SourceError, SourceFile, file_uri, read_raw
+
+log = logging.getLogger(__name__)
+
+REASONS, WARNINGS, RAW_LINE = "quarantine_reasons", "warning_reasons", "raw_line"
+REASON_LIST = pa.list_(pa.string())
+
+
+@dataclass
+class FileReport:
+    """What the manifest and the asset metadata record about one ingested source file."""
+
+    dataset: str
+    subset: str
+    split: str | None
+    relpath: str
+    uri: str
+    revision: str | None
+    present: bool
+    size: int = 0
+    sha256: str = ""
+    compression: str = ""
+    schema_variant: str = ""
+    rows_read: int = 0
+    blank_lines: int = 0
+    rows_quarantined: int = 0
+    quarantine_by_reason: dict[str, int] = field(default_factory=dict)
+    warnings_by_reason: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON-serializable form."""
+        return asdict(self)
+
+
+@dataclass
+class IngestResult:
+    """An ingested file: its table (see module docstring) and its report."""
+
+    table: pa.Table
+    report: FileReport
+
+
+def ingest_file(
+    source: SourceFile,
+    root: str,
+    *,
+    revision: str | None = None,
+    levels: Mapping[str, str] | None = None,
+    storage_options: dict | None = None,
+) -> IngestResult:
+    """Read and validate one upstream file of the mirror at ``root``.
+
+    A missing file yields an empty table and a report with ``present=False`` (logged). An
+    unreadable file (corrupt gzip, empty file, malformed JSON array) raises
+    :class:`~curation.sources.SourceError` naming the file.
+    """
+    levels = rules.resolve_levels(levels)
+    uri = file_uri(root, source.relpath, revision)
+    report = FileReport(
+        source.dataset, source.subset, source.split, source.relpath, uri, revision, False
+    )
+    raw = read_raw(uri, storage_options)
+    if raw is None:
+        log.info("%s: not in the mirror; skipping %s", uri, source.key)
+        specs = _specs(source, "current")
+        return IngestResult(_finish(_empty(specs), source, [], {}, levels, None), report)
+    report.present, report.size, report.sha256 = True, raw.size, raw.sha256
+    report.compression = raw.compression
+    if raw.size == 0:
+        raise SourceError(f"{uri}: file is empty (0 bytes)")
+    data: bytes | None = None  # decompressed JSON Lines, kept to copy quarantined raw lines
+    if source.kind == "hh_red_team":
+        parsed, variant = _parse_array_or_lines(raw, hh.RED_TEAM_FIELDS), "current"
+    else:
+        data = raw.decompress()
+        variant = pku.detect_variant(data) if source.kind == "pku" else "current"
+        parsed = parse_jsonl(data, _specs(source, variant))
+    report.schema_variant, report.rows_read = variant, parsed.rows_read
+    report.blank_lines = parsed.blank_lines
+    if parsed.rows_read == 0:
+        raise SourceError(f"{uri}: no rows (only blank lines)")
+    masks = _masks(source, parsed.table)
+    table = _finish(parsed.table, source, parsed.bad, masks, levels, data)
+    _count(table, report)
+    return IngestResult(table, report)
+
+
+def _specs(source: SourceFile, variant: str) -> list[FieldSpec]:
+    if source.kind == "hh_preference":
+        return hh.PREFERENCE_FIELDS
+    if source.kind == "hh_red_team":
+        return hh.RED_TEAM_FIELDS
+    return pku.fields_for(variant)
+
+
+def _empty(specs: list[FieldSpec]) -> pa.Table:
+    return arrow_schema(specs).empty_table().append_column(SOURCE_LINE, pa.array([], pa.int64()))
+
+
+def _masks(source: SourceFile, table: pa.Table) -> dict[str, np.ndarray]:
+    if table.num_rows == 0:
+        return {}
+    if source.kind == "hh_preference":
+        return rules.hh_preference_masks(table)
+    if source.kind == "hh_red_team":
+        return rules.red_team_masks(table)
+    return rules.pku_masks(table)
+
+
+def _finish(
+    good: pa.Table,
+    source: SourceFile,
+    bad: list[BadLine],
+    masks: Mapping[str, np.ndarray],
+    levels: Mapping[str, str],
+    data: bytes | None,
+) -> pa.Table:
+    """Attach verdicts to parsed rows, append unparseable lines, add source columns."""
+    active = {code: m for code, m in masks.items() if levels.get(code) != rules.OFF}
+    errors, warnings = rules.reasons_by_level(active, levels, good.num_rows)
+    quarantined = pc.greater(pc.list_value_length(errors), 0)
+    raw_lines = _raw_lines(good, quarantined, data) if good.num_rows else pa.array([], pa.string())
+    good = good.append_column(REASONS, errors).append_column(WARNINGS, warnings)
+    good = good.append_column(RAW_LINE, raw_lines)
+    if bad:
+        failed = {
+            SOURCE_LINE: pa.array([b.line for b in bad], pa.int64()),
+            REASONS: pa.array([[b.reason] for b in bad], REASON_LIST),
+            WARNINGS: pa.array([[] for _ in bad], REASON_LIST),
+            RAW_LINE: pa.array([b.raw for b in bad], pa.string()),
+        }
+        columns = {
+            name: failed.get(name, pa.nulls(len(bad), good.schema.field(name).type))
+            for name in good.column_names
+        }
+        good = pa.concat_tables([good, pa.table(columns, schema=good.schema)])
+        good = good.sort_by(SOURCE_LINE)
+    n = good.num_rows
+    constants = {
+        "dataset": source.dataset,
+        "subset": source.subset,
+        "split": source.split,
+        "source_file": source.relpath,
+    }
+    for index, (name, value) in enumerate(constants.items()):
+        good = good.add_column(index, name, pa.array([value] * n, pa.string()))
+    return good
+
+
+def _raw_lines(table: pa.Table, quarantined: pa.Array, data: bytes | None) -> pa.Array:
+    """The raw text of quarantined rows (null for the others).
+
+    JSON Lines rows get their line as read; JSON-array elements (no line of their own) get the
+    object re-serialized with orjson.
+    """
+    values: list[str | None] = [None] * table.num_rows
+    rows = np.flatnonzero(quarantined.to_numpy(zero_copy_only=False))
+    if not len(rows):
+        return pa.array(values, pa.string())
+    if data is None:
+        objects = table.take(pa.array(rows)).drop_columns([SOURCE_LINE]).to_pylist()
+        for row, obj in zip(rows, objects, strict=True):
+            values[row] = orjson.dumps(obj).decode()
+    else:
+        starts, ends, _ = line_bounds(data)
+        lines = table.column(SOURCE_LINE).to_numpy()
+        for row in rows:
+            values[row] = decode_raw(data[starts[lines[row]] : ends[lines[row]]])
+    return pa.array(values, pa.string())
+
+
+def _parse_array_or_lines(raw: RawFile, specs: list[FieldSpec]) -> ParsedFile:
+    """Stream a JSON array (upstream red-team layout) or JSON Lines into a table."""
+    names = [s.name for s in specs]
+    columns: dict[str, list] = {name: [] for name in names}
+    lines: list[int] = []
+    bad: list[BadLine] = []
+    try:
+        for index, value, raw_line in iter_json_values(raw.stream()):
+            if isinstance(value, BadLine):
+                bad.append(value)
+                continue
+            reason, detail = check_object(value, specs)
+            if reason is not None:
+                text = (raw_line or orjson.dumps(value)).decode("utf-8", "backslashreplace")
+                bad.append(BadLine(index, reason, text, detail))
+                continue
+            lines.append(index)
+            for name in names:
+                columns[name].append(value.get(name))
+    except Exception as exc:  # ijson/gzip errors: the file itself is unreadable
+        raise SourceError(f"{raw.uri}: unreadable JSON array or stream: {exc}") from exc
+    schema = arrow_schema(specs)
+    table = pa.table({n: pa.array(columns[n], schema.field(n).type) for n in names}, schema=schema)
+    table = table.append_column(SOURCE_LINE, pa.array(lines, pa.int64()))
+    return ParsedFile(table, bad, len(lines) + len(bad), 0)
+
+
+def _count(table: pa.Table, report: FileReport) -> None:
+    for column, target in ((REASONS, report.quarantine_by_reason), (WARNINGS, report.warnings_by_reason)):
+        flat = pc.list_flatten(table.column(column))
+        if len(flat):
+            counts = pc.value_counts(flat).to_pylist()
+            target.update({c["values"]: c["counts"] for c in sorted(counts, key=lambda c: c["values"])})
+    report.rows_quarantined = int(pc.sum(pc.greater(pc.list_value_length(table.column(REASONS)), 0)).as_py() or 0)

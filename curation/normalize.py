@@ -1,0 +1,197 @@
+"""Normalize validated source rows of both datasets into one preference-pair table.
+
+* HH-RLHF: ``harmless-base`` lines give ``harmless`` pairs, the helpful subsets ``helpful``
+  pairs. ``prompt`` is the whole conversation before the final Assistant turn, ``chosen`` and
+  ``rejected`` the final Assistant responses. Safety label columns are null.
+* PKU-SafeRLHF: each row gives a ``helpful`` pair (chosen = ``response_{better_response_id}``)
+  and a ``harmless`` pair (chosen = ``response_{safer_response_id}``), with the safety labels of
+  the chosen and rejected response (is_safe, severity, harm categories by name).
+
+``pair_id`` is the xxh3-128 hex digest of dataset, subset, split, dimension and the normalized
+prompt/chosen/rejected (see :mod:`curation.textnorm`), so it is stable across runs and
+independent of row order; exact repeats inside one file get ``-1``, ``-2``... in line order.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import xxhash
+
+from curation import hh
+from curation.ingest import RAW_LINE, REASONS
+from curation.jsonl import SOURCE_LINE
+from curation.schema import (
+    HARM_CATEGORIES,
+    HH_DATASET,
+    PAIRS,
+    QUARANTINE,
+    RED_TEAM,
+    TURN,
+)
+from curation.textnorm import normalize_array
+
+HARMLESS_SUBSETS = frozenset({"harmless-base"})
+_KEY_SEP = "\x1f"
+
+
+def split_verdicts(table: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """Split an ingested table into (rows that go on, rows to quarantine)."""
+    quarantined = pc.greater(pc.list_value_length(table.column(REASONS)), 0)
+    return table.filter(pc.invert(quarantined)), table.filter(quarantined)
+
+
+def quarantine_rows(table: pa.Table) -> pa.Table:
+    """Quarantined rows of an ingested table in the :data:`~curation.schema.QUARANTINE` schema."""
+    return pa.table(
+        {
+            "dataset": table.column("dataset"),
+            "subset": table.column("subset"),
+            "split": table.column("split"),
+            "source_file": table.column("source_file"),
+            "source_line": table.column(SOURCE_LINE),
+            "reasons": table.column(REASONS),
+            "raw_line": table.column(RAW_LINE),
+        },
+        schema=QUARANTINE,
+    )
+
+
+def _constant(value: str | None, n: int) -> pa.Array:
+    return pa.array([value] * n, pa.string())
+
+
+def _null_labels(n: int) -> dict[str, pa.Array]:
+    return {
+        "chosen_is_safe": pa.nulls(n, pa.bool_()),
+        "rejected_is_safe": pa.nulls(n, pa.bool_()),
+        "chosen_severity": pa.nulls(n, pa.int8()),
+        "rejected_severity": pa.nulls(n, pa.int8()),
+        "chosen_harm_categories": pa.nulls(n, pa.list_(pa.string())),
+        "rejected_harm_categories": pa.nulls(n, pa.list_(pa.string())),
+    }
+
+
+def hh_pairs(table: pa.Table) -> pa.Table:
+    """HH preference rows (validated) → pairs without ``pair_id`` (filled by :func:`with_pair_ids`)."""
+    n = table.num_rows
+    chosen = hh.parse_transcripts(table.column("chosen"))
+    rejected = hh.parse_transcripts(table.column("rejected"))
+    subsets = table.column("subset")
+    harmless = pc.is_in(subsets, pa.array(sorted(HARMLESS_SUBSETS)))
+    columns = {
+        "pair_id": _constant("", n),
+        "dataset": table.column("dataset"),
+        "subset": subsets,
+        "split": table.column("split"),
+        "source_file": table.column("source_file"),
+        "source_line": table.column(SOURCE_LINE),
+        "dimension": pc.if_else(harmless, "harmless", "helpful"),
+        "prompt": chosen["prompt"].to_arrow(),
+        "prompt_turns": chosen["prompt_turns"].to_arrow().cast(pa.list_(TURN)),
+        "chosen": chosen["response"].to_arrow(),
+        "rejected": rejected["response"].to_arrow(),
+        **_null_labels(n),
+    }
+    return pa.table(columns, schema=PAIRS)
+
+
+def _categories(column: pa.ChunkedArray) -> pa.Array:
+    """A struct of 19 named booleans → the list of names that are true."""
+    frame = pl.from_arrow(pa.table({"c": column}).flatten())
+    names = [pl.when(pl.col(f"c.{name}")).then(pl.lit(name)) for name in HARM_CATEGORIES]
+    lists = frame.select(pl.concat_list(names).list.drop_nulls()).to_series()
+    return lists.to_arrow().cast(pa.list_(pa.string()))
+
+
+def pku_pairs(table: pa.Table) -> pa.Table:
+    """PKU rows (validated) → a helpful and a harmless pair per row, without ``pair_id``."""
+    n = table.num_rows
+    has_labels = "response_0_severity_level" in table.column_names
+    prompt = table.column("prompt")
+    turns = pa.ListArray.from_arrays(
+        pa.array(range(n + 1), pa.int32()),
+        pa.StructArray.from_arrays(
+            [_constant("human", n), prompt.combine_chunks()], fields=list(TURN)
+        ),
+    )
+    parts = []
+    for dimension, id_column in (("helpful", "better_response_id"), ("harmless", "safer_response_id")):
+        first = pc.equal(table.column(id_column), 0)
+
+        def pick(name: str, chosen: bool, first=first) -> pa.ChunkedArray:
+            zero, one = table.column(name.format(0)), table.column(name.format(1))
+            return pc.if_else(first, zero, one) if chosen else pc.if_else(first, one, zero)
+
+        labels = _null_labels(n)
+        labels["chosen_is_safe"] = pick("is_response_{}_safe", True)
+        labels["rejected_is_safe"] = pick("is_response_{}_safe", False)
+        if has_labels:
+            for side, chosen in (("chosen", True), ("rejected", False)):
+                severity = pick("response_{}_severity_level", chosen)
+                labels[f"{side}_severity"] = pc.cast(severity, pa.int8())
+                labels[f"{side}_harm_categories"] = _categories(
+                    pick("response_{}_harm_category", chosen)
+                )
+        columns = {
+            "pair_id": _constant("", n),
+            "dataset": table.column("dataset"),
+            "subset": table.column("subset"),
+            "split": table.column("split"),
+            "source_file": table.column("source_file"),
+            "source_line": table.column(SOURCE_LINE),
+            "dimension": _constant(dimension, n),
+            "prompt": prompt,
+            "prompt_turns": turns,
+            "chosen": pick("response_{}", True),
+            "rejected": pick("response_{}", False),
+            **labels,
+        }
+        parts.append(pa.table(columns, schema=PAIRS))
+    return pa.concat_tables(parts)
+
+
+def content_ids(keys: list[pa.ChunkedArray | pa.Array], order: pa.ChunkedArray) -> pa.Array:
+    """xxh3-128 hex ids of the joined ``keys`` per row; repeats get ``-1``, ``-2``... by ``order``."""
+    joined = pc.binary_join_element_wise(*[pc.fill_null(k, "") for k in keys], _KEY_SEP)
+    digests = [xxhash.xxh3_128_hexdigest(s) for s in joined.to_pylist()]
+    frame = pl.DataFrame({"id": digests, "order": order.to_numpy()})
+    rank = frame.select(pl.col("order").rank("ordinal").over("id") - 1).to_series()
+    ids = frame.select(
+        pl.when(rank == 0).then(pl.col("id")).otherwise(pl.col("id") + "-" + rank.cast(pl.String))
+    ).to_series()
+    return ids.to_arrow().cast(pa.string())
+
+
+def with_pair_ids(pairs: pa.Table) -> pa.Table:
+    """Fill ``pair_id`` (see the module docstring)."""
+    keys = [
+        pairs.column("dataset"),
+        pairs.column("subset"),
+        pairs.column("split"),
+        pairs.column("dimension"),
+        normalize_array(pairs.column("prompt")),
+        normalize_array(pairs.column("chosen")),
+        normalize_array(pairs.column("rejected")),
+    ]
+    return pairs.set_column(0, "pair_id", content_ids(keys, pairs.column("source_line")))
+
+
+def red_team_rows(table: pa.Table) -> pa.Table:
+    """Validated red-team rows → the :data:`~curation.schema.RED_TEAM` table with parsed turns."""
+    parsed = hh.parse_transcripts(table.column("transcript"))
+    columns = {name: table.column(name) for name in RED_TEAM.names if name in table.column_names}
+    columns["turns"] = parsed["turns"].to_arrow().cast(pa.list_(TURN))
+    columns["transcript_id"] = content_ids(
+        [table.column("transcript")], table.column(SOURCE_LINE)
+    )
+    columns["source_line"] = table.column(SOURCE_LINE)
+    return pa.table({name: columns[name] for name in RED_TEAM.names}, schema=RED_TEAM)
+
+
+def pairs_from(table: pa.Table) -> pa.Table:
+    """Pairs of one validated ingested table of either dataset, ``pair_id`` not yet filled."""
+    if table.num_rows == 0:
+        return PAIRS.empty_table()
+    return hh_pairs(table) if table.column("dataset")[0].as_py() == HH_DATASET else pku_pairs(table)
