@@ -1,0 +1,624 @@
+"""Schema validation of pipeline DataFrames with Great Expectations 1.x expectation suites.
+
+One suite per data contract lives in ``expectations/<name>.json`` (GX's own JSON form of an
+``ExpectationSuite``). :func:`validate_frame` runs a suite against a pandas DataFrame (or a pyarrow
+table) through one cached, ephemeral GX context and returns a :class:`SuiteResult` whose failure
+samples carry ``source_file``/``source_line`` so every failing row can be traced to its input line.
+
+No Dagster import here: the asset checks wrap this module. Great Expectations is imported lazily
+(it takes ~3 s to import) and its progress bars and logging are silenced.
+
+The JSON suites are generated from :func:`build_suites`; after changing a suite definition run
+``python -m curation.gx_validate write-suites`` (a test fails while the JSON files are stale).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from curation.schema import DATASETS, DIMENSIONS, HARM_CATEGORIES, PAIRS, SPLITS
+from expectations import SUITE_DIR
+
+if TYPE_CHECKING:  # pragma: no cover
+    import great_expectations as gx
+
+logger = logging.getLogger(__name__)
+
+SUITE_NAMES = (
+    "hh_preference_raw",
+    "hh_red_team_raw",
+    "pku_saferlhf_raw",
+    "pku_saferlhf_v0_raw",
+    "curated_pairs",
+)
+#: Suite name -> JSON file.
+SUITES: dict[str, Path] = {name: SUITE_DIR / f"{name}.json" for name in SUITE_NAMES}
+
+ID_COLUMNS = ("source_file", "source_line")
+HARM_CATEGORY_COLUMNS = ("response_0_harm_category", "response_1_harm_category")
+
+# Type names as GX's pandas type checks understand them: each name is resolved with
+# ``np.dtype(name).type`` and a small map of Python builtins ("str" -> str, "int" -> int, ...).
+# For a non-object column GX compares the column dtype once (no per-row failures); for an object
+# column (e.g. a bool column holding "yes") it checks ``isinstance`` row by row.
+STR_TYPES = ["str"]
+BOOL_TYPES = ["bool"]
+INT_TYPES = ["int", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"]
+FLOAT_TYPES = ["float", "float16", "float32", "float64"]
+NUMBER_TYPES = FLOAT_TYPES + INT_TYPES
+LIST_TYPES = ["list"]  # numpy arrays (pyarrow list -> pandas) are converted to lists first
+
+NON_BLANK = r"\S"  # at least one non-whitespace character: rejects "" and "   "
+SHA256_HEX = r"^[0-9a-f]{64}$"
+MAX_SAMPLE_CHARS = 200
+
+_PROGRESS_ENV = {"GX_ANALYTICS_ENABLED": "False"}
+
+
+# --------------------------------------------------------------------------------------------
+# Suite definitions
+# --------------------------------------------------------------------------------------------
+
+
+def _gx():
+    """Import great_expectations quietly (no analytics, no chatty loggers)."""
+    for key, value in _PROGRESS_ENV.items():
+        os.environ.setdefault(key, value)
+    import great_expectations
+
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    return great_expectations
+
+
+class _SuiteBuilder:
+    """Collects expectations for one suite, tagging each with its family in ``meta``."""
+
+    def __init__(self) -> None:
+        self._gxe = _gx().expectations
+        self.items: list[Any] = []
+
+    def add(self, family: str, cls_name: str, **kwargs: Any) -> None:
+        cls = getattr(self._gxe, cls_name)
+        self.items.append(cls(meta={"family": family}, **kwargs))
+
+    def exists(self, *columns: str) -> None:
+        for column in columns:
+            self.add("presence", "ExpectColumnToExist", column=column)
+
+    def types(self, types: list[str], *columns: str) -> None:
+        for column in columns:
+            if len(types) == 1:
+                self.add("type", "ExpectColumnValuesToBeOfType", column=column, type_=types[0])
+            else:
+                self.add("type", "ExpectColumnValuesToBeInTypeList", column=column, type_list=types)
+
+    def not_null(self, *columns: str) -> None:
+        for column in columns:
+            self.add("not_null", "ExpectColumnValuesToNotBeNull", column=column)
+
+    def non_blank(self, *columns: str) -> None:
+        for column in columns:
+            self.add("non_empty", "ExpectColumnValuesToMatchRegex", column=column, regex=NON_BLANK)
+
+    def in_set(self, values: Sequence[Any], *columns: str) -> None:
+        for column in columns:
+            self.add(
+                "value_set", "ExpectColumnValuesToBeInSet", column=column, value_set=list(values)
+            )
+
+    def between(self, lo: float | None, hi: float | None, *columns: str) -> None:
+        for column in columns:
+            self.add(
+                "range", "ExpectColumnValuesToBeBetween", column=column, min_value=lo, max_value=hi
+            )
+
+    def regex(self, pattern: str, *columns: str) -> None:
+        for column in columns:
+            self.add("format", "ExpectColumnValuesToMatchRegex", column=column, regex=pattern)
+
+    def required_text(self, *columns: str) -> None:
+        """Present, string, non-null, non-blank."""
+        self.exists(*columns)
+        self.types(STR_TYPES, *columns)
+        self.not_null(*columns)
+        self.non_blank(*columns)
+
+    def provenance(self) -> None:
+        """``source_file`` (non-null str) and ``source_line`` (non-null int >= 0)."""
+        self.exists(*ID_COLUMNS)
+        self.types(STR_TYPES, "source_file")
+        self.types(INT_TYPES, "source_line")
+        self.not_null(*ID_COLUMNS)
+        self.between(0, None, "source_line")
+
+
+def _pku_common(b: _SuiteBuilder) -> None:
+    b.provenance()
+    b.required_text("prompt", "response_0", "response_1")
+    safe = ("is_response_0_safe", "is_response_1_safe")
+    b.exists(*safe)
+    b.types(BOOL_TYPES, *safe)
+    b.not_null(*safe)
+    ids = ("better_response_id", "safer_response_id")
+    b.exists(*ids)
+    b.types(INT_TYPES, *ids)
+    b.not_null(*ids)
+    b.in_set([0, 1], *ids)
+
+
+def harm_category_columns(prefixes: Iterable[str] = HARM_CATEGORY_COLUMNS) -> list[str]:
+    """The flattened ``<prefix>.<Category Name>`` columns, prefix-major, upstream key order."""
+    return [f"{prefix}.{name}" for prefix in prefixes for name in HARM_CATEGORIES]
+
+
+def build_suites() -> dict[str, gx.ExpectationSuite]:
+    """The expectation suites as Python objects (source of the JSON files)."""
+    gx = _gx()
+    defs: dict[str, tuple[str, _SuiteBuilder]] = {}
+
+    b = _SuiteBuilder()
+    b.provenance()
+    b.required_text("chosen", "rejected")
+    defs["hh_preference_raw"] = ("Anthropic HH-RLHF preference rows (chosen/rejected).", b)
+
+    b = _SuiteBuilder()
+    b.provenance()
+    b.required_text("transcript")
+    floats = ("min_harmlessness_score_transcript", "task_description_harmlessness_score")
+    texts = ("num_params", "model_type", "task_description")
+    b.exists(*floats, *texts, "rating", "red_team_member_id", "is_upworker", "tags")
+    b.types(FLOAT_TYPES, *floats)
+    b.types(STR_TYPES, *texts)
+    b.types(NUMBER_TYPES, "rating")
+    b.between(0, 4, "rating")
+    b.types(INT_TYPES, "red_team_member_id")
+    b.types(BOOL_TYPES, "is_upworker")
+    b.types(LIST_TYPES, "tags")  # nulls allowed
+    defs["hh_red_team_raw"] = ("Anthropic HH-RLHF red-team attempts (one transcript a row).", b)
+
+    b = _SuiteBuilder()
+    _pku_common(b)
+    sources = ("prompt_source", "response_0_source", "response_1_source")
+    b.exists(*sources)
+    b.types(STR_TYPES, *sources)
+    severity = ("response_0_severity_level", "response_1_severity_level")
+    b.exists(*severity)
+    b.types(INT_TYPES, *severity)
+    b.not_null(*severity)
+    b.between(0, 3, *severity)
+    sha = ("response_0_sha256", "response_1_sha256")
+    b.exists(*sha)
+    b.types(STR_TYPES, *sha)
+    b.not_null(*sha)
+    b.regex(SHA256_HEX, *sha)
+    harm = harm_category_columns()
+    b.exists(*harm)
+    b.types(BOOL_TYPES, *harm)
+    b.not_null(*harm)
+    defs["pku_saferlhf_raw"] = (
+        "PKU-SafeRLHF, current upstream schema; harm categories flattened to "
+        "'response_<i>_harm_category.<Category Name>' boolean columns.",
+        b,
+    )
+
+    b = _SuiteBuilder()
+    _pku_common(b)
+    defs["pku_saferlhf_v0_raw"] = ("PKU-SafeRLHF, older (v0) schema.", b)
+
+    b = _SuiteBuilder()
+    b.exists(*PAIRS.names)
+    b.types(STR_TYPES, "pair_id", "source_file", "subset")
+    b.not_null("pair_id", "source_file", "source_line", "dataset", "split", "dimension")
+    b.add("unique", "ExpectColumnValuesToBeUnique", column="pair_id")
+    b.in_set(list(DATASETS), "dataset")
+    b.in_set(list(SPLITS), "split")
+    b.in_set(list(DIMENSIONS), "dimension")
+    for column in ("prompt", "chosen", "rejected"):
+        b.types(STR_TYPES, column)
+        b.not_null(column)
+        b.non_blank(column)
+    b.types(INT_TYPES, "source_line")
+    b.between(0, None, "source_line")
+    b.types(BOOL_TYPES, "chosen_is_safe", "rejected_is_safe")
+    b.types(LIST_TYPES, "prompt_turns", "chosen_harm_categories", "rejected_harm_categories")
+    b.between(0, 3, "chosen_severity", "rejected_severity")  # nulls allowed (HH has none)
+    defs["curated_pairs"] = (
+        "Curated preference pairs (curation.schema.PAIRS); chosen != rejected is a row rule.",
+        b,
+    )
+
+    assert set(defs) == set(SUITE_NAMES)
+    return {
+        name: gx.ExpectationSuite(
+            name=name,
+            expectations=builder.items,
+            meta={"great_expectations_version": gx.__version__, "contract": name},
+            notes=notes,
+        )
+        for name, (notes, builder) in defs.items()
+    }
+
+
+def write_suites(directory: Path = SUITE_DIR) -> list[Path]:
+    """(Re)write every suite's JSON file from :func:`build_suites`."""
+    written = []
+    for name, suite in build_suites().items():
+        path = directory / f"{name}.json"
+        path.write_text(json.dumps(suite.to_json_dict(), indent=2, ensure_ascii=False) + "\n")
+        written.append(path)
+    return written
+
+
+def load_suite_json(name: str) -> dict[str, Any]:
+    """The raw JSON dict of suite ``name``."""
+    try:
+        path = SUITES[name]
+    except KeyError:
+        raise KeyError(f"unknown suite {name!r}; known: {sorted(SUITES)}") from None
+    return json.loads(path.read_text())
+
+
+def load_suite(name: str) -> gx.ExpectationSuite:
+    """Load suite ``name`` from its JSON file.
+
+    GX 1.24 *drops* (and only logs) an expectation whose ``type`` it does not know while building
+    a suite from dicts, so the count is checked here and a mismatch raises ``ValueError``.
+    """
+    gx = _gx()
+    data = load_suite_json(name)
+    suite = gx.ExpectationSuite(**data)
+    if len(suite.expectations) != len(data.get("expectations", [])):
+        raise ValueError(
+            f"suite {name!r}: {len(data['expectations'])} expectations in "
+            f"{SUITES[name]}, only {len(suite.expectations)} loaded"
+        )
+    return suite
+
+
+# --------------------------------------------------------------------------------------------
+# Frames
+# --------------------------------------------------------------------------------------------
+
+
+def _arrays_to_lists(series: pd.Series) -> pd.Series:
+    """numpy-array cells (what pyarrow list columns become) -> Python lists; None stays."""
+    return series.map(lambda v: v.tolist() if isinstance(v, np.ndarray) else v)
+
+
+def _has_array_cells(series: pd.Series) -> bool:
+    if series.dtype != object:
+        return False
+    first = series.first_valid_index()
+    return first is not None and isinstance(series.at[first], np.ndarray)
+
+
+def frame_for_validation(table: pa.Table) -> pd.DataFrame:
+    """A pyarrow table as the DataFrame the suites expect.
+
+    Struct columns are flattened (repeatedly, for nested structs) to dotted columns, e.g.
+    ``response_0_harm_category.Violence``; list columns become Python lists (pyarrow gives numpy
+    arrays, which GX's type names cannot express).
+    """
+    while any(pa.types.is_struct(f.type) for f in table.schema):
+        table = table.flatten()
+    df = table.to_pandas()
+    for f in table.schema:
+        if pa.types.is_list(f.type) or pa.types.is_large_list(f.type):
+            df[f.name] = _arrays_to_lists(df[f.name])
+    return df
+
+
+def flatten_harm_categories(
+    df: pd.DataFrame, columns: Iterable[str] = HARM_CATEGORY_COLUMNS
+) -> pd.DataFrame:
+    """Expand dict-valued harm-category columns into ``<column>.<Category>`` columns.
+
+    For frames built from JSON records (``pd.DataFrame(records)``) rather than from pyarrow. One
+    column per key seen in any row (upstream categories first), so a category absent from every
+    row yields no column (like ``pa.Table.flatten``) and the suite reports it missing; a key
+    absent from some rows yields nulls there. Returns a new frame; the dict column is dropped.
+    """
+    out = df
+    for column in columns:
+        if column not in out.columns:
+            continue
+        values = [v if isinstance(v, Mapping) else {} for v in out[column].tolist()]
+        expanded = pd.DataFrame(values, index=out.index)
+        known = [c for c in HARM_CATEGORIES if c in expanded.columns]
+        extra = [c for c in expanded.columns if c not in HARM_CATEGORIES]
+        expanded = expanded[known + extra].add_prefix(f"{column}.")
+        position = list(out.columns).index(column)
+        left, right = out.iloc[:, :position], out.iloc[:, position + 1 :]
+        out = pd.concat([left, expanded, right], axis=1)
+    return out
+
+
+def _normalize(df: pd.DataFrame) -> pd.DataFrame:
+    """RangeIndex (sample rows are located positionally) and array cells -> lists."""
+    if not isinstance(df.index, pd.RangeIndex) or df.index.start != 0 or df.index.step != 1:
+        df = df.reset_index(drop=True)
+    array_columns = [c for c in df.columns if _has_array_cells(df[c])]
+    if array_columns:
+        df = df.copy(deep=False)
+        for column in array_columns:
+            df[column] = _arrays_to_lists(df[column])
+    return df
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+
+
+def _jsonable(value: Any, depth: int = 0) -> Any:
+    """A JSON-safe, size-bounded copy of a cell value."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else value
+    if isinstance(value, str):
+        if len(value) > MAX_SAMPLE_CHARS:
+            return value[:MAX_SAMPLE_CHARS] + f"…(+{len(value) - MAX_SAMPLE_CHARS} chars)"
+        return value
+    if depth < 3 and isinstance(value, list | tuple):
+        items = [_jsonable(v, depth + 1) for v in value[:20]]
+        return [*items, f"…(+{len(value) - 20} items)"] if len(value) > 20 else items
+    if depth < 3 and isinstance(value, Mapping):
+        return {str(k): _jsonable(v, depth + 1) for k, v in list(value.items())[:40]}
+    try:
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return _jsonable(str(value), depth + 1)
+
+
+@dataclass(frozen=True)
+class SuiteResult:
+    """Outcome of one suite on one frame.
+
+    ``failures`` holds one dict per failing expectation: ``expectation`` (GX type), ``column``,
+    ``kwargs`` (JSON-safe, without GX's ``batch_id``), ``unexpected_count`` and
+    ``unexpected_percent`` (``None`` for column-level checks such as a dtype mismatch or a missing
+    column), ``sample`` (up to ``sample_size`` failing rows as ``{source_file, source_line,
+    value}``), ``observed_value`` (column-level checks) and ``exception`` (message if GX raised,
+    e.g. for a column that does not exist).
+    """
+
+    suite: str
+    success: bool
+    evaluated: int
+    failed: int
+    rows: int
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_metadata(self) -> dict[str, Any]:
+        """A JSON-serializable dict (e.g. for ``dagster.MetadataValue.json``)."""
+        return json.loads(json.dumps(asdict(self), default=str))
+
+    def to_markdown(self, max_rows: int = 50) -> str:
+        """A Markdown summary with a table of the failing expectations."""
+        status = "passed" if self.success else "FAILED"
+        head = (
+            f"**Suite `{self.suite}` {status}**: {self.failed} of {self.evaluated} expectations "
+            f"failed on {self.rows} rows."
+        )
+        if not self.failures:
+            return head + "\n"
+        lines = [
+            head,
+            "",
+            "| expectation | column | unexpected | % | detail | sample (source_file:source_line → value) |",
+            "|---|---|---:|---:|---|---|",
+        ]
+        for failure in self.failures[:max_rows]:
+            pct = failure.get("unexpected_percent")
+            sample = "; ".join(
+                f"{s.get('source_file')}:{s.get('source_line')} → {_short(s.get('value'))}"
+                for s in failure.get("sample", [])[:3]
+            )
+            detail = failure.get("exception") or ""
+            if not detail and failure.get("observed_value") is not None:
+                detail = f"observed {failure['observed_value']}"
+            if not detail:
+                detail = _short(
+                    {k: v for k, v in failure.get("kwargs", {}).items() if k != "column"}, 60
+                )
+            cells = [
+                f"`{failure['expectation']}`",
+                f"`{failure.get('column')}`" if failure.get("column") is not None else "",
+                "" if failure.get("unexpected_count") is None else str(failure["unexpected_count"]),
+                "" if pct is None else f"{pct:.3g}",
+                detail,
+                sample,
+            ]
+            lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
+        if len(self.failures) > max_rows:
+            lines.append(f"\n… and {len(self.failures) - max_rows} more failing expectations.")
+        return "\n".join(lines) + "\n"
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _exception_message(info: Any) -> str | None:
+    """GX reports exceptions either flat or keyed by metric id; return the first message."""
+    if not info:
+        return None
+    if isinstance(info, Mapping) and "raised_exception" in info:
+        return info.get("exception_message") if info.get("raised_exception") else None
+    if isinstance(info, Mapping):
+        for sub in info.values():
+            message = _exception_message(sub)
+            if message:
+                return message
+    return None
+
+
+def _sample(
+    result: Mapping[str, Any],
+    column: str | None,
+    df: pd.DataFrame,
+    id_columns: Sequence[str],
+    index_columns: Sequence[str],
+    sample_size: int,
+) -> list[dict[str, Any]]:
+    entries = result.get("partial_unexpected_index_list") or []
+    sample = []
+    for entry in entries[:sample_size]:
+        row: dict[str, Any] = {}
+        if isinstance(entry, Mapping):  # GX gave {id columns..., column: value}
+            for name in id_columns:
+                row[name] = _jsonable(entry.get(name)) if name in index_columns else None
+            value = entry.get(column)
+        else:  # positional index (no id columns in the frame)
+            position = int(entry)
+            row["index"] = position
+            for name in id_columns:
+                row[name] = None
+            value = df[column].iat[position] if column in df.columns else None
+        row["value"] = _jsonable(value)
+        sample.append(row)
+    return sample
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+
+_LOCK = threading.RLock()
+_STATE: dict[str, Any] = {}
+
+
+def _batch_definition():
+    """One ephemeral context + pandas datasource per process (cached)."""
+    if "batch_definition" not in _STATE:
+        gx = _gx()
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        context = gx.get_context(mode="ephemeral")
+        context.variables.progress_bars = ProgressBarsConfig(
+            globally=False, metric_calculations=False
+        )
+        asset = context.data_sources.add_pandas("curation").add_dataframe_asset("frame")
+        _STATE["context"] = context
+        _STATE["batch_definition"] = asset.add_batch_definition_whole_dataframe("whole_frame")
+    return _STATE["batch_definition"]
+
+
+def _release(batch: Any) -> None:
+    """Drop GX's references to the frame and its metrics (every batch has the same id)."""
+    try:
+        engine = batch.data.execution_engine
+        engine._metric_cache.clear()
+        engine.batch_manager.reset_batch_cache()
+        engine.batch_manager._batch_data_cache.clear()
+    except AttributeError:  # pragma: no cover - internals moved; only memory is at stake
+        pass
+
+
+def _suite(name: str):
+    cache = _STATE.setdefault("suites", {})
+    if name not in cache:
+        cache[name] = load_suite(name)
+    return cache[name]
+
+
+def validate_frame(
+    df: pd.DataFrame | pa.Table,
+    suite_name: str,
+    *,
+    id_columns: Sequence[str] = ID_COLUMNS,
+    sample_size: int = 10,
+) -> SuiteResult:
+    """Validate ``df`` against suite ``suite_name`` and summarize the failures.
+
+    A pyarrow table is converted with :func:`frame_for_validation`. Failure samples carry the
+    ``id_columns`` values of the failing rows (``None`` if the frame lacks them).
+    """
+    if isinstance(df, pa.Table):
+        df = frame_for_validation(df)
+    df = _normalize(df)
+    index_columns = [c for c in id_columns if c in df.columns]
+    result_format: dict[str, Any] = {
+        "result_format": "SUMMARY",
+        "partial_unexpected_count": max(int(sample_size), 1),
+    }
+    if index_columns:
+        result_format["unexpected_index_column_names"] = index_columns
+    with _LOCK:
+        suite = _suite(suite_name)
+        batch = _batch_definition().get_batch(batch_parameters={"dataframe": df})
+        try:
+            validation = batch.validate(suite, result_format=result_format)
+        finally:
+            _release(batch)
+
+    failures = []
+    for item in validation.results:
+        if item.success:
+            continue
+        config = item.expectation_config
+        kwargs = {k: v for k, v in dict(config.kwargs).items() if k != "batch_id"}
+        column = kwargs.get("column")
+        result = dict(item.result or {})
+        observed = result.get("observed_value")
+        failures.append(
+            {
+                "expectation": config.type,
+                "column": column,
+                "kwargs": _jsonable(kwargs),
+                "unexpected_count": _jsonable(result.get("unexpected_count")),
+                "unexpected_percent": _jsonable(result.get("unexpected_percent")),
+                "sample": _sample(result, column, df, id_columns, index_columns, sample_size),
+                "observed_value": None if observed is None else _jsonable(observed),
+                "exception": _exception_message(item.exception_info),
+            }
+        )
+    evaluated = len(validation.results)
+    return SuiteResult(
+        suite=suite_name,
+        success=bool(validation.success),
+        evaluated=evaluated,
+        failed=len(failures),
+        rows=len(df),
+        failures=failures,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m curation.gx_validate write-suites`` regenerates ``expectations/*.json``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args != ["write-suites"]:
+        print("usage: python -m curation.gx_validate write-suites", file=sys.stderr)
+        return 2
+    for path in write_suites():
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
