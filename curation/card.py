@@ -1,0 +1,476 @@
+"""Dataset card (``README.md``) and charts for a release, generated from its manifest and tables.
+
+``render_card(manifest, tables)`` returns the markdown and ``{filename: png bytes}``; the
+publisher writes both next to each other in the release folder. Rendering is deterministic for a
+given manifest and tables (no timestamps in the PNGs), so concurrent publishers of the same
+release produce byte-identical cards.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curation.schema import HARM_CATEGORIES, HH_DATASET, PKU_DATASET
+
+REMOVALS_CHART = "removals_by_reason.png"
+HARM_CHART = "pku_harm_category_by_severity.png"
+
+LICENCES = {
+    HH_DATASET: {
+        "name": "Anthropic HH-RLHF",
+        "licence": "MIT",
+        "holder": "Anthropic",
+        "url": "https://huggingface.co/datasets/Anthropic/hh-rlhf",
+    },
+    PKU_DATASET: {
+        "name": "PKU-SafeRLHF",
+        "licence": "CC BY-NC 4.0",
+        "holder": "PKU-Alignment",
+        "url": "https://huggingface.co/datasets/PKU-Alignment/PKU-SafeRLHF",
+    },
+}
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _fmt(n: Any) -> str:
+    if isinstance(n, bool):
+        return str(n)
+    if isinstance(n, int):
+        return f"{n:,}"
+    if isinstance(n, float):
+        return f"{n:,.4g}"
+    return str(n)
+
+
+def _md_table(header: list[str], rows: list[list[Any]]) -> str:
+    def cell(v: Any) -> str:
+        return _fmt(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(obj, Mapping):
+        out: list[tuple[str, Any]] = []
+        for k in sorted(obj, key=str):
+            out += _flatten(obj[k], f"{prefix} / {k}" if prefix else str(k))
+        return out
+    if isinstance(obj, list | tuple) and obj and all(isinstance(v, Mapping) for v in obj):
+        return [(prefix, json.dumps(list(obj), sort_keys=True, default=str)[:200])]
+    return [(prefix, obj)]
+
+
+def _value_counts(values: pa.Array | pa.ChunkedArray) -> list[tuple[str, int]]:
+    if len(values) == 0:
+        return []
+    vc = pc.value_counts(values)
+    pairs = [
+        ("(none)" if v is None else str(v), int(c))
+        for v, c in zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist(), strict=True)
+    ]
+    return sorted(pairs, key=lambda p: (-p[1], p[0]))
+
+
+def _group_counts(table: pa.Table, keys: list[str]) -> list[list[Any]]:
+    keys = [k for k in keys if k in table.column_names]
+    if not keys or table.num_rows == 0:
+        return []
+    grouped = table.select(keys).group_by(keys, use_threads=False).aggregate([([], "count_all")])
+    rows = [[*(r[k] for k in keys), r["count_all"]] for r in grouped.to_pylist()]
+    return sorted(rows, key=lambda r: tuple("" if v is None else str(v) for v in r[:-1]))
+
+
+def removal_counts(removed: pa.Table | None) -> list[tuple[str, int]]:
+    """``[(reason, rows)]`` of the removed table, most frequent first."""
+    if removed is None or "reason" not in removed.column_names:
+        return []
+    return _value_counts(removed.column("reason"))
+
+
+def quarantine_counts(quarantine: pa.Table | None) -> list[tuple[str, int]]:
+    """``[(reason, rows)]`` of the quarantine table (a row with several reasons counts once per reason)."""
+    if quarantine is None or "reasons" not in quarantine.column_names or quarantine.num_rows == 0:
+        return []
+    return _value_counts(pc.list_flatten(quarantine.column("reasons")))
+
+
+def harm_severity_counts(pairs: pa.Table | None) -> Counter[tuple[str, int | None]]:
+    """Counts of (harm category, severity) over the distinct PKU responses of ``pairs``.
+
+    PKU source rows appear once per dimension with the same two responses, so rows are first
+    de-duplicated on (source_file, source_line); each response then contributes one count per
+    harm category it is tagged with.
+    """
+    counts: Counter[tuple[str, int | None]] = Counter()
+    needed = {"dataset", "chosen_harm_categories", "chosen_severity"}
+    if pairs is None or pairs.num_rows == 0 or not needed <= set(pairs.column_names):
+        return counts
+    pku = pairs.filter(pc.equal(pairs.column("dataset"), PKU_DATASET))
+    if pku.num_rows == 0:
+        return counts
+    keys = [k for k in ("source_file", "source_line") if k in pku.column_names]
+    if keys:
+        idx = pku.select(keys).append_column("__i", pa.array(range(pku.num_rows), pa.int64()))
+        first = idx.group_by(keys, use_threads=False).aggregate([("__i", "min")])
+        pku = pku.take(first.column("__i_min"))
+    for side in ("chosen", "rejected"):
+        cats_col, sev_col = f"{side}_harm_categories", f"{side}_severity"
+        if cats_col not in pku.column_names or sev_col not in pku.column_names:
+            continue
+        cats = pku.column(cats_col).combine_chunks()
+        flat = pc.list_flatten(cats)
+        if len(flat) == 0:
+            continue
+        parents = pc.list_parent_indices(cats)
+        sev = pc.take(pku.column(sev_col), parents)
+        for cat, s in zip(flat.to_pylist(), sev.to_pylist(), strict=True):
+            counts[(str(cat), None if s is None else int(s))] += 1
+    return counts
+
+
+# ---------------------------------------------------------------------------- charts
+
+
+def _png(fig: Any) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    # No "Software"/date metadata: identical inputs give identical bytes.
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None}, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _bar_chart(counts: list[tuple[str, int]], title: str, xlabel: str) -> bytes:
+    from matplotlib.figure import Figure
+
+    labels = [c[0] for c in counts][::-1]
+    values = [c[1] for c in counts][::-1]
+    fig = Figure(figsize=(7, 0.45 * max(len(labels), 2) + 1.2))
+    ax = fig.add_subplot()
+    bars = ax.barh(labels, values, color="#4C72B0")
+    ax.bar_label(bars, labels=[f"{v:,}" for v in values], padding=3, fontsize=8)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.margins(x=0.15)
+    return _png(fig)
+
+
+def _heatmap(counts: Counter[tuple[str, int | None]]) -> bytes:
+    from matplotlib.figure import Figure
+
+    present = {c for c, _ in counts}
+    categories = [c for c in HARM_CATEGORIES if c in present] + sorted(
+        present - set(HARM_CATEGORIES)
+    )
+    severities = sorted(
+        {s for _, s in counts}, key=lambda s: (s is None, s if s is not None else 0)
+    )
+    grid = [[counts.get((c, s), 0) for s in severities] for c in categories]
+    fig = Figure(figsize=(2.2 + 1.1 * len(severities), 0.38 * len(categories) + 1.6))
+    ax = fig.add_subplot()
+    image = ax.imshow(grid, aspect="auto", cmap="Reds")
+    ax.set_xticks(range(len(severities)), ["unknown" if s is None else str(s) for s in severities])
+    ax.set_yticks(range(len(categories)), categories, fontsize=8)
+    ax.set_xlabel("severity level")
+    ax.set_title("PKU-SafeRLHF responses: harm category x severity")
+    top = max((max(r) for r in grid), default=0) or 1
+    for i, row in enumerate(grid):
+        for j, v in enumerate(row):
+            ax.text(
+                j,
+                i,
+                f"{v:,}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if v > top / 2 else "black",
+            )
+    fig.colorbar(image, ax=ax, label="responses")
+    return _png(fig)
+
+
+# ---------------------------------------------------------------------------- the card
+
+
+def _data_files(manifest: Mapping[str, Any]) -> dict[str, dict[str | None, list[str]]]:
+    """``{table: {split or None: [relative paths]}}`` from the manifest."""
+    out: dict[str, dict[str | None, list[str]]] = {}
+    for name, info in manifest.get("tables", {}).items():
+        splits: dict[str | None, list[str]] = {}
+        for f in info.get("files", []):
+            splits.setdefault(f.get("split"), []).append(f["path"])
+        out[name] = splits
+    return out
+
+
+def _front_matter(manifest: Mapping[str, Any]) -> str:
+    lines = [
+        "---",
+        "license:",
+        "- mit",
+        "- cc-by-nc-4.0",
+        f"pretty_name: Curated RLHF preference pairs (release {manifest.get('release_id')})",
+        "tags:",
+        "- rlhf",
+        "- preference",
+        "- safety",
+        "configs:",
+    ]
+    for name, splits in _data_files(manifest).items():
+        if not splits:
+            continue
+        lines.append(f"- config_name: {name}")
+        if name == "pairs":
+            lines.append("  default: true")
+        lines.append("  data_files:")
+        for split in sorted(splits, key=lambda s: "" if s is None else s):
+            path = f"{name}/{split}/*.parquet" if split is not None else f"{name}/*.parquet"
+            lines.append(f"  - split: {split if split is not None else 'train'}")
+            lines.append(f"    path: {path}")
+    lines.append("---")
+    return "\n".join(lines)
+
+
+def render_card(
+    manifest: Mapping[str, Any],
+    tables: Mapping[str, pa.Table] | None = None,
+    *,
+    base_uri: str | None = None,
+) -> tuple[str, dict[str, bytes]]:
+    """The dataset card markdown and its charts (``{filename: png bytes}``).
+
+    ``tables`` are the release's tables (``pairs``, ``removed``, ``quarantine``...); counts fall
+    back to the manifest when a table is not given. ``base_uri`` is the release folder's URI used
+    in the loading snippets (default: ``releases/<release_id>`` relative to the store).
+    """
+    tables = tables or {}
+    rid = manifest.get("release_id", "?")
+    base = (base_uri or f"releases/{rid}").rstrip("/")
+    is_s3 = base.startswith("s3://")
+    assets: dict[str, bytes] = {}
+    out: list[str] = [_front_matter(manifest), ""]
+
+    out += [
+        f"# Curated RLHF preference pairs - release `{rid}`",
+        "",
+        "Preference pairs curated from Anthropic HH-RLHF and PKU-SafeRLHF: parsed, validated, "
+        "deduplicated and decontaminated. One row of `pairs` is one (source row, dimension) "
+        "preference: `prompt`/`prompt_turns`, a `chosen` and a `rejected` response, and for "
+        "PKU-SafeRLHF the per-response safety labels, severity levels and harm categories. "
+        "Rows that failed validation are in `quarantine`, pairs dropped by dedup or "
+        "decontamination in `removed` (with what they matched), and the HH red-team transcripts "
+        "in `red_team`. This card is generated from the release manifest.",
+        "",
+        _md_table(
+            ["field", "value"],
+            [
+                ["release id", f"`{rid}`"],
+                ["sequence", manifest.get("sequence")],
+                [
+                    "parent release",
+                    f"`{manifest['parent_release_id']}`"
+                    if manifest.get("parent_release_id")
+                    else "(none)",
+                ],
+                ["created at (UTC)", manifest.get("created_at")],
+                ["code version", f"`{manifest.get('code_version')}`"],
+                ["format version", manifest.get("format_version")],
+            ],
+        ),
+        "",
+        "## Contents",
+        "",
+    ]
+    rows = []
+    for name, info in manifest.get("tables", {}).items():
+        splits = info.get("splits") or {}
+        split_txt = ", ".join(f"{k}: {_fmt(v)}" for k, v in splits.items()) or "-"
+        rows.append([f"`{name}`", info.get("rows", 0), len(info.get("files", [])), split_txt])
+    out += [_md_table(["table", "rows", "files", "rows per split"], rows), ""]
+
+    sources = manifest.get("sources") or []
+    if sources:
+        out += ["## Sources", ""]
+        srows = []
+        for s in sources:
+            files = s.get("files") or []
+            srows.append(
+                [
+                    s.get("name") or s.get("dataset") or "-",
+                    s.get("uri") or s.get("url") or "-",
+                    s.get("revision") or "-",
+                    len(files),
+                    sum(int(f.get("rows") or 0) for f in files),
+                ]
+            )
+        out += [_md_table(["source", "uri", "revision", "files", "rows"], srows), ""]
+
+    pairs = tables.get("pairs")
+    if pairs is not None and pairs.num_rows:
+        out += ["## Pairs per dataset, subset, split and dimension", ""]
+        out += [
+            _md_table(
+                ["dataset", "subset", "split", "dimension", "pairs"],
+                _group_counts(pairs, ["dataset", "subset", "split", "dimension"]),
+            ),
+            "",
+        ]
+
+    removed = removal_counts(tables.get("removed"))
+    out += ["## Removals by reason", ""]
+    if removed:
+        by_method = _group_counts(tables["removed"], ["reason", "method", "dataset"])
+        out += [
+            _md_table(["reason", "pairs removed"], [list(r) for r in removed]),
+            "",
+            _md_table(["reason", "method", "dataset", "pairs"], by_method),
+            "",
+        ]
+        assets[REMOVALS_CHART] = _bar_chart(removed, "Pairs removed by reason", "pairs")
+        out += [f"![Pairs removed by reason]({REMOVALS_CHART})", ""]
+    else:
+        out += ["No pairs were removed by dedup or decontamination.", ""]
+
+    quarantined = quarantine_counts(tables.get("quarantine"))
+    out += ["## Quarantine by reason", ""]
+    if quarantined:
+        out += [
+            "A quarantined row counts once for each rule it failed.",
+            "",
+            _md_table(["reason", "rows"], [list(r) for r in quarantined]),
+            "",
+        ]
+    else:
+        out += ["No rows were quarantined.", ""]
+
+    harm = harm_severity_counts(pairs)
+    if harm:
+        assets[HARM_CHART] = _heatmap(harm)
+        out += [
+            "## PKU-SafeRLHF harm categories by severity",
+            "",
+            "Distinct PKU-SafeRLHF responses (chosen and rejected) per harm category and "
+            "severity level; a response tagged with several categories counts once per category.",
+            "",
+            f"![PKU harm category by severity]({HARM_CHART})",
+            "",
+        ]
+
+    counts = manifest.get("counts") or {}
+    if counts:
+        out += [
+            "## Pipeline counts",
+            "",
+            _md_table(["count", "value"], [list(r) for r in _flatten(counts)]),
+            "",
+        ]
+    checks = manifest.get("checks") or {}
+    if checks:
+        out += [
+            "## Checks",
+            "",
+            _md_table(["check", "result"], [list(r) for r in _flatten(checks)]),
+            "",
+        ]
+
+    out += [
+        "## Licences",
+        "",
+        _md_table(
+            ["source", "licence", "copyright holder", "upstream"],
+            [[v["name"], v["licence"], v["holder"], v["url"]] for v in LICENCES.values()],
+        ),
+        "",
+        f"Rows with `dataset == '{HH_DATASET}'` are derived from Anthropic HH-RLHF and remain under "
+        f"the **MIT** licence (copyright Anthropic). Rows with `dataset == '{PKU_DATASET}'` are "
+        "derived from PKU-SafeRLHF and remain under **CC BY-NC 4.0** (PKU-Alignment): the "
+        "**non-commercial** restriction applies to every derived PKU row in this release "
+        "(pairs, quarantine and removed alike) - filter them out before any commercial use. "
+        "Attribute both upstream datasets when redistributing. The data contain offensive and "
+        "harmful text by design (red-teaming and safety preference data).",
+        "",
+    ]
+
+    out += _loading_section(manifest, base, is_s3)
+    return "\n".join(out).rstrip() + "\n", assets
+
+
+def _loading_section(manifest: Mapping[str, Any], base: str, is_s3: bool) -> list[str]:
+    files = _data_files(manifest)
+    pair_splits = sorted(s for s in files.get("pairs", {}) if s is not None) or ["train", "test"]
+    split = "train" if "train" in pair_splits else pair_splits[0]
+    opts = ", storage_options={...}" if is_s3 else ""
+    hf_files = ", ".join(f'"{s}": f"{{base}}/pairs/{s}/*.parquet"' for s in pair_splits)
+    lines = [
+        "## How to load",
+        "",
+        f"Data files live under `{base}/<table>/<split>/part-NNNNN.parquet` (`red_team` has no "
+        "split level); every file of a table has the same schema and also carries the `split` "
+        "column. The manifest (`manifest.json`) lists every file with its row count, size and "
+        "sha256.",
+        "",
+    ]
+    if is_s3:
+        lines += [
+            "For S3, `storage_options` are the usual s3fs options (e.g. `{'endpoint_url': ...}`) "
+            "or the `AWS_*` environment variables; DuckDB needs the `httpfs` extension and an S3 secret.",
+            "",
+        ]
+    lines += [
+        "pandas:",
+        "",
+        "```python",
+        "import pandas as pd",
+        f'base = "{base}"',
+        f'train = pd.read_parquet(f"{{base}}/pairs/{split}"{opts})',
+        f'pairs = pd.read_parquet(f"{{base}}/pairs"{opts})  # all splits',
+        "```",
+        "",
+        "DuckDB:",
+        "",
+        "```python",
+        "import duckdb",
+        "duckdb.sql(",
+        '    "SELECT dataset, split, dimension, count(*) AS n "',
+        f"    \"FROM read_parquet('{base}/pairs/*/*.parquet') GROUP BY ALL ORDER BY ALL\"",
+        ").show()",
+        "```",
+        "",
+        "polars:",
+        "",
+        "```python",
+        "import polars as pl",
+        f'pairs = pl.scan_parquet("{base}/pairs/*/*.parquet").collect()',
+        "```",
+        "",
+        "Hugging Face `datasets`:",
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        f'base = "{base}"',
+        f'ds = load_dataset("parquet", data_files={{{hf_files}}}{opts})',
+        "```",
+        "",
+        "With this project's reader (resolves the manifest, checks nothing is missing, verifies hashes on demand):",
+        "",
+        "```python",
+        "from curation.reader import open_release",
+        f'release = open_release("{base.rsplit("/releases/", 1)[0]}", "{manifest.get("release_id")}")',
+        f'train = release.to_pandas("pairs", split="{split}")',
+        "problems = release.verify()",
+        "```",
+        "",
+    ]
+    return lines

@@ -1,0 +1,564 @@
+"""Publishing protocol for versioned parquet releases on an object store.
+
+Layout under the store root (see ``docs/releases.md``)::
+
+    latest.json                                   {"release_id", "sequence", "created_at", ...}
+    releases/<release_id>/manifest.json           create-only; its existence makes the release visible
+    releases/<release_id>/README.md               dataset card (+ its PNG charts next to it)
+    releases/<release_id>/<table>/<split>/part-00000.parquet
+    releases/<release_id>/red_team/part-00000.parquet          (tables without a split column)
+
+Steps of :func:`publish_release`:
+
+1. ``release_id`` = first 16 hex chars of sha256 over the canonical JSON of the sources' file
+   paths + sha256s, the code version and the curation config. If ``releases/<id>/manifest.json``
+   already exists the release is complete: status ``'unchanged'``, nothing is rewritten (only the
+   ``latest`` pointer is advanced if it is behind, e.g. after a crash before the pointer swap).
+2. Data files are written (zstd parquet, at most ``max_rows_per_part`` rows each), then the card
+   and charts. None of it is visible: readers only follow manifests.
+3. ``manifest.json`` is created with a create-only write (``If-None-Match: *``). If another
+   publisher created it first, its files are checked against ours and the result is
+   ``'unchanged'``.
+4. ``latest.json`` is moved with compare-and-swap (``If-Match: <etag>``), retried on conflict, and
+   never moved to a release that orders before the current one (``sequence``, then
+   ``created_at``, then ``release_id``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curation import schema as S
+from curation.card import render_card
+from curation.store import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+RELEASES_DIR = "releases"
+LATEST_KEY = "latest.json"
+MANIFEST_NAME = "manifest.json"
+CARD_NAME = "README.md"
+ID_LENGTH = 16
+
+#: Which column each known table is split (and foldered) by; ``None`` = no split level.
+DEFAULT_SPLIT_COLUMNS: dict[str, str | None] = {
+    "pairs": "split",
+    "quarantine": "split",
+    "removed": "split",
+    "red_team": None,
+}
+KNOWN_SCHEMAS: dict[str, pa.Schema] = {
+    "pairs": S.PAIRS,
+    "quarantine": S.QUARANTINE,
+    "removed": S.REMOVED,
+    "red_team": S.RED_TEAM,
+}
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_ROW_GROUP_ROWS = 64 * 1024
+
+
+class ReleaseError(RuntimeError):
+    """A release could not be published or read; the message names the store and release."""
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    release_id: str
+    status: str  # 'published' | 'unchanged'
+    uri: str  # the release folder
+    manifest: dict[str, Any] = field(repr=False)
+    latest_moved: bool = False  # whether this call moved latest.json to this release
+
+
+# ---------------------------------------------------------------------------- keys & json
+
+
+def release_prefix(release_id: str) -> str:
+    return f"{RELEASES_DIR}/{release_id}"
+
+
+def manifest_key(release_id: str) -> str:
+    return f"{release_prefix(release_id)}/{MANIFEST_NAME}"
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    if isinstance(obj, set | frozenset):
+        return sorted(obj, key=str)
+    if hasattr(obj, "item"):  # numpy scalars
+        return obj.item()
+    if hasattr(obj, "__fspath__"):
+        return str(obj)
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def canonical_json(obj: Any) -> bytes:
+    """Canonical JSON (sorted keys, no whitespace, UTF-8) used for hashing."""
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default
+    ).encode()
+
+
+def _pretty_json(obj: Any) -> bytes:
+    return (
+        json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False, default=_json_default) + "\n"
+    ).encode()
+
+
+def format_created_at(ts: datetime) -> str:
+    """UTC, fixed width (so strings sort like times): ``2026-01-02T03:04:05.678901Z``."""
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def compute_release_id(
+    sources: list[Mapping[str, Any]], config: Mapping[str, Any], code_version: str
+) -> str:
+    """Content-derived id: sha256 over source file paths+hashes, code version and config."""
+    fingerprint = []
+    for src in sources:
+        files = sorted(
+            (str(f.get("path", "")), str(f.get("sha256", ""))) for f in (src.get("files") or [])
+        )
+        fingerprint.append({"name": src.get("name") or src.get("dataset"), "files": files})
+    fingerprint.sort(key=lambda s: canonical_json(s))
+    payload = {"code_version": code_version, "config": config, "sources": fingerprint}
+    return hashlib.sha256(canonical_json(payload)).hexdigest()[:ID_LENGTH]
+
+
+def order_key(manifest: Mapping[str, Any]) -> tuple[int, str, str]:
+    """Total order of releases: sequence, then created_at, then release_id."""
+    return (
+        int(manifest.get("sequence") or 0),
+        str(manifest.get("created_at") or ""),
+        str(manifest.get("release_id") or ""),
+    )
+
+
+def schema_to_json(schema: pa.Schema) -> list[dict[str, Any]]:
+    return [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema]
+
+
+def schema_to_b64(schema: pa.Schema) -> str:
+    """Arrow IPC serialization of ``schema`` (lets readers rebuild empty tables exactly)."""
+    return base64.b64encode(schema.remove_metadata().serialize().to_pybytes()).decode()
+
+
+def schema_from_b64(text: str) -> pa.Schema:
+    return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
+
+
+# ---------------------------------------------------------------------------- reading state
+
+
+def read_json(store: Store, key: str) -> dict[str, Any] | None:
+    found = store.get_with_etag(key)
+    if found is None:
+        return None
+    try:
+        value = json.loads(found[0])
+    except ValueError as exc:
+        raise ReleaseError(f"{store.uri}: {key} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ReleaseError(f"{store.uri}: {key} is not a JSON object")
+    return value
+
+
+def read_manifest(store: Store, release_id: str) -> dict[str, Any] | None:
+    """The manifest of ``release_id`` or ``None`` if the release is not (completely) published."""
+    return read_json(store, manifest_key(release_id))
+
+
+def read_latest(store: Store) -> dict[str, Any] | None:
+    """The parsed ``latest.json`` pointer, or ``None``."""
+    return read_json(store, LATEST_KEY)
+
+
+def _pointer(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "release_id": manifest["release_id"],
+        "sequence": manifest["sequence"],
+        "created_at": manifest["created_at"],
+        "manifest": manifest_key(manifest["release_id"]),
+    }
+
+
+def advance_latest(store: Store, manifest: Mapping[str, Any], *, max_attempts: int = 100) -> bool:
+    """Move ``latest.json`` to ``manifest``'s release unless the current one orders after it.
+
+    Compare-and-swap on the ETag just read; on conflict re-read and retry. Returns whether the
+    pointer was moved by this call. Never moves the pointer backwards.
+    """
+    new = _pointer(manifest)
+    payload = _pretty_json(new)
+    for attempt in range(max_attempts):
+        found = store.get_with_etag(LATEST_KEY)
+        etag = None
+        if found is not None:
+            data, etag = found
+            try:
+                current = json.loads(data)
+                current_id = current["release_id"]
+            except (ValueError, KeyError, TypeError):
+                current, current_id = None, None
+                log.warning("%s: %s is unreadable; replacing it", store.uri, LATEST_KEY)
+            if current_id == new["release_id"]:
+                return False
+            if current_id is not None:
+                current_manifest = read_manifest(store, current_id)
+                if current_manifest is None:
+                    log.warning(
+                        "%s: latest points at %s which has no manifest", store.uri, current_id
+                    )
+                elif order_key(current_manifest) >= order_key(manifest):
+                    log.info(
+                        "%s: latest stays on %s (newer than %s)",
+                        store.uri,
+                        current_id,
+                        new["release_id"],
+                    )
+                    return False
+        if store.compare_and_swap(LATEST_KEY, payload, etag):
+            log.info(
+                "%s: latest -> %s (sequence %s)", store.uri, new["release_id"], new["sequence"]
+            )
+            return True
+        time.sleep(min(0.5, 0.005 * (2 ** min(attempt, 6))) * random.uniform(0.5, 1.5))
+    raise ReleaseError(
+        f"{store.uri}: could not move {LATEST_KEY} to {new['release_id']} after {max_attempts} attempts"
+    )
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+class _HashingWriter(io.RawIOBase):
+    """Write-through wrapper counting bytes and hashing them."""
+
+    def __init__(self, raw: Any):
+        super().__init__()
+        self._raw = raw
+        self.digest = hashlib.sha256()
+        self.nbytes = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        view = memoryview(b).cast("B")
+        self.digest.update(view)
+        self._raw.write(bytes(view))
+        self.nbytes += len(view)
+        return len(view)
+
+    def tell(self) -> int:
+        return self.nbytes
+
+    def flush(self) -> None:
+        pass
+
+
+def _safe_dir(value: Any) -> str:
+    if value is None:
+        return "_null"
+    text = re.sub(r"[^A-Za-z0-9._=-]", "_", str(value))
+    return text if text and text not in (".", "..") else "_"
+
+
+def _conform(name: str, table: pa.Table) -> pa.Table:
+    expected = KNOWN_SCHEMAS.get(name)
+    if expected is None or table.schema.equals(expected, check_metadata=False):
+        return table.replace_schema_metadata(None)
+    missing = [f.name for f in expected if f.name not in table.column_names]
+    if missing:
+        raise ReleaseError(f"table {name!r} lacks columns {missing} of its schema")
+    try:
+        return table.select(expected.names).cast(expected)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise ReleaseError(f"table {name!r} does not conform to its schema: {exc}") from exc
+
+
+def _split_slices(table: pa.Table, split_col: str | None) -> list[tuple[str | None, pa.Table]]:
+    if split_col is None:
+        return [(None, table)]
+    col = table.column(split_col)
+    values = pc.unique(col).to_pylist()
+    out = []
+    for value in sorted(values, key=lambda v: (v is None, str(v))):
+        mask = pc.is_null(col) if value is None else pc.fill_null(pc.equal(col, value), False)
+        out.append((_safe_dir(value), table.filter(mask)))
+    return out
+
+
+def _write_part(store: Store, key: str, part: pa.Table) -> tuple[int, str]:
+    with store.open_output(key) as raw:
+        sink = _HashingWriter(raw)
+        pq.write_table(
+            part,
+            sink,
+            compression="zstd",
+            row_group_size=_ROW_GROUP_ROWS,
+            write_statistics=True,
+        )
+    return sink.nbytes, sink.digest.hexdigest()
+
+
+def _write_table(
+    store: Store,
+    release_id: str,
+    name: str,
+    table: pa.Table,
+    split_col: str | None,
+    max_rows: int,
+    abort_if_published: Callable[[], None],
+) -> dict[str, Any]:
+    files: list[dict[str, Any]] = []
+    splits: dict[str, int] = {}
+    for split, sub in _split_slices(table, split_col):
+        folder = name if split is None else f"{name}/{split}"
+        if split is not None:
+            splits[split] = sub.num_rows
+        for i, start in enumerate(range(0, sub.num_rows, max_rows)):
+            part = sub.slice(start, max_rows)
+            rel = f"{folder}/part-{i:05d}.parquet"
+            abort_if_published()
+            try:
+                nbytes, digest = _write_part(store, f"{release_prefix(release_id)}/{rel}", part)
+            except StoreError:
+                raise
+            except Exception as exc:
+                raise ReleaseError(
+                    f"{store.uri}: release {release_id}: writing {rel} failed: {exc}"
+                ) from exc
+            files.append(
+                {
+                    "path": rel,
+                    "split": split,
+                    "rows": part.num_rows,
+                    "bytes": nbytes,
+                    "sha256": digest,
+                }
+            )
+    return {
+        "schema": schema_to_json(table.schema),
+        "arrow_schema": schema_to_b64(table.schema),
+        "split_column": split_col,
+        "rows": table.num_rows,
+        "splits": splits,
+        "files": files,
+    }
+
+
+class _AlreadyPublished(Exception):
+    pass
+
+
+def _write_assets(
+    store: Store, release_id: str, card: str, charts: Mapping[str, bytes]
+) -> list[dict[str, Any]]:
+    assets = []
+    for rel, data, media in [(CARD_NAME, card.encode(), "text/markdown")] + [
+        (name, png, "image/png") for name, png in sorted(charts.items())
+    ]:
+        store.put(f"{release_prefix(release_id)}/{rel}", data)
+        assets.append(
+            {
+                "path": rel,
+                "bytes": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "media_type": media,
+            }
+        )
+    return assets
+
+
+def _card_for(
+    manifest: Mapping[str, Any], tables: Mapping[str, pa.Table], store: Store
+) -> tuple[str, dict[str, bytes]]:
+    body = {k: v for k, v in manifest.items() if k != "assets"}
+    return render_card(body, tables, base_uri=store.url(release_prefix(manifest["release_id"])))
+
+
+def repair_assets(
+    store: Store, manifest: Mapping[str, Any], tables: Mapping[str, pa.Table] | None
+) -> list[str]:
+    """Rewrite card/charts whose bytes differ from the manifest (e.g. overwritten by a racing
+    publisher of the same release). Cards render deterministically from the manifest, so this
+    reproduces the listed bytes. Returns the repaired paths."""
+    listed = manifest.get("assets") or []
+    if not listed or tables is None:
+        return []
+    prefix = release_prefix(manifest["release_id"])
+    bad = []
+    for asset in listed:
+        found = store.get_with_etag(f"{prefix}/{asset['path']}")
+        if found is None or hashlib.sha256(found[0]).hexdigest() != asset["sha256"]:
+            bad.append(asset)
+    if not bad:
+        return []
+    card, charts = _card_for(manifest, tables, store)
+    rendered = {CARD_NAME: card.encode(), **charts}
+    repaired = []
+    for asset in bad:
+        data = rendered.get(asset["path"])
+        if data is not None and hashlib.sha256(data).hexdigest() == asset["sha256"]:
+            store.put(f"{prefix}/{asset['path']}", data)
+            repaired.append(asset["path"])
+        else:
+            log.warning(
+                "%s: release %s: cannot reproduce asset %s",
+                store.uri,
+                manifest["release_id"],
+                asset["path"],
+            )
+    return repaired
+
+
+def _check_same_release(
+    store: Store, ours: Mapping[str, Any], theirs: Mapping[str, Any], tables: Mapping[str, pa.Table]
+) -> None:
+    """After losing the create-only race: the winner's files must match what we computed."""
+    rid = ours["release_id"]
+    mine = {
+        (t, f["path"]): f["sha256"] for t, info in ours["tables"].items() for f in info["files"]
+    }
+    winner = {
+        (t, f["path"]): f["sha256"]
+        for t, info in theirs.get("tables", {}).items()
+        for f in info["files"]
+    }
+    if mine != winner:
+        # We may have overwritten the winner's data files with different bytes: check the store.
+        prefix = release_prefix(rid)
+        broken = [
+            path
+            for (_t, path), digest in winner.items()
+            if not store.exists(f"{prefix}/{path}") or store.sha256(f"{prefix}/{path}") != digest
+        ]
+        if broken:
+            raise ReleaseError(
+                f"{store.uri}: release {rid} was published concurrently with different data "
+                f"(non-deterministic inputs?); files no longer match its manifest: {broken[:5]}"
+            )
+    repair_assets(store, theirs, tables)
+
+
+def publish_release(
+    store: Store | str,
+    tables: Mapping[str, pa.Table],
+    *,
+    sources: list[dict[str, Any]],
+    config: dict[str, Any],
+    code_version: str,
+    counts: dict[str, Any],
+    checks: dict[str, Any],
+    split_column: Mapping[str, str | None] | None = None,
+    max_rows_per_part: int = 200_000,
+    storage_options: Mapping[str, Any] | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> PublishResult:
+    """Publish ``tables`` as a release (see the module docstring for the protocol).
+
+    ``split_column`` maps table name -> column to split by (``None``: no split level); it
+    defaults to :data:`DEFAULT_SPLIT_COLUMNS`, and to ``'split'`` for other tables that have it.
+    ``clock`` returns the current time (tests inject it); naive datetimes are taken as UTC.
+    """
+    if max_rows_per_part < 1:
+        raise ValueError("max_rows_per_part must be >= 1")
+    store = Store.of(store, storage_options)
+    clock = clock or (lambda: datetime.now(UTC))
+    release_id = compute_release_id(sources, config, code_version)
+    prefix = release_prefix(release_id)
+    uri = store.url(prefix)
+
+    existing = read_manifest(store, release_id)
+    if existing is not None:
+        log.info("%s: release %s already published; nothing to write", store.uri, release_id)
+        repair_assets(store, existing, tables)
+        moved = advance_latest(store, existing)
+        return PublishResult(release_id, "unchanged", uri, existing, moved)
+
+    for name in tables:
+        if not _NAME_RE.match(name):
+            raise ReleaseError(f"invalid table name {name!r}")
+    split_cols = dict(DEFAULT_SPLIT_COLUMNS)
+    split_cols.update(split_column or {})
+
+    def abort_if_published() -> None:
+        if store.exists(manifest_key(release_id)):
+            raise _AlreadyPublished
+
+    try:
+        table_entries: dict[str, Any] = {}
+        for name in sorted(tables):
+            table = _conform(name, tables[name])
+            col = split_cols.get(name, "split" if "split" in table.column_names else None)
+            if col is not None and col not in table.column_names:
+                raise ReleaseError(f"table {name!r} has no split column {col!r}")
+            table_entries[name] = _write_table(
+                store, release_id, name, table, col, max_rows_per_part, abort_if_published
+            )
+
+        parent = read_latest(store)
+        parent_manifest = read_manifest(store, parent["release_id"]) if parent else None
+        parent_seq = int((parent_manifest or parent or {}).get("sequence") or 0)
+        manifest: dict[str, Any] = {
+            "format_version": FORMAT_VERSION,
+            "release_id": release_id,
+            "parent_release_id": parent["release_id"] if parent else None,
+            "sequence": parent_seq + 1,
+            "created_at": format_created_at(clock()),
+            "code_version": code_version,
+            "config": config,
+            "sources": sources,
+            "tables": table_entries,
+            "counts": counts,
+            "checks": checks,
+        }
+        card, charts = render_card(manifest, tables, base_uri=uri)
+        abort_if_published()
+        manifest["assets"] = _write_assets(store, release_id, card, charts)
+        # The commit point: the release becomes visible iff this create-only write succeeds.
+        payload = _pretty_json(manifest)
+        created = store.put_if_absent(manifest_key(release_id), payload)
+    except _AlreadyPublished:
+        created = False
+        manifest = None  # type: ignore[assignment]
+
+    if not created:
+        winner = read_manifest(store, release_id)
+        if winner is None:
+            raise ReleaseError(
+                f"{store.uri}: release {release_id}: manifest create failed but no manifest exists"
+            )
+        if manifest is not None:
+            _check_same_release(store, manifest, winner, tables)
+        else:
+            repair_assets(store, winner, tables)
+        log.info(
+            "%s: release %s was published concurrently; reporting unchanged", store.uri, release_id
+        )
+        moved = advance_latest(store, winner)
+        return PublishResult(release_id, "unchanged", uri, winner, moved)
+
+    log.info("%s: published release %s (sequence %s)", store.uri, release_id, manifest["sequence"])
+    moved = advance_latest(store, manifest)
+    return PublishResult(release_id, "published", uri, manifest, moved)

@@ -1,0 +1,557 @@
+"""Object-store abstraction over a *store URI*: a local folder (``/path``, ``file:///path``) or
+``s3://bucket/prefix``.
+
+Data files are streamed through fsspec (``s3fs`` for S3; it picks ``AWS_ENDPOINT_URL`` and the
+credentials up from the environment, or from an explicit ``storage_options`` dict with
+``endpoint_url``/``key``/``secret``/``token``/``client_kwargs``/``config_kwargs``).
+
+Two atomic primitives make the release protocol safe (see ``docs/releases.md``):
+
+* :meth:`Store.put_if_absent` - create-only write. S3: ``PutObject`` with ``If-None-Match: *``;
+  local: the bytes go to a temporary file in the same folder which is then hard-linked to the
+  final name (``link(2)`` fails if the name exists), or created with ``O_EXCL`` where hard links
+  are unsupported.
+* :meth:`Store.compare_and_swap` - replace an object only if its current ETag is the one read
+  before. S3: ``PutObject`` with ``If-Match: <etag>`` (``If-None-Match: *`` when no object is
+  expected); local: a lock file created with ``O_EXCL``, the current content hash (the local
+  "ETag") re-checked under the lock, then an atomic ``os.replace``.
+
+Keys are ``/``-separated paths relative to the store root. Errors (:class:`StoreError`) name the
+store URI and the key; credentials are never logged or put into messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import random
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlparse
+
+import fsspec
+
+log = logging.getLogger(__name__)
+
+#: Default botocore settings: fail fast on a dead endpoint instead of retrying for ~10 s.
+_DEFAULT_BOTO_CONFIG = {
+    "retries": {"max_attempts": 3, "mode": "standard"},
+    "connect_timeout": 10,
+    "read_timeout": 120,
+}
+_LOCK_TIMEOUT_S = 30.0
+_STALE_LOCK_S = 60.0
+_CHUNK = 1 << 20
+
+
+class StoreError(RuntimeError):
+    """An object-store operation failed; the message names the store URI and the key."""
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _clean_key(key: str) -> str:
+    key = key.replace("\\", "/").strip("/")
+    parts = key.split("/") if key else []
+    if any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"invalid store key {key!r}")
+    return key
+
+
+class Store:
+    """A local folder or an S3 prefix, addressed by ``/``-separated keys.
+
+    ``Store("s3://bucket/prefix", storage_options={"endpoint_url": ...})`` or ``Store("./warehouse")``.
+    """
+
+    def __init__(
+        self, uri: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None
+    ):
+        raw = os.fspath(uri)
+        self.storage_options: dict[str, Any] = dict(storage_options or {})
+        parsed = urlparse(raw)
+        if parsed.scheme in ("s3", "s3a"):
+            if not parsed.netloc:
+                raise StoreError(f"{raw}: S3 store URI needs a bucket (s3://bucket/prefix)")
+            self.is_s3 = True
+            self.bucket = parsed.netloc
+            self.prefix = parsed.path.strip("/")
+            self.uri = f"s3://{self.bucket}" + (f"/{self.prefix}" if self.prefix else "")
+            self.root = f"{self.bucket}/{self.prefix}" if self.prefix else self.bucket
+        elif parsed.scheme in ("", "file") or (len(parsed.scheme) == 1 and os.name == "nt"):
+            path = parsed.path if parsed.scheme == "file" else raw
+            self.is_s3 = False
+            self.bucket = None
+            self.prefix = ""
+            self.root = str(Path(path).expanduser().resolve())
+            self.uri = self.root
+        else:
+            raise StoreError(
+                f"{raw}: unsupported store URI scheme {parsed.scheme!r} (use a path or s3://)"
+            )
+        self._fs: Any = None
+        self._client: Any = None
+        self._init_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ plumbing
+
+    def __repr__(self) -> str:  # never show storage_options (credentials)
+        return f"Store({self.uri!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Store) and other.uri == self.uri
+
+    def __hash__(self) -> int:
+        return hash(self.uri)
+
+    @classmethod
+    def of(
+        cls, store: Store | str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None
+    ) -> Store:
+        """``store`` itself if it is a :class:`Store`, else a new one for that URI."""
+        return store if isinstance(store, Store) else cls(store, storage_options)
+
+    @property
+    def fs(self) -> Any:
+        """The fsspec filesystem (s3fs or local); paths are :meth:`path` values."""
+        if self._fs is None:
+            with self._init_lock:
+                if self._fs is None:
+                    if self.is_s3:
+                        opts = dict(self.storage_options)
+                        opts.setdefault("config_kwargs", dict(_DEFAULT_BOTO_CONFIG))
+                        retries = int(opts.pop("retries", 3))  # s3fs: attribute, not kwarg
+                        # No instance/listings caches: other publishers change the store under us.
+                        opts["skip_instance_cache"] = True
+                        opts["use_listings_cache"] = False
+                        fs = fsspec.filesystem("s3", **opts)
+                        fs.retries = retries
+                        self._fs = fs
+                    else:
+                        self._fs = fsspec.filesystem("file")
+        return self._fs
+
+    @property
+    def client(self) -> Any:
+        """A boto3 S3 client with the same endpoint/credentials as :attr:`fs` (S3 stores only)."""
+        if not self.is_s3:
+            raise StoreError(f"{self.uri}: not an S3 store")
+        if self._client is None:
+            with self._init_lock:
+                if self._client is None:
+                    import boto3
+                    from botocore.config import Config
+
+                    opts = self.storage_options
+                    client_kwargs = dict(opts.get("client_kwargs") or {})
+                    cfg = dict(_DEFAULT_BOTO_CONFIG)
+                    cfg.update(opts.get("config_kwargs") or {})
+                    kwargs: dict[str, Any] = {"config": Config(**cfg)}
+                    endpoint = opts.get("endpoint_url") or client_kwargs.get("endpoint_url")
+                    if endpoint:
+                        kwargs["endpoint_url"] = endpoint
+                    region = client_kwargs.get("region_name") or opts.get("region_name")
+                    if region:
+                        kwargs["region_name"] = region
+                    if opts.get("key"):
+                        kwargs["aws_access_key_id"] = opts["key"]
+                    if opts.get("secret"):
+                        kwargs["aws_secret_access_key"] = opts["secret"]
+                    if opts.get("token"):
+                        kwargs["aws_session_token"] = opts["token"]
+                    if opts.get("anon"):
+                        from botocore import UNSIGNED
+
+                        kwargs["config"] = Config(signature_version=UNSIGNED, **cfg)
+                    # A private session: the default boto3 session is not thread-safe.
+                    session = boto3.session.Session(profile_name=opts.get("profile"))
+                    self._client = session.client("s3", **kwargs)
+        return self._client
+
+    def path(self, key: str = "") -> str:
+        """The filesystem path of ``key`` for :attr:`fs` (``bucket/prefix/key`` or ``/abs/key``)."""
+        key = _clean_key(key)
+        if not key:
+            return self.root
+        return f"{self.root}/{key}" if self.is_s3 else os.path.join(self.root, *key.split("/"))
+
+    def url(self, key: str = "") -> str:
+        """A full URI of ``key``: ``s3://bucket/prefix/key`` or an absolute local path."""
+        return ("s3://" + self.path(key)) if self.is_s3 else self.path(key)
+
+    def _s3_key(self, key: str) -> str:
+        key = _clean_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _err(self, action: str, key: str, exc: BaseException | None = None) -> StoreError:
+        detail = f": {type(exc).__name__}: {exc}" if exc is not None else ""
+        return StoreError(f"{self.uri}: {action} {key!r} failed{detail}")
+
+    @staticmethod
+    def _s3_code(exc: BaseException) -> str:
+        response = getattr(exc, "response", None) or {}
+        return str(response.get("Error", {}).get("Code", ""))
+
+    # ------------------------------------------------------------------ small objects
+
+    def get(self, key: str) -> bytes:
+        """The whole object; :class:`FileNotFoundError` if missing."""
+        found = self.get_with_etag(key)
+        if found is None:
+            raise FileNotFoundError(f"{self.uri}: no object {key!r}")
+        return found[0]
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str] | None:
+        """``(bytes, etag)`` of ``key``, or ``None`` if it does not exist.
+
+        The ETag is S3's (quoted) ETag, or the sha256 of the content for local stores; pass it to
+        :meth:`compare_and_swap` unchanged.
+        """
+        if self.is_s3:
+            try:
+                resp = self.client.get_object(Bucket=self.bucket, Key=self._s3_key(key))
+                return resp["Body"].read(), resp["ETag"]
+            except Exception as exc:
+                if self._s3_code(exc) in ("NoSuchKey", "404", "NotFound"):
+                    return None
+                raise self._err("get", key, exc) from exc
+        try:
+            with open(self.path(key), "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise self._err("get", key, exc) from exc
+        return data, sha256_bytes(data)
+
+    def put(self, key: str, data: bytes) -> None:
+        """Unconditional (atomic, whole-object) write."""
+        if self.is_s3:
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=self._s3_key(key), Body=data)
+            except Exception as exc:
+                raise self._err("put", key, exc) from exc
+            return
+        with self.open_output(key) as fh:
+            fh.write(data)
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Create ``key`` with ``data`` only if it does not exist; ``False`` if it already did."""
+        if self.is_s3:
+            try:
+                self.client.put_object(
+                    Bucket=self.bucket, Key=self._s3_key(key), Body=data, IfNoneMatch="*"
+                )
+                return True
+            except Exception as exc:
+                # 412 PreconditionFailed: exists; 409 ConditionalRequestConflict: a concurrent
+                # conditional write to the same key is in flight - it will win or has won.
+                if self._s3_code(exc) in (
+                    "PreconditionFailed",
+                    "412",
+                    "ConditionalRequestConflict",
+                    "409",
+                ):
+                    return False
+                raise self._err("create-only put", key, exc) from exc
+        final = self.path(key)
+        tmp = self._tmp_name(final)
+        try:
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            self._write_file(tmp, data)
+            try:
+                os.link(tmp, final)
+                return True
+            except FileExistsError:
+                return False
+            except OSError:  # no hard links here (some FUSE/SMB mounts): exclusive create
+                try:
+                    fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                except FileExistsError:
+                    return False
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                return True
+        except OSError as exc:
+            raise self._err("create-only put", key, exc) from exc
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    def compare_and_swap(self, key: str, data: bytes, expected_etag: str | None) -> bool:
+        """Replace ``key`` with ``data`` iff its current ETag is ``expected_etag``.
+
+        ``expected_etag=None`` means "only if it does not exist". Returns ``False`` when the
+        object changed (or appeared) since the ETag was read; the caller re-reads and retries.
+        """
+        if self.is_s3:
+            cond = {"IfNoneMatch": "*"} if expected_etag is None else {"IfMatch": expected_etag}
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=self._s3_key(key), Body=data, **cond)
+                return True
+            except Exception as exc:
+                code = self._s3_code(exc)
+                if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                    return False
+                if code in ("NoSuchKey", "404") and expected_etag is not None:
+                    return False  # If-Match on a deleted object
+                raise self._err("compare-and-swap", key, exc) from exc
+        final = self.path(key)
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        with self._local_lock(key, final + ".lock"):
+            current = self.get_with_etag(key)
+            if expected_etag is None:
+                if current is not None:
+                    return False
+            elif current is None or current[1] != expected_etag:
+                return False
+            self._atomic_replace(final, data, key)
+            return True
+
+    # ------------------------------------------------------------------ streams
+
+    def open_input(self, key: str) -> IO[bytes]:
+        """A readable binary file object (use as a context manager)."""
+        try:
+            return self.fs.open(self.path(key), "rb")
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{self.uri}: no object {key!r}") from None
+        except Exception as exc:
+            raise self._err("open for reading", key, exc) from exc
+
+    @contextlib.contextmanager
+    def open_output(self, key: str) -> Iterator[IO[bytes]]:
+        """A writable binary file; the object appears (atomically) only if the block succeeds.
+
+        Local: a temporary file in the same folder, ``os.replace``\\ d on success. S3: an s3fs
+        upload that is completed on success and aborted (multipart) / never sent on failure.
+        """
+        if self.is_s3:
+            try:
+                fh = self.fs.open(self.path(key), "wb")
+            except Exception as exc:
+                raise self._err("open for writing", key, exc) from exc
+            try:
+                yield fh
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    fh.discard()
+                fh.closed = True  # do not let close() commit a partial object
+                raise
+            try:
+                fh.close()
+            except Exception as exc:
+                raise self._err("write", key, exc) from exc
+            return
+        final = self.path(key)
+        tmp = self._tmp_name(final)
+        try:
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            fh = open(tmp, "wb")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise self._err("open for writing", key, exc) from exc
+        try:
+            try:
+                yield fh
+                fh.flush()
+                os.fsync(fh.fileno())
+            finally:
+                fh.close()
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    # ------------------------------------------------------------------ listing & metadata
+
+    def exists(self, key: str) -> bool:
+        if self.is_s3:
+            try:
+                self.client.head_object(Bucket=self.bucket, Key=self._s3_key(key))
+                return True
+            except Exception as exc:
+                if self._s3_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                    return False
+                raise self._err("head", key, exc) from exc
+        return os.path.isfile(self.path(key))
+
+    def size(self, key: str) -> int:
+        """Size in bytes; :class:`FileNotFoundError` if missing."""
+        if self.is_s3:
+            try:
+                return int(
+                    self.client.head_object(Bucket=self.bucket, Key=self._s3_key(key))[
+                        "ContentLength"
+                    ]
+                )
+            except Exception as exc:
+                if self._s3_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                    raise FileNotFoundError(f"{self.uri}: no object {key!r}") from None
+                raise self._err("head", key, exc) from exc
+        try:
+            return os.path.getsize(self.path(key))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{self.uri}: no object {key!r}") from None
+
+    def sha256(self, key: str, progress: Any = None) -> str:
+        """Streaming sha256 of an object; ``progress.update(n)`` is called per chunk if given."""
+        digest = hashlib.sha256()
+        with self.open_input(key) as fh:
+            while chunk := fh.read(_CHUNK):
+                digest.update(chunk)
+                if progress is not None:
+                    progress.update(len(chunk))
+        return digest.hexdigest()
+
+    def list(self, prefix: str = "") -> list[str]:
+        """All object keys under ``prefix`` (recursive, sorted), relative to the store root."""
+        base = self.path(prefix)
+        try:
+            if self.is_s3:
+                found = self.fs.find(base)
+            elif os.path.isdir(base):
+                found = [
+                    os.path.join(d, f)
+                    for d, _, files in os.walk(base)
+                    for f in files
+                    if not _is_tmp(f)
+                ]
+            elif os.path.isfile(base):
+                found = [base]
+            else:
+                found = []
+        except FileNotFoundError:
+            return []
+        except Exception as exc:
+            raise self._err("list", prefix, exc) from exc
+        return sorted(self._rel(p) for p in found)
+
+    def list_dirs(self, prefix: str = "") -> list[str]:
+        """Names of the immediate sub-folders of ``prefix`` (sorted)."""
+        base = self.path(prefix)
+        try:
+            if self.is_s3:
+                entries = self.fs.ls(base, detail=True)
+                names = [
+                    e["name"].rstrip("/").rsplit("/", 1)[-1]
+                    for e in entries
+                    if e["type"] == "directory"
+                ]
+            else:
+                names = (
+                    [e.name for e in os.scandir(base) if e.is_dir()] if os.path.isdir(base) else []
+                )
+        except FileNotFoundError:
+            return []
+        except Exception as exc:
+            raise self._err("list", prefix, exc) from exc
+        return sorted(names)
+
+    def delete(self, key: str) -> None:
+        """Delete one object (no error if it is missing)."""
+        if self.is_s3:
+            try:
+                self.client.delete_object(Bucket=self.bucket, Key=self._s3_key(key))
+            except Exception as exc:
+                raise self._err("delete", key, exc) from exc
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path(key))
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every object under ``prefix`` (a folder); returns how many were deleted."""
+        if not _clean_key(prefix):
+            raise StoreError(f"{self.uri}: refusing to delete the whole store")
+        keys = self.list(prefix)
+        try:
+            if self.is_s3:
+                if keys:
+                    self.fs.rm([self.path(k) for k in keys])
+            else:
+                import shutil
+
+                base = self.path(prefix)
+                if os.path.isdir(base):
+                    shutil.rmtree(base)
+                elif os.path.isfile(base):
+                    os.unlink(base)
+        except FileNotFoundError:
+            pass
+        except Exception as exc:
+            raise self._err("delete", prefix, exc) from exc
+        return len(keys)
+
+    # ------------------------------------------------------------------ local helpers
+
+    def _rel(self, path: str) -> str:
+        path = path.replace("\\", "/")
+        root = self.root.replace("\\", "/").rstrip("/") + "/"
+        return path[len(root) :] if path.startswith(root) else path
+
+    @staticmethod
+    def _tmp_name(final: str) -> str:
+        head, tail = os.path.split(final)
+        return os.path.join(head, f".{tail}.tmp-{uuid.uuid4().hex}")
+
+    @staticmethod
+    def _write_file(path: str, data: bytes) -> None:
+        with open(path, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def _atomic_replace(self, final: str, data: bytes, key: str) -> None:
+        tmp = self._tmp_name(final)
+        try:
+            self._write_file(tmp, data)
+            os.replace(tmp, final)
+        except OSError as exc:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise self._err("replace", key, exc) from exc
+
+    @contextlib.contextmanager
+    def _local_lock(self, key: str, lock_path: str) -> Iterator[None]:
+        deadline = time.monotonic() + _LOCK_TIMEOUT_S
+        token = f"{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex}".encode()
+        while True:
+            try:
+                fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(token)
+                break
+            except FileExistsError:
+                try:
+                    age = time.time() - os.path.getmtime(lock_path)
+                except FileNotFoundError:
+                    continue
+                if age > _STALE_LOCK_S:  # holder died: break the lock
+                    log.warning("%s: breaking stale lock on %r (%.0f s old)", self.uri, key, age)
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(lock_path)
+                    continue
+                if time.monotonic() > deadline:
+                    raise StoreError(
+                        f"{self.uri}: timed out waiting for the lock on {key!r}"
+                    ) from None
+                time.sleep(random.uniform(0.002, 0.02))
+        try:
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock_path)
+
+
+def _is_tmp(name: str) -> bool:
+    return (name.startswith(".") and ".tmp-" in name) or name.endswith(".lock")
