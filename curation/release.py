@@ -432,6 +432,24 @@ def repair_assets(
     return repaired
 
 
+def remove_unlisted(store: Store, manifest: Mapping[str, Any]) -> list[str]:
+    """Delete files in the release folder that the manifest does not list (leftovers of an
+    earlier crashed attempt, e.g. with another part size), so glob-based readers see exactly the
+    manifest's files. Only called once the manifest exists. Returns the deleted keys."""
+    prefix = release_prefix(manifest["release_id"])
+    listed = {MANIFEST_NAME}
+    for info in manifest.get("tables", {}).values():
+        listed.update(f["path"] for f in info.get("files", []))
+    listed.update(a["path"] for a in manifest.get("assets") or [])
+    stale = [k for k in store.list(prefix) if k[len(prefix) + 1 :] not in listed]
+    for key in stale:
+        log.warning(
+            "%s: removing %s (not in the manifest of %s)", store.uri, key, manifest["release_id"]
+        )
+        store.delete(key)
+    return stale
+
+
 def _check_same_release(
     store: Store, ours: Mapping[str, Any], theirs: Mapping[str, Any], tables: Mapping[str, pa.Table]
 ) -> None:
@@ -493,6 +511,7 @@ def publish_release(
     if existing is not None:
         log.info("%s: release %s already published; nothing to write", store.uri, release_id)
         repair_assets(store, existing, tables)
+        remove_unlisted(store, existing)
         moved = advance_latest(store, existing)
         return PublishResult(release_id, "unchanged", uri, existing, moved)
 
@@ -553,6 +572,7 @@ def publish_release(
             _check_same_release(store, manifest, winner, tables)
         else:
             repair_assets(store, winner, tables)
+        remove_unlisted(store, winner)
         log.info(
             "%s: release %s was published concurrently; reporting unchanged", store.uri, release_id
         )
@@ -560,5 +580,6 @@ def publish_release(
         return PublishResult(release_id, "unchanged", uri, winner, moved)
 
     log.info("%s: published release %s (sequence %s)", store.uri, release_id, manifest["sequence"])
+    remove_unlisted(store, manifest)
     moved = advance_latest(store, manifest)
     return PublishResult(release_id, "published", uri, manifest, moved)
