@@ -465,3 +465,19 @@ def test_long_values_are_truncated_in_samples():
         == 7
     )
     assert gv._jsonable("z" * 1000).startswith("z" * gv.MAX_SAMPLE_CHARS + "…")
+
+
+def test_chunked_arrow_columns_are_combined():
+    table = pa.concat_tables([pku_table()] * 3)  # 3 chunks per column, like multi-block reads
+    df = table.flatten().flatten().to_pandas()
+    df = set_cell(df, "response_0_sha256", "nope", row=N + BAD)
+    assert gv._chunked(df["prompt"]) is not None
+    normalized = gv._normalize(df)
+    assert gv._chunked(normalized["prompt"]) is None
+    assert normalized["prompt"].dtype == df["prompt"].dtype
+    failure = only_failure(
+        gv.validate_frame(df, "pku_saferlhf_raw"),
+        "expect_column_values_to_match_regex",
+        "response_0_sha256",
+    )
+    assert_bad_row_sampled(failure, "nope")
