@@ -1,0 +1,103 @@
+"""Stage 3, curate: exact/near-duplicate removal, then train-vs-test decontamination."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from assets.metadata import counts_markdown, preview
+from assets.resources import AwsCredentials, CurationSettings
+from curation.decontam import DecontamConfig, decontaminate
+from curation.dedup import DedupConfig, deduplicate
+from curation.references import load_reference_set
+
+CURATE_GROUP = "curate"
+
+
+def reason_counts(removed: pa.Table) -> dict[str, int]:
+    """Removed rows per reason code."""
+    if removed.num_rows == 0:
+        return {}
+    return {c["values"]: c["counts"] for c in pc.value_counts(removed.column("reason")).to_pylist()}
+
+
+def dedup_config(settings: CurationSettings) -> DedupConfig:
+    """The dedup config with the resource's overrides."""
+    return dataclasses.replace(DedupConfig(), **settings.dedup)
+
+
+def decontam_config(settings: CurationSettings) -> DecontamConfig:
+    """The decontamination config with the resource's overrides."""
+    return dataclasses.replace(DecontamConfig(), **settings.decontam)
+
+
+def _outputs(kept: pa.Table, removed: pa.Table, kept_name: str, removed_name: str):
+    counts = reason_counts(removed)
+    yield dg.Output(
+        kept,
+        kept_name,
+        metadata={"dagster/row_count": kept.num_rows, "preview": preview(kept)},
+    )
+    yield dg.Output(
+        removed,
+        removed_name,
+        metadata={
+            "dagster/row_count": removed.num_rows,
+            "removed_by_reason": counts_markdown(counts),
+            "preview": preview(removed),
+        },
+    )
+
+
+@dg.multi_asset(
+    ins={"normalized_pairs": dg.AssetIn()},
+    outs={
+        "deduplicated_pairs": dg.AssetOut(
+            group_name=CURATE_GROUP,
+            kinds={"parquet"},
+            owners=["team:data-curation"],
+            description="Pairs after exact, swapped (conflicting) and near-duplicate removal.",
+        ),
+        "dedup_removed": dg.AssetOut(
+            group_name=CURATE_GROUP,
+            kinds={"parquet"},
+            owners=["team:data-curation"],
+            description="Audit rows of pairs removed by dedup, with what they matched.",
+        ),
+    },
+)
+def deduplicate_pairs(settings: CurationSettings, normalized_pairs: pa.Table):
+    """Deduplicate within each split, across subsets and datasets."""
+    kept, removed = deduplicate(normalized_pairs, dedup_config(settings))
+    yield from _outputs(kept, removed, "deduplicated_pairs", "dedup_removed")
+
+
+@dg.multi_asset(
+    ins={"deduplicated_pairs": dg.AssetIn()},
+    outs={
+        "curated_pairs": dg.AssetOut(
+            group_name=CURATE_GROUP,
+            kinds={"parquet"},
+            owners=["team:data-curation"],
+            description="The curated pairs: no train prompt matches a test prompt of either dataset.",
+        ),
+        "decontam_removed": dg.AssetOut(
+            group_name=CURATE_GROUP,
+            kinds={"parquet"},
+            owners=["team:data-curation"],
+            description="Audit rows of train pairs removed as contaminated, with the test row matched.",
+        ),
+    },
+)
+def decontaminate_pairs(
+    settings: CurationSettings, aws: AwsCredentials, deduplicated_pairs: pa.Table
+):
+    """Remove train pairs whose prompt matches any test prompt (or an extra reference set)."""
+    extras = [
+        load_reference_set(spec, aws.storage_options(spec)) for spec in settings.extra_reference_uris
+    ]
+    kept, removed = decontaminate(deduplicated_pairs, decontam_config(settings), extras)
+    yield from _outputs(kept, removed, "curated_pairs", "decontam_removed")

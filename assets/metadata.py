@@ -1,0 +1,33 @@
+"""Helpers that turn counts and tables into Dagster metadata (Markdown tables, previews)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import dagster as dg
+import pyarrow as pa
+
+PREVIEW_COLUMNS = ("pair_id", "dataset", "subset", "split", "dimension", "prompt", "chosen")
+
+
+def counts_markdown(counts: Mapping[str, int], key: str = "reason") -> dg.MarkdownMetadataValue:
+    """A two-column Markdown table of counts (``_none_`` when empty)."""
+    if not counts:
+        return dg.MetadataValue.md("_none_")
+    lines = [f"| {key} | rows |", "|---|---:|"]
+    lines += [f"| `{name}` | {count:,} |" for name, count in sorted(counts.items())]
+    return dg.MetadataValue.md("\n".join(lines))
+
+
+def preview(table: pa.Table, n: int = 5, width: int = 80) -> dg.MarkdownMetadataValue:
+    """The first ``n`` rows of a few columns as a Markdown table, texts cut to ``width``."""
+    columns = [c for c in PREVIEW_COLUMNS if c in table.column_names] or table.column_names[:6]
+    rows = table.select(columns).slice(0, n).to_pylist()
+    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns)
+    body = [
+        "| "
+        + " | ".join(str(r[c]).replace("\n", " ").replace("|", "\\|")[:width] for c in columns)
+        + " |"
+        for r in rows
+    ]
+    return dg.MetadataValue.md("\n".join([head, *body]))

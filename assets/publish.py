@@ -1,0 +1,113 @@
+"""Stage 4, publish: write an immutable, content-addressed release to the curated store."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import dagster as dg
+import pyarrow as pa
+
+from assets.curate import decontam_config, dedup_config, reason_counts
+from assets.metadata import counts_markdown
+from assets.resources import CurationSettings, StoreResource
+from curation.accounting import account
+from curation.release import publish_release
+from curation.schema import REMOVED
+from curation.version import code_version
+
+PUBLISH_GROUP = "publish"
+
+
+def release_config(settings: CurationSettings) -> dict:
+    """The curation config that, with the sources and the code version, names a release."""
+    return {
+        "rule_levels": settings.levels(),
+        "dedup": dataclasses.asdict(dedup_config(settings)),
+        "decontam": dataclasses.asdict(decontam_config(settings)),
+        "extra_reference_uris": list(settings.extra_reference_uris),
+    }
+
+
+def _sum_counts(reports: list[dict], key: str) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for report in reports:
+        for code, n in report[key].items():
+            total[code] = total.get(code, 0) + n
+    return dict(sorted(total.items()))
+
+
+@dg.asset(
+    group_name=PUBLISH_GROUP,
+    kinds={"s3", "parquet"},
+    owners=["team:data-curation"],
+    description="A new immutable release (pairs, quarantine, removed, red_team + manifest and card) "
+    "in the curated store; `latest.json` moves to it last.",
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL),
+)
+def release(
+    context: dg.AssetExecutionContext,
+    store: StoreResource,
+    settings: CurationSettings,
+    curated_pairs: pa.Table,
+    quarantine: pa.Table,
+    red_team: pa.Table,
+    dedup_removed: pa.Table,
+    decontam_removed: pa.Table,
+    source_files: pa.Table,
+) -> dg.MaterializeResult:
+    """Publish the curated tables with a manifest; report 'unchanged' when nothing changed."""
+    reports = [json.loads(r) for r in source_files.column("report").to_pylist()]
+    removed = pa.concat_tables([REMOVED.empty_table(), dedup_removed, decontam_removed])
+    accounting = account(
+        reports,
+        pairs_kept=curated_pairs.num_rows,
+        pairs_removed=removed.num_rows,
+        quarantine_rows=quarantine.num_rows,
+        red_team_rows=red_team.num_rows,
+    )
+    if not accounting["ok"]:
+        raise dg.Failure(
+            description=f"row accounting does not hold: {accounting['identities']}",
+            metadata={"accounting": accounting},
+            allow_retries=False,
+        )
+    counts = {
+        "quarantine_by_reason": _sum_counts(reports, "quarantine_by_reason"),
+        "warnings_by_reason": _sum_counts(reports, "warnings_by_reason"),
+        "removed_by_reason": reason_counts(removed),
+        "accounting": accounting,
+    }
+    sources = [
+        {**r, "uri": r["uri"], "revision": r["revision"], "path": r["relpath"]} for r in reports
+    ]
+    result = publish_release(
+        store.uri,
+        {
+            "pairs": curated_pairs,
+            "quarantine": quarantine,
+            "removed": removed,
+            "red_team": red_team,
+        },
+        sources=sources,
+        config=release_config(settings),
+        code_version=code_version(),
+        counts=counts,
+        checks={"accounting": "passed"},
+        storage_options=store.storage_options(),
+    )
+    context.log.info(f"release {result.release_id} {result.status} at {result.uri}")
+    return dg.MaterializeResult(
+        metadata={
+            "release_id": result.release_id,
+            "status": result.status,
+            "release_uri": result.uri,
+            "card": dg.MetadataValue.path(f"{result.uri}/README.md"),
+            "pairs": curated_pairs.num_rows,
+            "quarantined_rows": quarantine.num_rows,
+            "removed_pairs": removed.num_rows,
+            "removed_by_reason": counts_markdown(counts["removed_by_reason"]),
+            "quarantine_by_reason": counts_markdown(counts["quarantine_by_reason"]),
+            **store.describe(),
+        }
+    )

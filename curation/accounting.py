@@ -1,0 +1,54 @@
+"""Row accounting: every row read is kept, removed with a reason, or quarantined.
+
+Source rows: ``rows_read = rows_quarantined + rows_normalized`` per file. Pairs: every normalized
+HH row yields one pair and every PKU row two, and ``pairs_emitted = pairs_kept + pairs_removed``.
+Red-team rows: ``rows_read = red_team_rows + rows_quarantined``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from curation.schema import HH_RED_TEAM_SUBSET, PKU_DATASET
+
+
+def pairs_per_row(report: Mapping[str, Any]) -> int:
+    """Pairs a valid row of this file yields (PKU 2: helpful + harmless; HH 1; red team 0)."""
+    if report["subset"] == HH_RED_TEAM_SUBSET:
+        return 0
+    return 2 if report["dataset"] == PKU_DATASET else 1
+
+
+def account(
+    reports: Iterable[Mapping[str, Any]],
+    *,
+    pairs_kept: int,
+    pairs_removed: int,
+    quarantine_rows: int,
+    red_team_rows: int,
+) -> dict[str, Any]:
+    """The accounting identities with their figures and whether each holds (``ok``)."""
+    reports = list(reports)
+    rows_read = sum(r["rows_read"] for r in reports)
+    rows_quarantined = sum(r["rows_quarantined"] for r in reports)
+    pairs_emitted = sum((r["rows_read"] - r["rows_quarantined"]) * pairs_per_row(r) for r in reports)
+    red_team_valid = sum(
+        r["rows_read"] - r["rows_quarantined"] for r in reports if pairs_per_row(r) == 0
+    )
+    identities = {
+        "quarantine_table_matches_reports": quarantine_rows == rows_quarantined,
+        "pairs_emitted_equals_kept_plus_removed": pairs_emitted == pairs_kept + pairs_removed,
+        "red_team_rows_match": red_team_rows == red_team_valid,
+    }
+    return {
+        "rows_read": rows_read,
+        "rows_quarantined": rows_quarantined,
+        "rows_normalized": rows_read - rows_quarantined,
+        "pairs_emitted": pairs_emitted,
+        "pairs_kept": pairs_kept,
+        "pairs_removed": pairs_removed,
+        "red_team_rows": red_team_rows,
+        "identities": identities,
+        "ok": all(identities.values()),
+    }

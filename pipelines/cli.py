@@ -1,0 +1,91 @@
+"""``rlhf-curate``: run the pipeline, and inspect releases.
+
+``rlhf-curate run`` materializes the whole asset graph in process against a persistent Dagster
+instance (``DAGSTER_HOME``, default ``.dagster_home`` in the repo), so the run shows up in
+``dagster dev`` afterwards, and prints where the release is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from pipelines.cli_releases import add_release_commands, run_releases_command
+
+
+def _run(args: argparse.Namespace) -> int:
+    overrides = {
+        "HH_RLHF_URI": args.hh,
+        "PKU_SAFERLHF_URI": args.pku,
+        "CURATED_STORE_URI": args.store,
+    }
+    for name, value in overrides.items():
+        if value:
+            os.environ[name] = value
+    from pipelines.settings import Environment
+
+    environment = Environment.from_env()
+    environment.dagster_home.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(environment.dagster_home)
+
+    import dagster as dg
+
+    from pipelines.definitions import build_definitions
+
+    defs = build_definitions(environment)
+    job = defs.resolve_job_def("full_refresh")
+    log_level = "INFO" if args.verbose else "WARNING"
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(
+            instance=instance,
+            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+            raise_on_error=False,
+        )
+    if not result.success:
+        failures = [e for e in result.all_events if e.is_failure]
+        for event in failures:
+            print(f"FAILED {event.step_key}: {event.message}", file=sys.stderr)
+        print(f"run {result.run_id} failed; see `make dev` (Dagster UI) for details", file=sys.stderr)
+        return 1
+    metadata = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.asset_materialization
+        if materialization and materialization.asset_key.path == ["release"]:
+            metadata = {k: v.value for k, v in materialization.metadata.items()}
+    print(f"run {result.run_id} succeeded")
+    print(f"release {metadata.get('release_id')} ({metadata.get('status')})")
+    print(f"  location: {metadata.get('release_uri')}")
+    print(
+        f"  pairs: {metadata.get('pairs')}, quarantined rows: {metadata.get('quarantined_rows')}, "
+        f"removed pairs: {metadata.get('removed_pairs')}"
+    )
+    print(f"  latest pointer: {environment.store_uri.rstrip('/')}/latest.json")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``rlhf-curate``."""
+    parser = argparse.ArgumentParser(prog="rlhf-curate", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    run = sub.add_parser("run", help="run the whole pipeline and publish a release")
+    run.add_argument("--hh", help="HH-RLHF mirror URI (default: $HH_RLHF_URI or the sample)")
+    run.add_argument("--pku", help="PKU-SafeRLHF mirror URI (default: $PKU_SAFERLHF_URI or the sample)")
+    run.add_argument("--store", help="curated store URI (default: $CURATED_STORE_URI or ./warehouse)")
+    run.add_argument("-v", "--verbose", action="store_true", help="show Dagster's step logs")
+    add_release_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``rlhf-curate`` console script."""
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        return _run(args)
+    return run_releases_command(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""The code location: assembles every asset, check, resource, job and schedule into Definitions.
+
+``workspace.yaml`` and ``dagster dev`` load ``defs`` from here. Secrets are wired as
+``dg.EnvVar`` only when the variable is set, so loading needs no credentials.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from assets.curate import decontaminate_pairs, deduplicate_pairs
+from assets.ingest import INGEST_ASSETS
+from assets.io import ParquetTableIOManager
+from assets.normalize import validate_and_normalize
+from assets.publish import release
+from assets.resources import AwsCredentials, CurationSettings, SourcesResource, StoreResource
+from pipelines.settings import Environment
+
+ALL_ASSETS = [*INGEST_ASSETS, validate_and_normalize, deduplicate_pairs, decontaminate_pairs, release]
+
+full_refresh_job = dg.define_asset_job(
+    "full_refresh",
+    selection=dg.AssetSelection.all(),
+    description="Ingest every source, validate, normalize, deduplicate, decontaminate, publish.",
+)
+
+
+def _env_or_none(name: str) -> dg.EnvVar | None:
+    return dg.EnvVar(name) if os.environ.get(name) else None
+
+
+def build_resources(environment: Environment) -> dict[str, object]:
+    """The resources for ``environment`` (the IO manager keeps stage tables in its Dagster home)."""
+    aws = AwsCredentials(
+        endpoint_url=_env_or_none("AWS_ENDPOINT_URL"),
+        access_key_id=_env_or_none("AWS_ACCESS_KEY_ID"),
+        secret_access_key=_env_or_none("AWS_SECRET_ACCESS_KEY"),
+        region=_env_or_none("AWS_DEFAULT_REGION"),
+    )
+    return {
+        "aws": aws,
+        "sources": SourcesResource(
+            hh_rlhf_uri=environment.hh_rlhf_uri,
+            pku_saferlhf_uri=environment.pku_saferlhf_uri,
+            hh_rlhf_revision=environment.hh_rlhf_revision,
+            pku_saferlhf_revision=environment.pku_saferlhf_revision,
+            aws=aws,
+        ),
+        "store": StoreResource(uri=environment.store_uri, aws=aws),
+        "settings": CurationSettings(),
+        "io_manager": ParquetTableIOManager(base_dir=str(environment.dagster_home / "tables")),
+    }
+
+
+def build_definitions(environment: Environment | None = None) -> dg.Definitions:
+    """Definitions for ``environment`` (default: read from the process environment)."""
+    environment = environment or Environment.from_env()
+    return dg.Definitions(
+        assets=ALL_ASSETS,
+        jobs=[full_refresh_job],
+        schedules=[
+            dg.ScheduleDefinition(
+                name="daily_full_refresh",
+                job=full_refresh_job,
+                cron_schedule=os.environ.get("REFRESH_CRON", "0 3 * * *"),
+                default_status=dg.DefaultScheduleStatus.STOPPED,
+            )
+        ],
+        resources=build_resources(environment),
+    )
+
+
+defs = build_definitions()
