@@ -173,10 +173,11 @@ def post_alert(
 ) -> bool:
     """Log ``payload`` and POST it as JSON to ``url`` if set; True if the webhook accepted it.
 
-    Up to ``1 + retries`` attempts, each bounded by ``timeout`` seconds; connection errors,
-    timeouts, HTTP 429 and 5xx are retried after ``backoff * 2**attempt`` seconds, other 4xx are
-    not. Worst case it returns after about ``(1 + retries) * timeout + backoff * (2**retries - 1)``
-    seconds. Never raises for delivery problems; never logs the URL beyond ``scheme://host/...``.
+    Up to ``1 + retries`` attempts; ``timeout`` bounds each socket operation (connect, each
+    read) of an attempt. Connection errors, timeouts, HTTP 429 and 5xx are retried after
+    ``backoff * 2**attempt`` seconds; other 4xx are not. Against a webhook that never answers it
+    returns after about ``(1 + retries) * timeout + backoff * (2**retries - 1)`` seconds. Never
+    raises for delivery problems; never logs the URL beyond ``scheme://host[:port]/...``.
     """
     log = logger or _log
     body = json.dumps(payload, ensure_ascii=False, default=str)
