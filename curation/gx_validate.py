@@ -65,7 +65,7 @@ NON_BLANK = r"\S"  # at least one non-whitespace character: rejects "" and "   "
 SHA256_HEX = r"^[0-9a-f]{64}$"
 MAX_SAMPLE_CHARS = 200
 
-_PROGRESS_ENV = {"GX_ANALYTICS_ENABLED": "False"}
+_GX_ENV = {"GX_ANALYTICS_ENABLED": "False"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -75,7 +75,7 @@ _PROGRESS_ENV = {"GX_ANALYTICS_ENABLED": "False"}
 
 def _gx():
     """Import great_expectations quietly (no analytics, no chatty loggers)."""
-    for key, value in _PROGRESS_ENV.items():
+    for key, value in _GX_ENV.items():
         os.environ.setdefault(key, value)
     import great_expectations
 
