@@ -1,0 +1,130 @@
+"""Malformed inputs: bad lines are quarantined with the right reason, unreadable files fail by name."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+
+from curation.ingest import ingest_file
+from curation.sources import SourceError, hh_files, pku_files
+
+HH_TEST = next(f for f in hh_files() if f.subset == "harmless-base" and f.split == "test")
+RED_TEAM = next(f for f in hh_files() if f.kind == "hh_red_team")
+PKU_TRAIN = next(f for f in pku_files() if f.subset == "Alpaca-7B" and f.split == "train")
+GOOD = {"chosen": "\n\nHuman: q\n\nAssistant: yes", "rejected": "\n\nHuman: q\n\nAssistant: no"}
+
+
+def write_hh(root: Path, lines: list[bytes], compress: bool = True) -> Path:
+    path = root / HH_TEST.relpath
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = b"\n".join(lines) + b"\n"
+    path.write_bytes(gzip.compress(data) if compress else data)
+    return path
+
+
+def reasons_by_line(table) -> dict[int, list[str]]:
+    bad = table.filter(pc.greater(pc.list_value_length(table["quarantine_reasons"]), 0))
+    return dict(zip(bad["source_line"].to_pylist(), bad["quarantine_reasons"].to_pylist(), strict=True))
+
+
+def test_bad_lines_are_quarantined_and_the_rest_kept(tmp_path: Path):
+    good = json.dumps(GOOD).encode()
+    lines = [
+        good,
+        b'{"chosen": "x", ',  # invalid_json
+        b"[1, 2, 3]",  # not_an_object
+        json.dumps({"chosen": GOOD["chosen"]}).encode(),  # missing_field
+        json.dumps({**GOOD, "rejected": True}).encode(),  # wrong_type
+        b'{"chosen": "\xff\xfe", "rejected": "x"}',  # invalid_utf8
+        b"",  # blank: not a row
+        json.dumps({**GOOD, "chosen": GOOD["chosen"] + " " + "x" * 5_000_000}).encode(),
+        good,
+    ]
+    write_hh(tmp_path, lines)
+    result = ingest_file(HH_TEST, str(tmp_path))
+    assert result.report.rows_read == 8 and result.report.blank_lines == 1
+    assert result.table.num_rows == 8
+    assert reasons_by_line(result.table) == {
+        1: ["invalid_json"],
+        2: ["not_an_object"],
+        3: ["missing_field"],
+        4: ["wrong_type"],
+        5: ["invalid_utf8"],
+    }
+    raw = dict(zip(result.table["source_line"].to_pylist(), result.table["raw_line"].to_pylist(), strict=True))
+    assert raw[1] == '{"chosen": "x", ' and raw[0] is None
+    assert raw[5].startswith('{"chosen": "\\xff')
+    kept = result.table.filter(pc.equal(pc.list_value_length(result.table["quarantine_reasons"]), 0))
+    assert kept["source_line"].to_pylist() == [0, 7, 8]
+    assert len(kept["chosen"][1].as_py()) > 5_000_000
+
+
+def test_wrong_type_for_pku_boolean(tmp_path: Path):
+    from tests.test_rules import pku_row
+
+    path = tmp_path / PKU_TRAIN.relpath
+    path.parent.mkdir(parents=True)
+    rows = [pku_row(), pku_row(is_response_0_safe="yes"), pku_row()]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = ingest_file(PKU_TRAIN, str(tmp_path))
+    assert reasons_by_line(result.table) == {1: ["wrong_type"]}
+    assert result.report.schema_variant == "current"
+
+
+def test_truncated_gzip_fails_naming_the_file(tmp_path: Path):
+    path = write_hh(tmp_path, [json.dumps(GOOD).encode()] * 200)
+    path.write_bytes(path.read_bytes()[:-40])
+    with pytest.raises(SourceError, match=r"harmless-base/test\.jsonl\.gz: corrupt or truncated gzip"):
+        ingest_file(HH_TEST, str(tmp_path))
+
+
+def test_empty_file_fails_naming_the_file(tmp_path: Path):
+    path = tmp_path / HH_TEST.relpath
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"")
+    with pytest.raises(SourceError, match=r"test\.jsonl\.gz: file is empty"):
+        ingest_file(HH_TEST, str(tmp_path))
+
+
+def test_plain_text_named_gz_is_read(tmp_path: Path, caplog):
+    write_hh(tmp_path, [json.dumps(GOOD).encode()] * 3, compress=False)
+    result = ingest_file(HH_TEST, str(tmp_path))
+    assert result.report.compression == "none" and result.report.rows_quarantined == 0
+    assert result.table.num_rows == 3
+    assert "not gzip-compressed" in caplog.text
+
+
+def test_missing_file_is_absent_not_an_error(tmp_path: Path):
+    result = ingest_file(HH_TEST, str(tmp_path))
+    assert not result.report.present and result.table.num_rows == 0
+
+
+def red_team_obj(i: int) -> dict:
+    return {"transcript": f"\n\nHuman: q{i}\n\nAssistant: a{i}", "rating": 1.0, "tags": None}
+
+
+@pytest.mark.parametrize("layout", ["array", "lines"])
+def test_red_team_array_and_lines(tmp_path: Path, layout: str):
+    objs = [red_team_obj(i) for i in range(5)] + [{"transcript": 3}, "text"]
+    path = tmp_path / RED_TEAM.relpath
+    path.parent.mkdir(parents=True)
+    if layout == "array":
+        data = json.dumps(objs, indent=2).encode()
+    else:
+        data = b"\n".join(json.dumps(o).encode() for o in objs) + b"\n"
+    path.write_bytes(gzip.compress(data))
+    result = ingest_file(RED_TEAM, str(tmp_path))
+    assert result.report.rows_read == 7
+    assert reasons_by_line(result.table) == {5: ["wrong_type"], 6: ["not_an_object"]}
+
+
+def test_malformed_red_team_array_fails_naming_the_file(tmp_path: Path):
+    path = tmp_path / RED_TEAM.relpath
+    path.parent.mkdir(parents=True)
+    path.write_bytes(gzip.compress(b'[{"transcript": "x"}, {"transcript": '))
+    with pytest.raises(SourceError, match="red_team_attempts.jsonl.gz: unreadable JSON array"):
+        ingest_file(RED_TEAM, str(tmp_path))
