@@ -7,11 +7,11 @@ import dataclasses
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
+from curation.decontam import DecontamConfig, decontaminate
+from curation.dedup import DedupConfig, deduplicate
 
 from assets.metadata import counts_markdown, preview
 from assets.resources import AwsCredentials, CurationSettings
-from curation.decontam import DecontamConfig, decontaminate
-from curation.dedup import DedupConfig, deduplicate
 from curation.references import load_reference_set
 
 CURATE_GROUP = "curate"
@@ -97,7 +97,8 @@ def decontaminate_pairs(
 ):
     """Remove train pairs whose prompt matches any test prompt (or an extra reference set)."""
     extras = [
-        load_reference_set(spec, aws.storage_options(spec)) for spec in settings.extra_reference_uris
+        load_reference_set(spec, aws.storage_options(spec))
+        for spec in settings.extra_reference_uris
     ]
     kept, removed = decontaminate(deduplicated_pairs, decontam_config(settings), extras)
     yield from _outputs(kept, removed, "curated_pairs", "decontam_removed")

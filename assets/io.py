@@ -31,5 +31,7 @@ class ParquetTableIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> pa.Table:
         path = self._path(context)
         if not path.exists():
-            raise FileNotFoundError(f"{context.asset_key}: no stored table at {path}; materialize it first")
+            raise FileNotFoundError(
+                f"{context.asset_key}: no stored table at {path}; materialize it first"
+            )
         return pq.read_table(path)

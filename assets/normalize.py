@@ -9,7 +9,13 @@ import pyarrow as pa
 
 from assets.ingest import INGEST_ASSETS, report_of
 from assets.metadata import counts_markdown, preview
-from curation.normalize import pairs_from, quarantine_rows, red_team_rows, split_verdicts, with_pair_ids
+from curation.normalize import (
+    pairs_from,
+    quarantine_rows,
+    red_team_rows,
+    split_verdicts,
+    with_pair_ids,
+)
 from curation.schema import PAIRS, QUARANTINE, RED_TEAM
 
 VALIDATE_GROUP = "validate"
@@ -74,9 +80,14 @@ def validate_and_normalize(context: dg.AssetExecutionContext, **raw_tables: pa.T
     yield dg.Output(
         quarantine,
         "quarantine",
-        metadata={"dagster/row_count": quarantine.num_rows, "by_reason": counts_markdown(by_reason)},
+        metadata={
+            "dagster/row_count": quarantine.num_rows,
+            "by_reason": counts_markdown(by_reason),
+        },
     )
-    yield dg.Output(red_team_table, "red_team", metadata={"dagster/row_count": red_team_table.num_rows})
+    yield dg.Output(
+        red_team_table, "red_team", metadata={"dagster/row_count": red_team_table.num_rows}
+    )
     yield dg.Output(
         source_files,
         "source_files",

@@ -32,7 +32,9 @@ def account(
     reports = list(reports)
     rows_read = sum(r["rows_read"] for r in reports)
     rows_quarantined = sum(r["rows_quarantined"] for r in reports)
-    pairs_emitted = sum((r["rows_read"] - r["rows_quarantined"]) * pairs_per_row(r) for r in reports)
+    pairs_emitted = sum(
+        (r["rows_read"] - r["rows_quarantined"]) * pairs_per_row(r) for r in reports
+    )
     red_team_valid = sum(
         r["rows_read"] - r["rows_quarantined"] for r in reports if pairs_per_row(r) == 0
     )

@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 #: Environment variable the pipeline reads the webhook URL from (unset: alerts are only logged).
-WEBHOOK_ENV = "RLHF_ALERT_WEBHOOK_URL"
+WEBHOOK_ENV = "ALERT_WEBHOOK_URL"
 
 SEVERITY_ICONS = {"ERROR": ":rotating_light:", "WARN": ":warning:", "INFO": ":information_source:"}
 
@@ -32,7 +32,7 @@ _log = logging.getLogger(__name__)
 
 
 def webhook_url(environ: Mapping[str, str] | None = None) -> str | None:
-    """The webhook URL from ``$RLHF_ALERT_WEBHOOK_URL``, or ``None`` if unset/blank."""
+    """The webhook URL from ``$ALERT_WEBHOOK_URL``, or ``None`` if unset/blank."""
     value = (os.environ if environ is None else environ).get(WEBHOOK_ENV, "").strip()
     return value or None
 

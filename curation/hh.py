@@ -48,7 +48,11 @@ def parse_transcripts(texts: pa.Array | pa.ChunkedArray | pl.Series) -> pl.DataF
     last turn is not an Assistant turn), ``prompt_turns`` (the turns of the prompt) and
     ``response`` (the final turn's text, or null when it is not an Assistant turn).
     """
-    text = texts if isinstance(texts, pl.Series) else pl.Series(pa.chunked_array([texts]) if isinstance(texts, pa.Array) else texts)
+    text = (
+        texts
+        if isinstance(texts, pl.Series)
+        else pl.Series(pa.chunked_array([texts]) if isinstance(texts, pa.Array) else texts)
+    )
     parts = (
         text.str.replace_all(HUMAN, _SEP + "H", literal=True)
         .str.replace_all(ASSISTANT, _SEP + "A", literal=True)

@@ -229,9 +229,16 @@ def _parse_array_or_lines(raw: RawFile, specs: list[FieldSpec]) -> ParsedFile:
 
 
 def _count(table: pa.Table, report: FileReport) -> None:
-    for column, target in ((REASONS, report.quarantine_by_reason), (WARNINGS, report.warnings_by_reason)):
+    for column, target in (
+        (REASONS, report.quarantine_by_reason),
+        (WARNINGS, report.warnings_by_reason),
+    ):
         flat = pc.list_flatten(table.column(column))
         if len(flat):
             counts = pc.value_counts(flat).to_pylist()
-            target.update({c["values"]: c["counts"] for c in sorted(counts, key=lambda c: c["values"])})
-    report.rows_quarantined = int(pc.sum(pc.greater(pc.list_value_length(table.column(REASONS)), 0)).as_py() or 0)
+            target.update(
+                {c["values"]: c["counts"] for c in sorted(counts, key=lambda c: c["values"])}
+            )
+    report.rows_quarantined = int(
+        pc.sum(pc.greater(pc.list_value_length(table.column(REASONS)), 0)).as_py() or 0
+    )

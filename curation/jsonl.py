@@ -85,7 +85,7 @@ def parse_jsonl(data: bytes, specs: list[FieldSpec]) -> ParsedFile:
     schema = arrow_schema(specs)
     starts, ends, nonblank = line_bounds(data)
     lines = np.flatnonzero(nonblank)
-    rows_read, blank = int(len(lines)), int((~nonblank).sum())
+    rows_read, blank = len(lines), int((~nonblank).sum())
     if rows_read == 0:
         table = schema.empty_table().append_column(SOURCE_LINE, pa.array([], pa.int64()))
         return ParsedFile(table, [], 0, blank)
@@ -172,9 +172,7 @@ def _fits(value: object, typ: pa.DataType) -> bool:
             value.get(f.name) is None or _fits(value[f.name], f.type) for f in typ
         )
     if pa.types.is_list(typ):
-        return isinstance(value, list) and all(
-            v is None or _fits(v, typ.value_type) for v in value
-        )
+        return isinstance(value, list) and all(v is None or _fits(v, typ.value_type) for v in value)
     return True
 
 

@@ -117,7 +117,10 @@ def pku_pairs(table: pa.Table) -> pa.Table:
         ),
     )
     parts = []
-    for dimension, id_column in (("helpful", "better_response_id"), ("harmless", "safer_response_id")):
+    for dimension, id_column in (
+        ("helpful", "better_response_id"),
+        ("harmless", "safer_response_id"),
+    ):
         first = pc.equal(table.column(id_column), 0)
 
         def pick(name: str, chosen: bool, first=first) -> pa.ChunkedArray:
@@ -183,9 +186,7 @@ def red_team_rows(table: pa.Table) -> pa.Table:
     parsed = hh.parse_transcripts(table.column("transcript"))
     columns = {name: table.column(name) for name in RED_TEAM.names if name in table.column_names}
     columns["turns"] = parsed["turns"].to_arrow().cast(pa.list_(TURN))
-    columns["transcript_id"] = content_ids(
-        [table.column("transcript")], table.column(SOURCE_LINE)
-    )
+    columns["transcript_id"] = content_ids([table.column("transcript")], table.column(SOURCE_LINE))
     columns["source_line"] = table.column(SOURCE_LINE)
     return pa.table({name: columns[name] for name in RED_TEAM.names}, schema=RED_TEAM)
 

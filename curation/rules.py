@@ -41,7 +41,9 @@ PARSE_RULES = (
     Rule("wrong_type", ERROR, "a field has the wrong JSON type"),
 )
 HH_RULES = (
-    Rule("bad_turn_order", ERROR, "transcript must start with Human, alternate, end with Assistant"),
+    Rule(
+        "bad_turn_order", ERROR, "transcript must start with Human, alternate, end with Assistant"
+    ),
     Rule("context_mismatch", ERROR, "chosen and rejected differ before the final Assistant turn"),
     Rule("empty_response", ERROR, "final chosen or rejected response is empty or whitespace"),
     Rule("identical_responses", ERROR, "chosen and rejected responses are identical"),
@@ -71,9 +73,7 @@ PKU_RULES = (
         "both responses unsafe and the 'safer' one has the higher severity",
     ),
 )
-RED_TEAM_RULES = (
-    Rule("bad_turn_order", ERROR, "transcript must start with Human and alternate"),
-)
+RED_TEAM_RULES = (Rule("bad_turn_order", ERROR, "transcript must start with Human and alternate"),)
 
 ALL_RULES: dict[str, Rule] = {
     r.code: r for r in (*PARSE_RULES, *HH_RULES, *PKU_RULES, *RED_TEAM_RULES)
@@ -121,7 +121,9 @@ def hh_preference_masks(table: pa.Table) -> dict[str, np.ndarray]:
     identical = (responses["c"] == responses["r"]).fill_null(False)
     return {
         "bad_turn_order": ~order_ok.to_numpy(),
-        "context_mismatch": (chosen["prompt"].is_not_null() & rejected["prompt"].is_not_null() & ~context_ok).to_numpy(),
+        "context_mismatch": (
+            chosen["prompt"].is_not_null() & rejected["prompt"].is_not_null() & ~context_ok
+        ).to_numpy(),
         "empty_response": empty.to_numpy(),
         "identical_responses": (identical & ~empty).to_numpy(),
     }
@@ -130,8 +132,10 @@ def hh_preference_masks(table: pa.Table) -> dict[str, np.ndarray]:
 def red_team_masks(table: pa.Table) -> dict[str, np.ndarray]:
     """Red-team transcript rules: must start with Human and alternate (may end with either)."""
     parsed = hh.parse_transcripts(table.column("transcript"))
-    ok = (parsed["preamble"] == "") & parsed["roles"].str.contains(r"^(HA)*H?$") & (
-        parsed["roles"].str.len_chars() > 0
+    ok = (
+        (parsed["preamble"] == "")
+        & parsed["roles"].str.contains(r"^(HA)*H?$")
+        & (parsed["roles"].str.len_chars() > 0)
     )
     return {"bad_turn_order": ~ok.fill_null(False).to_numpy()}
 

@@ -121,7 +121,9 @@ class RawFile:
         """The whole decompressed content; a corrupt or truncated gzip raises SourceError."""
         if self.compression == "none":
             if self.uri.endswith(".gz"):
-                log.warning("%s: named .gz but not gzip-compressed; reading it as plain text", self.uri)
+                log.warning(
+                    "%s: named .gz but not gzip-compressed; reading it as plain text", self.uri
+                )
             return self.raw
         try:
             return gzip.decompress(self.raw)

@@ -47,7 +47,9 @@ def _run(args: argparse.Namespace) -> int:
         failures = [e for e in result.all_events if e.is_failure]
         for event in failures:
             print(f"FAILED {event.step_key}: {event.message}", file=sys.stderr)
-        print(f"run {result.run_id} failed; see `make dev` (Dagster UI) for details", file=sys.stderr)
+        print(
+            f"run {result.run_id} failed; see `make dev` (Dagster UI) for details", file=sys.stderr
+        )
         return 1
     metadata = {}
     for event in result.get_asset_materialization_events():
@@ -72,8 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     run = sub.add_parser("run", help="run the whole pipeline and publish a release")
     run.add_argument("--hh", help="HH-RLHF mirror URI (default: $HH_RLHF_URI or the sample)")
-    run.add_argument("--pku", help="PKU-SafeRLHF mirror URI (default: $PKU_SAFERLHF_URI or the sample)")
-    run.add_argument("--store", help="curated store URI (default: $CURATED_STORE_URI or ./warehouse)")
+    run.add_argument(
+        "--pku", help="PKU-SafeRLHF mirror URI (default: $PKU_SAFERLHF_URI or the sample)"
+    )
+    run.add_argument(
+        "--store", help="curated store URI (default: $CURATED_STORE_URI or ./warehouse)"
+    )
     run.add_argument("-v", "--verbose", action="store_true", help="show Dagster's step logs")
     add_release_commands(sub)
     return parser

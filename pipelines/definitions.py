@@ -10,6 +10,8 @@ import os
 
 import dagster as dg
 
+from assets.alerting import AlertsResource
+from assets.checks import ALL_CHECKS
 from assets.curate import decontaminate_pairs, deduplicate_pairs
 from assets.ingest import INGEST_ASSETS
 from assets.io import ParquetTableIOManager
@@ -18,7 +20,13 @@ from assets.publish import release
 from assets.resources import AwsCredentials, CurationSettings, SourcesResource, StoreResource
 from pipelines.settings import Environment
 
-ALL_ASSETS = [*INGEST_ASSETS, validate_and_normalize, deduplicate_pairs, decontaminate_pairs, release]
+ALL_ASSETS = [
+    *INGEST_ASSETS,
+    validate_and_normalize,
+    deduplicate_pairs,
+    decontaminate_pairs,
+    release,
+]
 
 full_refresh_job = dg.define_asset_job(
     "full_refresh",
@@ -50,6 +58,7 @@ def build_resources(environment: Environment) -> dict[str, object]:
         ),
         "store": StoreResource(uri=environment.store_uri, aws=aws),
         "settings": CurationSettings(),
+        "alerts": AlertsResource(webhook_url=_env_or_none("ALERT_WEBHOOK_URL")),
         "io_manager": ParquetTableIOManager(base_dir=str(environment.dagster_home / "tables")),
     }
 
@@ -59,6 +68,7 @@ def build_definitions(environment: Environment | None = None) -> dg.Definitions:
     environment = environment or Environment.from_env()
     return dg.Definitions(
         assets=ALL_ASSETS,
+        asset_checks=ALL_CHECKS,
         jobs=[full_refresh_job],
         schedules=[
             dg.ScheduleDefinition(

@@ -28,7 +28,9 @@ def write_hh(root: Path, lines: list[bytes], compress: bool = True) -> Path:
 
 def reasons_by_line(table) -> dict[int, list[str]]:
     bad = table.filter(pc.greater(pc.list_value_length(table["quarantine_reasons"]), 0))
-    return dict(zip(bad["source_line"].to_pylist(), bad["quarantine_reasons"].to_pylist(), strict=True))
+    return dict(
+        zip(bad["source_line"].to_pylist(), bad["quarantine_reasons"].to_pylist(), strict=True)
+    )
 
 
 def test_bad_lines_are_quarantined_and_the_rest_kept(tmp_path: Path):
@@ -55,10 +57,18 @@ def test_bad_lines_are_quarantined_and_the_rest_kept(tmp_path: Path):
         4: ["wrong_type"],
         5: ["invalid_utf8"],
     }
-    raw = dict(zip(result.table["source_line"].to_pylist(), result.table["raw_line"].to_pylist(), strict=True))
+    raw = dict(
+        zip(
+            result.table["source_line"].to_pylist(),
+            result.table["raw_line"].to_pylist(),
+            strict=True,
+        )
+    )
     assert raw[1] == '{"chosen": "x", ' and raw[0] is None
     assert raw[5].startswith('{"chosen": "\\xff')
-    kept = result.table.filter(pc.equal(pc.list_value_length(result.table["quarantine_reasons"]), 0))
+    kept = result.table.filter(
+        pc.equal(pc.list_value_length(result.table["quarantine_reasons"]), 0)
+    )
     assert kept["source_line"].to_pylist() == [0, 7, 8]
     assert len(kept["chosen"][1].as_py()) > 5_000_000
 
@@ -78,7 +88,9 @@ def test_wrong_type_for_pku_boolean(tmp_path: Path):
 def test_truncated_gzip_fails_naming_the_file(tmp_path: Path):
     path = write_hh(tmp_path, [json.dumps(GOOD).encode()] * 200)
     path.write_bytes(path.read_bytes()[:-40])
-    with pytest.raises(SourceError, match=r"harmless-base/test\.jsonl\.gz: corrupt or truncated gzip"):
+    with pytest.raises(
+        SourceError, match=r"harmless-base/test\.jsonl\.gz: corrupt or truncated gzip"
+    ):
         ingest_file(HH_TEST, str(tmp_path))
 
 
@@ -126,5 +138,5 @@ def test_malformed_red_team_array_fails_naming_the_file(tmp_path: Path):
     path = tmp_path / RED_TEAM.relpath
     path.parent.mkdir(parents=True)
     path.write_bytes(gzip.compress(b'[{"transcript": "x"}, {"transcript": '))
-    with pytest.raises(SourceError, match="red_team_attempts.jsonl.gz: unreadable JSON array"):
+    with pytest.raises(SourceError, match=r"red_team_attempts\.jsonl\.gz: unreadable JSON array"):
         ingest_file(RED_TEAM, str(tmp_path))

@@ -131,7 +131,9 @@ def test_pku_rule_and_near_miss(code: str):
 
 
 def test_pku_v0_rows_use_the_labels_they_have():
-    row = {k: v for k, v in pku_row(safer_response_id=1).items() if k in {f.name for f in V0_FIELDS}}
+    row = {
+        k: v for k, v in pku_row(safer_response_id=1).items() if k in {f.name for f in V0_FIELDS}
+    }
     assert pku_reasons(row, V0_FIELDS) == {"safer_contradicts_flags"}
     clean = {k: v for k, v in pku_row().items() if k in {f.name for f in V0_FIELDS}}
     assert pku_reasons(clean, V0_FIELDS) == set()

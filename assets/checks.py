@@ -1,0 +1,215 @@
+"""Asset checks: GX schema suites, quarantine rates, row accounting. ERROR checks block publish.
+
+Every failing check (WARN or ERROR) posts a data-quality alert through :class:`AlertsResource`.
+"""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from assets.alerting import AlertsResource
+from assets.ingest import INGEST_ASSETS, report_of
+from assets.metadata import counts_markdown
+from assets.resources import CurationSettings
+from curation.accounting import account
+from curation.gx_validate import validate_frame
+from curation.ingest import RAW_LINE, REASONS, WARNINGS
+
+BOOKKEEPING = [REASONS, WARNINGS, RAW_LINE, "dataset", "subset", "split"]
+
+
+def suite_for(report: dict) -> str:
+    """The GX suite of an ingested file, from its dataset, subset and detected schema variant."""
+    if report["subset"] == "red-team-attempts":
+        return "hh_red_team_raw"
+    if report["dataset"] == "hh-rlhf":
+        return "hh_preference_raw"
+    return "pku_saferlhf_v0_raw" if report["schema_variant"] == "v0" else "pku_saferlhf_raw"
+
+
+def _result(
+    context: dg.AssetCheckExecutionContext,
+    alerts: AlertsResource,
+    *,
+    asset: str,
+    check: str,
+    passed: bool,
+    severity: dg.AssetCheckSeverity,
+    counts: dict,
+    message: str,
+    metadata: dict,
+) -> dg.AssetCheckResult:
+    if not passed:
+        alerts.send(
+            asset=asset,
+            check=check,
+            severity=severity.value,
+            counts=counts,
+            run_id=context.run.run_id,
+            message=message,
+        )
+    return dg.AssetCheckResult(
+        passed=passed, severity=severity, description=message, metadata=metadata
+    )
+
+
+def build_ingest_checks(asset: dg.AssetsDefinition) -> list[dg.AssetChecksDefinition]:
+    """The schema-suite and quarantine-rate checks of one ingest asset."""
+    key = asset.key
+    name = key.path[-1]
+
+    @dg.asset_check(
+        asset=key,
+        name="schema_suite",
+        blocking=True,
+        description="GX suite of the raw data contract over the rows that passed the row rules.",
+    )
+    def schema_suite(
+        context: dg.AssetCheckExecutionContext, alerts: AlertsResource, table: pa.Table
+    ) -> dg.AssetCheckResult:
+        report = report_of(table)
+        if not report["present"]:
+            return dg.AssetCheckResult(
+                passed=True, description="source absent: nothing to validate"
+            )
+        clean = table.filter(pc.equal(pc.list_value_length(table.column(REASONS)), 0))
+        result = validate_frame(clean.drop_columns(BOOKKEEPING), suite_for(report))
+        return _result(
+            context,
+            alerts,
+            asset=name,
+            check="schema_suite",
+            passed=result.success,
+            severity=dg.AssetCheckSeverity.ERROR,
+            counts={"rows": result.rows, "failed_expectations": result.failed},
+            message=f"{result.suite}: {result.evaluated - result.failed}/{result.evaluated} expectations met",
+            metadata={
+                "suite": result.suite,
+                "rows": result.rows,
+                "failed_expectations": result.failed,
+                "failures": dg.MetadataValue.md(result.to_markdown() or "_none_"),
+                "details": dg.MetadataValue.json(result.to_metadata()),
+            },
+        )
+
+    @dg.asset_check(
+        asset=key,
+        name="quarantine_rate",
+        blocking=True,
+        description="Share of the file's rows quarantined: WARN above the warn rate, ERROR above the error rate.",
+    )
+    def quarantine_rate(
+        context: dg.AssetCheckExecutionContext,
+        alerts: AlertsResource,
+        settings: CurationSettings,
+        table: pa.Table,
+    ) -> dg.AssetCheckResult:
+        report = report_of(table)
+        read, bad = report["rows_read"], report["rows_quarantined"]
+        rate = bad / read if read else 0.0
+        severity = (
+            dg.AssetCheckSeverity.ERROR
+            if rate > settings.quarantine_error_rate
+            else dg.AssetCheckSeverity.WARN
+        )
+        return _result(
+            context,
+            alerts,
+            asset=name,
+            check="quarantine_rate",
+            passed=rate <= settings.quarantine_warn_rate,
+            severity=severity,
+            counts={"rows_read": read, "rows_quarantined": bad, **report["quarantine_by_reason"]},
+            message=f"{bad:,} of {read:,} rows quarantined ({rate:.2%}); warn > "
+            f"{settings.quarantine_warn_rate:.2%}, error > {settings.quarantine_error_rate:.2%}",
+            metadata={
+                "rate": rate,
+                "rows_read": read,
+                "rows_quarantined": bad,
+                "by_reason": counts_markdown(report["quarantine_by_reason"]),
+            },
+        )
+
+    return [schema_suite, quarantine_rate]
+
+
+INGEST_CHECKS = [check for asset in INGEST_ASSETS for check in build_ingest_checks(asset)]
+
+
+@dg.asset_check(
+    asset="curated_pairs",
+    name="curated_pairs_suite",
+    blocking=True,
+    description="GX suite of the curated pair table.",
+)
+def curated_pairs_suite(
+    context: dg.AssetCheckExecutionContext, alerts: AlertsResource, curated_pairs: pa.Table
+) -> dg.AssetCheckResult:
+    """The curated pair table meets its data contract."""
+    result = validate_frame(curated_pairs, "curated_pairs")
+    return _result(
+        context,
+        alerts,
+        asset="curated_pairs",
+        check="curated_pairs_suite",
+        passed=result.success,
+        severity=dg.AssetCheckSeverity.ERROR,
+        counts={"rows": result.rows, "failed_expectations": result.failed},
+        message=f"{result.evaluated - result.failed}/{result.evaluated} expectations met",
+        metadata={
+            "failures": dg.MetadataValue.md(result.to_markdown() or "_none_"),
+            "details": dg.MetadataValue.json(result.to_metadata()),
+        },
+    )
+
+
+@dg.asset_check(
+    asset="curated_pairs",
+    name="row_accounting",
+    blocking=True,
+    description="rows read = kept + removed-with-reason + quarantined, exactly.",
+    additional_ins={
+        "source_files": dg.AssetIn("source_files"),
+        "quarantine": dg.AssetIn("quarantine"),
+        "red_team": dg.AssetIn("red_team"),
+        "dedup_removed": dg.AssetIn("dedup_removed"),
+        "decontam_removed": dg.AssetIn("decontam_removed"),
+    },
+)
+def row_accounting(
+    context: dg.AssetCheckExecutionContext,
+    alerts: AlertsResource,
+    curated_pairs: pa.Table,
+    source_files: pa.Table,
+    quarantine: pa.Table,
+    red_team: pa.Table,
+    dedup_removed: pa.Table,
+    decontam_removed: pa.Table,
+) -> dg.AssetCheckResult:
+    """Every row read is accounted for."""
+    figures = account(
+        [json.loads(r) for r in source_files.column("report").to_pylist()],
+        pairs_kept=curated_pairs.num_rows,
+        pairs_removed=dedup_removed.num_rows + decontam_removed.num_rows,
+        quarantine_rows=quarantine.num_rows,
+        red_team_rows=red_team.num_rows,
+    )
+    counts = {k: v for k, v in figures.items() if isinstance(v, int) and not isinstance(v, bool)}
+    return _result(
+        context,
+        alerts,
+        asset="curated_pairs",
+        check="row_accounting",
+        passed=figures["ok"],
+        severity=dg.AssetCheckSeverity.ERROR,
+        counts=counts,
+        message="holds" if figures["ok"] else f"broken: {figures['identities']}",
+        metadata={**counts, "identities": dg.MetadataValue.json(figures["identities"])},
+    )
+
+
+ALL_CHECKS = [*INGEST_CHECKS, curated_pairs_suite, row_accounting]
