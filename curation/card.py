@@ -148,7 +148,7 @@ def _png(fig: Any) -> bytes:
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     # No "Software"/date metadata: identical inputs give identical bytes.
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None}, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
     return buf.getvalue()
 
 
@@ -157,7 +157,7 @@ def _bar_chart(counts: list[tuple[str, int]], title: str, xlabel: str) -> bytes:
 
     labels = [c[0] for c in counts][::-1]
     values = [c[1] for c in counts][::-1]
-    fig = Figure(figsize=(7, 0.45 * max(len(labels), 2) + 1.2))
+    fig = Figure(figsize=(7, 0.45 * max(len(labels), 2) + 1.2), layout="constrained")
     ax = fig.add_subplot()
     bars = ax.barh(labels, values, color="#4C72B0")
     ax.bar_label(bars, labels=[f"{v:,}" for v in values], padding=3, fontsize=8)
@@ -174,17 +174,18 @@ def _heatmap(counts: Counter[tuple[str, int | None]]) -> bytes:
     categories = [c for c in HARM_CATEGORIES if c in present] + sorted(
         present - set(HARM_CATEGORIES)
     )
-    severities = sorted(
-        {s for _, s in counts}, key=lambda s: (s is None, s if s is not None else 0)
-    )
+    levels = {s for _, s in counts} | {1, 2, 3}  # PKU severity levels; 0 = safe (no category)
+    severities = sorted(levels, key=lambda s: (s is None, s if s is not None else 0))
     grid = [[counts.get((c, s), 0) for s in severities] for c in categories]
-    fig = Figure(figsize=(2.2 + 1.1 * len(severities), 0.38 * len(categories) + 1.6))
+    fig = Figure(
+        figsize=(4.5 + 0.9 * len(severities), 0.38 * len(categories) + 1.6), layout="constrained"
+    )
     ax = fig.add_subplot()
     image = ax.imshow(grid, aspect="auto", cmap="Reds")
     ax.set_xticks(range(len(severities)), ["unknown" if s is None else str(s) for s in severities])
     ax.set_yticks(range(len(categories)), categories, fontsize=8)
     ax.set_xlabel("severity level")
-    ax.set_title("PKU-SafeRLHF responses: harm category x severity")
+    ax.set_title("PKU-SafeRLHF: harm category x severity", fontsize=10)
     top = max((max(r) for r in grid), default=0) or 1
     for i, row in enumerate(grid):
         for j, v in enumerate(row):

@@ -536,7 +536,11 @@ def publish_release(
                 store, release_id, name, table, col, max_rows_per_part, abort_if_published
             )
 
-        parent = read_latest(store)
+        try:
+            parent = read_latest(store)
+        except ReleaseError as exc:  # garbage pointer: publish as if there were none
+            log.warning("%s", exc)
+            parent = None
         parent_manifest = read_manifest(store, parent["release_id"]) if parent else None
         parent_seq = int((parent_manifest or parent or {}).get("sequence") or 0)
         manifest: dict[str, Any] = {
