@@ -157,7 +157,12 @@ def _bar_chart(counts: list[tuple[str, int]], title: str, xlabel: str) -> bytes:
 
     labels = [c[0] for c in counts][::-1]
     values = [c[1] for c in counts][::-1]
-    fig = Figure(figsize=(7, 0.45 * max(len(labels), 2) + 1.2), layout="constrained")
+    label_in = 0.2 + 0.075 * max((len(x) for x in labels), default=0)  # room for the labels
+    width, height = 6.0 + label_in, 0.45 * max(len(labels), 2) + 1.2
+    fig = Figure(figsize=(width, height))  # fixed margins: cheaper than constrained layout
+    fig.subplots_adjust(
+        left=label_in / width, right=0.97, top=1 - 0.45 / height, bottom=0.55 / height
+    )
     ax = fig.add_subplot()
     bars = ax.barh(labels, values, color="#4C72B0")
     ax.bar_label(bars, labels=[f"{v:,}" for v in values], padding=3, fontsize=8)
@@ -177,8 +182,11 @@ def _heatmap(counts: Counter[tuple[str, int | None]]) -> bytes:
     levels = {s for _, s in counts} | {1, 2, 3}  # PKU severity levels; 0 = safe (no category)
     severities = sorted(levels, key=lambda s: (s is None, s if s is not None else 0))
     grid = [[counts.get((c, s), 0) for s in severities] for c in categories]
-    fig = Figure(
-        figsize=(4.5 + 0.9 * len(severities), 0.38 * len(categories) + 1.6), layout="constrained"
+    label_in = 0.3 + 0.06 * max((len(c) for c in categories), default=0)
+    width, height = label_in + 2.0 + 0.9 * len(severities), 0.38 * len(categories) + 1.4
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(
+        left=label_in / width, right=1 - 1.4 / width, top=1 - 0.4 / height, bottom=0.6 / height
     )
     ax = fig.add_subplot()
     image = ax.imshow(grid, aspect="auto", cmap="Reds")
@@ -198,7 +206,8 @@ def _heatmap(counts: Counter[tuple[str, int | None]]) -> bytes:
                 fontsize=7,
                 color="white" if v > top / 2 else "black",
             )
-    fig.colorbar(image, ax=ax, label="responses")
+    cax = fig.add_axes((1 - 1.2 / width, 0.6 / height, 0.15 / width, 1 - 1.0 / height))
+    fig.colorbar(image, cax=cax, label="responses")
     return _png(fig)
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import random
@@ -48,6 +49,8 @@ _DEFAULT_BOTO_CONFIG = {
 _LOCK_TIMEOUT_S = 30.0
 _STALE_LOCK_S = 60.0
 _CHUNK = 1 << 20
+_CLIENTS: dict[tuple[str, str], Any] = {}
+_CLIENTS_LOCK = threading.Lock()
 
 
 class StoreError(RuntimeError):
@@ -119,25 +122,36 @@ class Store:
         """``store`` itself if it is a :class:`Store`, else a new one for that URI."""
         return store if isinstance(store, Store) else cls(store, storage_options)
 
+    def _cache_key(self, kind: str) -> tuple[str, str]:
+        """Clients are shared between Stores with the same options and AWS environment (creating
+        one costs ~0.3 s). Only a digest of the options is kept, never the secrets themselves."""
+        env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+        blob = json.dumps([self.storage_options, env], sort_keys=True, default=str)
+        return kind, hashlib.sha256(blob.encode()).hexdigest()
+
     @property
     def fs(self) -> Any:
         """The fsspec filesystem (s3fs or local); paths are :meth:`path` values."""
         if self._fs is None:
             with self._init_lock:
                 if self._fs is None:
-                    if self.is_s3:
-                        opts = dict(self.storage_options)
-                        opts.setdefault("config_kwargs", dict(_DEFAULT_BOTO_CONFIG))
-                        retries = int(opts.pop("retries", 3))  # s3fs: attribute, not kwarg
-                        # No instance/listings caches: other publishers change the store under us.
-                        opts["skip_instance_cache"] = True
-                        opts["use_listings_cache"] = False
-                        fs = fsspec.filesystem("s3", **opts)
-                        fs.retries = retries
-                        self._fs = fs
-                    else:
-                        self._fs = fsspec.filesystem("file")
+                    self._fs = self._make_fs() if self.is_s3 else fsspec.filesystem("file")
         return self._fs
+
+    def _make_fs(self) -> Any:
+        key = self._cache_key("s3fs")
+        with _CLIENTS_LOCK:
+            if key not in _CLIENTS:
+                opts = dict(self.storage_options)
+                opts.setdefault("config_kwargs", dict(_DEFAULT_BOTO_CONFIG))
+                retries = int(opts.pop("retries", 3))  # s3fs: an attribute, not a kwarg
+                # No instance/listings caches: other publishers change the store under us.
+                opts["skip_instance_cache"] = True
+                opts["use_listings_cache"] = False
+                fs = fsspec.filesystem("s3", **opts)
+                fs.retries = retries
+                _CLIENTS[key] = fs
+            return _CLIENTS[key]
 
     @property
     def client(self) -> Any:
@@ -147,34 +161,42 @@ class Store:
         if self._client is None:
             with self._init_lock:
                 if self._client is None:
-                    import boto3
-                    from botocore.config import Config
-
-                    opts = self.storage_options
-                    client_kwargs = dict(opts.get("client_kwargs") or {})
-                    cfg = dict(_DEFAULT_BOTO_CONFIG)
-                    cfg.update(opts.get("config_kwargs") or {})
-                    kwargs: dict[str, Any] = {"config": Config(**cfg)}
-                    endpoint = opts.get("endpoint_url") or client_kwargs.get("endpoint_url")
-                    if endpoint:
-                        kwargs["endpoint_url"] = endpoint
-                    region = client_kwargs.get("region_name") or opts.get("region_name")
-                    if region:
-                        kwargs["region_name"] = region
-                    if opts.get("key"):
-                        kwargs["aws_access_key_id"] = opts["key"]
-                    if opts.get("secret"):
-                        kwargs["aws_secret_access_key"] = opts["secret"]
-                    if opts.get("token"):
-                        kwargs["aws_session_token"] = opts["token"]
-                    if opts.get("anon"):
-                        from botocore import UNSIGNED
-
-                        kwargs["config"] = Config(signature_version=UNSIGNED, **cfg)
-                    # A private session: the default boto3 session is not thread-safe.
-                    session = boto3.session.Session(profile_name=opts.get("profile"))
-                    self._client = session.client("s3", **kwargs)
+                    key = self._cache_key("boto3")
+                    with _CLIENTS_LOCK:
+                        if key not in _CLIENTS:
+                            _CLIENTS[key] = self._make_client()
+                        self._client = _CLIENTS[key]
         return self._client
+
+    def _make_client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        opts = self.storage_options
+        client_kwargs = dict(opts.get("client_kwargs") or {})
+        cfg = dict(_DEFAULT_BOTO_CONFIG)
+        cfg.update(opts.get("config_kwargs") or {})
+        if opts.get("anon"):
+            from botocore import UNSIGNED
+
+            cfg["signature_version"] = UNSIGNED
+        kwargs: dict[str, Any] = {"config": Config(**cfg)}
+        endpoint = opts.get("endpoint_url") or client_kwargs.get("endpoint_url")
+        if endpoint:
+            kwargs["endpoint_url"] = endpoint
+        region = client_kwargs.get("region_name") or opts.get("region_name")
+        if region:
+            kwargs["region_name"] = region
+        for ours, theirs in (
+            ("key", "aws_access_key_id"),
+            ("secret", "aws_secret_access_key"),
+            ("token", "aws_session_token"),
+        ):
+            if opts.get(ours):
+                kwargs[theirs] = opts[ours]
+        # A private session: the default boto3 session is not thread-safe.
+        session = boto3.session.Session(profile_name=opts.get("profile"))
+        return session.client("s3", **kwargs)
 
     def path(self, key: str = "") -> str:
         """The filesystem path of ``key`` for :attr:`fs` (``bucket/prefix/key`` or ``/abs/key``)."""

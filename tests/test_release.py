@@ -195,6 +195,19 @@ class Clock:
 # ---------------------------------------------------------------------------- fixtures
 
 
+REAL_CHARTS = {"test_publish_layout_manifest_and_read_back", "test_card_contents_and_charts"}
+
+
+@pytest.fixture(autouse=True)
+def fast_charts(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rendering a chart costs ~0.3 s of CPU; tests not in ``REAL_CHARTS`` get a fixed
+    placeholder PNG (still deterministic, so the protocol is unaffected)."""
+    if getattr(request.node, "originalname", request.node.name) not in REAL_CHARTS:
+        from curation import card
+
+        monkeypatch.setattr(card, "_png", lambda fig: b"\x89PNG\r\n\x1a\nplaceholder")
+
+
 @pytest.fixture(params=["local", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path) -> Store:
     """A fresh empty store: a local folder, or a prefix in a fresh moto bucket."""
@@ -430,7 +443,9 @@ def _assert_still_on(store: Store, good: str) -> None:
 def test_fault_after_some_data_files(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     good = publish(store, clock=Clock()).release_id
     written = _fail_open_output_after(store, monkeypatch, 2)
-    with pytest.raises(ReleaseError, match=r"writing pairs/train/part-00000\.parquet failed: injected"):
+    with pytest.raises(
+        ReleaseError, match=r"writing pairs/train/part-00000\.parquet failed: injected"
+    ):
         publish(store, config={"v": 2}, max_rows_per_part=5)
     assert len(written) == 2
     bad_id = compute_release_id(SOURCES, {"v": 2}, "test-1")
