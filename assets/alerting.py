@@ -1,7 +1,5 @@
 """Alert delivery from checks and sensors: a resource holding the webhook URL (a secret)."""
 
-from __future__ import annotations
-
 from collections.abc import Mapping
 from typing import Any
 

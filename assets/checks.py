@@ -3,8 +3,6 @@
 Every failing check (WARN or ERROR) posts a data-quality alert through :class:`AlertsResource`.
 """
 
-from __future__ import annotations
-
 import json
 
 import dagster as dg

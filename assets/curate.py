@@ -1,7 +1,5 @@
 """Stage 3, curate: exact/near-duplicate removal, then train-vs-test decontamination."""
 
-from __future__ import annotations
-
 import dataclasses
 
 import dagster as dg

@@ -6,8 +6,6 @@ separate assets run in parallel under the multiprocess executor and show per-fil
 (URI, revision, size, sha256, rows, quarantine counts) in the UI.
 """
 
-from __future__ import annotations
-
 import json
 
 import dagster as dg

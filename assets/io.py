@@ -1,7 +1,5 @@
 """An IO manager that stores Arrow tables between stages as zstd parquet (never pickles)."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 import dagster as dg

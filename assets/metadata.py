@@ -1,7 +1,5 @@
 """Helpers that turn counts and tables into Dagster metadata (Markdown tables, previews)."""
 
-from __future__ import annotations
-
 from collections.abc import Mapping
 
 import dagster as dg

@@ -1,7 +1,5 @@
 """Stage 2, validate + normalize: split quarantined rows off and map both datasets to one pair table."""
 
-from __future__ import annotations
-
 import json
 
 import dagster as dg
@@ -9,6 +7,7 @@ import pyarrow as pa
 
 from assets.ingest import INGEST_ASSETS, report_of
 from assets.metadata import counts_markdown, preview
+from curation.ingest import require_recognisable
 from curation.normalize import (
     pairs_from,
     quarantine_rows,
@@ -17,6 +16,7 @@ from curation.normalize import (
     with_pair_ids,
 )
 from curation.schema import PAIRS, QUARANTINE, RED_TEAM
+from curation.sources import SourceError
 
 VALIDATE_GROUP = "validate"
 SOURCE_FILES = pa.schema([("report", pa.string())])
@@ -63,6 +63,10 @@ def validate_and_normalize(context: dg.AssetExecutionContext, **raw_tables: pa.T
             red_team.append(red_team_rows(good))
         else:
             pairs.append(pairs_from(good))
+    try:
+        require_recognisable(reports)
+    except SourceError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
     pair_table = with_pair_ids(pa.concat_tables([PAIRS.empty_table(), *pairs]))
     quarantine = pa.concat_tables([QUARANTINE.empty_table(), *quarantined])
     red_team_table = pa.concat_tables([RED_TEAM.empty_table(), *red_team])

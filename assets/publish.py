@@ -1,7 +1,5 @@
 """Stage 4, publish: write an immutable, content-addressed release to the curated store."""
 
-from __future__ import annotations
-
 import dataclasses
 import json
 

@@ -5,8 +5,6 @@ Secrets (AWS keys) come from environment variables through ``dg.EnvVar`` in
 metadata (:meth:`StoreResource.describe` shows the URI and endpoint only).
 """
 
-from __future__ import annotations
-
 from typing import Any
 
 import dagster as dg

@@ -242,3 +242,17 @@ def _count(table: pa.Table, report: FileReport) -> None:
     report.rows_quarantined = int(
         pc.sum(pc.greater(pc.list_value_length(table.column(REASONS)), 0)).as_py() or 0
     )
+
+
+def require_recognisable(reports: list[dict]) -> None:
+    """Raise :class:`SourceError` naming the mirror URI when a dataset has no file at all."""
+    by_dataset: dict[str, list[dict]] = {}
+    for report in reports:
+        by_dataset.setdefault(report["dataset"], []).append(report)
+    for dataset, items in sorted(by_dataset.items()):
+        if not any(r["present"] for r in items):
+            root = items[0]["uri"][: -len(items[0]["relpath"]) - 1]
+            expected = ", ".join(r["relpath"] for r in items[:3])
+            raise SourceError(
+                f"{root}: no recognisable {dataset} files in this mirror (expected e.g. {expected})"
+            )

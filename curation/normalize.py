@@ -157,8 +157,10 @@ def pku_pairs(table: pa.Table) -> pa.Table:
 
 def content_ids(keys: list[pa.ChunkedArray | pa.Array], order: pa.ChunkedArray) -> pa.Array:
     """xxh3-128 hex ids of the joined ``keys`` per row; repeats get ``-1``, ``-2``... by ``order``."""
-    joined = pc.binary_join_element_wise(*[pc.fill_null(k, "") for k in keys], _KEY_SEP)
-    digests = [xxhash.xxh3_128_hexdigest(s) for s in joined.to_pylist()]
+    joined = pc.binary_join_element_wise(
+        *[pc.fill_null(pc.cast(k, pa.string()), "") for k in keys], _KEY_SEP
+    )
+    digests = [xxhash.xxh3_128_hexdigest(s.encode()) for s in joined.to_pylist()]
     frame = pl.DataFrame({"id": digests, "order": order.to_numpy()})
     rank = frame.select(pl.col("order").rank("ordinal").over("id") - 1).to_series()
     ids = frame.select(
