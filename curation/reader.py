@@ -249,6 +249,7 @@ class Release:
                         f"{sizes[entry['path']]} bytes, manifest says {entry['bytes']}",
                     )
                 )
+                del sizes[entry["path"]]  # reported once; no need to hash it
         bar = None
         if progress:
             from tqdm.auto import tqdm
