@@ -1,0 +1,452 @@
+"""Exact and near-duplicate removal of preference pairs (Dagster-free).
+
+:func:`deduplicate` works within each ``(split, dimension)`` *scope*, across subsets and both
+datasets, on the normalized text of :mod:`curation.textnorm`:
+
+1. **Exact**: pairs with the same normalized ``(prompt, chosen, rejected)`` (xxh3-128 of each
+   field) keep one survivor, the lowest ``pair_id``; the others are removed as
+   ``exact_duplicate``. When the same triple also occurs with ``chosen`` and ``rejected``
+   swapped, the preference label contradicts itself and **every** copy of both orientations is
+   removed as ``conflicting_duplicate`` (``matched_*`` = the lowest ``pair_id`` of the opposite
+   orientation).
+2. **Near-duplicate** on the exact survivors (:mod:`curation.near_dup`): prompts are linked by
+   MinHash LSH (verified Jaccard estimate) or by the word-substitution rule, clustered by
+   union-find per scope, and each cluster keeps its lowest ``pair_id``; the others are removed
+   as ``near_duplicate`` with ``score`` the estimated Jaccard to the survivor and ``matched_*``
+   the survivor. With ``prompt_dedup=False`` (default) two pairs are only linked when their
+   prompts are near-duplicates **and** their chosen responses **and** their rejected responses
+   are near-duplicates (or identical); with ``prompt_dedup=True`` near-duplicate prompts are
+   enough. ``docs/dedup.md`` explains the default.
+
+Rows are sorted by ``pair_id`` first, so the result does not depend on the input order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import xxhash
+
+from curation.near_dup import (
+    NearDupParams,
+    _bucket_pairs,
+    connected_components,
+    near_duplicate_pairs,
+    tokenize,
+)
+from curation.schema import REMOVED
+from curation.textnorm import normalize_array
+
+__all__ = ["EXACT_METHOD", "DedupConfig", "deduplicate", "text_hash128"]
+
+EXACT_METHOD = "xxh3-128 normalized triple"
+
+
+@dataclass(frozen=True)
+class DedupConfig:
+    """Thresholds of :func:`deduplicate`.
+
+    Attributes:
+        prompt_dedup: ``True`` removes near-duplicate prompts even when their responses differ;
+            ``False`` (default) only removes a pair whose prompt, chosen and rejected texts are
+            all near-duplicates of the survivor's (see ``docs/dedup.md``).
+        near_dup: run the near-duplicate stage at all (exact dedup always runs).
+        num_perm: MinHash permutations; 128 is the usual size for short documents (datatrove
+            uses 112 = 14 bands x 8, text-dedup 256); estimate s.d. at J=0.8 is 0.035.
+        threshold: Jaccard threshold 0.8, as in Lee et al. 2022 "Deduplicating Training Data
+            Makes Language Models Better" (NearDup), datatrove and NeMo Curator.
+        shingle_words: word n-gram size of the MinHash shingles. 5-grams are the web-document
+            standard (Lee et al. 2022, datatrove), but on 8-30 word prompts one substituted word
+            destroys up to 5 of ~20 shingles; bigrams keep single insertions/substitutions in
+            15+ word texts above 0.8 while staying order-sensitive.
+        lsh_min_recall: LSH candidate probability required at ``threshold`` when choosing the
+            banding (MMDS ch. 3.4 S-curve); 0.9 gives 16 bands x 8 rows (0.947 at J=0.8).
+        max_word_substitutions: texts of equal length differing in at most this many word
+            positions are near-duplicates (the rule that makes 1-2 word substitutions in short
+            prompts detectable; set 0 to disable).
+        substitution_min_words: shortest text (in words) the substitution rule applies to (2
+            substitutions in 8 words is 25 % of the text; below that it is a different prompt).
+        substitution_max_words: longest text for the substitution rule; above it the Jaccard
+            rule already sees 2 substitutions as >= 0.9 similar.
+        max_bucket_size: LSH / blocking buckets larger than this are linked as a star around
+            the smallest member plus a chain instead of all pairs (bounds the work).
+        seed: MinHash seed (``rensa``) and word-hash seed (xxh3).
+    """
+
+    prompt_dedup: bool = False
+    near_dup: bool = True
+    num_perm: int = 128
+    threshold: float = 0.8
+    shingle_words: int = 2
+    lsh_min_recall: float = 0.9
+    max_word_substitutions: int = 2
+    substitution_min_words: int = 8
+    substitution_max_words: int = 128
+    max_bucket_size: int = 256
+    seed: int = 42
+
+    def near_params(self) -> NearDupParams:
+        return NearDupParams(
+            num_perm=self.num_perm,
+            threshold=self.threshold,
+            shingle_words=self.shingle_words,
+            lsh_min_recall=self.lsh_min_recall,
+            max_word_substitutions=self.max_word_substitutions,
+            substitution_min_words=self.substitution_min_words,
+            substitution_max_words=self.substitution_max_words,
+            max_bucket_size=self.max_bucket_size,
+            seed=self.seed,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Shared helpers (also used by curation.decontam)
+# --------------------------------------------------------------------------------------------
+
+_REQUIRED = ("pair_id", "dataset", "subset", "split", "source_file", "source_line", "dimension")
+
+
+def sorted_pairs(pairs: pa.Table, extra_columns: tuple[str, ...] = ()) -> pa.Table:
+    """``pairs`` sorted by ``pair_id`` after checking the columns used here and id uniqueness."""
+    missing = [c for c in (*_REQUIRED, "prompt", *extra_columns) if c not in pairs.column_names]
+    if missing:
+        raise ValueError(f"pairs table lacks columns {missing}")
+    ids = pairs["pair_id"]
+    if ids.null_count:
+        raise ValueError("pair_id must not be null")
+    if pc.count_distinct(ids).as_py() != pairs.num_rows:
+        raise ValueError("pair_id must be unique")
+    return pairs.take(pc.sort_indices(ids)).combine_chunks()
+
+
+def text_hash128(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """xxh3-128 of every string of ``values`` (nulls hash like ``""``) as ``(high, low)`` u64."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if values.type != pa.large_string():
+        values = values.cast(pa.large_string())
+    n = len(values)
+    if n == 0:
+        return np.zeros(0, np.uint64), np.zeros(0, np.uint64)
+    offs = np.frombuffer(values.buffers()[1], np.int64, n + 1, values.offset * 8)
+    data = values.buffers()[2]
+    mv = memoryview(data) if data is not None else memoryview(b"")
+    digest = xxhash.xxh3_128_digest
+    raw = b"".join(
+        [digest(mv[a:b]) for a, b in zip(offs[:-1].tolist(), offs[1:].tolist(), strict=True)]
+    )
+    both = np.frombuffer(raw, ">u8").reshape(n, 2).astype(np.uint64)
+    return both[:, 0].copy(), both[:, 1].copy()
+
+
+def removed_table(
+    tbl: pa.Table,
+    rows: np.ndarray,
+    reason: np.ndarray,
+    method: np.ndarray,
+    score: np.ndarray,
+    matched_row: np.ndarray,
+    matched_source: pa.Table | None = None,
+    extra_name: np.ndarray | None = None,
+    extra_index: np.ndarray | None = None,
+) -> pa.Table:
+    """Build the REMOVED audit table for rows ``rows`` of ``tbl``.
+
+    ``matched_row[i]`` indexes ``matched_source`` (default ``tbl``), or is ``-1`` when the match
+    is an extra reference described by ``extra_name[i]`` / ``extra_index[i]``.
+    """
+    source = tbl if matched_source is None else matched_source
+    rows = np.asarray(rows, np.int64)
+    order = np.argsort(rows, kind="stable")  # tbl is sorted by pair_id
+    rows, reason, method = rows[order], np.asarray(reason)[order], np.asarray(method)[order]
+    score, matched_row = np.asarray(score, np.float64)[order], np.asarray(matched_row)[order]
+    own = tbl.take(pa.array(rows, pa.int64()))
+    missing = matched_row < 0
+    m_idx = pa.array(np.where(missing, 0, matched_row), pa.int64(), mask=missing)
+    matched = source.take(m_idx)
+    cols = {
+        "pair_id": own["pair_id"],
+        "dataset": own["dataset"],
+        "subset": own["subset"],
+        "split": own["split"],
+        "source_file": own["source_file"],
+        "source_line": own["source_line"],
+        "dimension": own["dimension"],
+        "reason": pa.array(reason.astype(str), pa.string()),
+        "method": pa.array(method.astype(str), pa.string()),
+        "score": pa.array(score, pa.float64()),
+    }
+    for name in ("pair_id", "dataset", "subset", "split", "source_file", "source_line"):
+        cols[f"matched_{name}"] = matched[name]
+    if extra_name is not None and missing.any():
+        names = np.asarray(extra_name, object)[order]
+        lines = np.asarray(extra_index)[order]
+        cols["matched_dataset"] = pc.if_else(
+            pa.array(missing), pa.array(names.tolist(), pa.string()), cols["matched_dataset"]
+        )
+        cols["matched_source_line"] = pc.if_else(
+            pa.array(missing),
+            pa.array(np.where(missing, lines, 0).astype(np.int64)),
+            cols["matched_source_line"].cast(pa.int64()),
+        )
+    arrays = [
+        cols[f.name].combine_chunks().cast(f.type)
+        if isinstance(cols[f.name], pa.ChunkedArray)
+        else cols[f.name].cast(f.type)
+        for f in REMOVED
+    ]
+    return pa.Table.from_arrays(arrays, schema=REMOVED)
+
+
+def empty_removed() -> pa.Table:
+    return REMOVED.empty_table()
+
+
+def _u64_pair_key(*cols: np.ndarray) -> np.ndarray:
+    """A deterministic 64-bit hash combining integer columns (for bucket keys)."""
+    from curation.near_dup import _M1, mix64
+
+    acc = np.full(len(cols[0]), np.uint64(0x27D4EB2F165667C5), np.uint64)
+    for c in cols:
+        acc = mix64(acc * _M1 + np.asarray(c).astype(np.uint64))
+    return acc
+
+
+# --------------------------------------------------------------------------------------------
+# deduplicate
+# --------------------------------------------------------------------------------------------
+
+
+def _scope_frame(tbl: pa.Table) -> pl.DataFrame:
+    meta = pl.from_arrow(tbl.select(["split", "dimension"]))
+    assert isinstance(meta, pl.DataFrame)
+    return meta.with_columns(i=pl.int_range(tbl.num_rows, dtype=pl.Int64))
+
+
+def _exact(
+    tbl: pa.Table, df: pl.DataFrame, p_norm: pa.Array
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Returns (removed rows, reasons, matched rows) of the exact stage."""
+    keys = ["split", "dimension", "p_hi", "p_lo"]
+    shared = df.select(pl.len().over(keys) > 1).to_series().to_numpy()
+    need = np.flatnonzero(shared)
+    empty = np.zeros(0, np.int64)
+    if len(need) < 2:
+        return empty, np.zeros(0, str), empty
+    sub = tbl.take(pa.array(need, pa.int64()))
+    c_hi, c_lo = text_hash128(normalize_array(sub["chosen"]))
+    r_hi, r_lo = text_hash128(normalize_array(sub["rejected"]))
+    c_lt = (c_hi < r_hi) | ((c_hi == r_hi) & (c_lo < r_lo))
+    equal = (c_hi == r_hi) & (c_lo == r_lo)
+    orient = np.where(equal, 0, np.where(c_lt, 1, -1)).astype(np.int8)
+    ex = df[need].with_columns(
+        a_hi=pl.Series(np.where(c_lt, c_hi, r_hi)),
+        a_lo=pl.Series(np.where(c_lt, c_lo, r_lo)),
+        b_hi=pl.Series(np.where(c_lt, r_hi, c_hi)),
+        b_lo=pl.Series(np.where(c_lt, r_lo, c_lo)),
+        orient=pl.Series(orient),
+    )
+    gk = [*keys, "a_hi", "a_lo", "b_hi", "b_lo"]
+    ex = ex.with_columns(
+        first=pl.col("i").min().over(gk),
+        first_pos=pl.col("i").filter(pl.col("orient") == 1).min().over(gk),
+        first_neg=pl.col("i").filter(pl.col("orient") == -1).min().over(gk),
+    )
+    conflict = ex.filter(pl.col("first_pos").is_not_null() & pl.col("first_neg").is_not_null())
+    conflict = conflict.with_columns(
+        matched=pl.when(pl.col("orient") == 1)
+        .then(pl.col("first_neg"))
+        .otherwise(pl.col("first_pos")),
+        reason=pl.lit("conflicting_duplicate"),
+    )
+    dup = ex.filter(
+        (pl.col("first_pos").is_null() | pl.col("first_neg").is_null())
+        & (pl.col("i") != pl.col("first"))
+    ).with_columns(matched=pl.col("first"), reason=pl.lit("exact_duplicate"))
+    out = pl.concat(
+        [conflict.select("i", "reason", "matched"), dup.select("i", "reason", "matched")]
+    )
+    return out["i"].to_numpy(), out["reason"].to_numpy(), out["matched"].to_numpy()
+
+
+def _clusters_prompt(rows: pl.DataFrame, edges: pl.DataFrame) -> tuple[np.ndarray, pl.DataFrame]:
+    """Union-find of rows (columns i, split, dimension, tid) over text edges within a scope.
+
+    Returns (cluster label per row of ``rows``, node table).
+    """
+    nodes = (
+        rows.select("split", "dimension", "tid")
+        .unique()
+        .sort("split", "dimension", "tid", nulls_last=True)
+        .with_row_index("node")
+    )
+    na = nodes.rename({"tid": "a", "node": "na"})
+    nb = nodes.rename({"tid": "b", "node": "nb"})
+    ne = (
+        edges.select("a", "b")
+        .join(na, on="a")
+        .join(nb, on=["b", "split", "dimension"], nulls_equal=True)
+    )
+    labels = connected_components(nodes.height, ne["na"].to_numpy(), ne["nb"].to_numpy())
+    row_node = rows.join(
+        nodes, on=["split", "dimension", "tid"], nulls_equal=True, how="left", maintain_order="left"
+    )["node"].to_numpy()
+    return labels[row_node], nodes
+
+
+def _survivors(i: np.ndarray, cluster: np.ndarray) -> np.ndarray:
+    """For each row, the smallest row index (= lowest pair_id) of its cluster."""
+    df = pl.DataFrame({"i": i, "c": cluster})
+    return df.select(pl.col("i").min().over("c")).to_series().to_numpy()
+
+
+def _distinct_texts(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Text ids sorted by hash: returns (text id per input, first input index per text id)."""
+    df = pl.DataFrame({"hi": hi, "lo": lo}).with_row_index("k")
+    uniq = df.group_by("hi", "lo").agg(pl.col("k").min()).sort("hi", "lo").with_row_index("tid")
+    tid = df.join(
+        uniq.select("hi", "lo", "tid"), on=["hi", "lo"], how="left", maintain_order="left"
+    )
+    return tid["tid"].to_numpy().astype(np.int64), uniq["k"].to_numpy().astype(np.int64)
+
+
+def _near(
+    tbl: pa.Table,
+    df: pl.DataFrame,
+    p_norm: pa.Array,
+    surv: np.ndarray,
+    config: DedupConfig,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    params = config.near_params()
+    empty = np.zeros(0, np.int64)
+    method = f"{params.describe()} | {params.describe_substitution()}; " + (
+        "prompt" if config.prompt_dedup else "prompt+chosen+rejected"
+    )
+    if len(surv) < 2:
+        return empty, np.zeros(0), empty, method
+    sdf = df[surv]
+    tid, first = _distinct_texts(sdf["p_hi"].to_numpy(), sdf["p_lo"].to_numpy())
+    texts = p_norm.take(pa.array(surv[first], pa.int64()))
+    words = tokenize(texts, config.seed)
+    edges, sk = near_duplicate_pairs(words, params)
+    rows = sdf.select("i", "split", "dimension").with_columns(tid=pl.Series(tid))
+    cluster, _ = _clusters_prompt(rows, edges)
+    i = rows["i"].to_numpy()
+    if config.prompt_dedup:
+        survivor = _survivors(i, cluster)
+        gone = i != survivor
+        s_local = np.searchsorted(i, survivor[gone])  # i is sorted ascending
+        score = sk.jaccard(tid[gone], tid[s_local])
+        return i[gone], score, survivor[gone], method
+    # pair mode: only rows in multi-row prompt clusters can be near-duplicates
+    sizes = pl.DataFrame({"c": cluster}).select(pl.len().over("c")).to_series().to_numpy()
+    cand = np.flatnonzero(sizes > 1)
+    if len(cand) < 2:
+        return empty, np.zeros(0), empty, method
+    rows_c = i[cand]
+    sub = tbl.take(pa.array(rows_c, pa.int64()))
+    c_norm = normalize_array(sub["chosen"])
+    r_norm = normalize_array(sub["rejected"])
+    hi_c, lo_c = text_hash128(c_norm)
+    hi_r, lo_r = text_hash128(r_norm)
+    m = len(cand)
+    rtid_all, rfirst = _distinct_texts(np.concatenate([hi_c, hi_r]), np.concatenate([lo_c, lo_r]))
+    both = pa.concat_arrays([c_norm, r_norm])
+    rtexts = both.take(pa.array(rfirst, pa.int64()))
+    rwords = tokenize(rtexts, config.seed)
+    redges, rsk = near_duplicate_pairs(rwords, params)
+    ctid, rtid = rtid_all[:m], rtid_all[m:]
+    cl = cluster[cand]
+    local = np.arange(m, dtype=np.int64)
+    # (1) identical chosen text within a prompt cluster
+    a1, b1 = _bucket_pairs(_u64_pair_key(cl, ctid), local, params.max_bucket_size)
+    # (2) near-duplicate chosen texts within a prompt cluster
+    rdf = pl.DataFrame({"x": local, "cl": cl, "ct": ctid})
+    e2 = (
+        redges.select("a", "b")
+        .join(rdf.rename({"ct": "a"}), on="a")
+        .join(rdf.rename({"ct": "b", "x": "y"}), on=["b", "cl"])
+    )
+    xa = np.concatenate([a1, e2["x"].to_numpy()])
+    ya = np.concatenate([b1, e2["y"].to_numpy()])
+    lo_, hi_ = np.minimum(xa, ya), np.maximum(xa, ya)
+    cand_pairs = pl.DataFrame({"x": lo_, "y": hi_}).unique()
+    x, y = cand_pairs["x"].to_numpy(), cand_pairs["y"].to_numpy()
+    # rejected must be identical or a verified near-duplicate too
+    rx, ry = rtid[x], rtid[y]
+    rmin, rmax = np.minimum(rx, ry), np.maximum(rx, ry)
+    redge_set = redges.select(a="a", b="b", hit=pl.lit(True))
+    hit = (
+        pl.DataFrame({"a": rmin, "b": rmax})
+        .join(redge_set, on=["a", "b"], how="left", maintain_order="left")["hit"]
+        .fill_null(False)
+        .to_numpy()
+    )
+    ok = (rx == ry) | hit
+    x, y = x[ok], y[ok]
+    labels = connected_components(m, x, y)
+    survivor_local = labels  # smallest local index = smallest row index (rows_c is sorted)
+    gone = local != survivor_local
+    if not gone.any():
+        return empty, np.zeros(0), empty, method
+    g, s = local[gone], survivor_local[gone]
+    pt = tid[cand]
+    score = np.minimum.reduce(
+        [sk.jaccard(pt[g], pt[s]), rsk.jaccard(ctid[g], ctid[s]), rsk.jaccard(rtid[g], rtid[s])]
+    )
+    return rows_c[g], score, rows_c[s], method
+
+
+def deduplicate(pairs: pa.Table, config: DedupConfig = DedupConfig()) -> tuple[pa.Table, pa.Table]:
+    """Remove exact and near-duplicate pairs; returns ``(kept, removed)``.
+
+    ``kept`` has the schema of ``pairs`` and is sorted by ``pair_id``; ``removed`` has schema
+    :data:`curation.schema.REMOVED` with one row per removed pair (reasons ``exact_duplicate``,
+    ``conflicting_duplicate``, ``near_duplicate``). Every input ``pair_id`` is in exactly one of
+    them.
+    """
+    tbl = sorted_pairs(pairs, ("chosen", "rejected"))
+    n = tbl.num_rows
+    if n == 0:
+        return tbl, empty_removed()
+    p_norm = normalize_array(tbl["prompt"])
+    p_hi, p_lo = text_hash128(p_norm)
+    df = _scope_frame(tbl).with_columns(p_hi=pl.Series(p_hi), p_lo=pl.Series(p_lo))
+
+    ex_rows, ex_reason, ex_matched = _exact(tbl, df, p_norm)
+    removed = np.zeros(n, bool)
+    removed[ex_rows] = True
+    parts = [
+        (ex_rows, ex_reason, np.full(len(ex_rows), EXACT_METHOD), np.ones(len(ex_rows)), ex_matched)
+    ]
+    if config.near_dup:
+        nd_rows, nd_score, nd_matched, method = _near(
+            tbl, df, p_norm, np.flatnonzero(~removed), config
+        )
+        removed[nd_rows] = True
+        parts.append(
+            (
+                nd_rows,
+                np.full(len(nd_rows), "near_duplicate"),
+                np.full(len(nd_rows), method),
+                nd_score,
+                nd_matched,
+            )
+        )
+    rows = np.concatenate([p[0] for p in parts]).astype(np.int64)
+    if len(rows) == 0:
+        return tbl, empty_removed()
+    out = removed_table(
+        tbl,
+        rows,
+        np.concatenate([p[1] for p in parts]).astype(object),
+        np.concatenate([p[2] for p in parts]).astype(object),
+        np.concatenate([p[3] for p in parts]),
+        np.concatenate([p[4] for p in parts]).astype(np.int64),
+    )
+    kept = tbl.filter(pa.array(~removed))
+    return kept, out

@@ -1,0 +1,509 @@
+"""Near-duplicate detection over normalized texts: MinHash LSH plus a word-substitution rule.
+
+Two texts (already normalized by :mod:`curation.textnorm`) are *near-duplicates* when either
+
+* **Jaccard rule** — the estimated Jaccard similarity of their word ``shingle_words``-gram sets,
+  from ``num_perm``-permutation MinHash signatures (Broder 1997), is at least ``threshold``.
+  Candidates come from banded LSH (Leskovec, Rajaraman & Ullman, *Mining of Massive Datasets*,
+  ch. 3.4): ``b`` bands of ``r = num_perm // b`` rows, ``b`` chosen as the cheapest banding whose
+  S-curve ``1 - (1 - t^r)^b`` still reaches ``lsh_min_recall`` at ``t = threshold``; or
+* **substitution rule** — they have the same number of words ``L`` with
+  ``substitution_min_words <= L <= substitution_max_words`` and differ in at most
+  ``max_word_substitutions`` word positions (exact Hamming distance on word hashes).
+  Candidates come from pigeonhole blocking: the word sequence is cut into ``k + 2`` equal
+  segments; two texts within ``k`` substitutions share at least 2 identical segments, so every
+  pair of segments is a blocking key (the block-permutation trick of Manku, Jain & Das Sarma
+  2007, i.e. exact bit-sampling LSH for Hamming distance). Recall of this rule is 1 by
+  construction.
+
+The substitution rule exists because no set similarity can see 1-2 substituted words in a short
+text as >= 0.8 similar: with ``L`` distinct words and ``k`` substitutions even word unigrams only
+reach ``(L-k)/(L+k)`` (0.6 for 8 words, 2 substitutions); 5-word shingles collapse to ~0. See
+``docs/dedup.md`` for the measured numbers.
+
+Everything is columnar: words are hashed with xxh3-64 once per distinct word (Arrow dictionary
+encoding), shingles are folded from word hashes in numpy, signatures are computed by ``rensa``
+(Rust) and candidate buckets are polars group-bys and self-joins. ``rensa``'s LSH one-shot pass
+first flags the texts that share any band with another text; only those (plus the substitution
+candidates) have their signatures materialized in numpy for banding and verification, which
+keeps the cost linear in the number of shingles. There is no pairwise O(n^2) step: a bucket with
+more than ``max_bucket_size`` members is linked as a star around its smallest member plus a
+chain, instead of all pairs.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import rensa
+import xxhash
+
+__all__ = [
+    "NearDupParams",
+    "Sketches",
+    "Words",
+    "connected_components",
+    "lsh_bands",
+    "near_duplicate_pairs",
+    "ngram_hashes",
+    "tokenize",
+]
+
+_U64 = np.uint64
+_M1 = _U64(0x9E3779B97F4A7C15)
+_P2 = _U64(0xC2B2AE3D27D4EB4F)
+_P3 = _U64(0x165667B19E3779F9)
+
+
+def mix64(x: np.ndarray) -> np.ndarray:
+    """xxh64's avalanche step on a uint64 array (wrapping arithmetic)."""
+    x = x ^ (x >> _U64(33))
+    x = x * _P2
+    x = x ^ (x >> _U64(29))
+    x = x * _P3
+    return x ^ (x >> _U64(32))
+
+
+@dataclass(frozen=True)
+class NearDupParams:
+    """Parameters of :func:`near_duplicate_pairs` (see the module docstring for the rules)."""
+
+    num_perm: int = 128
+    threshold: float = 0.8
+    shingle_words: int = 2
+    lsh_min_recall: float = 0.9
+    max_word_substitutions: int = 2
+    substitution_min_words: int = 8
+    substitution_max_words: int = 128
+    max_bucket_size: int = 256
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold <= 1.0:
+            raise ValueError("threshold must be in (0, 1]")
+        if self.num_perm < 1 or self.shingle_words < 1:
+            raise ValueError("num_perm and shingle_words must be >= 1")
+        if self.max_word_substitutions > 0 and (
+            self.substitution_min_words < self.max_word_substitutions + 2
+        ):
+            raise ValueError("substitution_min_words must be >= max_word_substitutions + 2")
+
+    @cached_property
+    def bands(self) -> tuple[int, int]:
+        """``(b, r)``: LSH bands and rows per band, see :func:`lsh_bands`."""
+        return lsh_bands(self.threshold, self.num_perm, self.lsh_min_recall)
+
+    def describe(self) -> str:
+        """A short method label, e.g. ``minhash-lsh word2 128perm b21r6 j>=0.80``."""
+        b, r = self.bands
+        return (
+            f"minhash-lsh word{self.shingle_words} {self.num_perm}perm b{b}r{r} "
+            f"j>={self.threshold:.2f}"
+        )
+
+    def describe_substitution(self) -> str:
+        return f"word-substitution<={self.max_word_substitutions}"
+
+
+def lsh_bands(threshold: float, num_perm: int, min_recall: float = 0.9) -> tuple[int, int]:
+    """Choose the LSH banding ``(b, r)`` with ``r = num_perm // b`` for a Jaccard threshold.
+
+    A pair with Jaccard ``s`` becomes a candidate with probability ``1 - (1 - s^r)^b`` (MMDS
+    3.4.2). Among bandings whose probability at ``s = threshold`` is at least ``min_recall``,
+    return the one with the smallest false-positive area ``integral_0^threshold P(s) ds`` (the
+    criterion of datasketch's ``_optimal_param``, restricted to high recall because every
+    candidate is verified afterwards, so a false positive only costs a comparison). ``r`` is
+    ``num_perm // b`` and ``b`` divides ``num_perm`` because that is how ``rensa.RMinHashLSH``
+    slices signatures. For 128 permutations and threshold 0.8 this gives 16 bands of 8 rows:
+    candidate probability 0.947 at J=0.8, 0.994 at 0.85, 0.99996 at 0.9, 0.06 at 0.5.
+    """
+    xs = np.linspace(0.0, threshold, 512)
+    best: tuple[float, int, int] | None = None
+    fallback: tuple[float, int, int] | None = None
+    for b in range(1, num_perm + 1):
+        if num_perm % b:
+            continue  # rensa.RMinHashLSH requires num_perm divisible by the number of bands
+        r = num_perm // b
+        recall = 1.0 - (1.0 - threshold**r) ** b
+        fp_area = float(np.mean(1.0 - (1.0 - xs**r) ** b) * threshold)
+        if recall >= min_recall and (best is None or fp_area < best[0]):
+            best = (fp_area, b, r)
+        if fallback is None or recall > fallback[0]:
+            fallback = (recall, b, r)
+    chosen = best if best is not None else fallback
+    assert chosen is not None
+    return chosen[1], chosen[2]
+
+
+# --------------------------------------------------------------------------------------------
+# Words and shingles
+# --------------------------------------------------------------------------------------------
+
+
+def _offsets(arr: pa.Array) -> np.ndarray:
+    n = len(arr)
+    return np.frombuffer(arr.buffers()[1], np.int64, n + 1, arr.offset * 8)
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(s, s + l)`` for every ``(s, l)``, vectorized."""
+    lengths = lengths.astype(np.int64)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, np.int64)
+    shift = starts.astype(np.int64) - (np.cumsum(lengths) - lengths)
+    return np.repeat(shift, lengths) + np.arange(total, dtype=np.int64)
+
+
+@dataclass
+class Words:
+    """Word hashes of a batch of normalized texts: text ``i`` has words
+    ``hashes[offsets[i]:offsets[i+1]]`` (xxh3-64 of the UTF-8 word)."""
+
+    hashes: np.ndarray
+    offsets: np.ndarray
+
+    @property
+    def counts(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+
+def tokenize(normalized: pa.Array, seed: int = 0) -> Words:
+    """Split normalized texts on single spaces and hash each word with xxh3-64.
+
+    Each distinct word is hashed once: the words are exposed as a zero-copy Arrow array over the
+    text buffer and dictionary-encoded, then the dictionary is hashed with ``xxhash``.
+    """
+    arr = normalized
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if arr.type != pa.large_string():
+        arr = arr.cast(pa.large_string())
+    n = len(arr)
+    offs = _offsets(arr) if n else np.zeros(1, np.int64)
+    lo, hi = int(offs[0]), int(offs[-1])
+    data = arr.buffers()[2] if n else None
+    buf = np.frombuffer(data, np.uint8)[lo:hi] if data is not None and hi > lo else None
+    if buf is None:
+        return Words(np.zeros(0, _U64), np.zeros(n + 1, np.int64))
+    rel = offs - lo
+    nonempty = rel[1:] > rel[:-1]
+    is_start = np.zeros(hi - lo + 1, bool)
+    is_start[np.flatnonzero(buf == 32) + 1] = True
+    is_start[rel[:-1][nonempty]] = True
+    is_start[-1] = False
+    starts = np.flatnonzero(is_start)
+    word_offsets = np.append(starts, hi - lo) + lo
+    words = pa.LargeStringArray.from_buffers(len(starts), pa.py_buffer(word_offsets), data)
+    encoded = pc.dictionary_encode(words)
+    dictionary = encoded.dictionary
+    d_offs = _offsets(dictionary)
+    d_buf = memoryview(dictionary.buffers()[2])
+    xxh = xxhash.xxh3_64_intdigest
+    vocab = np.fromiter(
+        (
+            xxh(d_buf[a : b - 1] if d_buf[b - 1] == 32 else d_buf[a:b], seed)
+            for a, b in zip(d_offs[:-1].tolist(), d_offs[1:].tolist(), strict=True)
+        ),
+        _U64,
+        len(dictionary),
+    )
+    hashes = vocab[encoded.indices.to_numpy()]
+    text_offsets = np.searchsorted(starts, rel, side="left").astype(np.int64)
+    return Words(hashes, text_offsets)
+
+
+def ngram_hashes(words: Words, n: int, ids: np.ndarray | None = None, *, short: bool = True):
+    """Hashes of the word ``n``-grams of texts ``ids`` (default: all).
+
+    Returns ``(hashes, offsets)`` with the n-grams of ``ids[j]`` in
+    ``hashes[offsets[j]:offsets[j+1]]``. A text with ``0 < L < n`` words yields one shingle made
+    of all its words when ``short`` is true (no shingle otherwise); an empty text yields none.
+    """
+    if ids is None:
+        ids = np.arange(len(words), dtype=np.int64)
+    ids = np.asarray(ids, np.int64)
+    starts = words.offsets[ids]
+    counts = words.offsets[ids + 1] - starts
+    # gather the words of the selected texts into a compact flat array
+    flat = words.hashes[_ranges(starts, counts)]
+    local = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    total = len(flat)
+    acc = flat.copy()
+    short_tokens = np.zeros(len(ids), _U64)
+    is_short = (counts > 0) & (counts < n)
+    if short:
+        first = is_short & (counts == 1)
+        short_tokens[first] = acc[local[:-1][first]]
+    for t in range(1, n):
+        if total - t <= 0:
+            break
+        acc[: total - t] = mix64(acc[: total - t] * _M1 + flat[t:])
+        if short:
+            hit = is_short & (counts == t + 1)
+            if hit.any():
+                short_tokens[hit] = acc[local[:-1][hit]]
+    n_full = np.where(counts >= n, counts - n + 1, 0)
+    n_tok = n_full + (is_short if short else 0)
+    out_offsets = np.concatenate([[0], np.cumsum(n_tok)]).astype(np.int64)
+    out = np.empty(int(out_offsets[-1]), _U64)
+    full_pos = _ranges(local[:-1], n_full)
+    full_dst = _ranges(out_offsets[:-1], n_full)
+    out[full_dst] = acc[full_pos]
+    if short and is_short.any():
+        out[out_offsets[:-1][is_short]] = short_tokens[is_short]
+    return out, out_offsets
+
+
+# --------------------------------------------------------------------------------------------
+# MinHash signatures (rensa)
+# --------------------------------------------------------------------------------------------
+
+
+class Sketches:
+    """MinHash signatures of a batch of texts, computed by ``rensa`` and materialized lazily."""
+
+    def __init__(self, words: Words, params: NearDupParams) -> None:
+        self.params = params
+        self.tokens, self.token_offsets = ngram_hashes(words, params.shingle_words)
+        self.n = len(words)
+        self._sig = np.zeros((0, params.num_perm), np.uint32)
+        self._row = np.full(self.n, -1, np.int64)
+
+    @property
+    def nonempty(self) -> np.ndarray:
+        return np.diff(self.token_offsets) > 0
+
+    def _matrix(self, ids: np.ndarray):
+        starts = self.token_offsets[ids]
+        counts = self.token_offsets[ids + 1] - starts
+        toks = np.ascontiguousarray(self.tokens[_ranges(starts, counts)])
+        offs = np.concatenate([[0], np.cumsum(counts)]).astype(_U64)
+        return rensa.RMinHash.digest_matrix_from_flat_token_hashes(
+            toks, offs, self.params.num_perm, self.params.seed
+        )
+
+    def flagged(self, ids: np.ndarray) -> np.ndarray:
+        """The subset of ``ids`` sharing at least one LSH band with another text of ``ids``."""
+        ids = np.asarray(ids, np.int64)
+        if len(ids) < 2:
+            return ids[:0]
+        b, _ = self.params.bands
+        lsh = rensa.RMinHashLSH(self.params.threshold, self.params.num_perm, b)
+        flags = np.asarray(lsh.query_duplicate_flags_matrix_one_shot(self._matrix(ids)), bool)
+        return ids[flags]
+
+    def signatures(self, ids: np.ndarray) -> np.ndarray:
+        """``(len(ids), num_perm)`` uint32 signatures (rows of empty texts are all zero)."""
+        ids = np.asarray(ids, np.int64)
+        missing = np.unique(ids[self._row[ids] < 0])
+        missing = missing[self.nonempty[missing]]
+        if len(missing):
+            rows = self._matrix(missing).to_rows()
+            new = np.array(rows, np.uint32).reshape(len(missing), self.params.num_perm)
+            self._row[missing] = np.arange(len(self._sig), len(self._sig) + len(missing))
+            self._sig = np.concatenate([self._sig, new])
+        out = np.zeros((len(ids), self.params.num_perm), np.uint32)
+        have = self._row[ids] >= 0
+        out[have] = self._sig[self._row[ids[have]]]
+        return out
+
+    def jaccard(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Estimated Jaccard similarity of texts ``a[i]`` and ``b[i]`` (1.0 when ``a == b``)."""
+        a = np.asarray(a, np.int64)
+        b = np.asarray(b, np.int64)
+        out = np.ones(len(a), np.float64)
+        diff = a != b
+        if diff.any():
+            self.signatures(np.concatenate([a[diff], b[diff]]))
+            out_d = np.empty(int(diff.sum()))
+            ad, bd = a[diff], b[diff]
+            step = max(1, 2_000_000 // self.params.num_perm)
+            for i in range(0, len(ad), step):
+                sa = self.signatures(ad[i : i + step])
+                sb = self.signatures(bd[i : i + step])
+                out_d[i : i + step] = (sa == sb).mean(axis=1)
+            empty = ~(self.nonempty[ad] & self.nonempty[bd])
+            out_d[empty] = 0.0
+            out[diff] = out_d
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Candidate generation
+# --------------------------------------------------------------------------------------------
+
+
+def _bucket_pairs(keys: np.ndarray, ids: np.ndarray, cap: int) -> tuple[np.ndarray, np.ndarray]:
+    """All pairs ``a < b`` of ids sharing a key; buckets above ``cap`` become star + chain."""
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    if len(keys) < 2:
+        return empty
+    df = pl.DataFrame({"k": keys, "id": np.asarray(ids, np.int64)}).unique()
+    sizes = df.group_by("k").agg(pl.len().alias("size")).filter(pl.col("size") > 1)
+    if sizes.height == 0:
+        return empty
+    df = df.join(sizes, on="k")
+    small = df.filter(pl.col("size") <= cap).select("k", "id")
+    parts = []
+    if small.height:
+        parts.append(
+            small.join(small, on="k", suffix="_b")
+            .filter(pl.col("id") < pl.col("id_b"))
+            .select(a="id", b="id_b")
+        )
+    large = df.filter(pl.col("size") > cap).select("k", "id").sort("k", "id")
+    if large.height:
+        large = large.with_columns(
+            first=pl.col("id").min().over("k"), prev=pl.col("id").shift(1).over("k")
+        )
+        parts.append(large.filter(pl.col("id") != pl.col("first")).select(a="first", b="id"))
+        parts.append(large.filter(pl.col("prev").is_not_null()).select(a="prev", b="id"))
+    out = pl.concat(parts).unique()
+    return out["a"].to_numpy(), out["b"].to_numpy()
+
+
+def _lsh_candidates(sk: Sketches, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    flagged = sk.flagged(ids)
+    if len(flagged) < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    sig = sk.signatures(flagged).astype(_U64)
+    b, r = sk.params.bands
+    keys = []
+    for band in range(b):
+        acc = np.full(len(flagged), _U64(((band + 1) * 0x165667B19E3779F9) % 2**64), _U64)
+        for col in range(band * r, (band + 1) * r):
+            acc = mix64(acc * _M1 + sig[:, col])
+        keys.append(acc)
+    return _bucket_pairs(np.concatenate(keys), np.tile(flagged, b), sk.params.max_bucket_size)
+
+
+def _substitution_candidates(words: Words, ids: np.ndarray, params: NearDupParams):
+    k = params.max_word_substitutions
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    if k <= 0:
+        return empty
+    counts = words.counts[ids]
+    ids = ids[(counts >= params.substitution_min_words) & (counts <= params.substitution_max_words)]
+    if len(ids) < 2:
+        return empty
+    segs = k + 2
+    starts = words.offsets[ids]
+    lengths = words.offsets[ids + 1] - starts
+    pos = _ranges(starts, lengths)
+    owner = np.repeat(np.arange(len(ids)), lengths)
+    local = pos - np.repeat(starts, lengths)
+    seg = (local * segs) // np.repeat(lengths, lengths)
+    seg_first = -((-np.arange(segs)[None, :] * lengths[:, None]) // segs)  # ceil(j*L/segs)
+    in_seg = local - seg_first[owner, seg]
+    salted = mix64(words.hashes[pos] + (in_seg.astype(_U64) + _U64(1)) * _M1)
+    boundaries = (np.concatenate([[0], np.cumsum(lengths)[:-1]])[:, None] + seg_first).ravel()
+    seg_hash = np.add.reduceat(salted, boundaries).reshape(len(ids), segs)
+    keys = []
+    for c, combo in enumerate(itertools.combinations(range(segs), segs - k)):
+        acc = mix64(lengths.astype(_U64) * _P2 + _U64(c + 1))
+        for j in combo:
+            acc = mix64(acc * _M1 + seg_hash[:, j])
+        keys.append(acc)
+    n_combo = len(keys)
+    return _bucket_pairs(np.concatenate(keys), np.tile(ids, n_combo), params.max_bucket_size)
+
+
+def _hamming(words: Words, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Number of differing word positions of equal-length texts ``a[i]``, ``b[i]``."""
+    if len(a) == 0:
+        return np.zeros(0, np.int64)
+    lengths = words.counts[a]
+    neq = (
+        words.hashes[_ranges(words.offsets[a], lengths)]
+        != words.hashes[_ranges(words.offsets[b], lengths)]
+    )
+    bounds = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    return np.add.reduceat(neq.astype(np.int64), bounds)
+
+
+def near_duplicate_pairs(
+    words: Words,
+    params: NearDupParams,
+    *,
+    left: np.ndarray | None = None,
+    right: np.ndarray | None = None,
+    sketches: Sketches | None = None,
+) -> tuple[pl.DataFrame, Sketches]:
+    """Verified near-duplicate pairs among the texts of ``words``.
+
+    Returns ``(pairs, sketches)``: ``pairs`` has columns ``a < b`` (text indices), ``score``
+    (estimated Jaccard) and ``rule`` (``"jaccard"`` or ``"substitution"``). With boolean masks
+    ``left``/``right`` only pairs joining a left text to a right text are returned (bipartite
+    matching, e.g. train prompts against test prompts). Identical texts are expected to have been
+    merged by the caller (they are one text here).
+    """
+    sk = sketches if sketches is not None else Sketches(words, params)
+    n = len(words)
+    ids = np.arange(n, dtype=np.int64)
+    if left is not None and right is not None:
+        ids = ids[left | right]
+    ids = ids[sk.nonempty[ids]]
+    la, lb = _lsh_candidates(sk, ids)
+    sa, sb = _substitution_candidates(words, ids, params)
+    cand = pl.concat(
+        [
+            pl.DataFrame({"a": la, "b": lb, "sub": np.zeros(len(la), bool)}),
+            pl.DataFrame({"a": sa, "b": sb, "sub": np.ones(len(sa), bool)}),
+        ]
+    )
+    cand = cand.group_by("a", "b").agg(pl.col("sub").any()).sort("a", "b")
+    if left is not None and right is not None:
+        a, b = cand["a"].to_numpy(), cand["b"].to_numpy()
+        keep = (left[a] & right[b]) | (right[a] & left[b])
+        cand = cand.filter(pl.Series(keep))
+    a, b = cand["a"].to_numpy(), cand["b"].to_numpy()
+    score = sk.jaccard(a, b)
+    sub = cand["sub"].to_numpy()
+    ok_j = score >= params.threshold
+    ok_s = np.zeros(len(a), bool)
+    check = sub & ~ok_j
+    if check.any():
+        ok_s[check] = _hamming(words, a[check], b[check]) <= params.max_word_substitutions
+    keep = ok_j | ok_s
+    out = pl.DataFrame(
+        {
+            "a": a[keep],
+            "b": b[keep],
+            "score": score[keep],
+            "rule": np.where(ok_j[keep], "jaccard", "substitution"),
+        },
+        schema={"a": pl.Int64, "b": pl.Int64, "score": pl.Float64, "rule": pl.String},
+    )
+    return out, sk
+
+
+def connected_components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Union-find over edges ``(a[i], b[i])`` of nodes ``0..n-1``, vectorized (hook + pointer
+    jumping). Returns for every node the smallest node index of its component."""
+    labels = np.arange(n, dtype=np.int64)
+    a = np.asarray(a, np.int64)
+    b = np.asarray(b, np.int64)
+    if len(a) == 0:
+        return labels
+    while True:
+        la, lb = labels[a], labels[b]
+        if np.array_equal(la, lb):
+            return labels
+        low = np.minimum(la, lb)
+        np.minimum.at(labels, la, low)
+        np.minimum.at(labels, lb, low)
+        while True:
+            nxt = labels[labels]
+            if np.array_equal(nxt, labels):
+                break
+            labels = nxt
