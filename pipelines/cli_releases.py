@@ -33,12 +33,17 @@ def add_release_commands(subparsers: Any) -> None:
     sub.required = True
 
     def common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument(
+        p.add_argument(  # SUPPRESS: never clobber a --store given to the parent parser
             "--store",
-            default=None,
+            default=argparse.SUPPRESS,
             help=f"store URI: a folder or s3://bucket/prefix (default: ${STORE_ENV}, else {DEFAULT_STORE})",
         )
-        p.add_argument("--json", action="store_true", help="machine-readable JSON output")
+        p.add_argument(
+            "--json",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="machine-readable JSON output",
+        )
         p.set_defaults(func=run_releases_command)
         return p
 

@@ -616,6 +616,34 @@ def test_concurrent_publishes_of_the_same_release(store: Store) -> None:
     assert open_release(store).verify() == []
 
 
+def test_losing_the_manifest_race_reports_unchanged(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deterministic race: another publisher of the same release creates the manifest between
+    our data files and our create-only manifest write (and a stray writer clobbers the card)."""
+    real = store.put_if_absent
+    other: list = []
+
+    def racing(key: str, data: bytes) -> bool:
+        if key.endswith("manifest.json") and not other:
+            other.append(
+                publish(
+                    Store(store.uri), config={"v": 7}, clock=Clock(datetime(2027, 1, 1, tzinfo=UTC))
+                )
+            )
+            store.put(f"releases/{other[0].release_id}/README.md", b"clobbered by a racing writer")
+        return real(key, data)
+
+    monkeypatch.setattr(store, "put_if_absent", racing)
+    ours = publish(store, config={"v": 7}, clock=Clock())
+    assert other[0].status == "published"
+    assert ours.status == "unchanged" and ours.release_id == other[0].release_id
+    assert ours.manifest == other[0].manifest  # the winner's manifest
+    assert ours.manifest["created_at"].startswith("2027-")
+    assert latest_id(store) == ours.release_id
+    assert open_release(store).verify() == []  # card repaired from the winner's manifest
+
+
 def test_latest_never_moves_back(store: Store) -> None:
     clock = Clock()
     a = publish(store, config={"v": "a"}, clock=clock)
