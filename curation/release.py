@@ -528,10 +528,15 @@ def publish_release(
     try:
         table_entries: dict[str, Any] = {}
         for name in sorted(tables):
-            table = _conform(name, tables[name])
+            try:
+                table = _conform(name, tables[name])
+            except ReleaseError as exc:
+                raise ReleaseError(f"{store.uri}: release {release_id}: {exc}") from exc
             col = split_cols.get(name, "split" if "split" in table.column_names else None)
             if col is not None and col not in table.column_names:
-                raise ReleaseError(f"table {name!r} has no split column {col!r}")
+                raise ReleaseError(
+                    f"{store.uri}: release {release_id}: table {name!r} has no split column {col!r}"
+                )
             table_entries[name] = _write_table(
                 store, release_id, name, table, col, max_rows_per_part, abort_if_published
             )
@@ -556,6 +561,9 @@ def publish_release(
             "counts": counts,
             "checks": checks,
         }
+        # Normalise through JSON (tuples -> lists, ...): the card is rendered from exactly what
+        # readers (and a later repair) will see.
+        manifest = json.loads(_pretty_json(manifest))
         card, charts = render_card(manifest, tables, base_uri=uri)
         abort_if_published()
         manifest["assets"] = _write_assets(store, release_id, card, charts)
