@@ -1,0 +1,1 @@
+"""Benchmarks: a synthetic corpus generator with planted ground truth and quality evaluations."""
