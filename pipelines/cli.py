@@ -52,10 +52,8 @@ def _run(args: argparse.Namespace) -> int:
         )
         return 1
     metadata = {}
-    for event in result.get_asset_materialization_events():
-        materialization = event.asset_materialization
-        if materialization and materialization.asset_key.path == ["release"]:
-            metadata = {k: v.value for k, v in materialization.metadata.items()}
+    for materialization in result.asset_materializations_for_node("release"):
+        metadata = {k: v.value for k, v in materialization.metadata.items()}
     print(f"run {result.run_id} succeeded")
     print(f"release {metadata.get('release_id')} ({metadata.get('status')})")
     print(f"  location: {metadata.get('release_uri')}")

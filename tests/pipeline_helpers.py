@@ -45,10 +45,8 @@ def materialize(
 
 def release_metadata(result: dg.ExecuteInProcessResult) -> dict:
     """The metadata of the release materialization of a run (empty when it did not happen)."""
-    for event in result.get_asset_materialization_events():
-        mat = event.asset_materialization
-        if mat is not None and mat.asset_key.path == ["release"]:
-            return {k: v.value for k, v in mat.metadata.items()}
+    for mat in result.asset_materializations_for_node("release"):
+        return {k: v.value for k, v in mat.metadata.items()}
     return {}
 
 
