@@ -8,6 +8,7 @@ instance (``DAGSTER_HOME``, default ``.dagster_home`` in the repo), so the run s
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -28,6 +29,11 @@ def _run(args: argparse.Namespace) -> int:
 
     environment = Environment.from_env()
     environment.dagster_home.mkdir(parents=True, exist_ok=True)
+    instance_yaml = environment.dagster_home / "dagster.yaml"
+    if not instance_yaml.exists():
+        instance_yaml.write_text("telemetry:\n  enabled: false\n")
+    if not args.verbose:  # alerts are still posted; the CLI prints a one-line summary instead
+        logging.getLogger("curation.alerts").setLevel(logging.CRITICAL)
     os.environ["DAGSTER_HOME"] = str(environment.dagster_home)
 
     import dagster as dg
@@ -55,6 +61,12 @@ def _run(args: argparse.Namespace) -> int:
     for materialization in result.asset_materializations_for_node("release"):
         metadata = {k: v.value for k, v in materialization.metadata.items()}
     print(f"run {result.run_id} succeeded")
+    for evaluation in result.get_asset_check_evaluations():
+        if not evaluation.passed:
+            print(
+                f"  check {evaluation.severity.value}: {evaluation.asset_key.to_user_string()}"
+                f" {evaluation.check_name}: {evaluation.description}"
+            )
     print(f"release {metadata.get('release_id')} ({metadata.get('status')})")
     print(f"  location: {metadata.get('release_uri')}")
     print(
