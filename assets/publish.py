@@ -10,6 +10,7 @@ from assets.curate import decontam_config, dedup_config, reason_counts
 from assets.metadata import counts_markdown
 from assets.resources import CurationSettings, StoreResource
 from curation.accounting import account
+from curation.ingest import manifest_sources
 from curation.release import publish_release
 from curation.schema import REMOVED
 from curation.version import code_version
@@ -76,9 +77,7 @@ def release(
         "removed_by_reason": reason_counts(removed),
         "accounting": accounting,
     }
-    sources = [
-        {**r, "uri": r["uri"], "revision": r["revision"], "path": r["relpath"]} for r in reports
-    ]
+    sources = manifest_sources(reports)
     result = publish_release(
         store.uri,
         {

@@ -321,7 +321,7 @@ def render_card(
                     s.get("name") or s.get("dataset") or "-",
                     s.get("uri") or s.get("url") or "-",
                     s.get("revision") or "-",
-                    len(files),
+                    sum(1 for f in files if f.get("present", True)),
                     sum(int(f.get("rows") or 0) for f in files),
                 ]
             )

@@ -256,3 +256,40 @@ def require_recognisable(reports: list[dict]) -> None:
             raise SourceError(
                 f"{root}: no recognisable {dataset} files in this mirror (expected e.g. {expected})"
             )
+
+
+def manifest_sources(reports: list[dict]) -> list[dict]:
+    """File reports grouped per dataset mirror, as the release manifest records its sources.
+
+    ``[{name, dataset, uri, revision, files: [{path, present, size, sha256, rows, ...}]}]``;
+    absent files are listed with ``present: false``.
+    """
+    by_dataset: dict[str, dict] = {}
+    for report in sorted(reports, key=lambda r: (r["dataset"], r["relpath"])):
+        root = report["uri"][: -len(report["relpath"]) - 1]
+        entry = by_dataset.setdefault(
+            report["dataset"],
+            {
+                "name": report["dataset"],
+                "dataset": report["dataset"],
+                "uri": root,
+                "revision": report["revision"],
+                "files": [],
+            },
+        )
+        entry["files"].append(
+            {
+                "path": report["relpath"],
+                "present": report["present"],
+                "size": report["size"],
+                "sha256": report["sha256"],
+                "rows": report["rows_read"],
+                "compression": report["compression"],
+                "schema_variant": report["schema_variant"],
+                "subset": report["subset"],
+                "split": report["split"],
+                "rows_quarantined": report["rows_quarantined"],
+                "blank_lines": report["blank_lines"],
+            }
+        )
+    return list(by_dataset.values())

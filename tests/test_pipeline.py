@@ -169,7 +169,9 @@ def test_mirror_missing_files_are_absent_in_manifest(tmp_path: Path):
     assert materialize(environment(tmp_path, str(store))).success
     release_id = json.loads((store / "latest.json").read_text())["release_id"]
     manifest = json.loads((store / "releases" / release_id / "manifest.json").read_text())
-    absent = {s["relpath"] for s in manifest["sources"] if not s["present"]}
+    files = [f for source in manifest["sources"] for f in source["files"]]
+    assert len(files) == 15
+    absent = {f["path"] for f in files if not f["present"]}
     assert "helpful-base/train.jsonl.gz" in absent
     assert "data/Alpaca2-7B/test.jsonl" in absent
     assert "harmless-base/train.jsonl.gz" not in absent
@@ -185,3 +187,21 @@ def test_mirror_with_nothing_recognisable_fails_naming_the_uri(tmp_path: Path):
     assert str(empty_mirror) in failure.step_failure_data.error.message
     assert "no recognisable" in failure.step_failure_data.error.message
     assert not (store / "latest.json").exists()
+
+
+def test_changed_source_publishes_a_new_release(tmp_path: Path):
+    import shutil
+
+    mirror = tmp_path / "pku"
+    shutil.copytree(SAMPLE / "PKU-SafeRLHF", mirror)
+    store = tmp_path / "warehouse"
+    env = environment(tmp_path, str(store), pku_saferlhf_uri=str(mirror))
+    first = release_metadata(materialize(env))
+    train = mirror / "data/Alpaca-7B/train.jsonl"
+    train.write_text("".join(train.read_text().splitlines(keepends=True)[:-1]))  # drop a row
+    second = release_metadata(materialize(env))
+    assert second["status"] == "published" and second["release_id"] != first["release_id"]
+    assert second["pairs"] == first["pairs"] - 2  # one PKU row = a helpful and a harmless pair
+    assert json.loads((store / "latest.json").read_text())["release_id"] == second["release_id"]
+    manifest = json.loads((store / "releases" / second["release_id"] / "manifest.json").read_text())
+    assert manifest["parent_release_id"] == first["release_id"]
