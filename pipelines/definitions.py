@@ -1,7 +1,10 @@
-"""The code location: assembles every asset, check, resource, job and schedule into Definitions.
+"""The code location: assembles every asset, check, resource, job, schedule and sensor.
 
 ``workspace.yaml`` and ``dagster dev`` load ``defs`` from here. Secrets are wired as
-``dg.EnvVar`` only when the variable is set, so loading needs no credentials.
+``dg.EnvVar`` only when the variable is set, so loading needs no credentials. Jobs, schedules,
+sensors and the freshness check live in ``pipelines/automation.py``. Runs launched from the UI or
+by the daemon use the multiprocess executor (independent steps, e.g. the 15 ingest assets, run in
+parallel processes; ``$DAGSTER_MAX_CONCURRENT`` caps them, default: one per CPU).
 """
 
 from __future__ import annotations
@@ -13,26 +16,41 @@ import dagster as dg
 from assets.alerting import AlertsResource
 from assets.checks import ALL_CHECKS
 from assets.curate import decontaminate_pairs, deduplicate_pairs
-from assets.ingest import INGEST_ASSETS
+from assets.ingest import INGEST_ASSETS, SOURCE_ASSETS
 from assets.io import ParquetTableIOManager
 from assets.normalize import validate_and_normalize
 from assets.publish import release
 from assets.resources import AwsCredentials, CurationSettings, SourcesResource, StoreResource
+from pipelines.automation import (
+    build_schedules,
+    build_sensors,
+    full_refresh_job,
+    observe_sources_job,
+    release_freshness,
+    release_freshness_job,
+    with_operations,
+)
 from pipelines.settings import Environment
 
-ALL_ASSETS = [
-    *INGEST_ASSETS,
-    validate_and_normalize,
-    deduplicate_pairs,
-    decontaminate_pairs,
-    release,
-]
-
-full_refresh_job = dg.define_asset_job(
-    "full_refresh",
-    selection=dg.AssetSelection.all(),
-    description="Ingest every source, validate, normalize, deduplicate, decontaminate, publish.",
+ALL_ASSETS = with_operations(
+    [
+        *INGEST_ASSETS,
+        validate_and_normalize,
+        deduplicate_pairs,
+        decontaminate_pairs,
+        release,
+    ]
 )
+"""Every computed asset, with code versions and the release freshness policy."""
+
+__all__ = ["ALL_ASSETS", "SOURCE_ASSETS", "build_definitions", "defs", "full_refresh_job"]
+
+
+def executor() -> dg.ExecutorDefinition:
+    """The multiprocess executor, at most ``$DAGSTER_MAX_CONCURRENT`` step processes (0: CPUs)."""
+    return dg.multiprocess_executor.configured(
+        {"max_concurrent": int(os.environ.get("DAGSTER_MAX_CONCURRENT") or 0)}
+    )
 
 
 def _env_or_none(name: str) -> dg.EnvVar | None:
@@ -67,18 +85,13 @@ def build_definitions(environment: Environment | None = None) -> dg.Definitions:
     """Definitions for ``environment`` (default: read from the process environment)."""
     environment = environment or Environment.from_env()
     return dg.Definitions(
-        assets=ALL_ASSETS,
-        asset_checks=ALL_CHECKS,
-        jobs=[full_refresh_job],
-        schedules=[
-            dg.ScheduleDefinition(
-                name="daily_full_refresh",
-                job=full_refresh_job,
-                cron_schedule=os.environ.get("REFRESH_CRON", "0 3 * * *"),
-                default_status=dg.DefaultScheduleStatus.STOPPED,
-            )
-        ],
+        assets=[*SOURCE_ASSETS, *ALL_ASSETS],
+        asset_checks=[*ALL_CHECKS, release_freshness],
+        jobs=[full_refresh_job, observe_sources_job, release_freshness_job],
+        schedules=build_schedules(),
+        sensors=build_sensors([*SOURCE_ASSETS, *ALL_ASSETS]),
         resources=build_resources(environment),
+        executor=executor(),
     )
 
 
