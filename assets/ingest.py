@@ -6,6 +6,7 @@ separate assets run in parallel under the multiprocess executor and show per-fil
 (URI, revision, size, sha256, rows, quarantine counts) in the UI.
 """
 
+import gzip
 import hashlib
 import json
 import re
@@ -92,6 +93,26 @@ def source_fingerprint(
     return f"size:{info.get('size')}:mtime:{mtime}"
 
 
+_NOT_TRANSIENT = (
+    gzip.BadGzipFile,
+    FileNotFoundError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A read that failed on I/O (connection reset, timeout, throttling): worth retrying.
+
+    ``curation.sources`` wraps such ``OSError`` s in :class:`SourceError`; corrupt content
+    (bad or truncated gzip, empty file, malformed JSON) is a ``SourceError`` without an
+    ``OSError`` cause and is not retried.
+    """
+    cause = exc.__cause__
+    return isinstance(cause, OSError) and not isinstance(cause, _NOT_TRANSIENT)
+
+
 def build_source_asset(source: SourceFile) -> dg.SourceAsset:
     """An observable source asset for one upstream file: its data version is the fingerprint.
 
@@ -152,7 +173,10 @@ def build_ingest_asset(source: SourceFile) -> dg.AssetsDefinition:
                 levels=settings.levels(),
                 storage_options=aws.storage_options(root),
             )
-        except SourceError as exc:  # the file itself is unreadable: fail, do not retry
+        except SourceError as exc:
+            if is_transient(exc):  # I/O error while reading: the retry policy retries it
+                raise
+            # the file itself is unreadable: fail, do not retry
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
         report = result.report
         if not report.present:

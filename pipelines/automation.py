@@ -266,10 +266,11 @@ def build_source_sensor(
 ) -> dg.SensorDefinition:
     """A sensor that starts a run of what depends on ``dataset``'s mirror when a file changes."""
     files = DATASET_FILES[dataset]
+    sensor_name = f"{_slug(dataset)}_source_sensor"
     all_ingest = [ingest_asset_key(f) for files_ in DATASET_FILES.values() for f in files_]
 
     @dg.sensor(
-        name=f"{_slug(dataset)}_source_sensor",
+        name=sensor_name,
         job=job,
         minimum_interval_seconds=source_sensor_interval(),
         default_status=dg.DefaultSensorStatus.STOPPED,
@@ -301,7 +302,7 @@ def build_source_sensor(
             dg.AssetObservation(
                 asset_key=upstream_asset_key(f),
                 tags={DATA_VERSION_TAG: current[f.relpath]},
-                metadata={"fingerprint": current[f.relpath], "sensor": context.sensor_name or ""},
+                metadata={"fingerprint": current[f.relpath], "sensor": sensor_name},
             )
             for f in changed
         ]
