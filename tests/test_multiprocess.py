@@ -1,0 +1,70 @@
+"""The same definitions on Dagster's multiprocess executor: ingest steps run in parallel processes.
+
+``execute_job`` on a reconstructable ``full_refresh`` job (each step re-imports the code location
+in its own process) against a persistent instance in a temporary DAGSTER_HOME.
+"""
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from assets.ingest import ingest_asset_key
+from curation.sources import hh_files, pku_files
+from pipelines.definitions import build_definitions
+
+PRESENT = [
+    next(f for f in hh_files() if f.subset == "harmless-base" and f.split == "train"),
+    next(f for f in hh_files() if f.subset == "harmless-base" and f.split == "test"),
+    next(f for f in pku_files() if f.subset == "Alpaca-7B" and f.split == "train"),
+    next(f for f in pku_files() if f.subset == "Alpaca-7B" and f.split == "test"),
+]
+
+
+def full_refresh_job() -> dg.JobDefinition:
+    """The production job, rebuilt from the environment in every step process."""
+    return build_definitions().resolve_job_def("full_refresh")
+
+
+def test_ingest_assets_run_in_parallel_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("CURATED_STORE_URI", str(tmp_path / "store"))
+    monkeypatch.setenv("DAGSTER_MAX_CONCURRENT", str(len(PRESENT)))
+    keys = {ingest_asset_key(f) for f in PRESENT}
+    job = dg.reconstructable(full_refresh_job).get_subset(
+        asset_selection=keys, asset_check_selection=set()
+    )
+    with dg.instance_for_test(temp_dir=str(home)) as instance:  # sets DAGSTER_HOME for the steps
+        with dg.execute_job(job, instance=instance) as result:
+            assert result.success
+            events = result.all_events
+            run_id = result.run_id
+        records = instance.all_logs(run_id)
+    # the multiprocess executor ran the run
+    assert any(
+        "multiprocess" in (e.message or "") for e in events if e.event_type_value == "ENGINE_EVENT"
+    )
+    spans: dict[str, list[float]] = {}
+    pids: dict[str, int] = {}
+    for record in records:
+        event = record.dagster_event
+        if event is None or event.step_key is None:
+            continue
+        if event.event_type_value == "STEP_START":
+            spans.setdefault(event.step_key, [0.0, 0.0])[0] = record.timestamp
+            pids[event.step_key] = event.pid
+        elif event.event_type_value == "STEP_SUCCESS":
+            spans.setdefault(event.step_key, [0.0, 0.0])[1] = record.timestamp
+    assert len(spans) == len(PRESENT), spans
+    assert len(set(pids.values())) == len(PRESENT)  # one process per step
+    overlapping = [
+        (a, b)
+        for a in spans
+        for b in spans
+        if a < b and spans[a][0] < spans[b][1] and spans[b][0] < spans[a][1]
+    ]
+    assert overlapping, f"no two ingest steps overlapped in time: {spans}"
+    materialized = {e.asset_key for e in events if e.event_type_value == "ASSET_MATERIALIZATION"}
+    assert materialized == keys
+    assert (home / "tables" / f"raw_{PRESENT[0].key}.parquet").exists()
