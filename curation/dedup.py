@@ -110,8 +110,15 @@ class DedupConfig:
 _REQUIRED = ("pair_id", "dataset", "subset", "split", "source_file", "source_line", "dimension")
 
 
-def sorted_pairs(pairs: pa.Table, extra_columns: tuple[str, ...] = ()) -> pa.Table:
-    """``pairs`` sorted by ``pair_id`` after checking the columns used here and id uniqueness."""
+def sorted_pairs(
+    pairs: pa.Table, extra_columns: tuple[str, ...] = ()
+) -> tuple[pa.Table, np.ndarray]:
+    """Check ``pairs`` and sort it by ``pair_id``.
+
+    Returns ``(meta, order)``: ``meta`` holds the identifying columns in ``pair_id`` order and
+    ``order`` the input row of each ``meta`` row. Text columns are taken from ``pairs`` only
+    where needed (:func:`take_column`), so the large response columns are copied at most once.
+    """
     missing = [c for c in (*_REQUIRED, "prompt", *extra_columns) if c not in pairs.column_names]
     if missing:
         raise ValueError(f"pairs table lacks columns {missing}")
@@ -120,7 +127,15 @@ def sorted_pairs(pairs: pa.Table, extra_columns: tuple[str, ...] = ()) -> pa.Tab
         raise ValueError("pair_id must not be null")
     if pc.count_distinct(ids).as_py() != pairs.num_rows:
         raise ValueError("pair_id must be unique")
-    return pairs.take(pc.sort_indices(ids)).combine_chunks()
+    order = pc.sort_indices(ids).to_numpy().astype(np.int64)
+    meta = pairs.select(list(_REQUIRED)).take(pa.array(order)).combine_chunks()
+    return meta, order
+
+
+def take_column(pairs: pa.Table, name: str, order: np.ndarray, rows: np.ndarray | None = None):
+    """Column ``name`` of ``pairs`` for the sorted rows ``rows`` (default: all)."""
+    idx = order if rows is None else order[rows]
+    return pairs[name].take(pa.array(idx, pa.int64())).combine_chunks()
 
 
 def text_hash128(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -228,7 +243,7 @@ def _scope_frame(tbl: pa.Table) -> pl.DataFrame:
 
 
 def _exact(
-    tbl: pa.Table, df: pl.DataFrame, p_norm: pa.Array
+    pairs: pa.Table, order: np.ndarray, df: pl.DataFrame
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Returns (removed rows, reasons, matched rows) of the exact stage."""
     keys = ["split", "dimension", "p_hi", "p_lo"]
@@ -237,9 +252,8 @@ def _exact(
     empty = np.zeros(0, np.int64)
     if len(need) < 2:
         return empty, np.zeros(0, str), empty
-    sub = tbl.take(pa.array(need, pa.int64()))
-    c_hi, c_lo = text_hash128(normalize_array(sub["chosen"]))
-    r_hi, r_lo = text_hash128(normalize_array(sub["rejected"]))
+    c_hi, c_lo = text_hash128(normalize_array(take_column(pairs, "chosen", order, need)))
+    r_hi, r_lo = text_hash128(normalize_array(take_column(pairs, "rejected", order, need)))
     c_lt = (c_hi < r_hi) | ((c_hi == r_hi) & (c_lo < r_lo))
     equal = (c_hi == r_hi) & (c_lo == r_lo)
     orient = np.where(equal, 0, np.where(c_lt, 1, -1)).astype(np.int8)
@@ -315,7 +329,8 @@ def _distinct_texts(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def _near(
-    tbl: pa.Table,
+    pairs: pa.Table,
+    order: np.ndarray,
     df: pl.DataFrame,
     p_norm: pa.Array,
     surv: np.ndarray,
@@ -348,9 +363,8 @@ def _near(
     if len(cand) < 2:
         return empty, np.zeros(0), empty, method
     rows_c = i[cand]
-    sub = tbl.take(pa.array(rows_c, pa.int64()))
-    c_norm = normalize_array(sub["chosen"])
-    r_norm = normalize_array(sub["rejected"])
+    c_norm = normalize_array(take_column(pairs, "chosen", order, rows_c))
+    r_norm = normalize_array(take_column(pairs, "rejected", order, rows_c))
     hi_c, lo_c = text_hash128(c_norm)
     hi_r, lo_r = text_hash128(r_norm)
     m = len(cand)
@@ -409,15 +423,15 @@ def deduplicate(pairs: pa.Table, config: DedupConfig = DedupConfig()) -> tuple[p
     ``conflicting_duplicate``, ``near_duplicate``). Every input ``pair_id`` is in exactly one of
     them.
     """
-    tbl = sorted_pairs(pairs, ("chosen", "rejected"))
+    tbl, order = sorted_pairs(pairs, ("chosen", "rejected"))
     n = tbl.num_rows
     if n == 0:
-        return tbl, empty_removed()
-    p_norm = normalize_array(tbl["prompt"])
+        return pairs, empty_removed()
+    p_norm = normalize_array(take_column(pairs, "prompt", order))
     p_hi, p_lo = text_hash128(p_norm)
     df = _scope_frame(tbl).with_columns(p_hi=pl.Series(p_hi), p_lo=pl.Series(p_lo))
 
-    ex_rows, ex_reason, ex_matched = _exact(tbl, df, p_norm)
+    ex_rows, ex_reason, ex_matched = _exact(pairs, order, df)
     removed = np.zeros(n, bool)
     removed[ex_rows] = True
     parts = [
@@ -425,7 +439,7 @@ def deduplicate(pairs: pa.Table, config: DedupConfig = DedupConfig()) -> tuple[p
     ]
     if config.near_dup:
         nd_rows, nd_score, nd_matched, method = _near(
-            tbl, df, p_norm, np.flatnonzero(~removed), config
+            pairs, order, df, p_norm, np.flatnonzero(~removed), config
         )
         removed[nd_rows] = True
         parts.append(
@@ -438,8 +452,9 @@ def deduplicate(pairs: pa.Table, config: DedupConfig = DedupConfig()) -> tuple[p
             )
         )
     rows = np.concatenate([p[0] for p in parts]).astype(np.int64)
+    kept = pairs.take(pa.array(order[~removed], pa.int64()))
     if len(rows) == 0:
-        return tbl, empty_removed()
+        return kept, empty_removed()
     out = removed_table(
         tbl,
         rows,
@@ -448,5 +463,4 @@ def deduplicate(pairs: pa.Table, config: DedupConfig = DedupConfig()) -> tuple[p
         np.concatenate([p[3] for p in parts]),
         np.concatenate([p[4] for p in parts]).astype(np.int64),
     )
-    kept = tbl.filter(pa.array(~removed))
     return kept, out

@@ -161,6 +161,9 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.repeat(shift, lengths) + np.arange(total, dtype=np.int64)
 
 
+_MINV = _U64(pow(0x9E3779B97F4A7C15, -1, 2**64))
+
+
 @dataclass
 class Words:
     """Word hashes of a batch of normalized texts: text ``i`` has words
@@ -175,6 +178,25 @@ class Words:
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
+
+    @cached_property
+    def _prefix(self) -> tuple[np.ndarray, np.ndarray]:
+        n = len(self.hashes)
+        powers = np.full(max(n, 1), _M1, _U64)
+        powers[0] = 1
+        np.cumprod(powers, out=powers)  # M^i mod 2^64 (uint64 arithmetic wraps)
+        inverse = np.full(max(n, 1), _MINV, _U64)
+        inverse[0] = 1
+        np.cumprod(inverse, out=inverse)
+        prefix = np.zeros(n + 1, _U64)
+        np.cumsum(self.hashes * powers[:n], out=prefix[1:])
+        return prefix, inverse
+
+    def span_hash(self, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """Polynomial hash ``sum_t w[s+t] * M^t (mod 2^64)`` of the word spans ``[s, e)`` (global
+        word positions, ``s < e``), in O(1) per span from prefix sums."""
+        prefix, inverse = self._prefix
+        return (prefix[ends] - prefix[starts]) * inverse[starts]
 
 
 def tokenize(normalized: pa.Array, seed: int = 0) -> Words:
@@ -226,42 +248,31 @@ def ngram_hashes(words: Words, n: int, ids: np.ndarray | None = None, *, short: 
     """Hashes of the word ``n``-grams of texts ``ids`` (default: all).
 
     Returns ``(hashes, offsets)`` with the n-grams of ``ids[j]`` in
-    ``hashes[offsets[j]:offsets[j+1]]``. A text with ``0 < L < n`` words yields one shingle made
-    of all its words when ``short`` is true (no shingle otherwise); an empty text yields none.
+    ``hashes[offsets[j]:offsets[j+1]]``. An n-gram hash is the polynomial combination of its
+    xxh3-64 word hashes modulo 2^64 (:meth:`Words.span_hash`) followed by xxh64's avalanche
+    step. A text with ``0 < L < n`` words yields one shingle made of all its words when
+    ``short`` is true (none otherwise); an empty text yields none.
     """
     if ids is None:
-        ids = np.arange(len(words), dtype=np.int64)
-    ids = np.asarray(ids, np.int64)
-    starts = words.offsets[ids]
-    counts = words.offsets[ids + 1] - starts
-    # gather the words of the selected texts into a compact flat array
-    flat = words.hashes[_ranges(starts, counts)]
-    local = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    total = len(flat)
-    acc = flat.copy()
-    short_tokens = np.zeros(len(ids), _U64)
-    is_short = (counts > 0) & (counts < n)
-    if short:
-        first = is_short & (counts == 1)
-        short_tokens[first] = acc[local[:-1][first]]
-    for t in range(1, n):
-        if total - t <= 0:
-            break
-        acc[: total - t] = mix64(acc[: total - t] * _M1 + flat[t:])
-        if short:
-            hit = is_short & (counts == t + 1)
-            if hit.any():
-                short_tokens[hit] = acc[local[:-1][hit]]
+        starts = words.offsets[:-1]
+        counts = words.counts
+    else:
+        ids = np.asarray(ids, np.int64)
+        starts = words.offsets[ids]
+        counts = words.offsets[ids + 1] - starts
+    is_short = (counts > 0) & (counts < n) if short else np.zeros(len(counts), bool)
     n_full = np.where(counts >= n, counts - n + 1, 0)
-    n_tok = n_full + (is_short if short else 0)
+    n_tok = n_full + is_short
     out_offsets = np.concatenate([[0], np.cumsum(n_tok)]).astype(np.int64)
+    pos = _ranges(starts, n_full)
+    full = words.span_hash(pos, pos + n)
+    if not is_short.any():
+        return mix64(full), out_offsets
     out = np.empty(int(out_offsets[-1]), _U64)
-    full_pos = _ranges(local[:-1], n_full)
-    full_dst = _ranges(out_offsets[:-1], n_full)
-    out[full_dst] = acc[full_pos]
-    if short and is_short.any():
-        out[out_offsets[:-1][is_short]] = short_tokens[is_short]
-    return out, out_offsets
+    out[_ranges(out_offsets[:-1], n_full)] = full
+    s0 = starts[is_short]
+    out[out_offsets[:-1][is_short]] = words.span_hash(s0, s0 + counts[is_short])
+    return mix64(out), out_offsets
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,15 +303,28 @@ class Sketches:
             toks, offs, self.params.num_perm, self.params.seed
         )
 
-    def flagged(self, ids: np.ndarray) -> np.ndarray:
-        """The subset of ``ids`` sharing at least one LSH band with another text of ``ids``."""
+    def flagged(self, ids: np.ndarray, against: np.ndarray | None = None) -> np.ndarray:
+        """The subset of ``ids`` sharing at least one LSH band with another text of ``ids``, or,
+        when ``against`` is given, with a text of ``against`` (``rensa``, Rust)."""
         ids = np.asarray(ids, np.int64)
-        if len(ids) < 2:
-            return ids[:0]
         b, _ = self.params.bands
         lsh = rensa.RMinHashLSH(self.params.threshold, self.params.num_perm, b)
-        flags = np.asarray(lsh.query_duplicate_flags_matrix_one_shot(self._matrix(ids)), bool)
-        return ids[flags]
+        if against is None:
+            if len(ids) < 2:
+                return ids[:0]
+            flags = lsh.query_duplicate_flags_matrix_one_shot(self._matrix(ids))
+        else:
+            against = np.asarray(against, np.int64)
+            if len(ids) == 0 or len(against) == 0:
+                return ids[:0]
+            # query_duplicate_flags_matrix flags a row with more than one candidate key; with
+            # every reference inserted twice (two key ranges) that is exactly "shares a band
+            # with some reference", and probe-probe collisions are not counted.
+            refs = self._matrix(against)
+            lsh.insert_matrix(refs, 0)
+            lsh.insert_matrix(refs, len(against))
+            flags = lsh.query_duplicate_flags_matrix(self._matrix(ids))
+        return ids[np.asarray(flags, bool)]
 
     def signatures(self, ids: np.ndarray) -> np.ndarray:
         """``(len(ids), num_perm)`` uint32 signatures (rows of empty texts are all zero)."""
@@ -343,18 +367,26 @@ class Sketches:
 # --------------------------------------------------------------------------------------------
 
 
-def _bucket_pairs(keys: np.ndarray, ids: np.ndarray, cap: int) -> tuple[np.ndarray, np.ndarray]:
-    """All pairs ``a < b`` of ids sharing a key; buckets above ``cap`` become star + chain."""
+def _bucket_pairs(
+    keys: np.ndarray, ids: np.ndarray, cap: int, ref_keys: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """All pairs ``a < b`` of ids sharing a key; buckets above ``cap`` become star + chain.
+
+    With ``ref_keys``, only keys that also occur in ``ref_keys`` are considered.
+    """
     empty = (np.zeros(0, np.int64), np.zeros(0, np.int64))
     if len(keys) < 2:
         return empty
-    df = pl.DataFrame({"k": keys, "id": np.asarray(ids, np.int64)}).unique()
-    sizes = df.group_by("k").agg(pl.len().alias("size")).filter(pl.col("size") > 1)
-    if sizes.height == 0:
+    ks = pl.Series("k", keys, pl.UInt64)
+    keep = ks.is_duplicated()
+    if ref_keys is not None:
+        keep = keep & ks.is_in(pl.Series(ref_keys, dtype=pl.UInt64))
+    df = pl.DataFrame({"k": ks, "id": np.asarray(ids, np.int64)}).filter(keep).unique()
+    if df.height < 2:
         return empty
-    df = df.join(sizes, on="k")
+    df = df.with_columns(size=pl.len().over("k")).filter(pl.col("size") > 1)
     small = df.filter(pl.col("size") <= cap).select("k", "id")
-    parts = []
+    parts = [pl.DataFrame(schema={"a": pl.Int64, "b": pl.Int64})]
     if small.height:
         parts.append(
             small.join(small, on="k", suffix="_b")
@@ -367,55 +399,84 @@ def _bucket_pairs(keys: np.ndarray, ids: np.ndarray, cap: int) -> tuple[np.ndarr
             first=pl.col("id").min().over("k"), prev=pl.col("id").shift(1).over("k")
         )
         parts.append(large.filter(pl.col("id") != pl.col("first")).select(a="first", b="id"))
-        parts.append(large.filter(pl.col("prev").is_not_null()).select(a="prev", b="id"))
+        parts.append(
+            large.filter(pl.col("prev").is_not_null()).select(
+                a=pl.col("prev").cast(pl.Int64), b="id"
+            )
+        )
     out = pl.concat(parts).unique()
     return out["a"].to_numpy(), out["b"].to_numpy()
 
 
-def _lsh_candidates(sk: Sketches, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    flagged = sk.flagged(ids)
-    if len(flagged) < 2:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    sig = sk.signatures(flagged).astype(_U64)
-    b, r = sk.params.bands
+def _band_keys(sig: np.ndarray, bands: int, rows: int) -> list[np.ndarray]:
     keys = []
-    for band in range(b):
-        acc = np.full(len(flagged), _U64(((band + 1) * 0x165667B19E3779F9) % 2**64), _U64)
-        for col in range(band * r, (band + 1) * r):
-            acc = mix64(acc * _M1 + sig[:, col])
-        keys.append(acc)
-    return _bucket_pairs(np.concatenate(keys), np.tile(flagged, b), sk.params.max_bucket_size)
+    for band in range(bands):
+        acc = np.full(len(sig), _U64(band + 1), _U64)
+        for col in range(band * rows, (band + 1) * rows):
+            acc *= _M1
+            acc += sig[:, col]
+        keys.append(mix64(acc))
+    return keys
 
 
-def _substitution_candidates(words: Words, ids: np.ndarray, params: NearDupParams):
-    k = params.max_word_substitutions
+def _lsh_candidates(
+    sk: Sketches, ids: np.ndarray, refs: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """LSH candidate pairs among ``ids`` (or between ``ids`` and ``refs``)."""
     empty = (np.zeros(0, np.int64), np.zeros(0, np.int64))
-    if k <= 0:
+    b, r = sk.params.bands
+    if refs is None:
+        flagged = sk.flagged(ids)
+        if len(flagged) < 2:
+            return empty
+        keys = _band_keys(sk.signatures(flagged).astype(_U64), b, r)
+        return _bucket_pairs(np.concatenate(keys), np.tile(flagged, b), sk.params.max_bucket_size)
+    flagged = sk.flagged(ids, against=refs)
+    if len(flagged) == 0:
         return empty
+    ref_keys = np.concatenate(_band_keys(sk.signatures(refs).astype(_U64), b, r))
+    probe_keys = np.concatenate(_band_keys(sk.signatures(flagged).astype(_U64), b, r))
+    return _bucket_pairs(
+        np.concatenate([probe_keys, ref_keys]),
+        np.concatenate([np.tile(flagged, b), np.tile(refs, b)]),
+        sk.params.max_bucket_size,
+        ref_keys=ref_keys,
+    )
+
+
+def _substitution_keys(words: Words, ids: np.ndarray, params: NearDupParams):
+    """Pigeonhole blocking keys of the eligible texts among ``ids``: ``(keys, owners)``."""
+    k = params.max_word_substitutions
     counts = words.counts[ids]
     ids = ids[(counts >= params.substitution_min_words) & (counts <= params.substitution_max_words)]
-    if len(ids) < 2:
-        return empty
+    if k <= 0 or len(ids) == 0:
+        return np.zeros(0, _U64), np.zeros(0, np.int64)
     segs = k + 2
     starts = words.offsets[ids]
     lengths = words.offsets[ids + 1] - starts
-    pos = _ranges(starts, lengths)
-    owner = np.repeat(np.arange(len(ids)), lengths)
-    local = pos - np.repeat(starts, lengths)
-    seg = (local * segs) // np.repeat(lengths, lengths)
-    seg_first = -((-np.arange(segs)[None, :] * lengths[:, None]) // segs)  # ceil(j*L/segs)
-    in_seg = local - seg_first[owner, seg]
-    salted = mix64(words.hashes[pos] + (in_seg.astype(_U64) + _U64(1)) * _M1)
-    boundaries = (np.concatenate([[0], np.cumsum(lengths)[:-1]])[:, None] + seg_first).ravel()
-    seg_hash = np.add.reduceat(salted, boundaries).reshape(len(ids), segs)
+    # segment j of a text of L words covers words [ceil(j*L/segs), ceil((j+1)*L/segs))
+    bounds = starts[:, None] + (-((-np.arange(segs + 1)[None, :] * lengths[:, None]) // segs))
+    seg_hash = words.span_hash(bounds[:, :-1].ravel(), bounds[:, 1:].ravel()).reshape(-1, segs)
     keys = []
     for c, combo in enumerate(itertools.combinations(range(segs), segs - k)):
-        acc = mix64(lengths.astype(_U64) * _P2 + _U64(c + 1))
+        acc = lengths.astype(_U64) * _P2 + _U64(c + 1)
         for j in combo:
-            acc = mix64(acc * _M1 + seg_hash[:, j])
-        keys.append(acc)
-    n_combo = len(keys)
-    return _bucket_pairs(np.concatenate(keys), np.tile(ids, n_combo), params.max_bucket_size)
+            acc *= _M1
+            acc += seg_hash[:, j]
+        keys.append(mix64(acc))
+    return np.concatenate(keys), np.tile(ids, len(keys))
+
+
+def _substitution_candidates(
+    words: Words, ids: np.ndarray, params: NearDupParams, refs: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    keys, owners = _substitution_keys(words, ids, params)
+    ref_keys = None
+    if refs is not None:
+        ref_keys, ref_owners = _substitution_keys(words, refs, params)
+        keys = np.concatenate([keys, ref_keys])
+        owners = np.concatenate([owners, ref_owners])
+    return _bucket_pairs(keys, owners, params.max_bucket_size, ref_keys=ref_keys)
 
 
 def _hamming(words: Words, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -448,13 +509,17 @@ def near_duplicate_pairs(
     merged by the caller (they are one text here).
     """
     sk = sketches if sketches is not None else Sketches(words, params)
-    n = len(words)
-    ids = np.arange(n, dtype=np.int64)
-    if left is not None and right is not None:
-        ids = ids[left | right]
-    ids = ids[sk.nonempty[ids]]
-    la, lb = _lsh_candidates(sk, ids)
-    sa, sb = _substitution_candidates(words, ids, params)
+    ids = np.arange(len(words), dtype=np.int64)
+    bipartite = left is not None and right is not None
+    if bipartite:
+        refs = ids[right & sk.nonempty]
+        ids = ids[left & ~right & sk.nonempty]
+        la, lb = _lsh_candidates(sk, ids, refs)
+        sa, sb = _substitution_candidates(words, ids, params, refs)
+    else:
+        ids = ids[sk.nonempty]
+        la, lb = _lsh_candidates(sk, ids)
+        sa, sb = _substitution_candidates(words, ids, params)
     cand = pl.concat(
         [
             pl.DataFrame({"a": la, "b": lb, "sub": np.zeros(len(la), bool)}),
@@ -462,7 +527,7 @@ def near_duplicate_pairs(
         ]
     )
     cand = cand.group_by("a", "b").agg(pl.col("sub").any()).sort("a", "b")
-    if left is not None and right is not None:
+    if bipartite:
         a, b = cand["a"].to_numpy(), cand["b"].to_numpy()
         keep = (left[a] & right[b]) | (right[a] & left[b])
         cand = cand.filter(pl.Series(keep))

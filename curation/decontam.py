@@ -1,0 +1,324 @@
+"""Train-against-test decontamination of preference pairs (Dagster-free).
+
+The **reference set** is the test split of every subset of both datasets (plus optional extra
+prompt lists): every test prompt, and for multi-turn (HH) test conversations also every single
+human turn. A **train** pair is removed when one of its probe texts (its whole prompt and, for
+HH, each of its human turns) matches a reference text:
+
+``contaminated_exact`` (score 1.0)
+    equal normalized text (xxh3-128). This is also the fallback for texts shorter than ``n``
+    words, which cannot share an ``n``-gram.
+``contaminated_ngram`` (score ``n``)
+    a shared word ``n``-gram, ``n = 13`` as in GPT-3 (Brown et al. 2020, app. C) and the
+    lm-evaluation-harness decontamination. N-grams are xxh3-64 word hashes folded into one
+    64-bit integer and matched by a polars hash join. Whole prompts are compared (an HH
+    conversation's n-grams include those of each of its turns).
+``contaminated_near`` (score = estimated Jaccard)
+    a near-duplicate by :mod:`curation.near_dup` (MinHash LSH >= 0.8 or <= 2 word
+    substitutions).
+
+Precedence is exact > ngram > near; each removed pair appears once, with its best match (then
+highest score, then the first reference in ``pair_id`` order, extra lists last). Test rows are
+never removed.
+
+Matches that involve only *part* of a conversation (an HH human turn on either side, or any
+n-gram) are ignored when the matched reference key (turn text or n-gram) is found in more than
+``max_matches`` distinct train prompts: such keys are generic (``"Can you tell me more?"``,
+assistant boilerplate), the rule NeMo Curator applies to task decontamination
+(``max_matches=10``). Whole-prompt-to-whole-prompt matches are never capped. Turns shorter than
+``min_turn_words`` words (``"thanks"``, ``"ok"``) are not used as probes or references.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curation.dedup import (
+    _distinct_texts,
+    empty_removed,
+    removed_table,
+    sorted_pairs,
+    take_column,
+    text_hash128,
+)
+from curation.near_dup import NearDupParams, near_duplicate_pairs, ngram_hashes, tokenize
+from curation.textnorm import normalize_array
+
+__all__ = ["DecontamConfig", "decontaminate"]
+
+_PRECEDENCE = {"contaminated_exact": 0, "contaminated_ngram": 1, "contaminated_near": 2}
+
+
+@dataclass(frozen=True)
+class DecontamConfig:
+    """Thresholds of :func:`decontaminate`.
+
+    Attributes:
+        ngram_n: n-gram length in words; 13 as in GPT-3 (Brown et al. 2020, appendix C) and
+            EleutherAI's lm-evaluation-harness ``decontamination.md``.
+        min_turn_words: human turns with fewer words are not used on their own (whole prompts
+            always are).
+        max_matches: a partial key (turn text, n-gram) found in more than this many distinct
+            train prompts is too common to count as contamination; 10 is NeMo Curator's
+            ``TaskDecontamination(max_matches=10)`` default. ``0`` disables the cap.
+        ngram: run the n-gram matcher.
+        near_dup: run the near-duplicate matcher.
+        num_perm, threshold, shingle_words, lsh_min_recall, max_word_substitutions,
+        substitution_min_words, substitution_max_words, max_bucket_size, seed:
+            near-duplicate parameters, same defaults and sources as
+            :class:`curation.dedup.DedupConfig`.
+    """
+
+    ngram_n: int = 13
+    min_turn_words: int = 3
+    max_matches: int = 10
+    ngram: bool = True
+    near_dup: bool = True
+    num_perm: int = 128
+    threshold: float = 0.8
+    shingle_words: int = 2
+    lsh_min_recall: float = 0.9
+    max_word_substitutions: int = 2
+    substitution_min_words: int = 8
+    substitution_max_words: int = 128
+    max_bucket_size: int = 256
+    seed: int = 42
+
+    def near_params(self) -> NearDupParams:
+        return NearDupParams(
+            num_perm=self.num_perm,
+            threshold=self.threshold,
+            shingle_words=self.shingle_words,
+            lsh_min_recall=self.lsh_min_recall,
+            max_word_substitutions=self.max_word_substitutions,
+            substitution_min_words=self.substitution_min_words,
+            substitution_max_words=self.substitution_max_words,
+            max_bucket_size=self.max_bucket_size,
+            seed=self.seed,
+        )
+
+
+def _word_counts(norm: pa.Array) -> np.ndarray:
+    spaces = pc.count_substring(norm, " ").to_numpy(zero_copy_only=False)
+    nonempty = pc.greater(pc.utf8_length(norm), 0).to_numpy(zero_copy_only=False)
+    return np.where(nonempty, spaces + 1, 0).astype(np.int64)
+
+
+def _human_turns(
+    pairs: pa.Table, order: np.ndarray, rows: np.ndarray
+) -> tuple[np.ndarray, pa.Array]:
+    """(row index, normalized text) of every human turn of the sorted rows ``rows``."""
+    if "prompt_turns" not in pairs.column_names or len(rows) == 0:
+        return np.zeros(0, np.int64), pa.array([], pa.large_string())
+    turns = take_column(pairs, "prompt_turns", order, rows)
+    flat = pc.list_flatten(turns)
+    parent = pc.list_parent_indices(turns).to_numpy()
+    role = pc.struct_field(flat, "role")
+    human = pc.fill_null(pc.equal(role, "human"), False)
+    text = pc.struct_field(flat, "text").filter(human)
+    return rows[parent[human.to_numpy(zero_copy_only=False)]], normalize_array(text)
+
+
+def _cap(matches: pl.DataFrame, key: str, max_matches: int) -> pl.DataFrame:
+    """Drop partial matches whose ``key`` is found in more than ``max_matches`` train prompts."""
+    if max_matches <= 0 or matches.height == 0:
+        return matches
+    counts = matches.group_by(key).agg(n_prompts=pl.col("wtid").n_unique())
+    return (
+        matches.join(counts, on=key)
+        .filter(~pl.col("partial") | (pl.col("n_prompts") <= max_matches))
+        .drop("n_prompts")
+    )
+
+
+def decontaminate(
+    pairs: pa.Table,
+    config: DecontamConfig = DecontamConfig(),
+    extra_references: Sequence[tuple[str, Sequence[str]]] = (),
+) -> tuple[pa.Table, pa.Table]:
+    """Remove train pairs whose prompt matches a test prompt; returns ``(kept, removed)``.
+
+    The reference set is the test split of ``pairs`` itself plus ``extra_references``, a list of
+    ``(name, prompts)``; a match on an extra list is reported with ``matched_dataset = name``
+    and ``matched_source_line`` = the prompt's index in its list. ``kept`` keeps the schema of
+    ``pairs`` (sorted by ``pair_id``); ``removed`` has schema :data:`curation.schema.REMOVED`.
+    """
+    tbl, order = sorted_pairs(pairs)
+    n = tbl.num_rows
+    split = tbl["split"].to_numpy(zero_copy_only=False)
+    train = np.flatnonzero(split == "train")
+    test = np.flatnonzero(split == "test")
+    extras = [(str(name), list(prompts)) for name, prompts in extra_references]
+    n_extra = sum(len(p) for _, p in extras)
+    if len(train) == 0 or (len(test) == 0 and n_extra == 0):
+        return pairs.take(pa.array(order, pa.int64())), empty_removed()
+
+    # ---- every text with where it occurs ---------------------------------------------------
+    used = np.concatenate([train, test])
+    p_norm = normalize_array(take_column(pairs, "prompt", order, used))
+    t_rows, t_norm = _human_turns(pairs, order, used)
+    t_ok = _word_counts(t_norm) >= config.min_turn_words
+    t_rows, t_norm = t_rows[t_ok], t_norm.filter(pa.array(t_ok))
+    extra_names = np.array([name for name, p in extras for _ in p], object)
+    extra_index = np.array([i for _, p in extras for i in range(len(p))], np.int64)
+    e_norm = normalize_array(
+        pa.array([t if t is not None else "" for _, p in extras for t in p], pa.large_string())
+    )
+    texts = pa.concat_arrays([p_norm, t_norm, e_norm])
+    hi, lo = text_hash128(texts)
+    tid, first = _distinct_texts(hi, lo)
+    rep = texts.take(pa.array(first, pa.int64()))
+    n_p, n_t = len(p_norm), len(t_norm)
+    row = np.concatenate([used, t_rows, np.full(n_extra, -1, np.int64)])
+    # order key of a reference: its row (tbl is sorted by pair_id), extras after all rows
+    key = np.concatenate([used, t_rows, n + np.arange(n_extra, dtype=np.int64)])
+    whole = np.concatenate([np.ones(n_p, bool), np.zeros(n_t, bool), np.ones(n_extra, bool)])
+    is_train = np.zeros(n, bool)
+    is_train[train] = True
+    probe = np.concatenate([is_train[used], is_train[t_rows], np.zeros(n_extra, bool)])
+    occ = pl.DataFrame({"tid": tid, "row": row, "key": key, "whole": whole, "probe": probe})
+    occ = occ.filter(pl.Series(_word_counts(texts) > 0))
+    probes = occ.filter("probe").group_by("tid", "row").agg(pl.col("whole").any())
+    refs = (
+        occ.filter(~pl.col("probe"))
+        .group_by("tid")
+        .agg(pl.col("key").min(), ref_whole=pl.col("whole").any())
+    )
+    wtid = probes.filter("whole").select("row", wtid="tid")
+    probes = probes.join(wtid, on="row", how="left")
+
+    matches: list[pl.DataFrame] = []
+    cols = ["row", "reason", "score", "key", "method"]
+
+    def kind(probe_whole: str, ref_whole: str) -> pl.Expr:
+        return pl.concat_str(
+            pl.when(pl.col(probe_whole)).then(pl.lit("prompt")).otherwise(pl.lit("turn")),
+            pl.lit("->"),
+            pl.when(pl.col(ref_whole)).then(pl.lit("prompt")).otherwise(pl.lit("turn")),
+        )
+
+    # ---- exact -----------------------------------------------------------------------------
+    ex = probes.join(refs, on="tid").with_columns(partial=~(pl.col("whole") & pl.col("ref_whole")))
+    ex = _cap(ex, "tid", config.max_matches)
+    matches.append(
+        ex.with_columns(
+            reason=pl.lit("contaminated_exact"),
+            score=pl.lit(1.0),
+            method=pl.lit("xxh3-128 normalized exact ") + kind("whole", "ref_whole"),
+        ).select(cols)
+    )
+
+    words = tokenize(rep, config.seed)
+    counts = words.counts
+
+    # ---- n-gram ----------------------------------------------------------------------------
+    nn = config.ngram_n
+    if config.ngram:
+        p_t = probes.filter("whole")["tid"].unique().sort().to_numpy()
+        r_t = refs.filter("ref_whole").sort("tid")
+        p_t = p_t[counts[p_t] >= nn]
+        r_keys = r_t["key"].to_numpy()
+        r_t = r_t["tid"].to_numpy()
+        keep_r = counts[r_t] >= nn
+        r_t, r_keys = r_t[keep_r], r_keys[keep_r]
+        if len(p_t) and len(r_t):
+            r_h, r_off = ngram_hashes(words, nn, r_t, short=False)
+            ref_ng = (
+                pl.DataFrame({"h": r_h, "key": np.repeat(r_keys, np.diff(r_off))})
+                .group_by("h")
+                .agg(pl.col("key").min())
+            )
+            p_h, p_off = ngram_hashes(words, nn, p_t, short=False)
+            hits = (
+                pl.DataFrame({"h": p_h, "wtid": np.repeat(p_t, np.diff(p_off))})
+                .join(ref_ng, on="h")
+                .unique(["h", "wtid"])
+                .with_columns(partial=pl.lit(True))
+            )
+            hits = _cap(hits, "h", config.max_matches)
+            best = hits.group_by("wtid").agg(pl.col("key").min())
+            ng = probes.filter("whole").select("row", "wtid").join(best, on="wtid")
+            matches.append(
+                ng.with_columns(
+                    reason=pl.lit("contaminated_ngram"),
+                    score=pl.lit(float(nn)),
+                    method=pl.lit(f"{nn}-gram xxh3-64 words"),
+                ).select(cols)
+            )
+
+    # ---- near-duplicate --------------------------------------------------------------------
+    if config.near_dup:
+        params = config.near_params()
+        left = np.zeros(len(words), bool)
+        right = np.zeros(len(words), bool)
+        left[probes["tid"].to_numpy()] = True
+        right[refs["tid"].to_numpy()] = True
+        edges, _ = near_duplicate_pairs(words, params, left=left, right=right)
+        if edges.height:
+            a, b = edges["a"].to_numpy(), edges["b"].to_numpy()
+            fwd = left[a] & right[b]
+            bwd = left[b] & right[a]
+            oriented = pl.concat(
+                [
+                    edges.filter(pl.Series(fwd)).select(
+                        tid="a", ref="b", score="score", rule="rule"
+                    ),
+                    edges.filter(pl.Series(bwd)).select(
+                        tid="b", ref="a", score="score", rule="rule"
+                    ),
+                ]
+            )
+            nd = (
+                probes.join(oriented, on="tid")
+                .join(refs.rename({"tid": "ref"}), on="ref")
+                .with_columns(partial=~(pl.col("whole") & pl.col("ref_whole")))
+            )
+            nd = _cap(nd, "ref", config.max_matches)
+            label = (
+                pl.when(pl.col("rule") == "jaccard")
+                .then(pl.lit(params.describe()))
+                .otherwise(pl.lit(params.describe_substitution()))
+            )
+            matches.append(
+                nd.with_columns(
+                    reason=pl.lit("contaminated_near"),
+                    method=label + pl.lit(" ") + kind("whole", "ref_whole"),
+                ).select(cols)
+            )
+
+    allm = pl.concat([m.cast({"score": pl.Float64, "key": pl.Int64}) for m in matches])
+    if allm.height == 0:
+        return pairs.take(pa.array(order, pa.int64())), empty_removed()
+    allm = allm.with_columns(
+        prec=pl.col("reason").replace_strict(_PRECEDENCE, return_dtype=pl.Int8)
+    )
+    best = (
+        allm.sort(
+            ["row", "prec", "score", "key", "method"], descending=[False, False, True, False, False]
+        )
+        .group_by("row", maintain_order=True)
+        .first()
+    )
+    rows = best["row"].to_numpy()
+    k = best["key"].to_numpy()
+    is_extra = k >= n
+    ext = np.where(is_extra, k - n, 0)
+    removed = removed_table(
+        tbl,
+        rows,
+        best["reason"].to_numpy().astype(object),
+        best["method"].to_numpy().astype(object),
+        best["score"].to_numpy(),
+        np.where(is_extra, -1, k),
+        extra_name=extra_names[ext] if n_extra else None,
+        extra_index=extra_index[ext] if n_extra else None,
+    )
+    mask = np.ones(n, bool)
+    mask[rows] = False
+    return pairs.take(pa.array(order[mask], pa.int64())), removed
