@@ -5,11 +5,11 @@ import dataclasses
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
-from curation.decontam import DecontamConfig, decontaminate
-from curation.dedup import DedupConfig, deduplicate
 
 from assets.metadata import counts_markdown, preview
 from assets.resources import AwsCredentials, CurationSettings
+from curation.decontam import DecontamConfig, decontaminate
+from curation.dedup import DedupConfig, deduplicate
 from curation.references import load_reference_set
 
 CURATE_GROUP = "curate"
