@@ -47,7 +47,7 @@ from curation.dedup import (
     take_column,
     text_hash128,
 )
-from curation.near_dup import NearDupParams, near_duplicate_pairs, ngram_hashes, tokenize
+from curation.near_dup import Laps, NearDupParams, near_duplicate_pairs, ngram_hashes, tokenize
 from curation.textnorm import normalize_array
 
 __all__ = ["DecontamConfig", "decontaminate"]
@@ -105,9 +105,18 @@ class DecontamConfig:
 
 
 def _word_counts(norm: pa.Array) -> np.ndarray:
-    spaces = pc.count_substring(norm, " ").to_numpy(zero_copy_only=False)
-    nonempty = pc.greater(pc.utf8_length(norm), 0).to_numpy(zero_copy_only=False)
-    return np.where(nonempty, spaces + 1, 0).astype(np.int64)
+    """Words per normalized text (single spaces between words, none at the ends)."""
+    n = len(norm)
+    counts = np.zeros(n, np.int64)
+    if n == 0:
+        return counts
+    offs = np.frombuffer(norm.buffers()[1], np.int64, n + 1, norm.offset * 8)
+    nonempty = np.diff(offs) > 0
+    if not nonempty.any():
+        return counts
+    spaces = np.flatnonzero(np.frombuffer(norm.buffers()[2], np.uint8)[offs[0] : offs[-1]] == 32)
+    before = np.searchsorted(spaces, offs - offs[0])  # spaces before each offset
+    return np.where(nonempty, np.diff(before) + 1, 0).astype(np.int64)
 
 
 def _human_turns(
@@ -149,6 +158,7 @@ def decontaminate(
     and ``matched_source_line`` = the prompt's index in its list. ``kept`` keeps the schema of
     ``pairs`` (sorted by ``pair_id``); ``removed`` has schema :data:`curation.schema.REMOVED`.
     """
+    lap = Laps("decontaminate")
     tbl, order = sorted_pairs(pairs)
     n = tbl.num_rows
     split = tbl["split"].to_numpy(zero_copy_only=False)
@@ -171,6 +181,7 @@ def decontaminate(
         pa.array([t if t is not None else "" for _, p in extras for t in p], pa.large_string())
     )
     texts = pa.concat_arrays([p_norm, t_norm, e_norm])
+    lap("normalize")
     hi, lo = text_hash128(texts)
     tid, first = _distinct_texts(hi, lo)
     rep = texts.take(pa.array(first, pa.int64()))
@@ -183,7 +194,7 @@ def decontaminate(
     is_train[train] = True
     probe = np.concatenate([is_train[used], is_train[t_rows], np.zeros(n_extra, bool)])
     occ = pl.DataFrame({"tid": tid, "row": row, "key": key, "whole": whole, "probe": probe})
-    occ = occ.filter(pl.Series(_word_counts(texts) > 0))
+    occ = occ.filter(pl.Series(pc.utf8_length(texts).to_numpy() > 0))
     probes = occ.filter("probe").group_by("tid", "row").agg(pl.col("whole").any())
     refs = (
         occ.filter(~pl.col("probe"))
@@ -193,6 +204,7 @@ def decontaminate(
     wtid = probes.filter("whole").select("row", wtid="tid")
     probes = probes.join(wtid, on="row", how="left")
 
+    lap("occurrences")
     matches: list[pl.DataFrame] = []
     cols = ["row", "reason", "score", "key", "method"]
 
@@ -214,8 +226,10 @@ def decontaminate(
         ).select(cols)
     )
 
+    lap("exact")
     words = tokenize(rep, config.seed)
     counts = words.counts
+    lap("tokenize")
 
     # ---- n-gram ----------------------------------------------------------------------------
     nn = config.ngram_n
@@ -252,6 +266,7 @@ def decontaminate(
                 ).select(cols)
             )
 
+    lap("ngram")
     # ---- near-duplicate --------------------------------------------------------------------
     if config.near_dup:
         params = config.near_params()
@@ -292,6 +307,7 @@ def decontaminate(
                 ).select(cols)
             )
 
+    lap("near")
     allm = pl.concat([m.cast({"score": pl.Float64, "key": pl.Int64}) for m in matches])
     if allm.height == 0:
         return pairs.take(pa.array(order, pa.int64())), empty_removed()
@@ -321,4 +337,6 @@ def decontaminate(
     )
     mask = np.ones(n, bool)
     mask[rows] = False
-    return pairs.take(pa.array(order[mask], pa.int64())), removed
+    kept = pairs.take(pa.array(order[mask], pa.int64()))
+    lap("output")
+    return kept, removed

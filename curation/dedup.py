@@ -32,11 +32,13 @@ import pyarrow.compute as pc
 import xxhash
 
 from curation.near_dup import (
+    Laps,
     NearDupParams,
     _bucket_pairs,
     connected_components,
     near_duplicate_pairs,
     tokenize,
+    verify_pairs,
 )
 from curation.schema import REMOVED
 from curation.textnorm import normalize_array
@@ -242,9 +244,44 @@ def _scope_frame(tbl: pa.Table) -> pl.DataFrame:
     return meta.with_columns(i=pl.int_range(tbl.num_rows, dtype=pl.Int64))
 
 
-def _exact(
-    pairs: pa.Table, order: np.ndarray, df: pl.DataFrame
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+class _Responses:
+    """Normalized responses (and their xxh3-128) of sorted rows, computed at most once."""
+
+    def __init__(self, pairs: pa.Table, order: np.ndarray) -> None:
+        self.pairs, self.order = pairs, order
+        n = len(order)
+        self._pos = {c: np.full(n, -1, np.int64) for c in ("chosen", "rejected")}
+        self._chunks: dict[str, list[pa.Array]] = {"chosen": [], "rejected": []}
+        self._size = {"chosen": 0, "rejected": 0}
+        self._hi = {c: np.zeros(n, np.uint64) for c in ("chosen", "rejected")}
+        self._lo = {c: np.zeros(n, np.uint64) for c in ("chosen", "rejected")}
+
+    def hashes(self, col: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self._fill(col, rows)
+        return self._hi[col][rows], self._lo[col][rows]
+
+    def texts(self, col: str, rows: np.ndarray) -> pa.Array:
+        self._fill(col, rows)
+        store = (
+            pa.concat_arrays(self._chunks[col])
+            if len(self._chunks[col]) != 1
+            else self._chunks[col][0]
+        )
+        return store.take(pa.array(self._pos[col][rows], pa.int64()))
+
+    def _fill(self, col: str, rows: np.ndarray) -> None:
+        missing = np.unique(rows[self._pos[col][rows] < 0])
+        if len(missing) == 0:
+            return
+        norm = normalize_array(take_column(self.pairs, col, self.order, missing))
+        hi, lo = text_hash128(norm)
+        self._hi[col][missing], self._lo[col][missing] = hi, lo
+        self._pos[col][missing] = self._size[col] + np.arange(len(missing))
+        self._size[col] += len(missing)
+        self._chunks[col].append(norm)
+
+
+def _exact(responses: _Responses, df: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Returns (removed rows, reasons, matched rows) of the exact stage."""
     keys = ["split", "dimension", "p_hi", "p_lo"]
     shared = df.select(pl.len().over(keys) > 1).to_series().to_numpy()
@@ -252,8 +289,8 @@ def _exact(
     empty = np.zeros(0, np.int64)
     if len(need) < 2:
         return empty, np.zeros(0, str), empty
-    c_hi, c_lo = text_hash128(normalize_array(take_column(pairs, "chosen", order, need)))
-    r_hi, r_lo = text_hash128(normalize_array(take_column(pairs, "rejected", order, need)))
+    c_hi, c_lo = responses.hashes("chosen", need)
+    r_hi, r_lo = responses.hashes("rejected", need)
     c_lt = (c_hi < r_hi) | ((c_hi == r_hi) & (c_lo < r_lo))
     equal = (c_hi == r_hi) & (c_lo == r_lo)
     orient = np.where(equal, 0, np.where(c_lt, 1, -1)).astype(np.int8)
@@ -329,8 +366,7 @@ def _distinct_texts(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def _near(
-    pairs: pa.Table,
-    order: np.ndarray,
+    responses: _Responses,
     df: pl.DataFrame,
     p_norm: pa.Array,
     surv: np.ndarray,
@@ -346,8 +382,11 @@ def _near(
     sdf = df[surv]
     tid, first = _distinct_texts(sdf["p_hi"].to_numpy(), sdf["p_lo"].to_numpy())
     texts = p_norm.take(pa.array(surv[first], pa.int64()))
+    lap = Laps("deduplicate near")
     words = tokenize(texts, config.seed)
+    lap("tokenize prompts")
     edges, sk = near_duplicate_pairs(words, params)
+    lap("prompt pairs")
     rows = sdf.select("i", "split", "dimension").with_columns(tid=pl.Series(tid))
     cluster, _ = _clusters_prompt(rows, edges)
     i = rows["i"].to_numpy()
@@ -363,54 +402,49 @@ def _near(
     if len(cand) < 2:
         return empty, np.zeros(0), empty, method
     rows_c = i[cand]
-    c_norm = normalize_array(take_column(pairs, "chosen", order, rows_c))
-    r_norm = normalize_array(take_column(pairs, "rejected", order, rows_c))
-    hi_c, lo_c = text_hash128(c_norm)
-    hi_r, lo_r = text_hash128(r_norm)
     m = len(cand)
-    rtid_all, rfirst = _distinct_texts(np.concatenate([hi_c, hi_r]), np.concatenate([lo_c, lo_r]))
-    both = pa.concat_arrays([c_norm, r_norm])
-    rtexts = both.take(pa.array(rfirst, pa.int64()))
-    rwords = tokenize(rtexts, config.seed)
-    redges, rsk = near_duplicate_pairs(rwords, params)
-    ctid, rtid = rtid_all[:m], rtid_all[m:]
     cl = cluster[cand]
     local = np.arange(m, dtype=np.int64)
-    # (1) identical chosen text within a prompt cluster
+    # chosen responses: identical or near-duplicate (LSH) within the prompt cluster
+    c_hi, c_lo = responses.hashes("chosen", rows_c)
+    ctid, cfirst = _distinct_texts(c_hi, c_lo)
+    ctexts = responses.texts("chosen", rows_c[cfirst])
+    lap("normalize chosen")
+    cwords = tokenize(ctexts, config.seed)
+    cedges, csk = near_duplicate_pairs(cwords, params)
+    lap("chosen pairs")
     a1, b1 = _bucket_pairs(_u64_pair_key(cl, ctid), local, params.max_bucket_size)
-    # (2) near-duplicate chosen texts within a prompt cluster
     rdf = pl.DataFrame({"x": local, "cl": cl, "ct": ctid})
     e2 = (
-        redges.select("a", "b")
+        cedges.select("a", "b")
         .join(rdf.rename({"ct": "a"}), on="a")
         .join(rdf.rename({"ct": "b", "x": "y"}), on=["b", "cl"])
     )
     xa = np.concatenate([a1, e2["x"].to_numpy()])
     ya = np.concatenate([b1, e2["y"].to_numpy()])
-    lo_, hi_ = np.minimum(xa, ya), np.maximum(xa, ya)
-    cand_pairs = pl.DataFrame({"x": lo_, "y": hi_}).unique()
+    cand_pairs = pl.DataFrame({"x": np.minimum(xa, ya), "y": np.maximum(xa, ya)}).unique()
     x, y = cand_pairs["x"].to_numpy(), cand_pairs["y"].to_numpy()
-    # rejected must be identical or a verified near-duplicate too
-    rx, ry = rtid[x], rtid[y]
-    rmin, rmax = np.minimum(rx, ry), np.maximum(rx, ry)
-    redge_set = redges.select(a="a", b="b", hit=pl.lit(True))
-    hit = (
-        pl.DataFrame({"a": rmin, "b": rmax})
-        .join(redge_set, on=["a", "b"], how="left", maintain_order="left")["hit"]
-        .fill_null(False)
-        .to_numpy()
-    )
-    ok = (rx == ry) | hit
+    if len(x) == 0:
+        return empty, np.zeros(0), empty, method
+    # rejected responses: verify exactly these pairs
+    involved = np.unique(np.concatenate([x, y]))
+    r_hi, r_lo = responses.hashes("rejected", rows_c[involved])
+    rtid_inv, rfirst = _distinct_texts(r_hi, r_lo)
+    rtexts = responses.texts("rejected", rows_c[involved[rfirst]])
+    rwords = tokenize(rtexts, config.seed)
+    rtid = np.full(m, -1, np.int64)
+    rtid[involved] = rtid_inv
+    ok, _, rsk = verify_pairs(rwords, params, rtid[x], rtid[y])
+    lap("rejected pairs")
     x, y = x[ok], y[ok]
-    labels = connected_components(m, x, y)
-    survivor_local = labels  # smallest local index = smallest row index (rows_c is sorted)
-    gone = local != survivor_local
+    labels = connected_components(m, x, y)  # smallest local index = lowest pair_id
+    gone = labels != local
     if not gone.any():
         return empty, np.zeros(0), empty, method
-    g, s = local[gone], survivor_local[gone]
+    g, s = local[gone], labels[gone]
     pt = tid[cand]
     score = np.minimum.reduce(
-        [sk.jaccard(pt[g], pt[s]), rsk.jaccard(ctid[g], ctid[s]), rsk.jaccard(rtid[g], rtid[s])]
+        [sk.jaccard(pt[g], pt[s]), csk.jaccard(ctid[g], ctid[s]), rsk.jaccard(rtid[g], rtid[s])]
     )
     return rows_c[g], score, rows_c[s], method
 
@@ -423,15 +457,19 @@ def deduplicate(pairs: pa.Table, config: DedupConfig = DedupConfig()) -> tuple[p
     ``conflicting_duplicate``, ``near_duplicate``). Every input ``pair_id`` is in exactly one of
     them.
     """
+    lap = Laps("deduplicate")
     tbl, order = sorted_pairs(pairs, ("chosen", "rejected"))
     n = tbl.num_rows
     if n == 0:
         return pairs, empty_removed()
     p_norm = normalize_array(take_column(pairs, "prompt", order))
+    lap("normalize prompts")
     p_hi, p_lo = text_hash128(p_norm)
     df = _scope_frame(tbl).with_columns(p_hi=pl.Series(p_hi), p_lo=pl.Series(p_lo))
 
-    ex_rows, ex_reason, ex_matched = _exact(pairs, order, df)
+    responses = _Responses(pairs, order)
+    ex_rows, ex_reason, ex_matched = _exact(responses, df)
+    lap("exact")
     removed = np.zeros(n, bool)
     removed[ex_rows] = True
     parts = [
@@ -439,7 +477,7 @@ def deduplicate(pairs: pa.Table, config: DedupConfig = DedupConfig()) -> tuple[p
     ]
     if config.near_dup:
         nd_rows, nd_score, nd_matched, method = _near(
-            pairs, order, df, p_norm, np.flatnonzero(~removed), config
+            responses, df, p_norm, np.flatnonzero(~removed), config
         )
         removed[nd_rows] = True
         parts.append(
@@ -452,6 +490,7 @@ def deduplicate(pairs: pa.Table, config: DedupConfig = DedupConfig()) -> tuple[p
             )
         )
     rows = np.concatenate([p[0] for p in parts]).astype(np.int64)
+    lap("near")
     kept = pairs.take(pa.array(order[~removed], pa.int64()))
     if len(rows) == 0:
         return kept, empty_removed()
@@ -463,4 +502,5 @@ def deduplicate(pairs: pa.Table, config: DedupConfig = DedupConfig()) -> tuple[p
         np.concatenate([p[3] for p in parts]),
         np.concatenate([p[4] for p in parts]).astype(np.int64),
     )
+    lap("output")
     return kept, out

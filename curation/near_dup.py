@@ -34,6 +34,9 @@ chain, instead of all pairs.
 from __future__ import annotations
 
 import itertools
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -53,9 +56,27 @@ __all__ = [
     "near_duplicate_pairs",
     "ngram_hashes",
     "tokenize",
+    "verify_pairs",
 ]
 
+log = logging.getLogger("curation.dedup")
+
 _U64 = np.uint64
+
+
+class Laps:
+    """Log the wall time of consecutive processing stages at DEBUG level (``curation.dedup``)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.last = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        log.debug("%s %s: %.3fs", self.prefix, name, now - self.last)
+        self.last = now
+
+
 _M1 = _U64(0x9E3779B97F4A7C15)
 _P2 = _U64(0xC2B2AE3D27D4EB4F)
 _P3 = _U64(0x165667B19E3779F9)
@@ -162,6 +183,7 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 
 _MINV = _U64(pow(0x9E3779B97F4A7C15, -1, 2**64))
+_POW = [_U64(pow(0x9E3779B97F4A7C15, t, 2**64)) for t in range(8)]
 
 
 @dataclass
@@ -203,13 +225,37 @@ def tokenize(normalized: pa.Array, seed: int = 0) -> Words:
     """Split normalized texts on single spaces and hash each word with xxh3-64.
 
     Each distinct word is hashed once: the words are exposed as a zero-copy Arrow array over the
-    text buffer and dictionary-encoded, then the dictionary is hashed with ``xxhash``.
+    text buffer and dictionary-encoded, then the dictionary is hashed with ``xxhash``. Large
+    inputs are split in two halves tokenized on two threads (Arrow and numpy release the GIL).
     """
     arr = normalized
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     if arr.type != pa.large_string():
         arr = arr.cast(pa.large_string())
+    n = len(arr)
+    if n < 2 or arr.nbytes < _PARALLEL_BYTES:
+        return _tokenize(arr, seed)
+    half = n // 2
+    parts = list(_pool().map(lambda a: _tokenize(a, seed), [arr.slice(0, half), arr.slice(half)]))
+    return Words(
+        np.concatenate([parts[0].hashes, parts[1].hashes]),
+        np.concatenate([parts[0].offsets, parts[1].offsets[1:] + len(parts[0].hashes)]),
+    )
+
+
+_PARALLEL_BYTES = 8 << 20
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="curation-dedup")
+    return _POOL
+
+
+def _tokenize(arr: pa.LargeStringArray, seed: int) -> Words:
     n = len(arr)
     offs = _offsets(arr) if n else np.zeros(1, np.int64)
     lo, hi = int(offs[0]), int(offs[-1])
@@ -248,31 +294,51 @@ def ngram_hashes(words: Words, n: int, ids: np.ndarray | None = None, *, short: 
     """Hashes of the word ``n``-grams of texts ``ids`` (default: all).
 
     Returns ``(hashes, offsets)`` with the n-grams of ``ids[j]`` in
-    ``hashes[offsets[j]:offsets[j+1]]``. An n-gram hash is the polynomial combination of its
-    xxh3-64 word hashes modulo 2^64 (:meth:`Words.span_hash`) followed by xxh64's avalanche
-    step. A text with ``0 < L < n`` words yields one shingle made of all its words when
-    ``short`` is true (none otherwise); an empty text yields none.
+    ``hashes[offsets[j]:offsets[j+1]]``. An n-gram hash is the polynomial combination
+    ``sum_t w[t] * M^t mod 2^64`` of its xxh3-64 word hashes (:meth:`Words.span_hash`): two
+    different n-grams collide with probability ~2^-64, which is all that equality joins and
+    ``rensa`` (which applies its own permutations) need. A text with ``0 < L < n`` words yields
+    one shingle made of all its words when ``short`` is true (none otherwise); an empty text
+    yields none.
     """
-    if ids is None:
-        starts = words.offsets[:-1]
-        counts = words.counts
-    else:
+    if ids is not None:
         ids = np.asarray(ids, np.int64)
         starts = words.offsets[ids]
         counts = words.offsets[ids + 1] - starts
+        local = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        sub = Words(words.hashes[_ranges(starts, counts)], local)
+        return ngram_hashes(sub, n, short=short)
+    starts = words.offsets[:-1]
+    counts = words.counts
+    total = len(words.hashes)
     is_short = (counts > 0) & (counts < n) if short else np.zeros(len(counts), bool)
     n_full = np.where(counts >= n, counts - n + 1, 0)
-    n_tok = n_full + is_short
-    out_offsets = np.concatenate([[0], np.cumsum(n_tok)]).astype(np.int64)
-    pos = _ranges(starts, n_full)
-    full = words.span_hash(pos, pos + n)
+    out_offsets = np.concatenate([[0], np.cumsum(n_full + is_short)]).astype(np.int64)
+    if total >= n and n_full.any():
+        m = total - n + 1
+        # n-gram hash at every position (slices, no gathers), then drop those crossing a text end
+        if n <= 4:
+            w = words.hashes
+            full = w[n - 1 : n - 1 + m] * _POW[n - 1]
+            for t in range(n - 1):
+                full += w[t : t + m] * _POW[t] if t else w[:m]
+        else:
+            prefix, inverse = words._prefix
+            full = (prefix[n:] - prefix[:m]) * inverse[:m]
+        tail = np.minimum(counts, n - 1)
+        cut = _ranges(starts + counts - tail, tail)
+        valid = np.ones(m, bool)
+        valid[cut[cut < m]] = False
+        full = full[valid]
+    else:
+        full = np.zeros(0, _U64)
     if not is_short.any():
-        return mix64(full), out_offsets
+        return full, out_offsets
     out = np.empty(int(out_offsets[-1]), _U64)
     out[_ranges(out_offsets[:-1], n_full)] = full
     s0 = starts[is_short]
     out[out_offsets[:-1][is_short]] = words.span_hash(s0, s0 + counts[is_short])
-    return mix64(out), out_offsets
+    return out, out_offsets
 
 
 # --------------------------------------------------------------------------------------------
@@ -434,6 +500,7 @@ def _lsh_candidates(
     flagged = sk.flagged(ids, against=refs)
     if len(flagged) == 0:
         return empty
+    refs = sk.flagged(refs, against=flagged)
     ref_keys = np.concatenate(_band_keys(sk.signatures(refs).astype(_U64), b, r))
     probe_keys = np.concatenate(_band_keys(sk.signatures(flagged).astype(_U64), b, r))
     return _bucket_pairs(
@@ -508,18 +575,23 @@ def near_duplicate_pairs(
     matching, e.g. train prompts against test prompts). Identical texts are expected to have been
     merged by the caller (they are one text here).
     """
+    lap = Laps("near_duplicate_pairs")
     sk = sketches if sketches is not None else Sketches(words, params)
+    lap("shingles")
     ids = np.arange(len(words), dtype=np.int64)
     bipartite = left is not None and right is not None
     if bipartite:
         refs = ids[right & sk.nonempty]
         ids = ids[left & ~right & sk.nonempty]
         la, lb = _lsh_candidates(sk, ids, refs)
+        lap("lsh candidates")
         sa, sb = _substitution_candidates(words, ids, params, refs)
     else:
         ids = ids[sk.nonempty]
         la, lb = _lsh_candidates(sk, ids)
+        lap("lsh candidates")
         sa, sb = _substitution_candidates(words, ids, params)
+    lap("substitution candidates")
     cand = pl.concat(
         [
             pl.DataFrame({"a": la, "b": lb, "sub": np.zeros(len(la), bool)}),
@@ -540,6 +612,7 @@ def near_duplicate_pairs(
     if check.any():
         ok_s[check] = _hamming(words, a[check], b[check]) <= params.max_word_substitutions
     keep = ok_j | ok_s
+    lap(f"verify {len(a)} candidates")
     out = pl.DataFrame(
         {
             "a": a[keep],
@@ -550,6 +623,33 @@ def near_duplicate_pairs(
         schema={"a": pl.Int64, "b": pl.Int64, "score": pl.Float64, "rule": pl.String},
     )
     return out, sk
+
+
+def verify_pairs(
+    words: Words,
+    params: NearDupParams,
+    a: np.ndarray,
+    b: np.ndarray,
+    sketches: Sketches | None = None,
+) -> tuple[np.ndarray, np.ndarray, Sketches]:
+    """Check given text pairs against both near-duplicate rules (no candidate search).
+
+    Returns ``(is_near_duplicate, estimated_jaccard, sketches)``; identical indices count as
+    near-duplicates with score 1.0.
+    """
+    sk = sketches if sketches is not None else Sketches(words, params)
+    a = np.asarray(a, np.int64)
+    b = np.asarray(b, np.int64)
+    score = sk.jaccard(a, b)
+    ok = (a == b) | (score >= params.threshold)
+    counts = words.counts
+    check = ~ok & (counts[a] == counts[b])
+    check &= (counts[a] >= params.substitution_min_words) & (
+        counts[a] <= params.substitution_max_words
+    )
+    if params.max_word_substitutions > 0 and check.any():
+        ok[check] = _hamming(words, a[check], b[check]) <= params.max_word_substitutions
+    return ok, score, sk
 
 
 def connected_components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
