@@ -65,6 +65,9 @@ def test_ingest_assets_run_in_parallel_processes(tmp_path: Path, monkeypatch: py
         if a < b and spans[a][0] < spans[b][1] and spans[b][0] < spans[a][1]
     ]
     assert overlapping, f"no two ingest steps overlapped in time: {spans}"
+    t0 = min(start for start, _ in spans.values())
+    for step, (start, end) in sorted(spans.items()):  # shown with pytest -s
+        print(f"{step}: {start - t0:5.2f} s -> {end - t0:5.2f} s (pid {pids[step]})")
     materialized = {e.asset_key for e in events if e.event_type_value == "ASSET_MATERIALIZATION"}
     assert materialized == keys
     assert (home / "tables" / f"raw_{PRESENT[0].key}.parquet").exists()
