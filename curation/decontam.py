@@ -18,8 +18,8 @@ HH, each of its human turns) matches a reference text:
     substitutions).
 
 Precedence is exact > ngram > near; each removed pair appears once, with its best match (then
-highest score, then the first reference in ``pair_id`` order, extra lists last). Test rows are
-never removed.
+whole-prompt-to-whole-prompt before turn-level matches, highest score, and the first reference
+in ``pair_id`` order, extra lists last). Test rows are never removed.
 
 Matches that involve only *part* of a conversation (an HH human turn on either side, or any
 n-gram) are ignored when the matched reference key (turn text or n-gram) is found in more than
@@ -206,7 +206,7 @@ def decontaminate(
 
     lap("occurrences")
     matches: list[pl.DataFrame] = []
-    cols = ["row", "reason", "score", "key", "method"]
+    cols = ["row", "reason", "partial", "score", "key", "method"]
 
     def kind(probe_whole: str, ref_whole: str) -> pl.Expr:
         return pl.concat_str(
@@ -261,6 +261,7 @@ def decontaminate(
             matches.append(
                 ng.with_columns(
                     reason=pl.lit("contaminated_ngram"),
+                    partial=pl.lit(True),
                     score=pl.lit(float(nn)),
                     method=pl.lit(f"{nn}-gram xxh3-64 words"),
                 ).select(cols)
@@ -316,7 +317,8 @@ def decontaminate(
     )
     best = (
         allm.sort(
-            ["row", "prec", "score", "key", "method"], descending=[False, False, True, False, False]
+            ["row", "prec", "partial", "score", "key", "method"],
+            descending=[False, False, False, True, False, False],
         )
         .group_by("row", maintain_order=True)
         .first()
