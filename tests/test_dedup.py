@@ -439,3 +439,34 @@ def test_lsh_banding_choice() -> None:
     b, r = lsh_bands(0.5, 128, 0.9)
     assert 128 % b == 0 and 1 - (1 - 0.5**r) ** b >= 0.9
     assert np.isclose(1 - (1 - 0.8**8) ** 16, 0.947, atol=1e-3)
+
+
+def test_bipartite_matching_equals_filtered_full_matching() -> None:
+    n = 200
+    base, variant = _substitution_corpus(n, seed=3)
+    texts = base + variant + [b + " extra words appended at the very end" for b in base[:50]]
+    words = tokenize(normalize_array(pa.array(texts)))
+    params = NearDupParams()
+    full, _ = near_duplicate_pairs(words, params)
+    left = np.zeros(len(texts), bool)
+    left[n:] = True  # variants and extended texts are probes, bases are references
+    right = ~left
+    bip, _ = near_duplicate_pairs(words, params, left=left, right=right)
+    expected = {
+        (a, b)
+        for a, b in zip(full["a"].to_list(), full["b"].to_list(), strict=True)
+        if left[a] != left[b]
+    }
+    assert set(zip(bip["a"].to_list(), bip["b"].to_list(), strict=True)) == expected
+    assert len(expected) >= n
+
+
+def test_large_buckets_are_linked_without_all_pairs() -> None:
+    prompt = "please list five easy vegetarian dinner ideas for a busy weeknight with kids"
+    rows = [
+        {"prompt": prompt.replace("five", f"{k}"), "chosen": "c", "rejected": "r"} for k in range(6)
+    ]
+    pairs = make_pairs(rows)
+    _, removed = deduplicate(pairs, DedupConfig(max_bucket_size=2))
+    assert removed.num_rows == 5
+    assert set(removed["matched_pair_id"].to_pylist()) == {"p0000"}
