@@ -32,10 +32,12 @@ import pyarrow.compute as pc
 import xxhash
 
 from curation.near_dup import (
+    _M1,
     Laps,
     NearDupParams,
     _bucket_pairs,
     connected_components,
+    mix64,
     near_duplicate_pairs,
     tokenize,
     verify_pairs,
@@ -167,16 +169,14 @@ def removed_table(
     method: np.ndarray,
     score: np.ndarray,
     matched_row: np.ndarray,
-    matched_source: pa.Table | None = None,
     extra_name: np.ndarray | None = None,
     extra_index: np.ndarray | None = None,
 ) -> pa.Table:
     """Build the REMOVED audit table for rows ``rows`` of ``tbl``.
 
-    ``matched_row[i]`` indexes ``matched_source`` (default ``tbl``), or is ``-1`` when the match
-    is an extra reference described by ``extra_name[i]`` / ``extra_index[i]``.
+    ``matched_row[i]`` is the row of ``tbl`` that was matched, or ``-1`` when the match is an
+    extra reference described by ``extra_name[i]`` / ``extra_index[i]``.
     """
-    source = tbl if matched_source is None else matched_source
     rows = np.asarray(rows, np.int64)
     order = np.argsort(rows, kind="stable")  # tbl is sorted by pair_id
     rows, reason, method = rows[order], np.asarray(reason)[order], np.asarray(method)[order]
@@ -184,7 +184,7 @@ def removed_table(
     own = tbl.take(pa.array(rows, pa.int64()))
     missing = matched_row < 0
     m_idx = pa.array(np.where(missing, 0, matched_row), pa.int64(), mask=missing)
-    matched = source.take(m_idx)
+    matched = tbl.take(m_idx)
     cols = {
         "pair_id": own["pair_id"],
         "dataset": own["dataset"],
@@ -225,8 +225,6 @@ def empty_removed() -> pa.Table:
 
 def _u64_pair_key(*cols: np.ndarray) -> np.ndarray:
     """A deterministic 64-bit hash combining integer columns (for bucket keys)."""
-    from curation.near_dup import _M1, mix64
-
     acc = np.full(len(cols[0]), np.uint64(0x27D4EB2F165667C5), np.uint64)
     for c in cols:
         acc = mix64(acc * _M1 + np.asarray(c).astype(np.uint64))

@@ -48,11 +48,13 @@ import rensa
 import xxhash
 
 __all__ = [
+    "Laps",
     "NearDupParams",
     "Sketches",
     "Words",
     "connected_components",
     "lsh_bands",
+    "mix64",
     "near_duplicate_pairs",
     "ngram_hashes",
     "tokenize",
@@ -121,7 +123,7 @@ class NearDupParams:
         return lsh_bands(self.threshold, self.num_perm, self.lsh_min_recall)
 
     def describe(self) -> str:
-        """A short method label, e.g. ``minhash-lsh word2 128perm b21r6 j>=0.80``."""
+        """A short method label, e.g. ``minhash-lsh word2 128perm b16r8 j>=0.80``."""
         b, r = self.bands
         return (
             f"minhash-lsh word{self.shingle_words} {self.num_perm}perm b{b}r{r} "
