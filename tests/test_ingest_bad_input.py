@@ -140,3 +140,28 @@ def test_malformed_red_team_array_fails_naming_the_file(tmp_path: Path):
     path.write_bytes(gzip.compress(b'[{"transcript": "x"}, {"transcript": '))
     with pytest.raises(SourceError, match=r"red_team_attempts\.jsonl\.gz: unreadable JSON array"):
         ingest_file(RED_TEAM, str(tmp_path))
+
+
+def test_pku_v0_file_is_accepted_and_normalized_with_its_labels(tmp_path: Path):
+    from curation.normalize import pairs_from, split_verdicts
+    from curation.pku import V0_FIELDS
+    from tests.test_rules import pku_row
+
+    v0 = {f.name for f in V0_FIELDS}
+    rows = [
+        {k: v for k, v in pku_row(better_response_id=1).items() if k in v0},
+        {k: v for k, v in pku_row(safer_response_id=1).items() if k in v0},  # contradicts flags
+    ]
+    path = tmp_path / PKU_TRAIN.relpath
+    path.parent.mkdir(parents=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = ingest_file(PKU_TRAIN, str(tmp_path))
+    assert result.report.schema_variant == "v0"
+    assert reasons_by_line(result.table) == {1: ["safer_contradicts_flags"]}
+    good, _ = split_verdicts(result.table)
+    pairs = {p["dimension"]: p for p in pairs_from(good).to_pylist()}
+    assert pairs["helpful"]["chosen"] == rows[0]["response_1"]
+    assert pairs["harmless"]["chosen"] == rows[0]["response_0"]
+    assert pairs["harmless"]["chosen_is_safe"] is True
+    assert pairs["harmless"]["chosen_severity"] is None
+    assert pairs["harmless"]["chosen_harm_categories"] is None
