@@ -264,6 +264,43 @@ def test_s3_sensor_sees_a_changed_object(s3_env: dict, s3_bucket: str, instance)
     assert not unchanged.run_requests and "unchanged" in unchanged.skip_message
 
 
+# --- source sensors: hf:// (the Hub API faked: no network) -----------------------------------------
+
+
+def test_hf_sensor_follows_the_dataset_commit(monkeypatch: pytest.MonkeyPatch, instance):
+    import huggingface_hub
+
+    commits = iter(["a" * 40, "a" * 40, "b" * 40])
+    asked = []
+
+    class FakeApi:
+        def dataset_info(self, repo_id, revision=None):
+            asked.append((repo_id, revision))
+            return type("Info", (), {"sha": next(commits)})()
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    aws = AwsCredentials()
+    resources = {
+        "sources": SourcesResource(
+            hh_rlhf_uri="hf://datasets/Anthropic/hh-rlhf",
+            pku_saferlhf_uri="hf://datasets/PKU-Alignment/PKU-SafeRLHF",
+            aws=aws,
+        ),
+        "aws": aws,
+    }
+    mark_all_ingested(instance)
+    sensor = build_source_sensor("hh-rlhf", GRAPH)
+    first = tick(sensor, instance, resources)
+    assert set(json.loads(first.cursor).values()) == {"hf-commit:" + "a" * 40}
+    assert not tick(sensor, instance, resources, first.cursor).run_requests
+    moved = tick(sensor, instance, resources, first.cursor)
+    selected = names(moved.run_requests[0].asset_selection)
+    assert {s for s in selected if s.startswith("raw_")} == {f"raw_{f.key}" for f in hh_files()}
+    assert asked == [("Anthropic/hh-rlhf", None)] * 3  # one Hub call per tick, not per file
+    # a pinned commit needs no call at all
+    assert automation.hf_commit("hf://datasets/Anthropic/hh-rlhf", "c" * 40) == "c" * 40
+
+
 # --- release freshness -------------------------------------------------------------------------------
 
 
