@@ -6,7 +6,7 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from assets.metadata import counts_markdown, preview
+from assets.metadata import counts_markdown, preview, stage_out
 from assets.resources import AwsCredentials, CurationSettings
 from curation.decontam import DecontamConfig, decontaminate
 from curation.dedup import DedupConfig, deduplicate
@@ -53,17 +53,11 @@ def _outputs(kept: pa.Table, removed: pa.Table, kept_name: str, removed_name: st
 @dg.multi_asset(
     ins={"normalized_pairs": dg.AssetIn()},
     outs={
-        "deduplicated_pairs": dg.AssetOut(
-            group_name=CURATE_GROUP,
-            kinds={"parquet"},
-            owners=["team:data-curation"],
-            description="Pairs after exact, swapped (conflicting) and near-duplicate removal.",
+        "deduplicated_pairs": stage_out(
+            CURATE_GROUP, "Pairs after exact, swapped (conflicting) and near-duplicate removal."
         ),
-        "dedup_removed": dg.AssetOut(
-            group_name=CURATE_GROUP,
-            kinds={"parquet"},
-            owners=["team:data-curation"],
-            description="Audit rows of pairs removed by dedup, with what they matched.",
+        "dedup_removed": stage_out(
+            CURATE_GROUP, "Audit rows of pairs removed by dedup, with what they matched."
         ),
     },
 )
@@ -76,17 +70,13 @@ def deduplicate_pairs(settings: CurationSettings, normalized_pairs: pa.Table):
 @dg.multi_asset(
     ins={"deduplicated_pairs": dg.AssetIn()},
     outs={
-        "curated_pairs": dg.AssetOut(
-            group_name=CURATE_GROUP,
-            kinds={"parquet"},
-            owners=["team:data-curation"],
-            description="The curated pairs: no train prompt matches a test prompt of either dataset.",
+        "curated_pairs": stage_out(
+            CURATE_GROUP,
+            "The curated pairs: no train prompt matches a test prompt of either dataset.",
         ),
-        "decontam_removed": dg.AssetOut(
-            group_name=CURATE_GROUP,
-            kinds={"parquet"},
-            owners=["team:data-curation"],
-            description="Audit rows of train pairs removed as contaminated, with the test row matched.",
+        "decontam_removed": stage_out(
+            CURATE_GROUP,
+            "Audit rows of train pairs removed as contaminated, with the test row matched.",
         ),
     },
 )

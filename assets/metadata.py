@@ -29,3 +29,10 @@ def preview(table: pa.Table, n: int = 5, width: int = 80) -> dg.MarkdownMetadata
         for r in rows
     ]
     return dg.MetadataValue.md("\n".join([head, *body]))
+
+
+def stage_out(group: str, description: str) -> dg.AssetOut:
+    """An output of a multi-asset stage: its group, kinds, owner and description."""
+    return dg.AssetOut(
+        group_name=group, kinds={"parquet"}, owners=["team:data-curation"], description=description
+    )

@@ -6,7 +6,7 @@ import dagster as dg
 import pyarrow as pa
 
 from assets.ingest import INGEST_ASSETS, report_of
-from assets.metadata import counts_markdown, preview
+from assets.metadata import counts_markdown, preview, stage_out
 from curation.ingest import require_recognisable
 from curation.normalize import (
     pairs_from,
@@ -25,29 +25,16 @@ SOURCE_FILES = pa.schema([("report", pa.string())])
 @dg.multi_asset(
     ins={a.key.path[-1]: dg.AssetIn(a.key) for a in INGEST_ASSETS},
     outs={
-        "normalized_pairs": dg.AssetOut(
-            group_name=VALIDATE_GROUP,
-            kinds={"parquet"},
-            owners=["team:data-curation"],
-            description="Valid rows of both datasets as one preference-pair table (before dedup).",
+        "normalized_pairs": stage_out(
+            VALIDATE_GROUP,
+            "Valid rows of both datasets as one preference-pair table (before dedup).",
         ),
-        "quarantine": dg.AssetOut(
-            group_name=VALIDATE_GROUP,
-            kinds={"parquet"},
-            owners=["team:data-curation"],
-            description="Rows that failed an ERROR rule, with reason codes and the raw line.",
+        "quarantine": stage_out(
+            VALIDATE_GROUP, "Rows that failed an ERROR rule, with reason codes and the raw line."
         ),
-        "red_team": dg.AssetOut(
-            group_name=VALIDATE_GROUP,
-            kinds={"parquet"},
-            owners=["team:data-curation"],
-            description="HH red-team attempts with parsed turns.",
-        ),
-        "source_files": dg.AssetOut(
-            group_name=VALIDATE_GROUP,
-            kinds={"parquet"},
-            owners=["team:data-curation"],
-            description="One JSON report per upstream file: URI, revision, size, sha256, rows.",
+        "red_team": stage_out(VALIDATE_GROUP, "HH red-team attempts with parsed turns."),
+        "source_files": stage_out(
+            VALIDATE_GROUP, "One JSON report per upstream file: URI, revision, size, sha256, rows."
         ),
     },
 )
