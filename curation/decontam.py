@@ -249,8 +249,10 @@ def decontaminate(
                 .agg(pl.col("key").min())
             )
             p_h, p_off = ngram_hashes(words, nn, p_t, short=False)
+            pos = np.flatnonzero(pl.Series(p_h).is_in(ref_ng["h"]).to_numpy())
+            owner = p_t[np.searchsorted(p_off, pos, side="right") - 1]
             hits = (
-                pl.DataFrame({"h": p_h, "wtid": np.repeat(p_t, np.diff(p_off))})
+                pl.DataFrame({"h": p_h[pos], "wtid": owner})
                 .join(ref_ng, on="h")
                 .unique(["h", "wtid"])
                 .with_columns(partial=pl.lit(True))

@@ -36,7 +36,6 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -46,6 +45,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import rensa
 import xxhash
+
+from curation.textnorm import halves, parallel_map
 
 __all__ = [
     "Laps",
@@ -72,11 +73,14 @@ class Laps:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.last = time.perf_counter()
+        self.last_cpu = time.process_time()
 
     def __call__(self, name: str) -> None:
-        now = time.perf_counter()
-        log.debug("%s %s: %.3fs", self.prefix, name, now - self.last)
-        self.last = now
+        now, cpu = time.perf_counter(), time.process_time()
+        log.debug(
+            "%s %s: %.3fs (cpu %.3fs)", self.prefix, name, now - self.last, cpu - self.last_cpu
+        )
+        self.last, self.last_cpu = now, cpu
 
 
 _M1 = _U64(0x9E3779B97F4A7C15)
@@ -235,26 +239,13 @@ def tokenize(normalized: pa.Array, seed: int = 0) -> Words:
         arr = arr.combine_chunks()
     if arr.type != pa.large_string():
         arr = arr.cast(pa.large_string())
-    n = len(arr)
-    if n < 2 or arr.nbytes < _PARALLEL_BYTES:
-        return _tokenize(arr, seed)
-    half = n // 2
-    parts = list(_pool().map(lambda a: _tokenize(a, seed), [arr.slice(0, half), arr.slice(half)]))
+    parts = parallel_map(lambda a: _tokenize(a, seed), halves(arr))
+    if len(parts) == 1:
+        return parts[0]
     return Words(
         np.concatenate([parts[0].hashes, parts[1].hashes]),
         np.concatenate([parts[0].offsets, parts[1].offsets[1:] + len(parts[0].hashes)]),
     )
-
-
-_PARALLEL_BYTES = 8 << 20
-_POOL: ThreadPoolExecutor | None = None
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="curation-dedup")
-    return _POOL
 
 
 def _tokenize(arr: pa.LargeStringArray, seed: int) -> Words:
@@ -445,11 +436,12 @@ def _bucket_pairs(
     empty = (np.zeros(0, np.int64), np.zeros(0, np.int64))
     if len(keys) < 2:
         return empty
+    ids = np.asarray(ids, np.int64)
+    if ref_keys is not None:  # only keys that some reference has can pair across sides
+        hit = pl.Series(keys, dtype=pl.UInt64).is_in(pl.Series(ref_keys, dtype=pl.UInt64))
+        keys, ids = keys[hit.to_numpy()], ids[hit.to_numpy()]
     ks = pl.Series("k", keys, pl.UInt64)
-    keep = ks.is_duplicated()
-    if ref_keys is not None:
-        keep = keep & ks.is_in(pl.Series(ref_keys, dtype=pl.UInt64))
-    df = pl.DataFrame({"k": ks, "id": np.asarray(ids, np.int64)}).filter(keep).unique()
+    df = pl.DataFrame({"k": ks, "id": ids}).filter(ks.is_duplicated()).unique()
     if df.height < 2:
         return empty
     df = df.with_columns(size=pl.len().over("k")).filter(pl.col("size") > 1)
