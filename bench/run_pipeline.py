@@ -1,0 +1,703 @@
+"""End-to-end performance of the pipeline: raw mirror -> published release, through Dagster.
+
+``python -m bench.run_pipeline --corpus DIR [--corpus DIR2] [--compare] [--out results.json]``
+
+For every corpus (a mirror written by :mod:`bench.synth`) it runs, each in a **fresh
+subprocess** (so ``ru_maxrss`` is the peak of that run only):
+
+1. ``first``: the ``full_refresh`` job executed in process (``execute_in_process``, as
+   ``rlhf-curate run`` does) with ``HH_RLHF_URI`` / ``PKU_SAFERLHF_URI`` pointing at the mirror,
+   ``CURATED_STORE_URI`` at an empty temporary folder and a temporary ``DAGSTER_HOME``;
+2. ``rerun``: the same job again on the same inputs, home and store (a no-change *full*
+   refresh: everything is recomputed, the release comes out ``unchanged``);
+3. ``incremental``: ``pipelines.automation.refresh`` on the same home (the no-change
+   *incremental* refresh: observe the sources, find nothing stale, launch no run);
+4. with ``--compare``: :mod:`bench.reference_pipeline` (the hand-written pandas + datasketch
+   reference) on the same corpus.
+
+Per run it reports wall time, CPU time (user + system, all threads) and peak RSS, in total and
+per stage. Stages come from the Dagster event log: ``STEP_START`` -> ``STEP_SUCCESS`` of every
+step key, grouped into ``ingest`` (source observations + one ingest asset per file),
+``validate`` (``validate_and_normalize`` + every asset check: GX suites, quarantine rates, row
+accounting), ``curate`` (dedup, decontamination) and ``publish`` (``release``). A sampling thread
+records ``/proc/self/status`` ``VmRSS`` and the process CPU time every 20 ms, which gives the
+CPU time and peak RSS inside each step. ``startup`` is process start -> run start (imports,
+definitions, instance), ``dagster`` the part of the run outside steps.
+
+The page cache is warmed (every corpus file read once) before the first measurement, so every
+run reads from memory. ``--in-process`` does one measurement in the current process (what the
+subprocesses run; also the entry point for profiling, see ``bench/README.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+__all__ = [
+    "Sampler",
+    "Stages",
+    "cpu_s",
+    "measure_stages",
+    "process_start_epoch",
+    "rss_mb",
+    "run_in_process",
+]
+
+REPO = Path(__file__).resolve().parents[1]
+GROUPS = ("ingest", "validate", "curate", "publish")
+SUBSTAGE_GROUP = {
+    "observe": "ingest",
+    "ingest": "ingest",
+    "normalize": "validate",
+    "ingest_checks": "validate",
+    "curated_checks": "validate",
+    "dedup": "curate",
+    "decontam": "curate",
+    "publish": "publish",
+}
+#: Targets of the issue 'Performance at full scale' (scale 1.0).
+TARGETS = {
+    "speedup_vs_reference": 5.0,
+    "peak_rss_mb": 1536.0,  # 1.5 GiB
+    "no_change_refresh_s": 5.0,
+    "scale_ratio_1_0_over_0_1": 11.0,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Resource sampling (shared with bench.reference_pipeline)
+# --------------------------------------------------------------------------------------------
+
+
+def _vm_rss_kb() -> int:
+    with open("/proc/self/status", "rb") as handle:
+        for line in handle:
+            if line.startswith(b"VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def rss_mb() -> float:
+    """Peak RSS of this process so far (``ru_maxrss``), MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_s() -> float:
+    """User + system CPU seconds of this process so far (all threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Sampler:
+    """A daemon thread sampling ``(epoch, process CPU s, VmRSS KiB)`` every ``interval`` s."""
+
+    def __init__(self, interval: float = 0.02) -> None:
+        self.interval = interval
+        self.samples: list[tuple[float, float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
+
+    def _sample(self) -> None:
+        self.samples.append((time.time(), time.process_time(), _vm_rss_kb()))
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.interval)
+
+    def start(self) -> Sampler:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def window(self, start: float, end: float) -> dict:
+        """CPU seconds (interpolated) and peak sampled RSS (MiB) between two epoch times."""
+        import numpy as np
+
+        s = np.array(self.samples, dtype=float)
+        if len(s) == 0:
+            return {"cpu_s": None, "peak_rss_mb": None}
+        cpu = np.interp([start, end], s[:, 0], s[:, 1])
+        inside = (s[:, 0] >= start) & (s[:, 0] <= end)
+        # the samples just before and after the window bound what RSS was at its edges
+        lo = max(int(np.searchsorted(s[:, 0], start)) - 1, 0)
+        hi = min(int(np.searchsorted(s[:, 0], end)), len(s) - 1)
+        rss = np.concatenate([s[inside, 2], s[[lo, hi], 2]]) if inside.any() else s[[lo, hi], 2]
+        return {"cpu_s": float(cpu[1] - cpu[0]), "peak_rss_mb": float(rss.max()) / 1024}
+
+
+class Stages:
+    """Named stage timers for straight-line code: wall, CPU and sampled peak RSS per stage."""
+
+    def __init__(self, sampler: Sampler) -> None:
+        self.sampler = sampler
+        self.spans: list[tuple[str, float, float]] = []
+
+    def run(self, name: str, fn, *args, **kwargs):
+        start = time.time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.spans.append((name, start, time.time()))
+
+    def report(self) -> dict:
+        out = {}
+        for name, start, end in self.spans:
+            out[name] = {"wall_s": end - start, **self.sampler.window(start, end)}
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# One measurement, in this process
+# --------------------------------------------------------------------------------------------
+
+
+def substage(step_key: str) -> str:
+    """The sub-stage of a step key of the ``full_refresh`` job."""
+    if step_key == "release":
+        return "publish"
+    if step_key == "deduplicate_pairs":
+        return "dedup"
+    if step_key == "decontaminate_pairs":
+        return "decontam"
+    if step_key == "validate_and_normalize":
+        return "normalize"
+    if step_key.startswith("upstream_"):
+        return "observe"
+    if step_key.startswith("raw_"):
+        from assets.ingest import INGEST_ASSETS
+
+        if step_key in {a.key.path[-1] for a in INGEST_ASSETS}:
+            return "ingest"
+        return "ingest_checks"
+    return "curated_checks"
+
+
+def measure_stages(instance, run_id: str, sampler: Sampler) -> dict:
+    """Per-step and per-stage wall/CPU/peak RSS of one run, from its event log."""
+    import dagster as dg
+
+    kinds = {
+        dg.DagsterEventType.STEP_START,
+        dg.DagsterEventType.STEP_SUCCESS,
+        dg.DagsterEventType.STEP_FAILURE,
+        dg.DagsterEventType.RUN_START,
+        dg.DagsterEventType.RUN_SUCCESS,
+        dg.DagsterEventType.RUN_FAILURE,
+    }
+    starts: dict[str, float] = {}
+    steps: dict[str, dict] = {}
+    run_start = run_end = None
+    for entry in instance.all_logs(run_id, of_type=kinds):
+        kind = entry.dagster_event_type
+        if kind == dg.DagsterEventType.RUN_START:
+            run_start = entry.timestamp
+        elif kind in (dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILURE):
+            run_end = entry.timestamp
+        elif kind == dg.DagsterEventType.STEP_START:
+            starts[entry.step_key] = entry.timestamp
+        elif entry.step_key in starts:
+            start = starts[entry.step_key]
+            steps[entry.step_key] = {
+                "substage": substage(entry.step_key),
+                "start": start,
+                "end": entry.timestamp,
+                "wall_s": entry.timestamp - start,
+                "ok": kind == dg.DagsterEventType.STEP_SUCCESS,
+                **sampler.window(start, entry.timestamp),
+            }
+    substages: dict[str, dict] = {}
+    for step in steps.values():
+        agg = substages.setdefault(
+            step["substage"], {"steps": 0, "wall_s": 0.0, "cpu_s": 0.0, "peak_rss_mb": 0.0}
+        )
+        agg["steps"] += 1
+        agg["wall_s"] += step["wall_s"]
+        agg["cpu_s"] += step["cpu_s"] or 0.0
+        agg["peak_rss_mb"] = max(agg["peak_rss_mb"], step["peak_rss_mb"] or 0.0)
+    groups: dict[str, dict] = {}
+    for name, agg in substages.items():
+        g = groups.setdefault(
+            SUBSTAGE_GROUP[name], {"steps": 0, "wall_s": 0.0, "cpu_s": 0.0, "peak_rss_mb": 0.0}
+        )
+        g["steps"] += agg["steps"]
+        g["wall_s"] += agg["wall_s"]
+        g["cpu_s"] += agg["cpu_s"]
+        g["peak_rss_mb"] = max(g["peak_rss_mb"], agg["peak_rss_mb"])
+    run = {"run_id": run_id, "start": run_start, "end": run_end}
+    if run_start is not None and run_end is not None:
+        run["wall_s"] = run_end - run_start
+        run.update({k: v for k, v in sampler.window(run_start, run_end).items()})
+        run["outside_steps_s"] = run["wall_s"] - sum(s["wall_s"] for s in steps.values())
+    return {"run": run, "groups": groups, "substages": substages, "steps": steps}
+
+
+def _release_status(result) -> dict:
+    for materialization in result.asset_materializations_for_node("release"):
+        meta = {k: v.value for k, v in materialization.metadata.items()}
+        return {
+            "release_id": meta.get("release_id"),
+            "status": meta.get("status"),
+            "pairs": meta.get("pairs"),
+            "removed_pairs": meta.get("removed_pairs"),
+            "quarantined_rows": meta.get("quarantined_rows"),
+        }
+    return {}
+
+
+def run_in_process(corpus: Path, workdir: Path, mode: str = "full") -> dict:
+    """One measured run of the pipeline in this process.
+
+    ``mode``: ``full`` (the ``full_refresh`` job, as ``rlhf-curate run``) or ``incremental``
+    (``pipelines.automation.refresh``). ``workdir`` holds ``dagster_home`` and ``store``; reuse it
+    for a second run on the same inputs.
+    """
+    process_start = process_start_epoch()
+    sampler = Sampler().start()
+    t0, c0 = time.time(), cpu_s()
+    home, store = workdir / "dagster_home", workdir / "store"
+    home.mkdir(parents=True, exist_ok=True)
+    store.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    os.environ.update(
+        {
+            "HH_RLHF_URI": str(corpus / "hh-rlhf"),
+            "PKU_SAFERLHF_URI": str(corpus / "PKU-SafeRLHF"),
+            "CURATED_STORE_URI": str(store),
+            "DAGSTER_HOME": str(home),
+        }
+    )
+    for name in ("HH_RLHF_REVISION", "PKU_SAFERLHF_REVISION", "ALERT_WEBHOOK_URL"):
+        os.environ.pop(name, None)
+    import logging
+    import warnings
+
+    warnings.simplefilter("ignore")
+    logging.getLogger("curation.alerts").setLevel(logging.CRITICAL)  # as rlhf-curate run
+    import dagster as dg
+
+    from pipelines.definitions import build_definitions
+    from pipelines.settings import Environment
+
+    defs = build_definitions(Environment.from_env())
+    run_config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    import curation
+    from curation.version import code_version
+
+    out: dict = {
+        "mode": mode,
+        "corpus": str(corpus),
+        "code_version": code_version(),
+        "code_dir": str(Path(curation.__file__).resolve().parents[1]),
+    }
+    with dg.DagsterInstance.get() as instance:
+        started = time.time()
+        out["startup_s"] = started - (process_start or t0)
+        if mode == "full":
+            result = defs.resolve_job_def("full_refresh").execute_in_process(
+                instance=instance, run_config=run_config, raise_on_error=False
+            )
+            out["success"] = result.success
+            out["release"] = _release_status(result)
+            runs = {"full_refresh": result.run_id}
+        else:
+            from pipelines.automation import refresh
+
+            outcome = refresh(defs, instance, run_config)
+            out["success"] = outcome.success
+            out["stale"] = outcome.stale
+            out["launched_run"] = outcome.run_id is not None
+            out["release"] = _release_status(outcome.result) if outcome.result else {}
+            runs = {"observe_sources": outcome.observe_run_id}
+            if outcome.run_id:
+                runs["full_refresh"] = outcome.run_id
+        finished = time.time()
+        sampler.stop()
+        out["work_s"] = finished - started
+        out["runs"] = {name: measure_stages(instance, rid, sampler) for name, rid in runs.items()}
+    out["wall_s"] = time.time() - (process_start or t0)
+    out["cpu_s"] = cpu_s()  # whole process, including interpreter start and imports
+    out["cpu_after_start_s"] = out["cpu_s"] - c0
+    out["peak_rss_mb"] = rss_mb()
+    out["sampled_peak_rss_mb"] = max(s[2] for s in sampler.samples) / 1024
+    return out
+
+
+def process_start_epoch() -> float | None:
+    """When this process was launched, epoch seconds: ``$BENCH_LAUNCH_EPOCH`` (set by the parent
+    right before it spawns the measurement), else ``/proc/self/stat`` (1 s resolution)."""
+    if os.environ.get("BENCH_LAUNCH_EPOCH"):
+        return float(os.environ["BENCH_LAUNCH_EPOCH"])
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = int(fields[19])  # field 22 overall: starttime in clock ticks since boot
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("btime "):
+                return int(line.split()[1]) + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Orchestration: one subprocess per measurement
+# --------------------------------------------------------------------------------------------
+
+
+def _loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def _child(args: list[str], result_file: Path, code_dir: Path = REPO) -> dict:
+    """Run ``python args...`` in ``code_dir`` in a fresh process; its JSON result plus outside
+    measurements (wall, CPU from ``RUSAGE_CHILDREN``, load average before and after)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    load = _loadavg()
+    env = {**os.environ, "BENCH_LAUNCH_EPOCH": repr(time.time())}
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, *args], cwd=code_dir, env=env, capture_output=True, text=True
+    )
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    out = json.loads(result_file.read_text())
+    out["process_wall_s"] = wall
+    out["process_cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    out["loadavg_before"] = load
+    out["loadavg_after"] = _loadavg()
+    return out
+
+
+def warm_cache(corpus: Path) -> float:
+    """Read every file of the corpus once (so every measurement reads from the page cache)."""
+    start = time.perf_counter()
+    for path in sorted(corpus.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                while handle.read(1 << 24):
+                    pass
+    return time.perf_counter() - start
+
+
+def synth_info(corpus: Path) -> dict:
+    path = corpus / "synth_info.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def measure_corpus(
+    corpus: Path, workroot: Path, compare: bool, refresh: bool, code_dir: Path = REPO
+) -> dict:
+    """All measurements of one corpus (see the module docstring)."""
+    info = synth_info(corpus)
+    work = Path(tempfile.mkdtemp(prefix="run_pipeline_", dir=workroot))
+    out: dict = {
+        "corpus": str(corpus),
+        "scale": info.get("scale"),
+        "preference_rows": sum(info.get("files", {}).values()) or None,
+        "red_team_rows": info.get("red_team_rows"),
+        "corpus_bytes": sum(p.stat().st_size for p in corpus.rglob("*") if p.is_file()),
+        "warm_cache_s": warm_cache(corpus),
+    }
+    runs = [("first", "full")]
+    if refresh:
+        runs += [("rerun", "full"), ("incremental", "incremental")]
+    for name, mode in runs:
+        result_file = work / f"{name}.json"
+        print(f"[{corpus.name}] pipeline {name} ({mode}) ...", file=sys.stderr, flush=True)
+        out[name] = _child(
+            [
+                "-m",
+                "bench.run_pipeline",
+                "--in-process",
+                "--corpus",
+                str(corpus),
+                "--workdir",
+                str(work / "pipeline"),
+                "--mode",
+                mode,
+                "--result",
+                str(result_file),
+            ],
+            result_file,
+            code_dir,
+        )
+    if refresh and out["rerun"]["code_version"] != out["first"]["code_version"]:
+        print(
+            f"WARNING: the code version changed between runs ({out['first']['code_version']} -> "
+            f"{out['rerun']['code_version']}): the rerun is not a no-change refresh; "
+            "use --snapshot HEAD",
+            file=sys.stderr,
+        )
+        result_file = work / "reference.json"
+        print(f"[{corpus.name}] reference ...", file=sys.stderr, flush=True)
+        out["reference"] = _child(
+            [
+                "-m",
+                "bench.reference_pipeline",
+                "--corpus",
+                str(corpus),
+                "--out",
+                str(work / "reference_out"),
+                "--result",
+                str(result_file),
+            ],
+            result_file,
+            code_dir,
+        )
+        out["speedup_vs_reference"] = (
+            out["reference"]["process_wall_s"] / out["first"]["process_wall_s"]
+        )
+        out["cpu_ratio_vs_reference"] = (
+            out["reference"]["process_cpu_s"] / out["first"]["process_cpu_s"]
+        )
+    shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def snapshot(rev: str, workroot: Path) -> tuple[Path, str]:
+    """``git archive rev`` of the repo into a temp folder, with this working tree's ``bench/``
+    on top; returns ``(folder, commit)``. Measuring a snapshot keeps concurrent edits of the
+    working tree (which change the code version, hence the release id) out of the runs."""
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", rev], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    folder = Path(tempfile.mkdtemp(prefix="run_pipeline_code_", dir=workroot))
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", commit], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    for path in (REPO / "bench").glob("*.py"):
+        shutil.copy2(path, folder / "bench" / path.name)
+    return folder, commit
+
+
+def _git(*args: str) -> str:
+    proc = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True)
+    return proc.stdout.strip()
+
+
+def machine() -> dict:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = subprocess.run(["free", "-g"], capture_output=True, text=True).stdout
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu,
+        "free_g": mem,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def targets(results: list[dict]) -> dict:
+    """The issue's targets, evaluated on the largest corpus (and the scale ratio on two)."""
+    if not results:
+        return {}
+    ordered = sorted(results, key=lambda r: r.get("scale") or 0)
+    big = ordered[-1]
+    out: dict = {}
+    if "speedup_vs_reference" in big:
+        v = big["speedup_vs_reference"]
+        out["speedup_vs_reference"] = {"value": v, "target": ">= 5", "met": v >= 5.0}
+    v = big["first"]["peak_rss_mb"]
+    out["peak_rss_mb"] = {"value": v, "target": "<= 1536 (1.5 GiB)", "met": v <= 1536.0}
+    for name in ("rerun", "incremental"):
+        if name in big:
+            v = big[name]["process_wall_s"]
+            out[f"no_change_refresh_{name}_s"] = {"value": v, "target": "<= 5", "met": v <= 5.0}
+    if len(ordered) >= 2 and ordered[0].get("scale") and big.get("scale"):
+        v = big["first"]["process_wall_s"] / ordered[0]["first"]["process_wall_s"]
+        scales = f"{big['scale']:g}/{ordered[0]['scale']:g}"
+        out["scale_ratio"] = {"value": v, "scales": scales, "target": "<= 11", "met": v <= 11.0}
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------
+
+
+def _f(x, digits: int = 1) -> str:
+    return "-" if x is None else f"{x:,.{digits}f}"
+
+
+def format_pipeline(name: str, run: dict) -> list[str]:
+    lines = [
+        f"  pipeline {name} ({run['mode']}): load {run['loadavg_before']} -> "
+        f"{run['loadavg_after']}"
+        + (f", release {run['release'].get('status')}" if run.get("release") else "")
+        + (
+            f", launched run: {run['launched_run']}, stale: {len(run['stale'])}"
+            if "launched_run" in run
+            else ""
+        ),
+        f"    {'stage':28s} {'steps':>5s} {'wall s':>8s} {'cpu s':>8s} {'peak RSS MiB':>13s}",
+    ]
+    for run_name, measured in run["runs"].items():
+        if run_name != "full_refresh" and "full_refresh" in run["runs"]:
+            continue
+        for group in GROUPS:
+            g = measured["groups"].get(group)
+            if not g:
+                continue
+            lines.append(
+                f"    {group:28s} {g['steps']:5d} {_f(g['wall_s']):>8s} {_f(g['cpu_s']):>8s} "
+                f"{_f(g['peak_rss_mb'], 0):>13s}"
+            )
+            for sub, agg in measured["substages"].items():
+                if SUBSTAGE_GROUP[sub] == group:
+                    lines.append(
+                        f"      {sub:26s} {agg['steps']:5d} {_f(agg['wall_s']):>8s} "
+                        f"{_f(agg['cpu_s']):>8s} {_f(agg['peak_rss_mb'], 0):>13s}"
+                    )
+        r = measured["run"]
+        lines.append(
+            f"    {'dagster, outside steps':28s} {'':5s} {_f(r.get('outside_steps_s')):>8s}"
+        )
+    lines.append(f"    {'startup (imports, defs)':28s} {'':5s} {_f(run['startup_s']):>8s}")
+    rest = run["process_wall_s"] - run["startup_s"] - run["work_s"]
+    lines.append(f"    {'after the run (log, exit)':28s} {'':5s} {_f(rest):>8s}")
+    lines.append(
+        f"    {'TOTAL (process)':28s} {'':5s} {_f(run['process_wall_s']):>8s} "
+        f"{_f(run['process_cpu_s']):>8s} {_f(run['peak_rss_mb'], 0):>13s}"
+    )
+    return lines
+
+
+def format_reference(run: dict) -> list[str]:
+    lines = [
+        f"  reference: load {run['loadavg_before']} -> {run['loadavg_after']}",
+        f"    {'stage':28s} {'':5s} {'wall s':>8s} {'cpu s':>8s} {'peak RSS MiB':>13s}",
+    ]
+    for stage, m in run["stages"].items():
+        lines.append(
+            f"    {stage:28s} {'':5s} {_f(m['wall_s']):>8s} {_f(m['cpu_s']):>8s} "
+            f"{_f(m['peak_rss_mb'], 0):>13s}"
+        )
+    lines.append(f"    {'startup (imports)':28s} {'':5s} {_f(run['startup_s']):>8s}")
+    rest = run["process_wall_s"] - run["startup_s"] - run["work_s"]
+    lines.append(f"    {'after the run (exit)':28s} {'':5s} {_f(rest):>8s}")
+    lines.append(
+        f"    {'TOTAL (process)':28s} {'':5s} {_f(run['process_wall_s']):>8s} "
+        f"{_f(run['process_cpu_s']):>8s} {_f(run['peak_rss_mb'], 0):>13s}"
+    )
+    return lines
+
+
+def format_report(report: dict) -> str:
+    lines = [
+        f"machine: {report['machine']['nproc']} CPUs, {report['machine']['cpu_model']}; "
+        f"{report['date']}; code {report['code']}"
+    ]
+    for r in report["corpora"]:
+        lines.append("")
+        lines.append(
+            f"corpus {r['corpus']} (scale {r['scale']}, {r['preference_rows']} preference rows "
+            f"+ {r['red_team_rows']} red-team, {r['corpus_bytes'] / 1e6:.0f} MB)"
+        )
+        for name in ("first", "rerun", "incremental"):
+            if name in r:
+                lines += format_pipeline(name, r[name])
+        if "reference" in r:
+            lines += format_reference(r["reference"])
+            lines.append(
+                f"  reference / pipeline: wall {r['speedup_vs_reference']:.2f}x, "
+                f"CPU {r['cpu_ratio_vs_reference']:.2f}x"
+            )
+    if report.get("targets"):
+        lines.append("")
+        lines.append("targets (largest corpus):")
+        for name, t in report["targets"].items():
+            lines.append(
+                f"  {name:34s} {t['value']:10.2f}  target {t['target']:18s} "
+                f"{'MET' if t['met'] else 'NOT MET'}"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", action="append", required=True, help="bench.synth mirror")
+    parser.add_argument("--compare", action="store_true", help="also run bench.reference_pipeline")
+    parser.add_argument("--no-refresh", action="store_true", help="skip the two no-change runs")
+    parser.add_argument("--out", help="write the results JSON here")
+    parser.add_argument("--workroot", default=tempfile.gettempdir(), help="temp folders go here")
+    parser.add_argument(
+        "--snapshot",
+        metavar="REV",
+        help="measure `git archive REV` (plus this bench/) instead of the working tree",
+    )
+    # one measurement in this process (used by the subprocesses and for profiling)
+    parser.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=["full", "incremental"], default="full")
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.in_process:
+        workdir = Path(args.workdir or tempfile.mkdtemp(prefix="run_pipeline_"))
+        out = run_in_process(Path(args.corpus[0]).resolve(), workdir, args.mode)
+        text = json.dumps(out, indent=1, default=str)
+        if args.result:
+            Path(args.result).write_text(text)
+        else:
+            print(text)
+        return 0 if out["success"] else 1
+    workroot = Path(args.workroot)
+    report = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "command": " ".join(["python -m bench.run_pipeline", *(argv or sys.argv[1:])]),
+        "corpora": [],
+    }
+    code_dir = REPO
+    if args.snapshot:
+        code_dir, commit = snapshot(args.snapshot, workroot)
+        report["code"] = {"snapshot": args.snapshot, "commit": commit}
+    else:
+        dirty = _git("status", "--porcelain", "--", "curation", "assets", "pipelines")
+        report["code"] = {"worktree": str(REPO), "head": _git("rev-parse", "HEAD")}
+        report["code"]["dirty"] = bool(dirty)
+    try:
+        for corpus in args.corpus:
+            report["corpora"].append(
+                measure_corpus(
+                    Path(corpus).resolve(), workroot, args.compare, not args.no_refresh, code_dir
+                )
+            )
+    finally:
+        if code_dir != REPO:
+            shutil.rmtree(code_dir, ignore_errors=True)
+    report["targets"] = targets(report["corpora"])
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1, default=str) + "\n")
+    print(format_report(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
