@@ -44,7 +44,6 @@ from curation.dedup import (
     empty_removed,
     removed_table,
     sorted_pairs,
-    take_column,
     text_hash128,
 )
 from curation.near_dup import Laps, NearDupParams, near_duplicate_pairs, ngram_hashes, tokenize
@@ -104,34 +103,22 @@ class DecontamConfig:
         )
 
 
-def _word_counts(norm: pa.Array) -> np.ndarray:
-    """Words per normalized text (single spaces between words, none at the ends)."""
-    n = len(norm)
-    counts = np.zeros(n, np.int64)
-    if n == 0:
-        return counts
-    offs = np.frombuffer(norm.buffers()[1], np.int64, n + 1, norm.offset * 8)
-    nonempty = np.diff(offs) > 0
-    if not nonempty.any():
-        return counts
-    spaces = np.flatnonzero(np.frombuffer(norm.buffers()[2], np.uint8)[offs[0] : offs[-1]] == 32)
-    before = np.searchsorted(spaces, offs - offs[0])  # spaces before each offset
-    return np.where(nonempty, np.diff(before) + 1, 0).astype(np.int64)
-
-
-def _human_turns(
-    pairs: pa.Table, order: np.ndarray, rows: np.ndarray
-) -> tuple[np.ndarray, pa.Array]:
-    """(row index, normalized text) of every human turn of the sorted rows ``rows``."""
-    if "prompt_turns" not in pairs.column_names or len(rows) == 0:
+def _human_turns(pairs: pa.Table) -> tuple[np.ndarray, pa.Array]:
+    """(input row, normalized text) of every human turn of ``pairs`` (no copy of the column)."""
+    if "prompt_turns" not in pairs.column_names:
         return np.zeros(0, np.int64), pa.array([], pa.large_string())
-    turns = take_column(pairs, "prompt_turns", order, rows)
-    flat = pc.list_flatten(turns)
-    parent = pc.list_parent_indices(turns).to_numpy()
-    role = pc.struct_field(flat, "role")
-    human = pc.fill_null(pc.equal(role, "human"), False)
-    text = pc.struct_field(flat, "text").filter(human)
-    return rows[parent[human.to_numpy(zero_copy_only=False)]], normalize_array(text)
+    rows, texts = [], []
+    start = 0
+    for chunk in pairs["prompt_turns"].chunks:
+        flat = pc.list_flatten(chunk)
+        parent = pc.list_parent_indices(chunk).to_numpy()
+        human = pc.fill_null(pc.equal(pc.struct_field(flat, "role"), "human"), False)
+        rows.append(start + parent[human.to_numpy(zero_copy_only=False)])
+        texts.append(pc.struct_field(flat, "text").filter(human).cast(pa.large_string()))
+        start += len(chunk)
+    if not texts:
+        return np.zeros(0, np.int64), pa.array([], pa.large_string())
+    return np.concatenate(rows).astype(np.int64), normalize_array(pa.concat_arrays(texts))
 
 
 def _cap(matches: pl.DataFrame, key: str, max_matches: int) -> pl.DataFrame:
@@ -170,11 +157,24 @@ def decontaminate(
         return pairs.take(pa.array(order, pa.int64())), empty_removed()
 
     # ---- every text with where it occurs ---------------------------------------------------
-    used = np.concatenate([train, test])
-    p_norm = normalize_array(take_column(pairs, "prompt", order, used))
-    t_rows, t_norm = _human_turns(pairs, order, used)
-    t_ok = _word_counts(t_norm) >= config.min_turn_words
-    t_rows, t_norm = t_rows[t_ok], t_norm.filter(pa.array(t_ok))
+    # Texts are read in input order (no copy of the big columns); ``inv`` maps an input row to
+    # its row in ``tbl`` (pair_id order).
+    inv = np.empty(n, np.int64)
+    inv[order] = np.arange(n)
+    is_train = np.zeros(n, bool)
+    is_train[train] = True
+    used = is_train.copy()
+    used[test] = True
+    p_norm = normalize_array(pairs["prompt"])
+    p_rows = inv
+    if not used.all():
+        keep = used[inv]
+        p_norm, p_rows = p_norm.filter(pa.array(keep)), inv[keep]
+    t_src, t_norm = _human_turns(pairs)
+    t_rows = inv[t_src]
+    if not used.all():
+        keep = used[t_rows]
+        t_norm, t_rows = t_norm.filter(pa.array(keep)), t_rows[keep]
     extra_names = np.array([name for name, p in extras for _ in p], object)
     extra_index = np.array([i for _, p in extras for i in range(len(p))], np.int64)
     e_norm = normalize_array(
@@ -184,17 +184,20 @@ def decontaminate(
     lap("normalize")
     hi, lo = text_hash128(texts)
     tid, first = _distinct_texts(hi, lo)
-    rep = texts.take(pa.array(first, pa.int64()))
+    words = tokenize(texts.take(pa.array(first, pa.int64())), config.seed)
+    counts = words.counts
+    lap("tokenize")
     n_p, n_t = len(p_norm), len(t_norm)
-    row = np.concatenate([used, t_rows, np.full(n_extra, -1, np.int64)])
+    row = np.concatenate([p_rows, t_rows, np.full(n_extra, -1, np.int64)])
     # order key of a reference: its row (tbl is sorted by pair_id), extras after all rows
-    key = np.concatenate([used, t_rows, n + np.arange(n_extra, dtype=np.int64)])
+    key = np.concatenate([p_rows, t_rows, n + np.arange(n_extra, dtype=np.int64)])
     whole = np.concatenate([np.ones(n_p, bool), np.zeros(n_t, bool), np.ones(n_extra, bool)])
-    is_train = np.zeros(n, bool)
-    is_train[train] = True
-    probe = np.concatenate([is_train[used], is_train[t_rows], np.zeros(n_extra, bool)])
+    probe = np.concatenate([is_train[p_rows], is_train[t_rows], np.zeros(n_extra, bool)])
+    # empty texts never match; turns shorter than min_turn_words are not used on their own
+    wc = counts[tid]
+    ok = (wc > 0) & (whole | (wc >= config.min_turn_words))
     occ = pl.DataFrame({"tid": tid, "row": row, "key": key, "whole": whole, "probe": probe})
-    occ = occ.filter(pl.Series(pc.utf8_length(texts).to_numpy() > 0))
+    occ = occ.filter(pl.Series(ok))
     probes = occ.filter("probe").group_by("tid", "row").agg(pl.col("whole").any())
     refs = (
         occ.filter(~pl.col("probe"))
@@ -227,9 +230,6 @@ def decontaminate(
     )
 
     lap("exact")
-    words = tokenize(rep, config.seed)
-    counts = words.counts
-    lap("tokenize")
 
     # ---- n-gram ----------------------------------------------------------------------------
     nn = config.ngram_n

@@ -367,6 +367,7 @@ def _near(
     responses: _Responses,
     df: pl.DataFrame,
     p_norm: pa.Array,
+    order: np.ndarray,
     surv: np.ndarray,
     config: DedupConfig,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
@@ -379,7 +380,7 @@ def _near(
         return empty, np.zeros(0), empty, method
     sdf = df[surv]
     tid, first = _distinct_texts(sdf["p_hi"].to_numpy(), sdf["p_lo"].to_numpy())
-    texts = p_norm.take(pa.array(surv[first], pa.int64()))
+    texts = p_norm.take(pa.array(order[surv[first]], pa.int64()))
     lap = Laps("deduplicate near")
     words = tokenize(texts, config.seed)
     lap("tokenize prompts")
@@ -460,9 +461,11 @@ def deduplicate(pairs: pa.Table, config: DedupConfig = DedupConfig()) -> tuple[p
     n = tbl.num_rows
     if n == 0:
         return pairs, empty_removed()
-    p_norm = normalize_array(take_column(pairs, "prompt", order))
+    # normalized prompts stay in input order (no copy of the column); row i is input order[i]
+    p_norm = normalize_array(pairs["prompt"])
     lap("normalize prompts")
     p_hi, p_lo = text_hash128(p_norm)
+    p_hi, p_lo = p_hi[order], p_lo[order]
     df = _scope_frame(tbl).with_columns(p_hi=pl.Series(p_hi), p_lo=pl.Series(p_lo))
 
     responses = _Responses(pairs, order)
@@ -475,7 +478,7 @@ def deduplicate(pairs: pa.Table, config: DedupConfig = DedupConfig()) -> tuple[p
     ]
     if config.near_dup:
         nd_rows, nd_score, nd_matched, method = _near(
-            responses, df, p_norm, np.flatnonzero(~removed), config
+            responses, df, p_norm, order, np.flatnonzero(~removed), config
         )
         removed[nd_rows] = True
         parts.append(

@@ -298,6 +298,17 @@ def ngram_hashes(words: Words, n: int, ids: np.ndarray | None = None, *, short: 
         ids = np.asarray(ids, np.int64)
         starts = words.offsets[ids]
         counts = words.offsets[ids + 1] - starts
+        if n > 4:  # long n-grams of a subset: O(1) per n-gram from the (shared) prefix sums
+            is_short = (counts > 0) & (counts < n) if short else np.zeros(len(counts), bool)
+            n_full = np.where(counts >= n, counts - n + 1, 0)
+            out_offsets = np.concatenate([[0], np.cumsum(n_full + is_short)]).astype(np.int64)
+            pos = _ranges(starts, n_full)
+            out = np.empty(int(out_offsets[-1]), _U64)
+            out[_ranges(out_offsets[:-1], n_full)] = words.span_hash(pos, pos + n)
+            if is_short.any():
+                s0 = starts[is_short]
+                out[out_offsets[:-1][is_short]] = words.span_hash(s0, s0 + counts[is_short])
+            return out, out_offsets
         local = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         sub = Words(words.hashes[_ranges(starts, counts)], local)
         return ngram_hashes(sub, n, short=short)
