@@ -447,6 +447,7 @@ def measure_corpus(
             "use --snapshot HEAD",
             file=sys.stderr,
         )
+    if compare:
         result_file = work / "reference.json"
         print(f"[{corpus.name}] reference ...", file=sys.stderr, flush=True)
         out["reference"] = _child(
