@@ -6,9 +6,7 @@ import asyncio
 import gzip
 import json
 import shutil
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import boto3
@@ -48,26 +46,6 @@ GRAPH = [*SOURCE_ASSETS, *ALL_ASSETS]
 HH_TEST = next(f for f in hh_files() if f.subset == "harmless-base" and f.split == "test")
 PKU_TEST = next(f for f in pku_files() if f.subset == "Alpaca-7B" and f.split == "test")
 DOWNSTREAM = {"normalized_pairs", "curated_pairs", "release", "source_files", "quarantine"}
-
-
-@pytest.fixture
-def webhook():
-    received: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            length = int(self.headers["Content-Length"])
-            received.append(json.loads(self.rfile.read(length)))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/hooks/secret-token", received
-    server.shutdown()
 
 
 @pytest.fixture
