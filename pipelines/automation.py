@@ -441,28 +441,17 @@ def refresh(
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m pipelines.automation refresh``: the incremental refresh against $DAGSTER_HOME."""
-    parser = argparse.ArgumentParser(prog="python -m pipelines.automation")
-    parser.add_argument("command", choices=["refresh"])
-    parser.add_argument("-v", "--verbose", action="store_true", help="show Dagster's step logs")
-    args = parser.parse_args(argv)
-    from pipelines.settings import Environment
+def run_refresh(verbose: bool = False) -> int:
+    """The incremental refresh against ``$DAGSTER_HOME``; prints what it did, returns an exit code."""
+    from pipelines.definitions import build_definitions
+    from pipelines.settings import Environment, console_run_config
 
     environment = Environment.from_env()
-    environment.dagster_home.mkdir(parents=True, exist_ok=True)
-    instance_yaml = environment.dagster_home / "dagster.yaml"
-    if not instance_yaml.exists():
-        instance_yaml.write_text("telemetry:\n  enabled: false\n")
-    os.environ["DAGSTER_HOME"] = str(environment.dagster_home)
-    from pipelines.definitions import build_definitions
-
-    log_level = "INFO" if args.verbose else "WARNING"
-    run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
+    environment.activate_dagster_home()
     start = time.perf_counter()
     with warnings.catch_warnings(), dg.DagsterInstance.get() as instance:
         warnings.simplefilter("ignore")
-        outcome = refresh(build_definitions(environment), instance, run_config)
+        outcome = refresh(build_definitions(environment), instance, console_run_config(verbose))
     elapsed = time.perf_counter() - start
     if not outcome.stale and outcome.success:
         print(f"nothing changed: no run launched ({elapsed:.1f} s)")
@@ -471,6 +460,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"refresh {status} in {elapsed:.1f} s: {len(outcome.stale)} stale/missing assets")
     print(f"  run {outcome.run_id}: materialized {', '.join(outcome.selected)}")
     return 0 if outcome.success else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m pipelines.automation refresh`` (same as ``rlhf-curate refresh``)."""
+    parser = argparse.ArgumentParser(prog="python -m pipelines.automation")
+    parser.add_argument("command", choices=["refresh"])
+    parser.add_argument("-v", "--verbose", action="store_true", help="show Dagster's step logs")
+    return run_refresh(parser.parse_args(argv).verbose)
 
 
 if __name__ == "__main__":

@@ -25,16 +25,12 @@ def _run(args: argparse.Namespace) -> int:
     for name, value in overrides.items():
         if value:
             os.environ[name] = value
-    from pipelines.settings import Environment
+    from pipelines.settings import Environment, console_run_config
 
     environment = Environment.from_env()
-    environment.dagster_home.mkdir(parents=True, exist_ok=True)
-    instance_yaml = environment.dagster_home / "dagster.yaml"
-    if not instance_yaml.exists():
-        instance_yaml.write_text("telemetry:\n  enabled: false\n")
+    environment.activate_dagster_home()
     if not args.verbose:  # alerts are still posted; the CLI prints a one-line summary instead
         logging.getLogger("curation.alerts").setLevel(logging.CRITICAL)
-    os.environ["DAGSTER_HOME"] = str(environment.dagster_home)
 
     import dagster as dg
 
@@ -42,11 +38,10 @@ def _run(args: argparse.Namespace) -> int:
 
     defs = build_definitions(environment)
     job = defs.resolve_job_def("full_refresh")
-    log_level = "INFO" if args.verbose else "WARNING"
     with dg.DagsterInstance.get() as instance:
         result = job.execute_in_process(
             instance=instance,
-            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+            run_config=console_run_config(args.verbose),
             raise_on_error=False,
         )
     if not result.success:
@@ -91,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--store", help="curated store URI (default: $CURATED_STORE_URI or ./warehouse)"
     )
     run.add_argument("-v", "--verbose", action="store_true", help="show Dagster's step logs")
+    refresh = sub.add_parser(
+        "refresh",
+        help="incremental refresh: observe the sources, re-run only what changed (nothing if nothing did)",
+    )
+    refresh.add_argument("-v", "--verbose", action="store_true", help="show Dagster's step logs")
     add_release_commands(sub)
     return parser
 
@@ -100,6 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
         return _run(args)
+    if args.command == "refresh":
+        from pipelines.automation import run_refresh
+
+        return run_refresh(args.verbose)
     return run_releases_command(args)
 
 

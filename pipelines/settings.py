@@ -36,3 +36,18 @@ class Environment:
             dagster_home=Path(env.get("DAGSTER_HOME") or REPO / ".dagster_home"),
             alert_webhook_url=env.get("ALERT_WEBHOOK_URL") or None,
         )
+
+    def activate_dagster_home(self) -> Path:
+        """Create the persistent Dagster home (telemetry off) and point ``DAGSTER_HOME`` at it."""
+        self.dagster_home.mkdir(parents=True, exist_ok=True)
+        instance_yaml = self.dagster_home / "dagster.yaml"
+        if not instance_yaml.exists():
+            instance_yaml.write_text("telemetry:\n  enabled: false\n")
+        os.environ["DAGSTER_HOME"] = str(self.dagster_home)
+        return self.dagster_home
+
+
+def console_run_config(verbose: bool) -> dict:
+    """Run config for in-process runs from the CLI: Dagster's step logs only when verbose."""
+    level = "INFO" if verbose else "WARNING"
+    return {"loggers": {"console": {"config": {"log_level": level}}}}
