@@ -55,7 +55,7 @@ _PRECEDENCE = {"contaminated_exact": 0, "contaminated_ngram": 1, "contaminated_n
 
 
 @dataclass(frozen=True)
-class DecontamConfig:
+class DecontamConfig(NearDupParams):
     """Thresholds of :func:`decontaminate`.
 
     Attributes:
@@ -79,28 +79,6 @@ class DecontamConfig:
     max_matches: int = 10
     ngram: bool = True
     near_dup: bool = True
-    num_perm: int = 128
-    threshold: float = 0.8
-    shingle_words: int = 2
-    lsh_min_recall: float = 0.9
-    max_word_substitutions: int = 2
-    substitution_min_words: int = 8
-    substitution_max_words: int = 128
-    max_bucket_size: int = 256
-    seed: int = 42
-
-    def near_params(self) -> NearDupParams:
-        return NearDupParams(
-            num_perm=self.num_perm,
-            threshold=self.threshold,
-            shingle_words=self.shingle_words,
-            lsh_min_recall=self.lsh_min_recall,
-            max_word_substitutions=self.max_word_substitutions,
-            substitution_min_words=self.substitution_min_words,
-            substitution_max_words=self.substitution_max_words,
-            max_bucket_size=self.max_bucket_size,
-            seed=self.seed,
-        )
 
 
 def _human_turns(pairs: pa.Table) -> tuple[np.ndarray, pa.Array]:

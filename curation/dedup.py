@@ -51,7 +51,7 @@ EXACT_METHOD = "xxh3-128 normalized triple"
 
 
 @dataclass(frozen=True)
-class DedupConfig:
+class DedupConfig(NearDupParams):
     """Thresholds of :func:`deduplicate`.
 
     Attributes:
@@ -83,28 +83,6 @@ class DedupConfig:
 
     prompt_dedup: bool = False
     near_dup: bool = True
-    num_perm: int = 128
-    threshold: float = 0.8
-    shingle_words: int = 2
-    lsh_min_recall: float = 0.9
-    max_word_substitutions: int = 2
-    substitution_min_words: int = 8
-    substitution_max_words: int = 128
-    max_bucket_size: int = 256
-    seed: int = 42
-
-    def near_params(self) -> NearDupParams:
-        return NearDupParams(
-            num_perm=self.num_perm,
-            threshold=self.threshold,
-            shingle_words=self.shingle_words,
-            lsh_min_recall=self.lsh_min_recall,
-            max_word_substitutions=self.max_word_substitutions,
-            substitution_min_words=self.substitution_min_words,
-            substitution_max_words=self.substitution_max_words,
-            max_bucket_size=self.max_bucket_size,
-            seed=self.seed,
-        )
 
 
 # --------------------------------------------------------------------------------------------

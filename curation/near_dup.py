@@ -36,7 +36,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cached_property
 
 import numpy as np
@@ -110,6 +110,10 @@ class NearDupParams:
     substitution_max_words: int = 128
     max_bucket_size: int = 256
     seed: int = 42
+
+    def near_params(self) -> NearDupParams:
+        """Just the near-duplicate parameters (configs that extend this class carry more)."""
+        return NearDupParams(**{f.name: getattr(self, f.name) for f in fields(NearDupParams)})
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:

@@ -13,16 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from curation.decontam import DecontamConfig, decontaminate
-from curation.schema import PAIRS, REMOVED
-
-LABELS = (
-    "chosen_is_safe",
-    "rejected_is_safe",
-    "chosen_severity",
-    "rejected_severity",
-    "chosen_harm_categories",
-    "rejected_harm_categories",
-)
+from curation.schema import REMOVED
+from tests.factories import make_pairs as _make_pairs
 
 
 def hh(*turns: tuple[str, str]) -> dict[str, Any]:
@@ -38,30 +30,6 @@ def hh(*turns: tuple[str, str]) -> dict[str, Any]:
         "prompt": prompt,
         "prompt_turns": [{"role": role, "text": text} for role, text in turns],
     }
-
-
-def make_pairs(rows: list[dict[str, Any]]) -> pa.Table:
-    """A PAIRS table; unspecified fields get defaults, label columns are null."""
-    cols: dict[str, list[Any]] = {f.name: [] for f in PAIRS}
-    for i, row in enumerate(rows):
-        rec = {
-            "pair_id": f"p{i:04d}",
-            "dataset": "pku-saferlhf",
-            "subset": "Alpaca-7B",
-            "split": "train",
-            "source_file": "Alpaca-7B/train.jsonl",
-            "source_line": i,
-            "dimension": "helpful",
-            "chosen": "a helpful answer",
-            "rejected": "an unhelpful answer",
-            **row,
-        }
-        rec.setdefault("prompt_turns", [{"role": "human", "text": rec["prompt"]}])
-        for label in LABELS:
-            rec.setdefault(label, None)
-        for f in PAIRS:
-            cols[f.name].append(rec[f.name])
-    return pa.table(cols, schema=PAIRS)
 
 
 def run(rows: list[dict[str, Any]], **kwargs: Any) -> tuple[pa.Table, pa.Table, dict[str, dict]]:
@@ -415,3 +383,8 @@ def test_config_is_json_serializable() -> None:
     assert json.loads(json.dumps(asdict(config)))["ngram_n"] == 13
     with pytest.raises(ValueError):
         DecontamConfig(threshold=0).near_params()
+
+
+def make_pairs(rows: list[dict[str, Any]]) -> pa.Table:
+    """PAIRS rows with the same responses everywhere (only prompts matter here)."""
+    return _make_pairs(rows, chosen="a helpful answer", rejected="an unhelpful answer")

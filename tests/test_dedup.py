@@ -17,39 +17,7 @@ from curation.dedup import DedupConfig, deduplicate
 from curation.near_dup import NearDupParams, lsh_bands, near_duplicate_pairs, tokenize
 from curation.schema import PAIRS, REMOVED
 from curation.textnorm import normalize_array
-
-LABELS = (
-    "chosen_is_safe",
-    "rejected_is_safe",
-    "chosen_severity",
-    "rejected_severity",
-    "chosen_harm_categories",
-    "rejected_harm_categories",
-)
-
-
-def make_pairs(rows: list[dict[str, Any]]) -> pa.Table:
-    """A PAIRS table; unspecified fields get defaults, label columns are null."""
-    cols: dict[str, list[Any]] = {f.name: [] for f in PAIRS}
-    for i, row in enumerate(rows):
-        rec = {
-            "pair_id": f"p{i:04d}",
-            "dataset": "pku-saferlhf",
-            "subset": "Alpaca-7B",
-            "split": "train",
-            "source_file": "Alpaca-7B/train.jsonl",
-            "source_line": i,
-            "dimension": "helpful",
-            "chosen": f"chosen answer number {i}",
-            "rejected": f"rejected answer number {i}",
-            **row,
-        }
-        rec.setdefault("prompt_turns", [{"role": "human", "text": rec["prompt"]}])
-        for label in LABELS:
-            rec.setdefault(label, None)
-        for f in PAIRS:
-            cols[f.name].append(rec[f.name])
-    return pa.table(cols, schema=PAIRS)
+from tests.factories import make_pairs
 
 
 def by_id(removed: pa.Table) -> dict[str, dict[str, Any]]:
