@@ -27,7 +27,12 @@ def test_line_bounds_match_naive_split(parts: list[bytes], trailing: bool):
     assert nonblank.tolist() == [bool(line.strip(b" \t\r")) for line in lines]
 
 
-@given(st.lists(st.text(st.characters(exclude_characters="\n", exclude_categories=("Cs",)), max_size=30), max_size=20))
+@given(
+    st.lists(
+        st.text(st.characters(exclude_characters="\n", exclude_categories=("Cs",)), max_size=30),
+        max_size=20,
+    )
+)
 def test_parse_jsonl_accounts_for_every_line(texts: list[str]):
     lines = [json.dumps({"a": t}) if i % 3 else t for i, t in enumerate(texts)]
     data = "\n".join(lines).encode()
