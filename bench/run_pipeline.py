@@ -133,14 +133,19 @@ class Sampler:
 
         s = np.array(self.samples, dtype=float)
         if len(s) == 0:
-            return {"cpu_s": None, "peak_rss_mb": None}
+            return {"cpu_s": None, "peak_rss_mb": None, "rss_start_mb": None, "rss_end_mb": None}
         cpu = np.interp([start, end], s[:, 0], s[:, 1])
         inside = (s[:, 0] >= start) & (s[:, 0] <= end)
         # the samples just before and after the window bound what RSS was at its edges
         lo = max(int(np.searchsorted(s[:, 0], start)) - 1, 0)
         hi = min(int(np.searchsorted(s[:, 0], end)), len(s) - 1)
         rss = np.concatenate([s[inside, 2], s[[lo, hi], 2]]) if inside.any() else s[[lo, hi], 2]
-        return {"cpu_s": float(cpu[1] - cpu[0]), "peak_rss_mb": float(rss.max()) / 1024}
+        return {
+            "cpu_s": float(cpu[1] - cpu[0]),
+            "peak_rss_mb": float(rss.max()) / 1024,
+            "rss_start_mb": float(s[lo, 2]) / 1024,
+            "rss_end_mb": float(s[hi, 2]) / 1024,
+        }
 
 
 class Stages:
