@@ -78,8 +78,12 @@ def _gx():
     for key, value in _GX_ENV.items():
         os.environ.setdefault(key, value)
     import great_expectations
+    from great_expectations.execution_engine import pandas_execution_engine
 
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    # GX fingerprints every in-memory batch under 1 GB (pandas hash of every cell + md5) only to
+    # label it; for our frames that was ~8 s of a full-scale run. Turn the fingerprint off.
+    pandas_execution_engine.HASH_THRESHOLD = 0
     return great_expectations
 
 
