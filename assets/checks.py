@@ -33,7 +33,7 @@ def _result(
     context: dg.AssetCheckExecutionContext,
     alerts: AlertsResource,
     *,
-    asset: str,
+    asset: dg.AssetKey | str,
     check: str,
     passed: bool,
     severity: dg.AssetCheckSeverity,
@@ -41,9 +41,10 @@ def _result(
     message: str,
     metadata: dict,
 ) -> dg.AssetCheckResult:
+    asset_key = dg.AssetKey(asset) if isinstance(asset, str) else asset
     if not passed:
         alerts.send(
-            asset=asset,
+            asset=asset_key.to_user_string(),
             check=check,
             severity=severity.value,
             counts=counts,
@@ -51,91 +52,119 @@ def _result(
             message=message,
         )
     return dg.AssetCheckResult(
-        passed=passed, severity=severity, description=message, metadata=metadata
+        asset_key=asset_key,
+        check_name=check,
+        passed=passed,
+        severity=severity,
+        description=message,
+        metadata=metadata,
     )
 
 
-def build_ingest_checks(asset: dg.AssetsDefinition) -> list[dg.AssetChecksDefinition]:
-    """The schema-suite and quarantine-rate checks of one ingest asset."""
-    key = asset.key
-    name = key.path[-1]
-
-    @dg.asset_check(
-        asset=key,
-        name="schema_suite",
-        blocking=True,
-        description="GX suite of the raw data contract over the rows that passed the row rules.",
-    )
-    def schema_suite(
-        context: dg.AssetCheckExecutionContext, alerts: AlertsResource, table: pa.Table
-    ) -> dg.AssetCheckResult:
-        report = report_of(table)
-        if not report["present"]:
-            return dg.AssetCheckResult(
-                passed=True, description="source absent: nothing to validate"
-            )
-        clean = table.filter(pc.equal(pc.list_value_length(table.column(REASONS)), 0))
-        result = validate_frame(clean.drop_columns(BOOKKEEPING), suite_for(report))
-        return _result(
-            context,
-            alerts,
-            asset=name,
-            check="schema_suite",
-            passed=result.success,
-            severity=dg.AssetCheckSeverity.ERROR,
-            counts={"rows": result.rows, "failed_expectations": result.failed},
-            message=f"{result.suite}: {result.evaluated - result.failed}/{result.evaluated} expectations met",
-            metadata={
-                "suite": result.suite,
-                "rows": result.rows,
-                "failed_expectations": result.failed,
-                "failures": dg.MetadataValue.md(result.to_markdown() or "_none_"),
-                "details": dg.MetadataValue.json(result.to_metadata()),
-            },
+def _schema_suite(
+    context: dg.AssetCheckExecutionContext,
+    alerts: AlertsResource,
+    key: dg.AssetKey,
+    table: pa.Table,
+) -> dg.AssetCheckResult:
+    report = report_of(table)
+    if not report["present"]:
+        return dg.AssetCheckResult(
+            asset_key=key,
+            check_name="schema_suite",
+            passed=True,
+            description="source absent: nothing to validate",
         )
-
-    @dg.asset_check(
+    clean = table.filter(pc.equal(pc.list_value_length(table.column(REASONS)), 0))
+    result = validate_frame(clean.drop_columns(BOOKKEEPING), suite_for(report))
+    return _result(
+        context,
+        alerts,
         asset=key,
-        name="quarantine_rate",
-        blocking=True,
-        description="Share of the file's rows quarantined: WARN above the warn rate, ERROR above the error rate.",
+        check="schema_suite",
+        passed=result.success,
+        severity=dg.AssetCheckSeverity.ERROR,
+        counts={"rows": result.rows, "failed_expectations": result.failed},
+        message=f"{result.suite}: {result.evaluated - result.failed}/{result.evaluated} expectations met",
+        metadata={
+            "suite": result.suite,
+            "rows": result.rows,
+            "failed_expectations": result.failed,
+            "failures": dg.MetadataValue.md(result.to_markdown() or "_none_"),
+            "details": dg.MetadataValue.json(result.to_metadata()),
+        },
     )
-    def quarantine_rate(
+
+
+def _quarantine_rate(
+    context: dg.AssetCheckExecutionContext,
+    alerts: AlertsResource,
+    settings: CurationSettings,
+    key: dg.AssetKey,
+    report: dict,
+) -> dg.AssetCheckResult:
+    read, bad = report["rows_read"], report["rows_quarantined"]
+    rate = bad / read if read else 0.0
+    severity = (
+        dg.AssetCheckSeverity.ERROR
+        if rate > settings.quarantine_error_rate
+        else dg.AssetCheckSeverity.WARN
+    )
+    return _result(
+        context,
+        alerts,
+        asset=key,
+        check="quarantine_rate",
+        passed=rate <= settings.quarantine_warn_rate,
+        severity=severity,
+        counts={"rows_read": read, "rows_quarantined": bad, **report["quarantine_by_reason"]},
+        message=f"{bad:,} of {read:,} rows quarantined ({rate:.2%}); warn > "
+        f"{settings.quarantine_warn_rate:.2%}, error > {settings.quarantine_error_rate:.2%}",
+        metadata={
+            "rate": rate,
+            "rows_read": read,
+            "rows_quarantined": bad,
+            "by_reason": counts_markdown(report["quarantine_by_reason"]),
+        },
+    )
+
+
+def build_ingest_checks(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
+    """The schema-suite and quarantine-rate checks of one ingest asset (one read of its table)."""
+    key = asset.key
+
+    @dg.multi_asset_check(
+        name=f"{key.path[-1]}_checks",
+        specs=[
+            dg.AssetCheckSpec(
+                "schema_suite",
+                asset=key,
+                blocking=True,
+                description="GX suite of the raw data contract over the rows that passed the row rules.",
+            ),
+            dg.AssetCheckSpec(
+                "quarantine_rate",
+                asset=key,
+                blocking=True,
+                description="Share of the file's rows quarantined: WARN above the warn rate, "
+                "ERROR above the error rate.",
+            ),
+        ],
+        ins={"table": dg.AssetIn(key)},
+    )
+    def ingest_checks(
         context: dg.AssetCheckExecutionContext,
         alerts: AlertsResource,
         settings: CurationSettings,
         table: pa.Table,
-    ) -> dg.AssetCheckResult:
-        report = report_of(table)
-        read, bad = report["rows_read"], report["rows_quarantined"]
-        rate = bad / read if read else 0.0
-        severity = (
-            dg.AssetCheckSeverity.ERROR
-            if rate > settings.quarantine_error_rate
-            else dg.AssetCheckSeverity.WARN
-        )
-        return _result(
-            context,
-            alerts,
-            asset=name,
-            check="quarantine_rate",
-            passed=rate <= settings.quarantine_warn_rate,
-            severity=severity,
-            counts={"rows_read": read, "rows_quarantined": bad, **report["quarantine_by_reason"]},
-            message=f"{bad:,} of {read:,} rows quarantined ({rate:.2%}); warn > "
-            f"{settings.quarantine_warn_rate:.2%}, error > {settings.quarantine_error_rate:.2%}",
-            metadata={
-                "rate": rate,
-                "rows_read": read,
-                "rows_quarantined": bad,
-                "by_reason": counts_markdown(report["quarantine_by_reason"]),
-            },
-        )
+    ):
+        yield _quarantine_rate(context, alerts, settings, key, report_of(table))
+        yield _schema_suite(context, alerts, key, table)
 
-    return [schema_suite, quarantine_rate]
+    return ingest_checks
 
 
-INGEST_CHECKS = [check for asset in INGEST_ASSETS for check in build_ingest_checks(asset)]
+INGEST_CHECKS = [build_ingest_checks(asset) for asset in INGEST_ASSETS]
 
 
 @dg.asset_check(
