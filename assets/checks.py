@@ -14,7 +14,7 @@ from assets.ingest import INGEST_ASSETS, report_of
 from assets.metadata import counts_markdown
 from assets.resources import CurationSettings
 from curation.accounting import account
-from curation.gx_validate import validate_frame
+from curation.gx_validate import SuiteResult, validate_frame
 from curation.ingest import RAW_LINE, REASONS, WARNINGS
 
 BOOKKEEPING = [REASONS, WARNINGS, RAW_LINE, "dataset", "subset", "split"]
@@ -61,6 +61,33 @@ def _result(
     )
 
 
+def _suite_result(
+    context: dg.AssetCheckExecutionContext,
+    alerts: AlertsResource,
+    key: dg.AssetKey,
+    check: str,
+    result: SuiteResult,
+) -> dg.AssetCheckResult:
+    """A GX suite result as an ERROR-severity check result with failing-row samples."""
+    return _result(
+        context,
+        alerts,
+        asset=key,
+        check=check,
+        passed=result.success,
+        severity=dg.AssetCheckSeverity.ERROR,
+        counts={"rows": result.rows, "failed_expectations": result.failed},
+        message=f"{result.suite}: {result.evaluated - result.failed}/{result.evaluated} expectations met",
+        metadata={
+            "suite": result.suite,
+            "rows": result.rows,
+            "failed_expectations": result.failed,
+            "failures": dg.MetadataValue.md(result.to_markdown() or "_none_"),
+            "details": dg.MetadataValue.json(result.to_metadata()),
+        },
+    )
+
+
 def _schema_suite(
     context: dg.AssetCheckExecutionContext,
     alerts: AlertsResource,
@@ -77,23 +104,7 @@ def _schema_suite(
         )
     clean = table.filter(pc.equal(pc.list_value_length(table.column(REASONS)), 0))
     result = validate_frame(clean.drop_columns(BOOKKEEPING), suite_for(report))
-    return _result(
-        context,
-        alerts,
-        asset=key,
-        check="schema_suite",
-        passed=result.success,
-        severity=dg.AssetCheckSeverity.ERROR,
-        counts={"rows": result.rows, "failed_expectations": result.failed},
-        message=f"{result.suite}: {result.evaluated - result.failed}/{result.evaluated} expectations met",
-        metadata={
-            "suite": result.suite,
-            "rows": result.rows,
-            "failed_expectations": result.failed,
-            "failures": dg.MetadataValue.md(result.to_markdown() or "_none_"),
-            "details": dg.MetadataValue.json(result.to_metadata()),
-        },
-    )
+    return _suite_result(context, alerts, key, "schema_suite", result)
 
 
 def _quarantine_rate(
@@ -178,19 +189,8 @@ def curated_pairs_suite(
 ) -> dg.AssetCheckResult:
     """The curated pair table meets its data contract."""
     result = validate_frame(curated_pairs, "curated_pairs")
-    return _result(
-        context,
-        alerts,
-        asset="curated_pairs",
-        check="curated_pairs_suite",
-        passed=result.success,
-        severity=dg.AssetCheckSeverity.ERROR,
-        counts={"rows": result.rows, "failed_expectations": result.failed},
-        message=f"{result.evaluated - result.failed}/{result.evaluated} expectations met",
-        metadata={
-            "failures": dg.MetadataValue.md(result.to_markdown() or "_none_"),
-            "details": dg.MetadataValue.json(result.to_metadata()),
-        },
+    return _suite_result(
+        context, alerts, dg.AssetKey("curated_pairs"), "curated_pairs_suite", result
     )
 
 

@@ -52,17 +52,22 @@ def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 
 
 @pytest.fixture
-def s3_bucket(s3_env: dict[str, str]) -> str:
-    """A fresh, empty bucket on the moto server; yields its name."""
-    name = f"test-{uuid.uuid4().hex[:12]}"
-    client = boto3.client(
+def s3_client(s3_env: dict[str, str]):
+    """A boto3 S3 client for the moto endpoint."""
+    return boto3.client(
         "s3",
         endpoint_url=s3_env["AWS_ENDPOINT_URL"],
         aws_access_key_id=s3_env["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=s3_env["AWS_SECRET_ACCESS_KEY"],
         region_name=s3_env["AWS_DEFAULT_REGION"],
     )
-    client.create_bucket(Bucket=name)
+
+
+@pytest.fixture
+def s3_bucket(s3_client) -> str:
+    """A fresh, empty bucket on the moto server; yields its name."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    s3_client.create_bucket(Bucket=name)
     return name
 
 

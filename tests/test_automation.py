@@ -9,7 +9,6 @@ import shutil
 import time
 from pathlib import Path
 
-import boto3
 import dagster as dg
 import pytest
 from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializationData
@@ -191,14 +190,8 @@ def test_first_tick_after_a_run_compares_with_the_recorded_observations(mirror: 
 # --- source sensors: S3 (moto) ---------------------------------------------------------------------
 
 
-def test_s3_sensor_sees_a_changed_object(s3_env: dict, s3_bucket: str, instance):
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3_env["AWS_ENDPOINT_URL"],
-        aws_access_key_id=s3_env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=s3_env["AWS_SECRET_ACCESS_KEY"],
-        region_name=s3_env["AWS_DEFAULT_REGION"],
-    )
+def test_s3_sensor_sees_a_changed_object(s3_env: dict, s3_client, s3_bucket: str, instance):
+    client = s3_client
     for local_root, prefix in ((SAMPLE / "hh-rlhf", "hh"), (SAMPLE / "PKU-SafeRLHF", "pku")):
         for path in local_root.rglob("*.*"):
             key = f"{prefix}/{path.relative_to(local_root)}"
