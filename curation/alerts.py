@@ -14,7 +14,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import os
 import re
 import time
 import urllib.error
@@ -29,12 +28,6 @@ WEBHOOK_ENV = "ALERT_WEBHOOK_URL"
 SEVERITY_ICONS = {"ERROR": ":rotating_light:", "WARN": ":warning:", "INFO": ":information_source:"}
 
 _log = logging.getLogger(__name__)
-
-
-def webhook_url(environ: Mapping[str, str] | None = None) -> str | None:
-    """The webhook URL from ``$ALERT_WEBHOOK_URL``, or ``None`` if unset/blank."""
-    value = (os.environ if environ is None else environ).get(WEBHOOK_ENV, "").strip()
-    return value or None
 
 
 def redact_url(url: str | None) -> str:

@@ -21,7 +21,6 @@ class Environment:
     pku_saferlhf_revision: str | None
     store_uri: str
     dagster_home: Path
-    alert_webhook_url: str | None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Environment:
@@ -34,7 +33,6 @@ class Environment:
             pku_saferlhf_revision=env.get("PKU_SAFERLHF_REVISION") or None,
             store_uri=env.get("CURATED_STORE_URI") or str(REPO / "warehouse"),
             dagster_home=Path(env.get("DAGSTER_HOME") or REPO / ".dagster_home"),
-            alert_webhook_url=env.get("ALERT_WEBHOOK_URL") or None,
         )
 
     def activate_dagster_home(self) -> Path:

@@ -21,7 +21,6 @@ def environment(tmp_path: Path, store_uri: str, **changes) -> Environment:
         "pku_saferlhf_revision": None,
         "store_uri": store_uri,
         "dagster_home": tmp_path / "dagster_home",
-        "alert_webhook_url": None,
     }
     values.update(changes)
     return Environment(**values)

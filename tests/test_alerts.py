@@ -231,9 +231,3 @@ def test_url_in_payload_is_scrubbed_from_logs(caplog):
         assert alerts.post_alert(payload | {"message": TOKEN}, "ftp://h/" + TOKEN) is False
     assert TOKEN not in caplog.text
     assert "unsupported scheme" in caplog.text
-
-
-def test_webhook_url_from_env():
-    assert alerts.webhook_url({alerts.WEBHOOK_ENV: "  "}) is None
-    assert alerts.webhook_url({alerts.WEBHOOK_ENV: "https://h/x"}) == "https://h/x"
-    assert alerts.webhook_url({}) is None
