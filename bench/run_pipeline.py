@@ -585,14 +585,18 @@ def format_pipeline(name: str, run: dict) -> list[str]:
         lines.append(
             f"    {'dagster, outside steps':28s} {'':5s} {_f(r.get('outside_steps_s')):>8s}"
         )
-    lines.append(f"    {'startup (imports, defs)':28s} {'':5s} {_f(run['startup_s']):>8s}")
+    return lines + _process_lines(run, "startup (imports, defs)", "after the run (log, exit)")
+
+
+def _process_lines(run: dict, startup: str, after: str) -> list[str]:
+    """The closing rows of a run's table: startup, time after the work, process total."""
     rest = run["process_wall_s"] - run["startup_s"] - run["work_s"]
-    lines.append(f"    {'after the run (log, exit)':28s} {'':5s} {_f(rest):>8s}")
-    lines.append(
+    return [
+        f"    {startup:28s} {'':5s} {_f(run['startup_s']):>8s}",
+        f"    {after:28s} {'':5s} {_f(rest):>8s}",
         f"    {'TOTAL (process)':28s} {'':5s} {_f(run['process_wall_s']):>8s} "
-        f"{_f(run['process_cpu_s']):>8s} {_f(run['peak_rss_mb'], 0):>13s}"
-    )
-    return lines
+        f"{_f(run['process_cpu_s']):>8s} {_f(run['peak_rss_mb'], 0):>13s}",
+    ]
 
 
 def format_reference(run: dict) -> list[str]:
@@ -605,14 +609,7 @@ def format_reference(run: dict) -> list[str]:
             f"    {stage:28s} {'':5s} {_f(m['wall_s']):>8s} {_f(m['cpu_s']):>8s} "
             f"{_f(m['peak_rss_mb'], 0):>13s}"
         )
-    lines.append(f"    {'startup (imports)':28s} {'':5s} {_f(run['startup_s']):>8s}")
-    rest = run["process_wall_s"] - run["startup_s"] - run["work_s"]
-    lines.append(f"    {'after the run (exit)':28s} {'':5s} {_f(rest):>8s}")
-    lines.append(
-        f"    {'TOTAL (process)':28s} {'':5s} {_f(run['process_wall_s']):>8s} "
-        f"{_f(run['process_cpu_s']):>8s} {_f(run['peak_rss_mb'], 0):>13s}"
-    )
-    return lines
+    return lines + _process_lines(run, "startup (imports)", "after the run (exit)")
 
 
 def format_report(report: dict) -> str:
