@@ -5,7 +5,7 @@
 For every corpus (a mirror written by :mod:`bench.synth`) it runs, each in a **fresh
 subprocess** (so ``ru_maxrss`` is the peak of that run only):
 
-1. ``first``: the ``full_refresh`` job executed in process (``execute_in_process``, as
+1. ``first``: the ``full_refresh`` job executed in process (``pipelines.local_run``, as
    ``rlhf-curate run`` does) with ``HH_RLHF_URI`` / ``PKU_SAFERLHF_URI`` pointing at the mirror,
    ``CURATED_STORE_URI`` at an empty temporary folder and a temporary ``DAGSTER_HOME``;
 2. ``rerun``: the same job again on the same inputs, home and store (a no-change *full*
@@ -316,16 +316,16 @@ def run_in_process(corpus: Path, workdir: Path, mode: str = "full") -> dict:
         started = time.time()
         out["startup_s"] = started - (process_start or t0)
         if mode == "full":
-            result = defs.resolve_job_def("full_refresh").execute_in_process(
-                instance=instance, run_config=run_config, raise_on_error=False
-            )
-            out["success"] = result.success
-            out["release"] = _release_status(result)
+            from pipelines.local_run import run_full_refresh
+
+            with run_full_refresh(instance, run_config) as result:
+                out["success"] = result.success
+                out["release"] = _release_status(result)
             runs = {"full_refresh": result.run_id}
         else:
             from pipelines.automation import refresh
 
-            outcome = refresh(defs, instance, run_config)
+            outcome = refresh(defs, instance, run_config, from_environment=True)
             out["success"] = outcome.success
             out["stale"] = outcome.stale
             out["launched_run"] = outcome.run_id is not None

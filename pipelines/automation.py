@@ -32,6 +32,7 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import dagster as dg
 
@@ -408,15 +409,22 @@ class RefreshResult:
     selected: list[str] = field(default_factory=list)
     run_id: str | None = None
     success: bool = True
-    result: dg.ExecuteInProcessResult | None = None
+    result: Any = None  # ExecuteInProcessResult or ExecuteJobResult
 
 
 def refresh(
-    defs: dg.Definitions, instance: dg.DagsterInstance, run_config: Mapping | None = None
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    run_config: Mapping | None = None,
+    *,
+    from_environment: bool = False,
 ) -> RefreshResult:
     """Observe the sources, then materialize only what is stale or missing (and its downstream).
 
     With nothing changed no run is launched: no ingest, nothing recomputed, nothing published.
+    ``from_environment``: ``defs`` were built from the process environment, so the stale assets
+    are run by :func:`pipelines.local_run.run_full_refresh` (outputs not kept in memory) instead
+    of ``execute_in_process`` on ``defs``.
     """
     observed = defs.resolve_job_def("observe_sources").execute_in_process(
         instance=instance, run_config=run_config, raise_on_error=False
@@ -433,9 +441,18 @@ def refresh(
         & graph.materializable_asset_keys,
         key=lambda k: k.to_user_string(),
     )
-    result = defs.resolve_job_def("full_refresh").execute_in_process(
-        instance=instance, run_config=run_config, asset_selection=selection, raise_on_error=False
-    )
+    if from_environment:
+        from pipelines.local_run import run_full_refresh
+
+        with run_full_refresh(instance, run_config, selection) as result:
+            pass
+    else:
+        result = defs.resolve_job_def("full_refresh").execute_in_process(
+            instance=instance,
+            run_config=run_config,
+            asset_selection=selection,
+            raise_on_error=False,
+        )
     out.selected = [k.to_user_string() for k in selection]
     out.run_id, out.success, out.result = result.run_id, result.success, result
     return out
@@ -451,7 +468,12 @@ def run_refresh(verbose: bool = False) -> int:
     start = time.perf_counter()
     with warnings.catch_warnings(), dg.DagsterInstance.get() as instance:
         warnings.simplefilter("ignore")
-        outcome = refresh(build_definitions(environment), instance, console_run_config(verbose))
+        outcome = refresh(
+            build_definitions(environment),
+            instance,
+            console_run_config(verbose),
+            from_environment=True,
+        )
     elapsed = time.perf_counter() - start
     if not outcome.stale and outcome.success:
         print(f"nothing changed: no run launched ({elapsed:.1f} s)")

@@ -12,8 +12,12 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from pipelines.cli_releases import add_release_commands, run_releases_command
+
+if TYPE_CHECKING:
+    from dagster._core.execution.api import ExecuteJobResult
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -34,16 +38,14 @@ def _run(args: argparse.Namespace) -> int:
 
     import dagster as dg
 
-    from pipelines.definitions import build_definitions
+    from pipelines.local_run import run_full_refresh
 
-    defs = build_definitions(environment)
-    job = defs.resolve_job_def("full_refresh")
     with dg.DagsterInstance.get() as instance:
-        result = job.execute_in_process(
-            instance=instance,
-            run_config=console_run_config(args.verbose),
-            raise_on_error=False,
-        )
+        with run_full_refresh(instance, console_run_config(args.verbose)) as result:
+            return _report(result, environment.store_uri)
+
+
+def _report(result: ExecuteJobResult, store_uri: str) -> int:
     if not result.success:
         failures = [e for e in result.all_events if e.is_failure]
         for event in failures:
@@ -68,7 +70,7 @@ def _run(args: argparse.Namespace) -> int:
         f"  pairs: {metadata.get('pairs')}, quarantined rows: {metadata.get('quarantined_rows')}, "
         f"removed pairs: {metadata.get('removed_pairs')}"
     )
-    print(f"  latest pointer: {environment.store_uri.rstrip('/')}/latest.json")
+    print(f"  latest pointer: {store_uri.rstrip('/')}/latest.json")
     return 0
 
 

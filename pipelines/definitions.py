@@ -81,8 +81,14 @@ def build_resources(environment: Environment) -> dict[str, object]:
     }
 
 
-def build_definitions(environment: Environment | None = None) -> dg.Definitions:
-    """Definitions for ``environment`` (default: read from the process environment)."""
+def build_definitions(
+    environment: Environment | None = None, executor_def: dg.ExecutorDefinition | None = None
+) -> dg.Definitions:
+    """Definitions for ``environment`` (default: read from the process environment).
+
+    ``executor_def`` replaces the multiprocess executor (``pipelines.local_run`` passes the
+    in-process one).
+    """
     environment = environment or Environment.from_env()
     return dg.Definitions(
         assets=[*SOURCE_ASSETS, *ALL_ASSETS],
@@ -91,7 +97,7 @@ def build_definitions(environment: Environment | None = None) -> dg.Definitions:
         schedules=build_schedules(),
         sensors=build_sensors([*SOURCE_ASSETS, *ALL_ASSETS]),
         resources=build_resources(environment),
-        executor=executor(),
+        executor=executor_def or executor(),
     )
 
 

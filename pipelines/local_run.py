@@ -1,0 +1,42 @@
+"""Single-machine runs of ``full_refresh``: in process, without keeping step outputs in memory.
+
+``JobDefinition.execute_in_process`` captures every step output in memory (so that
+``result.output_for_node`` works); on the full corpus that kept every stage table of the run alive
+until the end (peak RSS 8-9 GB at scale 1.0, see ``docs/benchmarks.md``). ``rlhf-curate run``,
+``rlhf-curate refresh`` and the benchmark therefore launch the job with ``dg.execute_job`` on a
+reconstructable job whose executor is the in-process executor: steps run one after another in
+this process, outputs go to the IO manager and are dropped, and the run is recorded in the
+instance like any other run.
+"""
+
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import dagster as dg
+
+if TYPE_CHECKING:  # the result class is not exported by ``dagster``
+    from dagster._core.execution.api import ExecuteJobResult
+
+
+def in_process_full_refresh() -> dg.JobDefinition:
+    """``full_refresh`` on the in-process executor, built from the process environment."""
+    from pipelines.definitions import build_definitions
+
+    return build_definitions(executor_def=dg.in_process_executor).resolve_job_def("full_refresh")
+
+
+@contextmanager
+def run_full_refresh(
+    instance: dg.DagsterInstance,
+    run_config: Mapping | None = None,
+    asset_selection: Iterable[dg.AssetKey] | None = None,
+) -> Iterator["ExecuteJobResult"]:
+    """Execute ``full_refresh`` (or the given subset of assets and their checks) in this process."""
+    job = dg.reconstructable(in_process_full_refresh)
+    if asset_selection is not None:
+        job = job.get_subset(asset_selection=set(asset_selection))
+    with dg.execute_job(
+        job, instance=instance, run_config=dict(run_config or {}), raise_on_error=False
+    ) as result:
+        yield result
