@@ -11,10 +11,12 @@ import pyarrow.compute as pc
 
 from assets.alerting import AlertsResource
 from assets.ingest import INGEST_ASSETS, report_of
+from assets.io import OPTIONAL_INPUT_MANAGER
 from assets.metadata import counts_markdown
 from assets.resources import CurationSettings
 from curation.accounting import account
-from curation.gx_validate import SuiteResult, validate_frame
+from curation.contract import SuiteRun
+from curation.gx_validate import SuiteResult
 from curation.ingest import RAW_LINE, REASONS, WARNINGS
 
 BOOKKEEPING = [REASONS, WARNINGS, RAW_LINE, "dataset", "subset", "split"]
@@ -88,23 +90,19 @@ def _suite_result(
     )
 
 
-def _schema_suite(
-    context: dg.AssetCheckExecutionContext,
-    alerts: AlertsResource,
-    key: dg.AssetKey,
-    table: pa.Table,
-) -> dg.AssetCheckResult:
-    report = report_of(table)
-    if not report["present"]:
-        return dg.AssetCheckResult(
-            asset_key=key,
-            check_name="schema_suite",
-            passed=True,
-            description="source absent: nothing to validate",
-        )
+def _absent_result(key: dg.AssetKey) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        asset_key=key,
+        check_name="schema_suite",
+        passed=True,
+        description="source absent: nothing to validate",
+    )
+
+
+def _clean_rows(table: pa.Table) -> pa.Table:
+    """The rows that passed the row rules, without the bookkeeping columns."""
     clean = table.filter(pc.equal(pc.list_value_length(table.column(REASONS)), 0))
-    result = validate_frame(clean.drop_columns(BOOKKEEPING), suite_for(report))
-    return _suite_result(context, alerts, key, "schema_suite", result)
+    return clean.drop_columns(BOOKKEEPING)
 
 
 def _quarantine_rate(
@@ -140,42 +138,71 @@ def _quarantine_rate(
     )
 
 
-def build_ingest_checks(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
-    """The schema-suite and quarantine-rate checks of one ingest asset (one read of its table)."""
-    key = asset.key
-
-    @dg.multi_asset_check(
-        name=f"{key.path[-1]}_checks",
-        specs=[
-            dg.AssetCheckSpec(
-                "schema_suite",
-                asset=key,
-                blocking=True,
-                description="GX suite of the raw data contract over the rows that passed the row rules.",
-            ),
-            dg.AssetCheckSpec(
-                "quarantine_rate",
-                asset=key,
-                blocking=True,
-                description="Share of the file's rows quarantined: WARN above the warn rate, "
-                "ERROR above the error rate.",
-            ),
-        ],
-        ins={"table": dg.AssetIn(key)},
-    )
-    def ingest_checks(
-        context: dg.AssetCheckExecutionContext,
-        alerts: AlertsResource,
-        settings: CurationSettings,
-        table: pa.Table,
-    ):
-        yield _quarantine_rate(context, alerts, settings, key, report_of(table))
-        yield _schema_suite(context, alerts, key, table)
-
-    return ingest_checks
+def _ingest_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
+    return [
+        dg.AssetCheckSpec(
+            "schema_suite",
+            asset=key,
+            blocking=True,
+            description="GX suite of the raw data contract over the rows that passed the row "
+            "rules (row-level expectations on every row, the whole suite on a seeded sample).",
+        ),
+        dg.AssetCheckSpec(
+            "quarantine_rate",
+            asset=key,
+            blocking=True,
+            description="Share of the file's rows quarantined: WARN above the warn rate, "
+            "ERROR above the error rate.",
+        ),
+    ]
 
 
-INGEST_CHECKS = [build_ingest_checks(asset) for asset in INGEST_ASSETS]
+INGEST_KEYS = {asset.key.path[-1]: asset.key for asset in INGEST_ASSETS}
+
+
+@dg.multi_asset_check(
+    name="ingest_checks",
+    specs=[spec for key in INGEST_KEYS.values() for spec in _ingest_specs(key)],
+    # a subset run (incremental refresh) may select the checks of files never ingested yet
+    ins={
+        name: dg.AssetIn(key, input_manager_key=OPTIONAL_INPUT_MANAGER)
+        for name, key in INGEST_KEYS.items()
+    },
+    can_subset=True,
+    description="Schema suite and quarantine rate of every ingested file. One step, so that each "
+    "GX suite runs once per schema on the files' samples (curation.contract).",
+)
+def ingest_checks(
+    context: dg.AssetCheckExecutionContext,
+    alerts: AlertsResource,
+    settings: CurationSettings,
+    **tables: pa.Table | None,
+):
+    """The quarantine rate and the GX schema suite of every selected ingested file."""
+    selected = context.selected_asset_check_keys
+    runs: dict[str, SuiteRun] = {}
+    for name in sorted(tables):
+        key, table = INGEST_KEYS[name], tables[name]
+        wanted = {dg.AssetCheckKey(key, c) for c in ("quarantine_rate", "schema_suite")}
+        if not wanted & selected:
+            continue
+        if table is None:
+            raise dg.Failure(f"{key.to_user_string()}: checks selected but never materialized")
+        report = report_of(table)
+        if dg.AssetCheckKey(key, "quarantine_rate") in selected:
+            yield _quarantine_rate(context, alerts, settings, key, report)
+        if dg.AssetCheckKey(key, "schema_suite") not in selected:
+            continue
+        if not report["present"]:
+            yield _absent_result(key)
+            continue
+        suite = suite_for(report)
+        if suite not in runs:
+            runs[suite] = SuiteRun(suite, sample_rows=settings.gx_sample_rows)
+        runs[suite].add(name, _clean_rows(table))
+    for suite in sorted(runs):
+        for name, result in sorted(runs[suite].results().items()):
+            yield _suite_result(context, alerts, INGEST_KEYS[name], "schema_suite", result)
 
 
 @dg.asset_check(
@@ -185,10 +212,15 @@ INGEST_CHECKS = [build_ingest_checks(asset) for asset in INGEST_ASSETS]
     description="GX suite of the curated pair table.",
 )
 def curated_pairs_suite(
-    context: dg.AssetCheckExecutionContext, alerts: AlertsResource, curated_pairs: pa.Table
+    context: dg.AssetCheckExecutionContext,
+    alerts: AlertsResource,
+    settings: CurationSettings,
+    curated_pairs: pa.Table,
 ) -> dg.AssetCheckResult:
     """The curated pair table meets its data contract."""
-    result = validate_frame(curated_pairs, "curated_pairs")
+    run = SuiteRun("curated_pairs", sample_rows=settings.gx_sample_rows)
+    run.add("curated_pairs", curated_pairs)
+    result = run.results()["curated_pairs"]
     return _suite_result(
         context, alerts, dg.AssetKey("curated_pairs"), "curated_pairs_suite", result
     )
@@ -239,4 +271,4 @@ def row_accounting(
     )
 
 
-ALL_CHECKS = [*INGEST_CHECKS, curated_pairs_suite, row_accounting]
+ALL_CHECKS = [ingest_checks, curated_pairs_suite, row_accounting]

@@ -97,6 +97,11 @@ class CurationSettings(dg.ConfigurableResource):
     )
     quarantine_error_rate: float = 0.05
     quarantine_warn_rate: float = 0.005
+    gx_sample_rows: int = Field(
+        default=5_000,
+        description="Rows per table Great Expectations validates in full (plus every row the "
+        "Arrow pass flagged); row-level expectations always cover every row. 0: GX on all rows.",
+    )
 
     def levels(self) -> dict[str, str]:
         """The effective level of every rule."""

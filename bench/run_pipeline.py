@@ -187,10 +187,8 @@ def substage(step_key: str) -> str:
     if step_key.startswith("upstream_"):
         return "observe"
     if step_key.startswith("raw_"):
-        from assets.ingest import INGEST_ASSETS
-
-        if step_key in {a.key.path[-1] for a in INGEST_ASSETS}:
-            return "ingest"
+        return "ingest"
+    if step_key == "ingest_checks" or step_key.startswith("raw_"):
         return "ingest_checks"
     return "curated_checks"
 

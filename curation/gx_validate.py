@@ -432,6 +432,7 @@ class SuiteResult:
     failed: int
     rows: int
     failures: list[dict[str, Any]] = field(default_factory=list)
+    validated_rows: int | None = None
 
     def to_metadata(self) -> dict[str, Any]:
         """A JSON-serializable dict (e.g. for ``dagster.MetadataValue.json``)."""
@@ -444,6 +445,11 @@ class SuiteResult:
             f"**Suite `{self.suite}` {status}**: {self.failed} of {self.evaluated} expectations "
             f"failed on {self.rows} rows."
         )
+        if self.validated_rows is not None and self.validated_rows < self.rows:
+            head += (
+                f" Row-level expectations were evaluated on all rows; GX ran the whole suite on"
+                f" a seeded sample of {self.validated_rows} rows."
+            )
         if not self.failures:
             return head + "\n"
         lines = [
@@ -577,18 +583,21 @@ def validate_frame(
     *,
     id_columns: Sequence[str] = ID_COLUMNS,
     sample_size: int = 10,
+    complete_index: bool = False,
 ) -> SuiteResult:
     """Validate ``df`` against suite ``suite_name`` and summarize the failures.
 
     A pyarrow table is converted with :func:`frame_for_validation`. Failure samples carry the
     ``id_columns`` values of the failing rows (``None`` if the frame lacks them).
+    ``complete_index``: also return every failing row's ``id_columns`` (GX ``COMPLETE`` format)
+    as ``failure["_index"]``.
     """
     if isinstance(df, pa.Table):
         df = frame_for_validation(df)
     df = _normalize(df)
     index_columns = [c for c in id_columns if c in df.columns]
     result_format: dict[str, Any] = {
-        "result_format": "SUMMARY",
+        "result_format": "COMPLETE" if complete_index else "SUMMARY",
         "partial_unexpected_count": max(int(sample_size), 1),
     }
     if index_columns:
@@ -610,8 +619,13 @@ def validate_frame(
         column = kwargs.get("column")
         result = dict(item.result or {})
         observed = result.get("observed_value")
+        if complete_index:
+            extra = {"_index": list(result.get("unexpected_index_list") or [])}
+        else:
+            extra = {}
         failures.append(
             {
+                **extra,
                 "expectation": config.type,
                 "column": column,
                 "kwargs": _jsonable(kwargs),

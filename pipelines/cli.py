@@ -40,9 +40,11 @@ def _run(args: argparse.Namespace) -> int:
 
     from pipelines.local_run import run_full_refresh
 
-    with dg.DagsterInstance.get() as instance:
-        with run_full_refresh(instance, console_run_config(args.verbose)) as result:
-            return _report(result, environment.store_uri)
+    with (
+        dg.DagsterInstance.get() as instance,
+        run_full_refresh(instance, console_run_config(args.verbose)) as result,
+    ):
+        return _report(result, environment.store_uri)
 
 
 def _report(result: ExecuteJobResult, store_uri: str) -> int:

@@ -17,7 +17,7 @@ from assets.alerting import AlertsResource
 from assets.checks import ALL_CHECKS
 from assets.curate import decontaminate_pairs, deduplicate_pairs
 from assets.ingest import INGEST_ASSETS, SOURCE_ASSETS
-from assets.io import ParquetTableIOManager
+from assets.io import OPTIONAL_INPUT_MANAGER, ArrowTableIOManager
 from assets.normalize import validate_and_normalize
 from assets.publish import release
 from assets.resources import AwsCredentials, CurationSettings, SourcesResource, StoreResource
@@ -65,6 +65,7 @@ def build_resources(environment: Environment) -> dict[str, object]:
         secret_access_key=_env_or_none("AWS_SECRET_ACCESS_KEY"),
         region=_env_or_none("AWS_DEFAULT_REGION"),
     )
+    tables = str(environment.dagster_home / "tables")
     return {
         "aws": aws,
         "sources": SourcesResource(
@@ -77,7 +78,8 @@ def build_resources(environment: Environment) -> dict[str, object]:
         "store": StoreResource(uri=environment.store_uri, aws=aws),
         "settings": CurationSettings(),
         "alerts": AlertsResource(webhook_url=_env_or_none("ALERT_WEBHOOK_URL")),
-        "io_manager": ParquetTableIOManager(base_dir=str(environment.dagster_home / "tables")),
+        "io_manager": ArrowTableIOManager(base_dir=tables),
+        OPTIONAL_INPUT_MANAGER: ArrowTableIOManager(base_dir=tables, allow_missing=True),
     }
 
 

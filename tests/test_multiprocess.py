@@ -70,4 +70,4 @@ def test_ingest_assets_run_in_parallel_processes(tmp_path: Path, monkeypatch: py
         print(f"{step}: {start - t0:5.2f} s -> {end - t0:5.2f} s (pid {pids[step]})")
     materialized = {e.asset_key for e in events if e.event_type_value == "ASSET_MATERIALIZATION"}
     assert materialized == keys
-    assert (home / "tables" / f"raw_{PRESENT[0].key}.parquet").exists()
+    assert (home / "tables" / f"raw_{PRESENT[0].key}.arrow").exists()
