@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from assets.alerting import AlertsResource
-from assets.ingest import INGEST_ASSETS, report_of
+from assets.ingest import INGEST_KEYS, report_of
 from assets.io import OPTIONAL_INPUT_MANAGER
 from assets.metadata import counts_markdown
 from assets.resources import CurationSettings
@@ -157,16 +157,16 @@ def _ingest_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
     ]
 
 
-INGEST_KEYS = {asset.key.path[-1]: asset.key for asset in INGEST_ASSETS}
+INGEST_BY_NAME = {key.path[-1]: key for key in INGEST_KEYS}
 
 
 @dg.multi_asset_check(
     name="ingest_checks",
-    specs=[spec for key in INGEST_KEYS.values() for spec in _ingest_specs(key)],
+    specs=[spec for key in INGEST_BY_NAME.values() for spec in _ingest_specs(key)],
     # a subset run (incremental refresh) may select the checks of files never ingested yet
     ins={
         name: dg.AssetIn(key, input_manager_key=OPTIONAL_INPUT_MANAGER)
-        for name, key in INGEST_KEYS.items()
+        for name, key in INGEST_BY_NAME.items()
     },
     can_subset=True,
     description="Schema suite and quarantine rate of every ingested file. One step, so that each "
@@ -182,7 +182,7 @@ def ingest_checks(
     selected = context.selected_asset_check_keys
     runs: dict[str, SuiteRun] = {}
     for name in sorted(tables):
-        key, table = INGEST_KEYS[name], tables[name]
+        key, table = INGEST_BY_NAME[name], tables[name]
         wanted = {dg.AssetCheckKey(key, c) for c in ("quarantine_rate", "schema_suite")}
         if not wanted & selected:
             continue
@@ -202,7 +202,7 @@ def ingest_checks(
         runs[suite].add(name, _clean_rows(table))
     for suite in sorted(runs):
         for name, result in sorted(runs[suite].results().items()):
-            yield _suite_result(context, alerts, INGEST_KEYS[name], "schema_suite", result)
+            yield _suite_result(context, alerts, INGEST_BY_NAME[name], "schema_suite", result)
 
 
 @dg.asset_check(

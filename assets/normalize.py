@@ -5,7 +5,7 @@ import json
 import dagster as dg
 import pyarrow as pa
 
-from assets.ingest import INGEST_ASSETS, report_of
+from assets.ingest import INGEST_KEYS, report_of
 from assets.metadata import counts_markdown, preview, stage_out
 from curation.ingest import require_recognisable
 from curation.normalize import (
@@ -23,7 +23,7 @@ SOURCE_FILES = pa.schema([("report", pa.string())])
 
 
 @dg.multi_asset(
-    ins={a.key.path[-1]: dg.AssetIn(a.key) for a in INGEST_ASSETS},
+    ins={key.path[-1]: dg.AssetIn(key) for key in INGEST_KEYS},
     outs={
         "normalized_pairs": stage_out(
             VALIDATE_GROUP,

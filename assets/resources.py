@@ -97,6 +97,9 @@ class CurationSettings(dg.ConfigurableResource):
     )
     quarantine_error_rate: float = 0.05
     quarantine_warn_rate: float = 0.005
+    ingest_threads: int = Field(
+        default=0, description="Files ingested at once in the ingest step (0: one per CPU)."
+    )
     gx_sample_rows: int = Field(
         default=5_000,
         description="Rows per table Great Expectations validates in full (plus every row the "

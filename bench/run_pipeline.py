@@ -186,9 +186,9 @@ def substage(step_key: str) -> str:
         return "normalize"
     if step_key.startswith("upstream_"):
         return "observe"
-    if step_key.startswith("raw_"):
+    if step_key == "ingest_files" or step_key.startswith("raw_"):
         return "ingest"
-    if step_key == "ingest_checks" or step_key.startswith("raw_"):
+    if step_key == "ingest_checks":
         return "ingest_checks"
     return "curated_checks"
 

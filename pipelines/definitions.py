@@ -16,7 +16,7 @@ import dagster as dg
 from assets.alerting import AlertsResource
 from assets.checks import ALL_CHECKS
 from assets.curate import decontaminate_pairs, deduplicate_pairs
-from assets.ingest import INGEST_ASSETS, SOURCE_ASSETS
+from assets.ingest import SOURCE_ASSETS, ingest_files
 from assets.io import OPTIONAL_INPUT_MANAGER, ArrowTableIOManager
 from assets.normalize import validate_and_normalize
 from assets.publish import release
@@ -34,7 +34,7 @@ from pipelines.settings import Environment
 
 ALL_ASSETS = with_operations(
     [
-        *INGEST_ASSETS,
+        ingest_files,
         validate_and_normalize,
         deduplicate_pairs,
         decontaminate_pairs,

@@ -17,7 +17,7 @@ from dagster._core.instance.utils import RUNLESS_JOB_NAME, RUNLESS_RUN_ID
 import assets.ingest as ingest_module
 from assets.alerting import AlertsResource
 from assets.ingest import (
-    INGEST_ASSETS,
+    INGEST_KEYS,
     SOURCE_ASSETS,
     ingest_asset_key,
     source_fingerprint,
@@ -80,8 +80,8 @@ def names(keys) -> set[str]:
 
 def mark_all_ingested(instance: dg.DagsterInstance) -> None:
     """Pretend every ingest asset was materialized once (so only changes are requested)."""
-    for asset in INGEST_ASSETS:
-        instance.report_runless_asset_event(dg.AssetMaterialization(asset.key))
+    for key in INGEST_KEYS:
+        instance.report_runless_asset_event(dg.AssetMaterialization(key))
 
 
 def tick(sensor: dg.SensorDefinition, instance, resources, cursor=None):
