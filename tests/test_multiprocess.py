@@ -54,8 +54,10 @@ def test_ingest_assets_run_in_parallel_processes(tmp_path: Path, monkeypatch: py
         event = record.dagster_event
         if event is None or event.step_key is None:
             continue
-        if event.event_type_value == "STEP_START":
+        if event.event_type_value == "STEP_WORKER_STARTING":  # the executor launches the process
             spans.setdefault(event.step_key, [0.0, 0.0])[0] = record.timestamp
+        elif event.event_type_value == "STEP_START":
+            spans.setdefault(event.step_key, [record.timestamp, 0.0])
             pids[event.step_key] = event.pid
         elif event.event_type_value == "STEP_SUCCESS":
             spans.setdefault(event.step_key, [0.0, 0.0])[1] = record.timestamp
@@ -68,7 +70,7 @@ def test_ingest_assets_run_in_parallel_processes(tmp_path: Path, monkeypatch: py
         for b in observe
         if a < b and spans[a][0] < spans[b][1] and spans[b][0] < spans[a][1]
     ]
-    assert overlapping, f"no two observation steps overlapped in time: {spans}"
+    assert overlapping, f"no two observation step processes overlapped in time: {spans}"
     t0 = min(start for start, _ in spans.values())
     for step, (start, end) in sorted(spans.items()):  # shown with pytest -s
         print(f"{step}: {start - t0:5.2f} s -> {end - t0:5.2f} s (pid {pids[step]})")
