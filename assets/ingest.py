@@ -14,8 +14,6 @@ import json
 import os
 import re
 import warnings
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 import fsspec
@@ -24,6 +22,7 @@ import pyarrow as pa
 from assets.metadata import counts_markdown
 from assets.resources import AwsCredentials, CurationSettings, SourcesResource
 from curation.ingest import ingest_file
+from curation.parallel import in_threads
 from curation.sources import SourceError, SourceFile, all_files, file_uri
 from curation.version import code_version
 
@@ -191,37 +190,6 @@ def ingest_one(
         {REPORT_KEY: json.dumps(report.to_dict()).encode()}
     )
     return table, metadata
-
-
-def in_threads(fn, items: list, workers: int):
-    """``fn(item)`` for every item on ``workers`` threads, yielded in order.
-
-    At most ``workers + 1`` results are computed ahead of the consumer, so finished tables do not
-    pile up in memory while the consumer stores earlier ones.
-    """
-    if workers <= 1 or len(items) <= 1:
-        for item in items:
-            yield item, fn(item)
-        return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest") as pool:
-        pending: deque = deque()
-        queue = iter(items)
-        for item in queue:
-            pending.append((item, pool.submit(fn, item)))
-            if len(pending) > workers:
-                break
-        while pending:
-            item, future = pending.popleft()
-            try:
-                value = future.result()
-            except BaseException:
-                for _, other in pending:
-                    other.cancel()
-                raise
-            nxt = next(queue, None)
-            if nxt is not None:
-                pending.append((nxt, pool.submit(fn, nxt)))
-            yield item, value
 
 
 @dg.multi_asset(

@@ -1,12 +1,14 @@
 """Stage 2, validate + normalize: split quarantined rows off and map both datasets to one pair table."""
 
 import json
+import os
 
 import dagster as dg
 import pyarrow as pa
 
 from assets.ingest import INGEST_KEYS, report_of
 from assets.metadata import counts_markdown, preview, stage_out
+from assets.resources import CurationSettings
 from curation.ingest import require_recognisable
 from curation.normalize import (
     pairs_from,
@@ -15,11 +17,22 @@ from curation.normalize import (
     split_verdicts,
     with_pair_ids,
 )
+from curation.parallel import in_threads
 from curation.schema import PAIRS, QUARANTINE, RED_TEAM
 from curation.sources import SourceError
 
 VALIDATE_GROUP = "validate"
 SOURCE_FILES = pa.schema([("report", pa.string())])
+
+
+def normalize_file(table: pa.Table) -> tuple[dict, pa.Table, pa.Table]:
+    """One ingested file -> (its report, its quarantine rows, its pairs or red-team rows)."""
+    good, bad = split_verdicts(table)
+    if "transcript" in table.column_names:
+        out = red_team_rows(good)
+    else:
+        out = with_pair_ids(pairs_from(good))
+    return report_of(table), quarantine_rows(bad), out
 
 
 @dg.multi_asset(
@@ -38,23 +51,27 @@ SOURCE_FILES = pa.schema([("report", pa.string())])
         ),
     },
 )
-def validate_and_normalize(context: dg.AssetExecutionContext, **raw_tables: pa.Table):
-    """Split every ingested file into curated-bound rows and quarantine, then normalize."""
+def validate_and_normalize(
+    context: dg.AssetExecutionContext, settings: CurationSettings, **raw_tables: pa.Table
+):
+    """Split every ingested file into curated-bound rows and quarantine, then normalize.
+
+    Files are independent (a ``pair_id`` repeat suffix never spans two files), so they are
+    normalized on ``settings.ingest_threads`` threads and concatenated in name order.
+    """
     pairs, quarantined, red_team, reports = [], [], [], []
-    for name in sorted(raw_tables):
-        table = raw_tables[name]
-        reports.append(report_of(table))
-        good, bad = split_verdicts(table)
-        quarantined.append(quarantine_rows(bad))
-        if "transcript" in table.column_names:
-            red_team.append(red_team_rows(good))
-        else:
-            pairs.append(pairs_from(good))
+    workers = settings.ingest_threads or os.cpu_count() or 1
+    for _name, (report, bad, good) in in_threads(
+        lambda n: normalize_file(raw_tables[n]), sorted(raw_tables), workers
+    ):
+        reports.append(report)
+        quarantined.append(bad)
+        (red_team if "transcript_id" in good.column_names else pairs).append(good)
     try:
         require_recognisable(reports)
     except SourceError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
-    pair_table = with_pair_ids(pa.concat_tables([PAIRS.empty_table(), *pairs]))
+    pair_table = pa.concat_tables([PAIRS.empty_table(), *pairs])
     quarantine = pa.concat_tables([QUARANTINE.empty_table(), *quarantined])
     red_team_table = pa.concat_tables([RED_TEAM.empty_table(), *red_team])
     source_files = pa.table({"report": [json.dumps(r) for r in reports]}, schema=SOURCE_FILES)

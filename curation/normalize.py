@@ -14,6 +14,7 @@ independent of row order; exact repeats inside one file get ``-1``, ``-2``... in
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -155,13 +156,40 @@ def pku_pairs(table: pa.Table) -> pa.Table:
     return pa.concat_tables(parts)
 
 
+_HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
+
+
+def hex_digests128(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """``xxh3_128_hexdigest`` of every string of ``values`` (UTF-8 bytes), without Python strings.
+
+    Each value is hashed straight from the Arrow data buffer and the digests are hex-encoded in
+    numpy (the per-row ``to_pylist`` + ``encode`` + ``hexdigest`` took ~1.5 s at full scale).
+    """
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    values = values.cast(pa.large_string())
+    n = len(values)
+    if n == 0:
+        return pa.array([], pa.string())
+    offsets = np.frombuffer(values.buffers()[1], np.int64, n + 1, values.offset * 8)
+    data = values.buffers()[2]
+    view = memoryview(data) if data is not None else memoryview(b"")
+    digest = xxhash.xxh3_128_digest
+    starts, ends = offsets[:-1].tolist(), offsets[1:].tolist()
+    raw = b"".join([digest(view[a:b]) for a, b in zip(starts, ends, strict=True)])
+    nibbles = np.frombuffer(raw, np.uint8).reshape(n, 16)
+    text = np.empty((n, 32), np.uint8)
+    text[:, 0::2], text[:, 1::2] = _HEX[nibbles >> 4], _HEX[nibbles & 15]
+    return pa.array(text.view("S32").ravel(), pa.binary(32)).cast(pa.string())
+
+
 def content_ids(keys: list[pa.ChunkedArray | pa.Array], order: pa.ChunkedArray) -> pa.Array:
     """xxh3-128 hex ids of the joined ``keys`` per row; repeats get ``-1``, ``-2``... by ``order``."""
     joined = pc.binary_join_element_wise(
-        *[pc.fill_null(pc.cast(k, pa.string()), "") for k in keys], _KEY_SEP
+        *[pc.fill_null(pc.cast(k, pa.large_string()), "") for k in keys],
+        pa.scalar(_KEY_SEP, pa.large_string()),
     )
-    digests = [xxhash.xxh3_128_hexdigest(s.encode()) for s in joined.to_pylist()]
-    frame = pl.DataFrame({"id": digests, "order": order.to_numpy()})
+    frame = pl.DataFrame({"id": hex_digests128(joined), "order": order.to_numpy()})
     rank = frame.select(pl.col("order").rank("ordinal").over("id") - 1).to_series()
     ids = frame.select(
         pl.when(rank == 0).then(pl.col("id")).otherwise(pl.col("id") + "-" + rank.cast(pl.String))
