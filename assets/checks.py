@@ -16,7 +16,7 @@ from assets.metadata import counts_markdown
 from assets.resources import CurationSettings
 from curation.accounting import account
 from curation.contract import SuiteRun
-from curation.gx_validate import SuiteResult
+from curation.gx_validate import SuiteResult, warm_up
 from curation.ingest import RAW_LINE, REASONS, WARNINGS
 
 BOOKKEEPING = [REASONS, WARNINGS, RAW_LINE, "dataset", "subset", "split"]
@@ -180,6 +180,7 @@ def ingest_checks(
 ):
     """The quarantine rate and the GX schema suite of every selected ingested file."""
     selected = context.selected_asset_check_keys
+    gx_ready = warm_up()  # GX imports while the Arrow passes below run
     runs: dict[str, SuiteRun] = {}
     for name in sorted(tables):
         key, table = INGEST_BY_NAME[name], tables[name]
@@ -203,6 +204,7 @@ def ingest_checks(
     for suite in sorted(runs):
         for name, result in sorted(runs[suite].results().items()):
             yield _suite_result(context, alerts, INGEST_BY_NAME[name], "schema_suite", result)
+    gx_ready.join()
 
 
 @dg.asset_check(

@@ -42,6 +42,7 @@ import pyarrow.compute as pc
 from curation.dedup import (
     _distinct_texts,
     empty_removed,
+    keep_in_input_order,
     removed_table,
     sorted_pairs,
     text_hash128,
@@ -121,7 +122,7 @@ def decontaminate(
     The reference set is the test split of ``pairs`` itself plus ``extra_references``, a list of
     ``(name, prompts)``; a match on an extra list is reported with ``matched_dataset = name``
     and ``matched_source_line`` = the prompt's index in its list. ``kept`` keeps the schema of
-    ``pairs`` (sorted by ``pair_id``); ``removed`` has schema :data:`curation.schema.REMOVED`.
+    ``pairs`` and its row order; ``removed`` has schema :data:`curation.schema.REMOVED`.
     """
     lap = Laps("decontaminate")
     tbl, order = sorted_pairs(pairs)
@@ -132,7 +133,7 @@ def decontaminate(
     extras = [(str(name), list(prompts)) for name, prompts in extra_references]
     n_extra = sum(len(p) for _, p in extras)
     if len(train) == 0 or (len(test) == 0 and n_extra == 0):
-        return pairs.take(pa.array(order, pa.int64())), empty_removed()
+        return pairs, empty_removed()
 
     # ---- every text with where it occurs ---------------------------------------------------
     # Texts are read in input order (no copy of the big columns); ``inv`` maps an input row to
@@ -291,7 +292,7 @@ def decontaminate(
     lap("near")
     allm = pl.concat([m.cast({"score": pl.Float64, "key": pl.Int64}) for m in matches])
     if allm.height == 0:
-        return pairs.take(pa.array(order, pa.int64())), empty_removed()
+        return pairs, empty_removed()
     allm = allm.with_columns(
         prec=pl.col("reason").replace_strict(_PRECEDENCE, return_dtype=pl.Int8)
     )
@@ -319,6 +320,6 @@ def decontaminate(
     )
     mask = np.ones(n, bool)
     mask[rows] = False
-    kept = pairs.take(pa.array(order[mask], pa.int64()))
+    kept = keep_in_input_order(pairs, order, mask)
     lap("output")
     return kept, removed

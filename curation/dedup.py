@@ -18,7 +18,9 @@ datasets, on the normalized text of :mod:`curation.textnorm`:
    are near-duplicates (or identical); with ``prompt_dedup=True`` near-duplicate prompts are
    enough. ``docs/dedup.md`` explains the default.
 
-Rows are sorted by ``pair_id`` first, so the result does not depend on the input order.
+Rows are sorted by ``pair_id`` first, so which pairs are kept and removed does not depend on the
+input order. The kept pairs stay in input order (a sequential filter, 4x cheaper than gathering
+the text columns in ``pair_id`` order); the removed table is sorted by ``pair_id``.
 """
 
 from __future__ import annotations
@@ -195,6 +197,13 @@ def removed_table(
         for f in REMOVED
     ]
     return pa.Table.from_arrays(arrays, schema=REMOVED)
+
+
+def keep_in_input_order(pairs: pa.Table, order: np.ndarray, keep_sorted: np.ndarray) -> pa.Table:
+    """The rows of ``pairs`` whose sorted position is flagged in ``keep_sorted``, in input order."""
+    keep = np.zeros(len(order), bool)
+    keep[order[keep_sorted]] = True
+    return pairs.filter(pa.array(keep))
 
 
 def empty_removed() -> pa.Table:
@@ -429,7 +438,7 @@ def _near(
 def deduplicate(pairs: pa.Table, config: DedupConfig = DedupConfig()) -> tuple[pa.Table, pa.Table]:
     """Remove exact and near-duplicate pairs; returns ``(kept, removed)``.
 
-    ``kept`` has the schema of ``pairs`` and is sorted by ``pair_id``; ``removed`` has schema
+    ``kept`` has the schema of ``pairs`` and keeps its row order; ``removed`` has schema
     :data:`curation.schema.REMOVED` with one row per removed pair (reasons ``exact_duplicate``,
     ``conflicting_duplicate``, ``near_duplicate``). Every input ``pair_id`` is in exactly one of
     them.
@@ -470,7 +479,7 @@ def deduplicate(pairs: pa.Table, config: DedupConfig = DedupConfig()) -> tuple[p
         )
     rows = np.concatenate([p[0] for p in parts]).astype(np.int64)
     lap("near")
-    kept = pairs.take(pa.array(order[~removed], pa.int64()))
+    kept = keep_in_input_order(pairs, order, ~removed)
     if len(rows) == 0:
         return kept, empty_removed()
     out = removed_table(

@@ -559,6 +559,19 @@ def _batch_definition():
     return _STATE["batch_definition"]
 
 
+def warm_up() -> threading.Thread:
+    """Import GX and build its context on a background thread (~3 s), e.g. while the Arrow
+    pass of :mod:`curation.contract` runs; :func:`validate_frame` waits for it."""
+
+    def run() -> None:
+        with _LOCK:
+            _batch_definition()
+
+    thread = threading.Thread(target=run, name="gx-warm-up")  # never killed mid-import
+    thread.start()
+    return thread
+
+
 def _release(batch: Any) -> None:
     """Drop GX's references to the frame and its metrics (every batch has the same id)."""
     try:

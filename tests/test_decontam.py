@@ -374,7 +374,7 @@ def test_output_is_independent_of_input_order(rnd: random.Random) -> None:
     perm = list(range(pairs.num_rows))
     rnd.shuffle(perm)
     kept2, removed2 = decontaminate(pairs.take(perm), extra_references=extras)
-    assert kept2.equals(kept)
+    assert kept2.sort_by("pair_id").equals(kept.sort_by("pair_id"))
     assert removed2.equals(removed)
 
 
