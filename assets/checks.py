@@ -6,6 +6,7 @@ Every failing check (WARN or ERROR) posts a data-quality alert through :class:`A
 import json
 
 import dagster as dg
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -99,10 +100,12 @@ def _absent_result(key: dg.AssetKey) -> dg.AssetCheckResult:
     )
 
 
-def _clean_rows(table: pa.Table) -> pa.Table:
-    """The rows that passed the row rules, without the bookkeeping columns."""
-    clean = table.filter(pc.equal(pc.list_value_length(table.column(REASONS)), 0))
-    return clean.drop_columns(BOOKKEEPING)
+def _clean_rows(table: pa.Table) -> tuple[pa.Table, np.ndarray]:
+    """The table without bookkeeping columns, and the mask of rows that passed the row rules
+    (a mask, not a filtered copy of the file)."""
+    clean = pc.equal(pc.list_value_length(table.column(REASONS)), 0)
+    mask = np.asarray(clean.to_numpy(zero_copy_only=False), bool)
+    return table.drop_columns(BOOKKEEPING), mask
 
 
 def _quarantine_rate(
@@ -200,7 +203,7 @@ def ingest_checks(
         suite = suite_for(report)
         if suite not in runs:
             runs[suite] = SuiteRun(suite, sample_rows=settings.gx_sample_rows)
-        runs[suite].add(name, _clean_rows(table))
+        runs[suite].add(name, *_clean_rows(table))
     for suite in sorted(runs):
         for name, result in sorted(runs[suite].results().items()):
             yield _suite_result(context, alerts, INGEST_BY_NAME[name], "schema_suite", result)

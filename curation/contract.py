@@ -111,25 +111,38 @@ def _row_sample(table: pa.Table, column: str, rows: np.ndarray) -> list[dict[str
 
 
 def row_failures(
-    table: pa.Table, suite_name: str, sample_size: int = 10
+    table: pa.Table, suite_name: str, sample_size: int = 10, rows: np.ndarray | None = None
 ) -> tuple[list[dict[str, Any]], np.ndarray]:
     """The suite's row-level expectations evaluated on every row of ``table`` (Arrow/polars).
 
     Returns the failures (same dicts as :attr:`SuiteResult.failures`, counts over all rows) and
     the flagged rows to show GX (up to ``sample_size`` per failing expectation). Expectations on
-    missing columns or columns of another type are left to GX.
+    missing columns or columns of another type are left to GX. ``rows`` (a boolean mask)
+    restricts the check to those rows without copying the table.
     """
     table = flattened(table)
-    n = table.num_rows
+    selected = None if rows is None else pa.array(np.asarray(rows, bool))
+    n = table.num_rows if rows is None else int(np.count_nonzero(rows))
     failures, flagged = [], []
     for expectation in load_suite_json(suite_name)["expectations"]:
         kind, kwargs = expectation["type"], _kwargs(expectation)
         column = kwargs.get("column")
         if kind not in ROW_LEVEL or column not in table.column_names or n == 0:
             continue
-        mask = _unexpected(table[column], kind, kwargs)
-        if mask is None:
-            continue
+        if selected is not None and kind == "expect_column_values_to_be_unique":
+            positions = np.flatnonzero(np.asarray(rows, bool))
+            inner = _unexpected(table[column].filter(selected), kind, kwargs)
+            if inner is None:
+                continue
+            full = np.zeros(table.num_rows, bool)
+            full[positions] = np.asarray(inner.to_numpy(zero_copy_only=False), bool)
+            mask = pa.array(full)
+        else:
+            mask = _unexpected(table[column], kind, kwargs)
+            if mask is None:
+                continue
+            if selected is not None:
+                mask = pc.and_(mask, selected)
         count = int(pc.sum(mask).as_py() or 0)
         if count == 0:
             continue
@@ -152,11 +165,11 @@ def row_failures(
     return failures, rows
 
 
-def _sample_rows(n: int, flagged: np.ndarray, sample_rows: int, seed: int) -> np.ndarray:
-    if sample_rows <= 0 or n <= sample_rows:
-        return np.arange(n, dtype=np.int64)
+def _sample_rows(candidates: np.ndarray, flagged: np.ndarray, sample_rows: int, seed: int):
+    if sample_rows <= 0 or len(candidates) <= sample_rows:
+        return candidates.astype(np.int64)
     rng = np.random.default_rng(seed)
-    picked = rng.choice(n, size=sample_rows, replace=False)
+    picked = rng.choice(candidates, size=sample_rows, replace=False)
     return np.unique(np.concatenate([picked.astype(np.int64), flagged.astype(np.int64)]))
 
 
@@ -205,13 +218,16 @@ class SuiteRun:
         self._samples: dict[str, pa.Table] = {}
         self._rows: dict[str, int] = {}
 
-    def add(self, name: str, table: pa.Table) -> None:
-        """Check every row of ``table`` and keep its GX sample."""
+    def add(self, name: str, table: pa.Table, rows: np.ndarray | None = None) -> None:
+        """Check every row of ``table`` (or the rows flagged in the mask ``rows``), keep a sample."""
         table = flattened(table)
-        self._arrow[name], flagged = row_failures(table, self.suite_name, self.sample_size)
-        picks = _sample_rows(table.num_rows, flagged, self.sample_rows, self.seed)
+        self._arrow[name], flagged = row_failures(table, self.suite_name, self.sample_size, rows)
+        candidates = (
+            np.arange(table.num_rows) if rows is None else np.flatnonzero(np.asarray(rows, bool))
+        )
+        picks = _sample_rows(candidates, flagged, self.sample_rows, self.seed)
         self._samples[name] = table.take(pa.array(picks, pa.int64())).combine_chunks()
-        self._rows[name] = table.num_rows
+        self._rows[name] = len(candidates)
 
     def results(self) -> dict[str, SuiteResult]:
         """GX once per distinct schema on the kept samples, merged with the Arrow failures."""

@@ -32,6 +32,7 @@ assistant boilerplate), the rule NeMo Curator applies to task decontamination
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -210,9 +211,10 @@ def decontaminate(
 
     lap("exact")
 
-    # ---- n-gram ----------------------------------------------------------------------------
+    # ---- n-gram and near-duplicate matchers: independent, so they run on two threads -------
     nn = config.ngram_n
-    if config.ngram:
+
+    def ngram_matches() -> pl.DataFrame | None:
         p_t = probes.filter("whole")["tid"].unique().sort().to_numpy()
         r_t = refs.filter("ref_whole").sort("tid")
         p_t = p_t[counts[p_t] >= nn]
@@ -220,74 +222,73 @@ def decontaminate(
         r_t = r_t["tid"].to_numpy()
         keep_r = counts[r_t] >= nn
         r_t, r_keys = r_t[keep_r], r_keys[keep_r]
-        if len(p_t) and len(r_t):
-            r_h, r_off = ngram_hashes(words, nn, r_t, short=False)
-            ref_ng = (
-                pl.DataFrame({"h": r_h, "key": np.repeat(r_keys, np.diff(r_off))})
-                .group_by("h")
-                .agg(pl.col("key").min())
-            )
-            p_h, p_off = ngram_hashes(words, nn, p_t, short=False)
-            pos = np.flatnonzero(pl.Series(p_h).is_in(ref_ng["h"]).to_numpy())
-            owner = p_t[np.searchsorted(p_off, pos, side="right") - 1]
-            hits = (
-                pl.DataFrame({"h": p_h[pos], "wtid": owner})
-                .join(ref_ng, on="h")
-                .unique(["h", "wtid"])
-                .with_columns(partial=pl.lit(True))
-            )
-            hits = _cap(hits, "h", config.max_matches)
-            best = hits.group_by("wtid").agg(pl.col("key").min())
-            ng = probes.filter("whole").select("row", "wtid").join(best, on="wtid")
-            matches.append(
-                ng.with_columns(
-                    reason=pl.lit("contaminated_ngram"),
-                    partial=pl.lit(True),
-                    score=pl.lit(float(nn)),
-                    method=pl.lit(f"{nn}-gram xxh3-64 words"),
-                ).select(cols)
-            )
+        if not (len(p_t) and len(r_t)):
+            return None
+        r_h, r_off = ngram_hashes(words, nn, r_t, short=False)
+        ref_ng = (
+            pl.DataFrame({"h": r_h, "key": np.repeat(r_keys, np.diff(r_off))})
+            .group_by("h")
+            .agg(pl.col("key").min())
+        )
+        p_h, p_off = ngram_hashes(words, nn, p_t, short=False)
+        pos = np.flatnonzero(pl.Series(p_h).is_in(ref_ng["h"]).to_numpy())
+        owner = p_t[np.searchsorted(p_off, pos, side="right") - 1]
+        hits = (
+            pl.DataFrame({"h": p_h[pos], "wtid": owner})
+            .join(ref_ng, on="h")
+            .unique(["h", "wtid"])
+            .with_columns(partial=pl.lit(True))
+        )
+        hits = _cap(hits, "h", config.max_matches)
+        best = hits.group_by("wtid").agg(pl.col("key").min())
+        ng = probes.filter("whole").select("row", "wtid").join(best, on="wtid")
+        return ng.with_columns(
+            reason=pl.lit("contaminated_ngram"),
+            partial=pl.lit(True),
+            score=pl.lit(float(nn)),
+            method=pl.lit(f"{nn}-gram xxh3-64 words"),
+        ).select(cols)
 
-    lap("ngram")
-    # ---- near-duplicate --------------------------------------------------------------------
-    if config.near_dup:
+    def near_matches() -> pl.DataFrame | None:
         params = config.near_params()
         left = np.zeros(len(words), bool)
         right = np.zeros(len(words), bool)
         left[probes["tid"].to_numpy()] = True
         right[refs["tid"].to_numpy()] = True
         edges, _ = near_duplicate_pairs(words, params, left=left, right=right)
-        if edges.height:
-            a, b = edges["a"].to_numpy(), edges["b"].to_numpy()
-            fwd = left[a] & right[b]
-            bwd = left[b] & right[a]
-            oriented = pl.concat(
-                [
-                    edges.filter(pl.Series(fwd)).select(
-                        tid="a", ref="b", score="score", rule="rule"
-                    ),
-                    edges.filter(pl.Series(bwd)).select(
-                        tid="b", ref="a", score="score", rule="rule"
-                    ),
-                ]
-            )
-            nd = (
-                probes.join(oriented, on="tid")
-                .join(refs.rename({"tid": "ref"}), on="ref")
-                .with_columns(partial=~(pl.col("whole") & pl.col("ref_whole")))
-            )
-            nd = _cap(nd, "ref", config.max_matches)
-            label = (
-                pl.when(pl.col("rule") == "jaccard")
-                .then(pl.lit(params.describe()))
-                .otherwise(pl.lit(params.describe_substitution()))
-            )
-            matches.append(
-                nd.with_columns(
-                    reason=pl.lit("contaminated_near"),
-                    method=label + pl.lit(" ") + kind("whole", "ref_whole"),
-                ).select(cols)
-            )
+        if not edges.height:
+            return None
+        a, b = edges["a"].to_numpy(), edges["b"].to_numpy()
+        fwd = left[a] & right[b]
+        bwd = left[b] & right[a]
+        oriented = pl.concat(
+            [
+                edges.filter(pl.Series(fwd)).select(tid="a", ref="b", score="score", rule="rule"),
+                edges.filter(pl.Series(bwd)).select(tid="b", ref="a", score="score", rule="rule"),
+            ]
+        )
+        nd = (
+            probes.join(oriented, on="tid")
+            .join(refs.rename({"tid": "ref"}), on="ref")
+            .with_columns(partial=~(pl.col("whole") & pl.col("ref_whole")))
+        )
+        nd = _cap(nd, "ref", config.max_matches)
+        label = (
+            pl.when(pl.col("rule") == "jaccard")
+            .then(pl.lit(params.describe()))
+            .otherwise(pl.lit(params.describe_substitution()))
+        )
+        return nd.with_columns(
+            reason=pl.lit("contaminated_near"),
+            method=label + pl.lit(" ") + kind("whole", "ref_whole"),
+        ).select(cols)
+
+    matchers = [
+        m for m, on in ((ngram_matches, config.ngram), (near_matches, config.near_dup)) if on
+    ]
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="decontam") as pool:
+        found = list(pool.map(lambda matcher: matcher(), matchers))
+    matches.extend(m for m in found if m is not None)
 
     lap("near")
     allm = pl.concat([m.cast({"score": pl.Float64, "key": pl.Int64}) for m in matches])

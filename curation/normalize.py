@@ -78,7 +78,7 @@ def hh_pairs(table: pa.Table) -> pa.Table:
     """HH preference rows (validated) → pairs without ``pair_id`` (filled by :func:`with_pair_ids`)."""
     n = table.num_rows
     chosen = hh.parse_transcripts(table.column("chosen"))
-    rejected = hh.parse_transcripts(table.column("rejected"))
+    rejected = hh.final_responses(table.column("rejected"))
     subsets = table.column("subset")
     harmless = pc.is_in(subsets, pa.array(sorted(HARMLESS_SUBSETS)))
     columns = {
@@ -92,7 +92,7 @@ def hh_pairs(table: pa.Table) -> pa.Table:
         "prompt": chosen["prompt"].to_arrow(),
         "prompt_turns": chosen["prompt_turns"].to_arrow().cast(pa.list_(TURN)),
         "chosen": chosen["response"].to_arrow(),
-        "rejected": rejected["response"].to_arrow(),
+        "rejected": rejected.to_arrow(),
         **_null_labels(n),
     }
     return pa.table(columns, schema=PAIRS)

@@ -32,7 +32,14 @@ def run_full_refresh(
     run_config: Mapping | None = None,
     asset_selection: Iterable[dg.AssetKey] | None = None,
 ) -> Iterator["ExecuteJobResult"]:
-    """Execute ``full_refresh`` (or the given subset of assets and their checks) in this process."""
+    """Execute ``full_refresh`` (or the given subset of assets and their checks) in this process.
+
+    Great Expectations (~3 s to import and set up) is loaded on a background thread meanwhile,
+    so that the checks do not wait for it after ingest.
+    """
+    from curation.gx_validate import warm_up
+
+    warm_up()
     job = dg.reconstructable(in_process_full_refresh)
     if asset_selection is not None:
         job = job.get_subset(asset_selection=set(asset_selection))

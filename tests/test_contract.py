@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -96,3 +97,21 @@ def test_small_tables_are_validated_by_gx_in_full():
     table = pku_table()
     [result] = validate_tables({"t": table}, "pku_saferlhf_raw").values()
     assert result.success and result.validated_rows == result.rows == table.num_rows
+
+
+def test_row_mask_checks_only_the_rows_that_passed_the_row_rules():
+    table = _big(400)
+    ids = [0] * table.num_rows
+    ids[10] = 5  # a quarantined row: not part of the contract
+    ids[20] = 6  # a row that went on: counted
+    bad = _with(table, "better_response_id", ids)
+    rows = [True] * table.num_rows
+    rows[10] = False
+    result = validate_tables({"f": bad}, "pku_saferlhf_raw", sample_rows=50)["f"]
+    assert result.failures[0]["unexpected_count"] == 2
+    run = SuiteRun("pku_saferlhf_raw", sample_rows=50)
+    run.add("f", bad, rows=np.array(rows))
+    masked = run.results()["f"]
+    [failure] = masked.failures
+    assert failure["unexpected_count"] == 1 and masked.rows == table.num_rows - 1
+    assert [s["value"] for s in failure["sample"]] == [6]

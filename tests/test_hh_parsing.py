@@ -55,3 +55,22 @@ def test_well_formed(text: str, ok: bool):
 def test_prompt_null_when_last_turn_is_human():
     row = parse_one("\n\nHuman: a\n\nAssistant: b\n\nHuman: c")
     assert row["prompt"] is None and row["response"] is None
+
+
+@pytest.mark.parametrize(
+    "transcript",
+    [
+        "\n\nHuman: hi\n\nAssistant: hello",
+        "\n\nHuman: a\n\nAssistant:  two spaces\n\nHuman: b\n\nAssistant: last one",
+        "\n\nHuman: q\n\nAssistant:",
+        "\n\nHuman: Assistant: inline\n\nAssistant: Human: inline too",
+    ],
+)
+def test_final_responses_equal_the_full_parse_on_well_formed_transcripts(transcript):
+    import pyarrow as pa
+
+    from curation import hh
+
+    parsed = hh.parse_transcripts(pa.array([transcript]))
+    assert hh.well_formed(parsed).to_list() == [True]
+    assert hh.final_responses(pa.array([transcript])).to_list() == parsed["response"].to_list()

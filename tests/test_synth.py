@@ -209,3 +209,33 @@ def test_decontam_config_is_recorded(results: dict) -> None:
     run = results["runs"]["default"]
     assert run["config"]["decontam"] == DecontamConfig().__dict__
     assert set(run["seconds"]) == {"dedup", "decontam", "score"}
+
+
+def removal_digest(removed: pa.Table) -> str:
+    """sha256 over every removal decision: who was removed, why, how, with what score and match."""
+    columns = ["pair_id", "reason", "method", "score", "matched_pair_id", "matched_dataset"]
+    rows = removed.select(columns).sort_by("pair_id").to_pylist()
+    return hashlib.sha256(repr(rows).encode()).hexdigest()
+
+
+# Recorded before the performance work of the issue "Performance at full scale" (commit 434471b)
+# and unchanged since: every optimization must keep every detection decision identical.
+# (removed pairs, removal_digest) on the scale-0.01, seed-7 corpus of the `corpus` fixture.
+GOLDEN = {
+    "dedup": (110, "50ebdbff0af50b27e891462cc6edcc1cb03a08b7dd9725cdef0bf344c0a8295f"),
+    "decontam": (176, "c66f1e83753d1f4c35b030b7078acb98ed4ab1e55d0bd176883fc995caf693e6"),
+}
+
+
+def test_detection_decisions_are_identical_to_the_recorded_ones(corpus: Path) -> None:
+    from curation.decontam import decontaminate
+    from curation.dedup import deduplicate
+
+    pairs, _, _ = eval_dedup.load_pairs(corpus)
+    kept, dedup_removed = deduplicate(pairs)
+    _, decontam_removed = decontaminate(kept)
+    got = {
+        "dedup": (dedup_removed.num_rows, removal_digest(dedup_removed)),
+        "decontam": (decontam_removed.num_rows, removal_digest(decontam_removed)),
+    }
+    assert got == GOLDEN
