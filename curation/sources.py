@@ -8,7 +8,6 @@ filesystem expects; for other schemes it is recorded in the manifest only.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import logging
@@ -16,6 +15,7 @@ import zlib
 from dataclasses import dataclass
 
 import fsspec
+from isal import igzip
 
 from curation.schema import (
     HH_DATASET,
@@ -114,7 +114,7 @@ class RawFile:
     def stream(self) -> io.BufferedIOBase:
         """A streaming reader of the decompressed content (for the large red-team array)."""
         if self.compression == "gzip":
-            return gzip.GzipFile(fileobj=io.BytesIO(self.raw), mode="rb")
+            return igzip.GzipFile(fileobj=io.BytesIO(self.raw), mode="rb")
         return io.BytesIO(self.raw)
 
     def decompress(self) -> bytes:
@@ -126,7 +126,7 @@ class RawFile:
                 )
             return self.raw
         try:
-            return gzip.decompress(self.raw)
+            return igzip.decompress(self.raw)  # ISA-L: ~2.3x zlib's speed, same format
         except (EOFError, OSError, zlib.error) as exc:
             raise SourceError(f"{self.uri}: corrupt or truncated gzip stream: {exc}") from exc
 
