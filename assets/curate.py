@@ -11,6 +11,7 @@ from assets.resources import AwsCredentials, CurationSettings
 from curation.decontam import DecontamConfig, decontaminate
 from curation.dedup import DedupConfig, deduplicate
 from curation.references import load_reference_set
+from curation.selection import RowSelection
 
 CURATE_GROUP = "curate"
 
@@ -32,12 +33,13 @@ def decontam_config(settings: CurationSettings) -> DecontamConfig:
     return dataclasses.replace(DecontamConfig(), **settings.decontam)
 
 
-def _outputs(kept: pa.Table, removed: pa.Table, kept_name: str, removed_name: str):
+def _outputs(kept: RowSelection, removed: pa.Table, kept_name: str, removed_name: str):
+    """The kept rows (written by the IO manager batch by batch) and the audit table."""
     counts = reason_counts(removed)
     yield dg.Output(
         kept,
         kept_name,
-        metadata={"dagster/row_count": kept.num_rows, "preview": preview(kept)},
+        metadata={"dagster/row_count": kept.num_rows, "preview": preview(kept.head())},
     )
     yield dg.Output(
         removed,
@@ -63,7 +65,7 @@ def _outputs(kept: pa.Table, removed: pa.Table, kept_name: str, removed_name: st
 )
 def deduplicate_pairs(settings: CurationSettings, normalized_pairs: pa.Table):
     """Deduplicate within each split, across subsets and datasets."""
-    kept, removed = deduplicate(normalized_pairs, dedup_config(settings))
+    kept, removed = deduplicate(normalized_pairs, dedup_config(settings), lazy=True)
     yield from _outputs(kept, removed, "deduplicated_pairs", "dedup_removed")
 
 
@@ -88,5 +90,5 @@ def decontaminate_pairs(
         load_reference_set(spec, aws.storage_options(spec))
         for spec in settings.extra_reference_uris
     ]
-    kept, removed = decontaminate(deduplicated_pairs, decontam_config(settings), extras)
+    kept, removed = decontaminate(deduplicated_pairs, decontam_config(settings), extras, lazy=True)
     yield from _outputs(kept, removed, "curated_pairs", "decontam_removed")

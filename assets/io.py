@@ -13,17 +13,26 @@ from pathlib import Path
 import dagster as dg
 import pyarrow as pa
 
+from curation.selection import RowSelection
+
 SUFFIX = ".arrow"
 #: Resource key of the input manager that loads a never-materialized table as ``None``.
 OPTIONAL_INPUT_MANAGER = "optional_table_loader"
 
 
-def write_table(table: pa.Table, path: Path) -> None:
-    """Write ``table`` (schema metadata kept) to ``path`` atomically (temp file + rename)."""
+def write_table(table: pa.Table | RowSelection, path: Path) -> None:
+    """Write ``table`` (schema metadata kept) to ``path`` atomically (temp file + rename).
+
+    A :class:`~curation.selection.RowSelection` is written batch by batch, never copied whole.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table, max_chunksize=1 << 16)
+        if isinstance(table, RowSelection):
+            for batch in table.batches():
+                writer.write_batch(batch)
+        else:
+            writer.write_table(table, max_chunksize=1 << 16)
     tmp.replace(path)
 
 
@@ -34,7 +43,8 @@ def read_table(path: Path) -> pa.Table:
 
 
 class ArrowTableIOManager(dg.ConfigurableIOManager):
-    """Keeps each asset's ``pa.Table`` as ``<base_dir>/<asset key>.arrow``."""
+    """Keeps each asset's ``pa.Table`` (or ``RowSelection``) as ``<base_dir>/<asset key>.arrow``;
+    inputs are always loaded as ``pa.Table``."""
 
     base_dir: str
     allow_missing: bool = False  # load a table that was never stored as None (input managers)
@@ -42,10 +52,10 @@ class ArrowTableIOManager(dg.ConfigurableIOManager):
     def _path(self, context: dg.OutputContext | dg.InputContext) -> Path:
         return Path(self.base_dir).joinpath(*context.asset_key.path).with_suffix(SUFFIX)
 
-    def handle_output(self, context: dg.OutputContext, obj: pa.Table) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: pa.Table | RowSelection) -> None:
         if obj is None:
             return
-        if not isinstance(obj, pa.Table):
+        if not isinstance(obj, pa.Table | RowSelection):
             raise TypeError(f"{context.asset_key}: expected a pyarrow.Table, got {type(obj)}")
         write_table(obj, self._path(context))
 

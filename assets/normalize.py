@@ -66,12 +66,17 @@ def validate_and_normalize(
     ):
         reports.append(report)
         quarantined.append(bad)
-        (red_team if "transcript_id" in good.column_names else pairs).append(good)
+        if "transcript_id" in good.column_names:
+            red_team.append(good)
+        else:
+            pairs.append((report["split"] or "", len(pairs), good))
     try:
         require_recognisable(reports)
     except SourceError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
-    pair_table = pa.concat_tables([PAIRS.empty_table(), *pairs])
+    # test files first, then train: each split is one contiguous run of rows, so the release
+    # writes its split folders from zero-copy slices
+    pair_table = pa.concat_tables([PAIRS.empty_table(), *(t for *_, t in sorted(pairs))])
     quarantine = pa.concat_tables([QUARANTINE.empty_table(), *quarantined])
     red_team_table = pa.concat_tables([RED_TEAM.empty_table(), *red_team])
     source_files = pa.table({"report": [json.dumps(r) for r in reports]}, schema=SOURCE_FILES)

@@ -49,6 +49,7 @@ from curation.dedup import (
     text_hash128,
 )
 from curation.near_dup import Laps, NearDupParams, near_duplicate_pairs, ngram_hashes, tokenize
+from curation.selection import RowSelection
 from curation.textnorm import normalize_array
 
 __all__ = ["DecontamConfig", "decontaminate"]
@@ -117,8 +118,12 @@ def decontaminate(
     pairs: pa.Table,
     config: DecontamConfig = DecontamConfig(),
     extra_references: Sequence[tuple[str, Sequence[str]]] = (),
-) -> tuple[pa.Table, pa.Table]:
+    *,
+    lazy: bool = False,
+) -> tuple[pa.Table | RowSelection, pa.Table]:
     """Remove train pairs whose prompt matches a test prompt; returns ``(kept, removed)``.
+
+    With ``lazy=True`` ``kept`` is a :class:`~curation.selection.RowSelection` of ``pairs``.
 
     The reference set is the test split of ``pairs`` itself plus ``extra_references``, a list of
     ``(name, prompts)``; a match on an extra list is reported with ``matched_dataset = name``
@@ -134,7 +139,9 @@ def decontaminate(
     extras = [(str(name), list(prompts)) for name, prompts in extra_references]
     n_extra = sum(len(p) for _, p in extras)
     if len(train) == 0 or (len(test) == 0 and n_extra == 0):
-        return pairs, empty_removed()
+        return (RowSelection(pairs, np.ones(pairs.num_rows, bool)) if lazy else pairs), (
+            empty_removed()
+        )
 
     # ---- every text with where it occurs ---------------------------------------------------
     # Texts are read in input order (no copy of the big columns); ``inv`` maps an input row to
@@ -293,7 +300,9 @@ def decontaminate(
     lap("near")
     allm = pl.concat([m.cast({"score": pl.Float64, "key": pl.Int64}) for m in matches])
     if allm.height == 0:
-        return pairs, empty_removed()
+        return (RowSelection(pairs, np.ones(pairs.num_rows, bool)) if lazy else pairs), (
+            empty_removed()
+        )
     allm = allm.with_columns(
         prec=pl.col("reason").replace_strict(_PRECEDENCE, return_dtype=pl.Int8)
     )
@@ -321,6 +330,6 @@ def decontaminate(
     )
     mask = np.ones(n, bool)
     mask[rows] = False
-    kept = keep_in_input_order(pairs, order, mask)
+    kept = keep_in_input_order(pairs, order, mask, lazy)
     lap("output")
     return kept, removed

@@ -45,6 +45,7 @@ from curation.near_dup import (
     verify_pairs,
 )
 from curation.schema import REMOVED
+from curation.selection import RowSelection
 from curation.textnorm import normalize_array
 
 __all__ = ["EXACT_METHOD", "DedupConfig", "deduplicate", "text_hash128"]
@@ -199,11 +200,14 @@ def removed_table(
     return pa.Table.from_arrays(arrays, schema=REMOVED)
 
 
-def keep_in_input_order(pairs: pa.Table, order: np.ndarray, keep_sorted: np.ndarray) -> pa.Table:
-    """The rows of ``pairs`` whose sorted position is flagged in ``keep_sorted``, in input order."""
+def keep_in_input_order(
+    pairs: pa.Table, order: np.ndarray, keep_sorted: np.ndarray, lazy: bool = False
+) -> pa.Table | RowSelection:
+    """The rows of ``pairs`` whose sorted position is flagged in ``keep_sorted``, in input order
+    (a :class:`~curation.selection.RowSelection` when ``lazy``)."""
     keep = np.zeros(len(order), bool)
     keep[order[keep_sorted]] = True
-    return pairs.filter(pa.array(keep))
+    return RowSelection(pairs, keep) if lazy else pairs.filter(pa.array(keep))
 
 
 def empty_removed() -> pa.Table:
@@ -435,8 +439,13 @@ def _near(
     return rows_c[g], score, rows_c[s], method
 
 
-def deduplicate(pairs: pa.Table, config: DedupConfig = DedupConfig()) -> tuple[pa.Table, pa.Table]:
+def deduplicate(
+    pairs: pa.Table, config: DedupConfig = DedupConfig(), *, lazy: bool = False
+) -> tuple[pa.Table | RowSelection, pa.Table]:
     """Remove exact and near-duplicate pairs; returns ``(kept, removed)``.
+
+    With ``lazy=True`` ``kept`` is a :class:`~curation.selection.RowSelection` of ``pairs`` (no
+    copy of the kept rows).
 
     ``kept`` has the schema of ``pairs`` and keeps its row order; ``removed`` has schema
     :data:`curation.schema.REMOVED` with one row per removed pair (reasons ``exact_duplicate``,
@@ -447,7 +456,7 @@ def deduplicate(pairs: pa.Table, config: DedupConfig = DedupConfig()) -> tuple[p
     tbl, order = sorted_pairs(pairs, ("chosen", "rejected"))
     n = tbl.num_rows
     if n == 0:
-        return pairs, empty_removed()
+        return (RowSelection(pairs, np.ones(0, bool)) if lazy else pairs), empty_removed()
     # normalized prompts stay in input order (no copy of the column); row i is input order[i]
     p_norm = normalize_array(pairs["prompt"])
     lap("normalize prompts")
@@ -479,7 +488,7 @@ def deduplicate(pairs: pa.Table, config: DedupConfig = DedupConfig()) -> tuple[p
         )
     rows = np.concatenate([p[0] for p in parts]).astype(np.int64)
     lap("near")
-    kept = keep_in_input_order(pairs, order, ~removed)
+    kept = keep_in_input_order(pairs, order, ~removed, lazy)
     if len(rows) == 0:
         return kept, empty_removed()
     out = removed_table(

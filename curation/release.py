@@ -272,15 +272,49 @@ def _conform(name: str, table: pa.Table) -> pa.Table:
 
 
 def _split_slices(table: pa.Table, split_col: str | None) -> list[tuple[str | None, pa.Table]]:
+    """The table's rows per split value (sorted; ``None`` last).
+
+    When every split value occupies one contiguous run of rows (the pipeline orders pairs by
+    split), the parts are zero-copy slices; otherwise each split is filtered out (a copy).
+    """
     if split_col is None:
         return [(None, table)]
     col = table.column(split_col)
-    values = pc.unique(col).to_pylist()
+    values = sorted(pc.unique(col).to_pylist(), key=lambda v: (v is None, str(v)))
+    runs = _contiguous_runs(col)
     out = []
-    for value in sorted(values, key=lambda v: (v is None, str(v))):
+    for value in values:
+        if runs is not None:
+            start, stop = runs[value]
+            out.append((_safe_dir(value), table.slice(start, stop - start)))
+            continue
         mask = pc.is_null(col) if value is None else pc.fill_null(pc.equal(col, value), False)
         out.append((_safe_dir(value), table.filter(mask)))
     return out
+
+
+def _contiguous_runs(col: pa.ChunkedArray) -> dict[Any, tuple[int, int]] | None:
+    """``value -> (start, stop)`` when each value of ``col`` forms one run of rows, else None."""
+    runs: dict[Any, tuple[int, int]] = {}
+    base = 0
+    for chunk in col.chunks:
+        if len(chunk) == 0:
+            continue
+        encoded = pc.run_end_encode(chunk)
+        previous = 0
+        for value, end in zip(
+            encoded.values.to_pylist(), encoded.run_ends.to_pylist(), strict=True
+        ):
+            start, stop = base + previous, base + end
+            previous = end
+            if value in runs:
+                first, last = runs[value]
+                if last != start:
+                    return None
+                start = first
+            runs[value] = (start, stop)
+        base += len(chunk)
+    return runs
 
 
 def encode_part(part: pa.Table) -> pa.Buffer:
