@@ -8,6 +8,10 @@ decoding per run and the anonymous-memory copy of every input (``docs/benchmarks
 Releases, which other teams read, are zstd parquet (``curation.release``).
 """
 
+import contextlib
+import ctypes
+import gc
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -36,6 +40,19 @@ def write_table(table: pa.Table | RowSelection, path: Path) -> None:
     tmp.replace(path)
 
 
+def release_memory() -> None:
+    """Hand freed memory back to the OS between steps (in-process runs share one process).
+
+    Arrow's allocator and glibc's malloc keep freed pages for reuse; without this the next step
+    starts with the previous step's high-water mark still resident.
+    """
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def read_table(path: Path) -> pa.Table:
     """The table stored at ``path``, memory-mapped (zero copy)."""
     with pa.memory_map(str(path), "r") as source:
@@ -58,6 +75,7 @@ class ArrowTableIOManager(dg.ConfigurableIOManager):
         if not isinstance(obj, pa.Table | RowSelection):
             raise TypeError(f"{context.asset_key}: expected a pyarrow.Table, got {type(obj)}")
         write_table(obj, self._path(context))
+        release_memory()
 
     def load_input(self, context: dg.InputContext) -> pa.Table | None:
         """The stored table; ``None`` if it was never stored and ``allow_missing`` is set."""

@@ -167,14 +167,18 @@ def decontaminate(
     e_norm = normalize_array(
         pa.array([t if t is not None else "" for _, p in extras for t in p], pa.large_string())
     )
+    n_p, n_t = len(p_norm), len(t_norm)
     texts = pa.concat_arrays([p_norm, t_norm, e_norm])
+    del p_norm, t_norm, e_norm  # only their concatenation is used from here on
     lap("normalize")
     hi, lo = text_hash128(texts)
     tid, first = _distinct_texts(hi, lo)
-    words = tokenize(texts.take(pa.array(first, pa.int64())), config.seed)
+    distinct = texts.take(pa.array(first, pa.int64()))
+    del texts
+    words = tokenize(distinct, config.seed)
+    del distinct  # the word hashes are all that is needed from here on
     counts = words.counts
     lap("tokenize")
-    n_p, n_t = len(p_norm), len(t_norm)
     row = np.concatenate([p_rows, t_rows, np.full(n_extra, -1, np.int64)])
     # order key of a reference: its row (tbl is sorted by pair_id), extras after all rows
     key = np.concatenate([p_rows, t_rows, n + np.arange(n_extra, dtype=np.int64)])

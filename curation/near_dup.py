@@ -354,6 +354,10 @@ def ngram_hashes(words: Words, n: int, ids: np.ndarray | None = None, *, short: 
 # --------------------------------------------------------------------------------------------
 
 
+#: Probe texts per LSH query slice (bounds the signature matrix: 100k x 128 x 4 B = 51 MB).
+QUERY_CHUNK = 100_000
+
+
 class Sketches:
     """MinHash signatures of a batch of texts, computed by ``rensa`` and materialized lazily."""
 
@@ -397,7 +401,15 @@ class Sketches:
             refs = self._matrix(against)
             lsh.insert_matrix(refs, 0)
             lsh.insert_matrix(refs, len(against))
-            flags = lsh.query_duplicate_flags_matrix(self._matrix(ids))
+            del refs
+            # the probes are queried in slices: the same flags, without one signature matrix
+            # (and one gathered token array) for all of them at once
+            flags = np.concatenate(
+                [
+                    np.asarray(lsh.query_duplicate_flags_matrix(self._matrix(chunk)), bool)
+                    for chunk in np.array_split(ids, max(1, len(ids) // QUERY_CHUNK))
+                ]
+            )
         return ids[np.asarray(flags, bool)]
 
     def signatures(self, ids: np.ndarray) -> np.ndarray:
