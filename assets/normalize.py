@@ -61,9 +61,13 @@ def validate_and_normalize(
     """
     pairs, quarantined, red_team, reports = [], [], [], []
     workers = settings.ingest_threads or os.cpu_count() or 1
-    for _name, (report, bad, good) in in_threads(
-        lambda n: normalize_file(raw_tables[n]), sorted(raw_tables), workers
-    ):
+    done = dict(
+        in_threads(
+            lambda n: normalize_file(raw_tables[n]), sorted(raw_tables), workers, ordered=False
+        )
+    )
+    for name in sorted(done):
+        report, bad, good = done.pop(name)
         reports.append(report)
         quarantined.append(bad)
         if "transcript_id" in good.column_names:
