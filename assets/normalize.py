@@ -11,6 +11,7 @@ from assets.metadata import counts_markdown, preview, stage_out
 from assets.resources import CurationSettings
 from curation.ingest import require_recognisable
 from curation.normalize import (
+    PAIRS_STAGE,
     pairs_from,
     quarantine_rows,
     red_team_rows,
@@ -18,7 +19,7 @@ from curation.normalize import (
     with_pair_ids,
 )
 from curation.parallel import in_threads
-from curation.schema import PAIRS, QUARANTINE, RED_TEAM
+from curation.schema import QUARANTINE, RED_TEAM
 from curation.sources import SourceError
 
 VALIDATE_GROUP = "validate"
@@ -80,7 +81,7 @@ def validate_and_normalize(
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
     # test files first, then train: each split is one contiguous run of rows, so the release
     # writes its split folders from zero-copy slices
-    pair_table = pa.concat_tables([PAIRS.empty_table(), *(t for *_, t in sorted(pairs))])
+    pair_table = pa.concat_tables([PAIRS_STAGE.empty_table(), *(t for *_, t in sorted(pairs))])
     quarantine = pa.concat_tables([QUARANTINE.empty_table(), *quarantined])
     red_team_table = pa.concat_tables([RED_TEAM.empty_table(), *red_team])
     source_files = pa.table({"report": [json.dumps(r) for r in reports]}, schema=SOURCE_FILES)

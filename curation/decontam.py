@@ -50,7 +50,7 @@ from curation.dedup import (
 )
 from curation.near_dup import Laps, NearDupParams, near_duplicate_pairs, ngram_hashes, tokenize
 from curation.selection import RowSelection
-from curation.textnorm import normalize_array
+from curation.textnorm import normalize_array, normalized_prompts
 
 __all__ = ["DecontamConfig", "decontaminate"]
 
@@ -152,7 +152,7 @@ def decontaminate(
     is_train[train] = True
     used = is_train.copy()
     used[test] = True
-    p_norm = normalize_array(pairs["prompt"])
+    p_norm = normalized_prompts(pairs)
     p_rows = inv
     if not used.all():
         keep = used[inv]

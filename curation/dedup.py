@@ -46,7 +46,7 @@ from curation.near_dup import (
 )
 from curation.schema import REMOVED
 from curation.selection import RowSelection
-from curation.textnorm import normalize_array
+from curation.textnorm import normalize_array, normalized_prompts
 
 __all__ = ["EXACT_METHOD", "DedupConfig", "deduplicate", "text_hash128"]
 
@@ -458,7 +458,7 @@ def deduplicate(
     if n == 0:
         return (RowSelection(pairs, np.ones(0, bool)) if lazy else pairs), empty_removed()
     # normalized prompts stay in input order (no copy of the column); row i is input order[i]
-    p_norm = normalize_array(pairs["prompt"])
+    p_norm = normalized_prompts(pairs)
     lap("normalize prompts")
     p_hi, p_lo = text_hash128(p_norm)
     p_hi, p_lo = p_hi[order], p_lo[order]

@@ -31,9 +31,11 @@ from curation.schema import (
     RED_TEAM,
     TURN,
 )
-from curation.textnorm import normalize_array
+from curation.textnorm import NORMALIZED_PROMPT, normalize_array
 
 HARMLESS_SUBSETS = frozenset({"harmless-base"})
+#: Pairs between stages: :data:`~curation.schema.PAIRS` plus the normalized prompt.
+PAIRS_STAGE = PAIRS.append(pa.field(NORMALIZED_PROMPT, pa.large_string()))
 _KEY_SEP = "\x1f"
 
 
@@ -198,17 +200,24 @@ def content_ids(keys: list[pa.ChunkedArray | pa.Array], order: pa.ChunkedArray) 
 
 
 def with_pair_ids(pairs: pa.Table) -> pa.Table:
-    """Fill ``pair_id`` (see the module docstring)."""
+    """Fill ``pair_id`` (see the module docstring) and add the normalized prompt.
+
+    The result has the :data:`PAIRS_STAGE` schema: :data:`~curation.schema.PAIRS` plus
+    :data:`~curation.textnorm.NORMALIZED_PROMPT`, so dedup and decontamination do not normalize
+    the prompts again.
+    """
+    prompt = normalize_array(pairs.column("prompt"))
     keys = [
         pairs.column("dataset"),
         pairs.column("subset"),
         pairs.column("split"),
         pairs.column("dimension"),
-        normalize_array(pairs.column("prompt")),
+        prompt,
         normalize_array(pairs.column("chosen")),
         normalize_array(pairs.column("rejected")),
     ]
-    return pairs.set_column(0, "pair_id", content_ids(keys, pairs.column("source_line")))
+    ids = pairs.set_column(0, "pair_id", content_ids(keys, pairs.column("source_line")))
+    return ids.append_column(PAIRS_STAGE.field(NORMALIZED_PROMPT), prompt)
 
 
 def red_team_rows(table: pa.Table) -> pa.Table:

@@ -175,6 +175,19 @@ def _normalize(values: pa.LargeStringArray, force_general: bool) -> pa.LargeStri
     return out
 
 
+#: Stage-table column holding ``normalize_array(prompt)``, computed once by
+#: :func:`curation.normalize.with_pair_ids` and reused by dedup and decontamination (releases
+#: drop it: it is not in :data:`curation.schema.PAIRS`).
+NORMALIZED_PROMPT = "prompt_normalized"
+
+
+def normalized_prompts(pairs: pa.Table) -> pa.LargeStringArray:
+    """``normalize_array(pairs["prompt"])``, taken from :data:`NORMALIZED_PROMPT` when present."""
+    if NORMALIZED_PROMPT in pairs.column_names:
+        return _as_large_string(pairs[NORMALIZED_PROMPT])
+    return normalize_array(pairs["prompt"])
+
+
 def normalize_text(text: str) -> str:
     """Normalize one string; identical to :func:`normalize_array` on a one-element array."""
     return normalize_array(pa.array([text], pa.large_string()))[0].as_py()

@@ -93,3 +93,30 @@ def test_case_whitespace_punctuation_edits_are_invisible(words: list[str], data)
         pieces.append("".join(c.upper() if u else c for c, u in zip(word, upper, strict=True)))
     pieces.append(data.draw(st.text(alphabet=" .!?\n", max_size=3)))
     assert normalize_text("".join(pieces)) == base
+
+
+def test_stage_pairs_carry_the_normalized_prompt_once():
+    import pyarrow as pa
+
+    from curation.normalize import PAIRS_STAGE, with_pair_ids
+    from curation.schema import PAIRS
+    from curation.textnorm import NORMALIZED_PROMPT, normalize_array, normalized_prompts
+
+    rows = {name: [None, None] for name in PAIRS.names}
+    rows.update(
+        dataset=["hh-rlhf"] * 2,
+        subset=["harmless-base"] * 2,
+        split=["train"] * 2,
+        dimension=["harmless"] * 2,
+        source_file=["f"] * 2,
+        source_line=[0, 1],
+        prompt=["Hello,  WORLD’s", "Ｆｕｌｌ width"],
+        chosen=["a", "b"],
+        rejected=["c", "d"],
+    )
+    staged = with_pair_ids(pa.Table.from_pydict(rows, schema=PAIRS))
+    assert staged.schema == PAIRS_STAGE
+    expected = normalize_array(staged["prompt"])
+    assert staged[NORMALIZED_PROMPT].combine_chunks().equals(expected)
+    assert normalized_prompts(staged).equals(expected)
+    assert normalized_prompts(staged.drop_columns([NORMALIZED_PROMPT])).equals(expected)
