@@ -10,6 +10,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from curation.contract import DEFAULT_SAMPLE_ROWS
 from curation.rules import resolve_levels
 
 
@@ -101,7 +102,7 @@ class CurationSettings(dg.ConfigurableResource):
         default=0, description="Files ingested at once in the ingest step (0: one per CPU)."
     )
     gx_sample_rows: int = Field(
-        default=5_000,
+        default=DEFAULT_SAMPLE_ROWS,
         description="Rows per table Great Expectations validates in full (plus every row the "
         "Arrow pass flagged); row-level expectations always cover every row. 0: GX on all rows.",
     )

@@ -31,7 +31,14 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.gx_validate import ID_COLUMNS, SuiteResult, _jsonable, load_suite_json, validate_frame
+from curation.gx_validate import (
+    ID_COLUMNS,
+    SuiteResult,
+    _jsonable,
+    flattened,
+    load_suite_json,
+    validate_frame,
+)
 
 __all__ = ["DEFAULT_SAMPLE_ROWS", "SuiteRun", "row_failures", "validate_tables"]
 
@@ -46,13 +53,6 @@ ROW_LEVEL = (
     "expect_column_values_to_be_in_set",
     "expect_column_values_to_be_unique",
 )
-
-
-def flattened(table: pa.Table) -> pa.Table:
-    """Struct columns flattened to dotted columns (as GX sees the table)."""
-    while any(pa.types.is_struct(f.type) for f in table.schema):
-        table = table.flatten()
-    return table
 
 
 def _key(failure: Mapping[str, Any]) -> str:

@@ -309,6 +309,13 @@ def _has_array_cells(series: pd.Series) -> bool:
     return first is not None and isinstance(series.at[first], np.ndarray)
 
 
+def flattened(table: pa.Table) -> pa.Table:
+    """Struct columns flattened (repeatedly, for nested structs) to dotted columns."""
+    while any(pa.types.is_struct(f.type) for f in table.schema):
+        table = table.flatten()
+    return table
+
+
 def frame_for_validation(table: pa.Table) -> pd.DataFrame:
     """A pyarrow table as the DataFrame the suites expect.
 
@@ -316,8 +323,7 @@ def frame_for_validation(table: pa.Table) -> pd.DataFrame:
     ``response_0_harm_category.Violence``; list columns become Python lists (pyarrow gives numpy
     arrays, which GX's type names cannot express).
     """
-    while any(pa.types.is_struct(f.type) for f in table.schema):
-        table = table.flatten()
+    table = flattened(table)
     # pandas 3 keeps string columns Arrow-backed *with their chunking*; GX's row filters over
     # thousands of chunks are ~10x slower than over one, so combine first.
     df = table.combine_chunks().to_pandas()
