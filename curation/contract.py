@@ -182,7 +182,7 @@ def _attribute(failure: dict[str, Any], members: Sequence[str]) -> dict[str, dic
     """Split one GX failure on a shared sample into per-member failures."""
     index = failure.pop("_index", None)
     if not index:  # a column-level failure (type, presence): the same for every member
-        return {m: {k: v for k, v in failure.items()} for m in members}
+        return {m: dict(failure) for m in members}
     counts: dict[str, int] = {}
     for entry in index:
         member = members[int(entry[MEMBER])]

@@ -69,7 +69,17 @@ def test_unique_flags_every_member_of_a_duplicate_group():
     assert failure["unexpected_count"] == 2
 
 
-def test_one_gx_run_per_schema_attributes_failures_to_the_right_file():
+def test_one_gx_run_per_schema_attributes_failures_to_the_right_file(monkeypatch):
+    from curation import contract
+
+    runs: list[int] = []
+    real = contract.validate_frame
+
+    def counting(frame, *args, **kwargs):  # the real GX validation, counted
+        runs.append(len(frame))
+        return real(frame, *args, **kwargs)
+
+    monkeypatch.setattr(contract, "validate_frame", counting)
     clean = pku_table()
     typed_wrong = _with(  # a bool column holding strings: only GX's type check catches it
         clean.drop_columns(["is_response_0_safe"]).append_column(
@@ -83,6 +93,7 @@ def test_one_gx_run_per_schema_attributes_failures_to_the_right_file():
     run.add("b_clean_too", clean)
     run.add("c_bad", typed_wrong)
     results = run.results()
+    assert runs == [4, 2]  # two schemas: the two clean files share one GX run
     assert results["a_clean"].success and results["b_clean_too"].success
     bad = results["c_bad"]
     assert not bad.success
