@@ -1,38 +1,43 @@
 """Train-against-test decontamination of preference pairs (Dagster-free).
 
 The **reference set** is the test split of every subset of both datasets (plus optional extra
-prompt lists): every test prompt, and for multi-turn (HH) test conversations also every single
-human turn. A **train** pair is removed when one of its probe texts (its whole prompt and, for
-HH, each of its human turns) matches a reference text:
+prompt lists). A **train** pair is removed when its prompt contains a test prompt *in
+substance*. Texts are compared in the normalized form of :mod:`curation.textnorm`; each text of
+a prompt is a *unit*: its **whole** prompt (every turn, with the role words), its **opening**
+(the first human turn; a PKU prompt and an extra reference are their own opening) and its
+**later** human turns. The rules, each derived from the labelled real rows of ``bench/labels``
+(``docs/dedup.md``), in precedence order:
 
 ``contaminated_exact`` (score 1.0)
-    equal normalized text (xxh3-128). This is also the fallback for texts shorter than ``n``
-    words, which cannot share an ``n``-gram.
-``contaminated_ngram`` (score ``n``)
-    a shared word ``n``-gram, ``n = 13`` as in GPT-3 (Brown et al. 2020, app. C) and the
-    lm-evaluation-harness decontamination. N-grams are xxh3-64 word hashes folded into one
-    64-bit integer and matched by a polars hash join. Whole prompts are compared (an HH
-    conversation's n-grams include those of each of its turns).
-``contaminated_near`` (score = estimated Jaccard)
-    a near-duplicate by :mod:`curation.near_dup` (MinHash LSH >= 0.8 or <= 2 word
-    substitutions).
+    equal whole prompts (any length), or equal openings that are *informative*
+    (:mod:`curation.informative`: "What is rohypnol?" counts, "Hey" does not).
+``contaminated_turn`` (score 1.0)
+    an equal human turn where at least one side is a later turn (an HH test turn inside a PKU
+    train prompt, a test opening repeated as a train follow-up, ...). Only informative turns
+    count ("Yes, go on." never does), and a turn found in more than ``max_matches`` train
+    prompts is generic whatever its length.
+``contaminated_ngram`` (score = overlap)
+    whole prompts sharing word ``ngram_n``-grams (13, GPT-3 / lm-evaluation-harness) that cover
+    at least ``ngram_min_overlap`` of the shorter prompt's n-grams. N-grams found in more than
+    ``max_matches`` train prompts or reference prompts are template text ("Can you locate the
+    home address for ... He is the CEO of ...") and are ignored.
+``contaminated_near`` (score = word similarity)
+    near-duplicate texts (:mod:`curation.near_dup`: formatting and typos at any length, small
+    word edits only in long texts); a match involving a turn needs informative texts.
 
-Precedence is exact > ngram > near; each removed pair appears once, with its best match (then
-whole-prompt-to-whole-prompt before turn-level matches, highest score, and the first reference
-in ``pair_id`` order, extra lists last). Test rows are never removed.
+Each removed pair appears once, with its best match: the highest-precedence rule, then
+whole-prompt-to-whole-prompt before partial matches, the highest score, and the first reference
+in ``pair_id`` order (extra lists last). Test rows are never removed.
 
-Matches that involve only *part* of a conversation (an HH human turn on either side, or any
-n-gram) are ignored when the matched reference key (turn text or n-gram) is found in more than
-``max_matches`` distinct train prompts: such keys are generic (``"Can you tell me more?"``,
-assistant boilerplate), the rule NeMo Curator applies to task decontamination
-(``max_matches=10``). Whole-prompt-to-whole-prompt matches are never capped. Turns shorter than
-``min_turn_words`` words (``"thanks"``, ``"ok"``) are not used as probes or references.
+The work is split into named phases, each testable on its own: :func:`collect_units`
+(occurrences), :func:`exact_matches`, :func:`turn_matches`, :func:`ngram_matches`,
+:func:`near_matches` and :func:`best_matches`; :func:`find_matches` runs the matchers and
+:func:`decontaminate` turns the best matches into ``(kept, removed)``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,13 +53,37 @@ from curation.dedup import (
     sorted_pairs,
     text_hash128,
 )
-from curation.near_dup import Laps, NearDupParams, near_duplicate_pairs, ngram_hashes, tokenize
+from curation.informative import informative
+from curation.near_dup import (
+    Laps,
+    NearDupParams,
+    Words,
+    near_duplicate_pairs,
+    ngram_hashes,
+    tokenize,
+)
+from curation.parallel import in_threads
 from curation.selection import RowSelection
 from curation.textnorm import normalize_array, normalized_prompts
 
-__all__ = ["DecontamConfig", "decontaminate"]
+__all__ = [
+    "DecontamConfig",
+    "Units",
+    "best_matches",
+    "collect_units",
+    "decontaminate",
+    "exact_matches",
+    "find_matches",
+    "near_matches",
+    "ngram_matches",
+    "turn_matches",
+]
 
-_PRECEDENCE = {"contaminated_exact": 0, "contaminated_ngram": 1, "contaminated_near": 2}
+REASONS = ("contaminated_exact", "contaminated_turn", "contaminated_ngram", "contaminated_near")
+_PRECEDENCE = {reason: i for i, reason in enumerate(REASONS)}
+#: Unit codes of an occurrence.
+WHOLE, OPENING, LATER = 0, 1, 2
+_MATCH_COLUMNS = ["row", "key", "reason", "partial", "score", "method", "probe_tid", "ref_tid"]
 
 
 @dataclass(frozen=True)
@@ -64,53 +93,402 @@ class DecontamConfig(NearDupParams):
     Attributes:
         ngram_n: n-gram length in words; 13 as in GPT-3 (Brown et al. 2020, appendix C) and
             EleutherAI's lm-evaluation-harness ``decontamination.md``.
-        min_turn_words: human turns with fewer words are not used on their own (whole prompts
-            always are).
+        ngram_min_overlap: share of the shorter prompt's n-grams that must be shared; 0.5 keeps
+            every labelled real leak (one conversation extending the other) and no template
+            sibling (``docs/dedup.md``).
+        min_words, min_words_with_rare: the informative-turn rule of
+            :func:`curation.informative.informative` (7 and 4), derived from the labelled real
+            turns.
+        min_opening_words: an opening (first human turn) is informative with this many words
+            or one rare word (5: "How can I control my husband?" counts, "Hello, how are
+            you?" does not; from the labelled real openings).
         max_matches: a partial key (turn text, n-gram) found in more than this many distinct
             train prompts is too common to count as contamination; 10 is NeMo Curator's
             ``TaskDecontamination(max_matches=10)`` default. ``0`` disables the cap.
         ngram: run the n-gram matcher.
         near_dup: run the near-duplicate matcher.
         num_perm, threshold, shingle_words, lsh_min_recall, max_word_substitutions,
-        substitution_min_words, substitution_max_words, max_bucket_size, seed:
+        substitution_min_words, substitution_max_words, long_min_words, max_edit_fraction,
+        typo_words, typo_min_chars, max_bucket_size, seed:
             near-duplicate parameters, same defaults and sources as
             :class:`curation.dedup.DedupConfig`.
     """
 
     ngram_n: int = 13
-    min_turn_words: int = 3
+    ngram_min_overlap: float = 0.5
+    min_opening_words: int = 5
+    min_words: int = 7
+    min_words_with_rare: int = 4
     max_matches: int = 10
     ngram: bool = True
     near_dup: bool = True
 
 
-def _human_turns(pairs: pa.Table) -> tuple[np.ndarray, pa.Array]:
-    """(input row, normalized text) of every human turn of ``pairs`` (no copy of the column)."""
+# --------------------------------------------------------------------------------------------
+# Phase 1: occurrences
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Units:
+    """Every unit text of the train and reference prompts, deduplicated.
+
+    ``occ`` has one row per occurrence: ``tid`` (distinct text id), ``row`` (row of ``tbl``,
+    sorted by ``pair_id``; ``-1`` for extras), ``key`` (order key of a reference: its row, or
+    ``n + i`` for the i-th extra prompt), ``unit`` (``WHOLE``/``OPENING``/``LATER``) and
+    ``probe`` (a train occurrence). ``inf_open``/``inf_turn`` flag informative texts by ``tid``.
+    """
+
+    tbl: pa.Table
+    order: np.ndarray
+    words: Words
+    occ: pl.DataFrame
+    inf_open: np.ndarray
+    inf_turn: np.ndarray
+    extra_names: np.ndarray
+    extra_index: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return self.tbl.num_rows
+
+    def probes(self, *units: int) -> pl.DataFrame:
+        """Distinct ``(tid, row)`` train occurrences in ``units``, with ``whole`` / ``opening``."""
+        return _group(self.occ.filter(pl.col("probe") & pl.col("unit").is_in(units)), "row")
+
+    def refs(self, *units: int) -> pl.DataFrame:
+        """Distinct reference texts in ``units`` with their first ``key``."""
+        return _group(self.occ.filter(~pl.col("probe") & pl.col("unit").is_in(units)), None)
+
+
+def _group(occ: pl.DataFrame, by: str | None) -> pl.DataFrame:
+    keys = ["tid", by] if by else ["tid"]
+    return occ.group_by(keys).agg(
+        pl.col("key").min(),
+        whole=(pl.col("unit") == WHOLE).any(),
+        opening=(pl.col("unit") <= OPENING).any(),
+    )
+
+
+def _human_turns(pairs: pa.Table) -> tuple[np.ndarray, np.ndarray, pa.Array]:
+    """(input row, human-turn index, normalized text) of every human turn of ``pairs``."""
+    empty = np.zeros(0, np.int64)
     if "prompt_turns" not in pairs.column_names:
-        return np.zeros(0, np.int64), pa.array([], pa.large_string())
-    rows, texts = [], []
+        return empty, empty, pa.array([], pa.large_string())
+    rows, index, texts = [], [], []
     start = 0
     for chunk in pairs["prompt_turns"].chunks:
         flat = pc.list_flatten(chunk)
         parent = pc.list_parent_indices(chunk).to_numpy()
         human = pc.fill_null(pc.equal(pc.struct_field(flat, "role"), "human"), False)
-        rows.append(start + parent[human.to_numpy(zero_copy_only=False)])
+        mask = human.to_numpy(zero_copy_only=False)
+        owner = parent[mask]
+        # index of each human turn within its prompt: position minus the owner's first position
+        pos = np.arange(len(owner))
+        first = np.concatenate([[0], np.flatnonzero(np.diff(owner)) + 1]) if len(owner) else pos
+        starts = np.repeat(first, np.diff(np.append(first, len(owner)))) if len(owner) else pos
+        rows.append(start + owner)
+        index.append(pos - starts)
         texts.append(pc.struct_field(flat, "text").filter(human).cast(pa.large_string()))
         start += len(chunk)
     if not texts:
-        return np.zeros(0, np.int64), pa.array([], pa.large_string())
-    return np.concatenate(rows).astype(np.int64), normalize_array(pa.concat_arrays(texts))
+        return empty, empty, pa.array([], pa.large_string())
+    return (
+        np.concatenate(rows).astype(np.int64),
+        np.concatenate(index).astype(np.int64),
+        normalize_array(pa.concat_arrays(texts)),
+    )
 
 
-def _cap(matches: pl.DataFrame, key: str, max_matches: int) -> pl.DataFrame:
-    """Drop partial matches whose ``key`` is found in more than ``max_matches`` train prompts."""
+def collect_units(
+    pairs: pa.Table,
+    config: DecontamConfig,
+    extra_references: Sequence[tuple[str, Sequence[str]]] = (),
+) -> Units | None:
+    """Phase 1: the distinct unit texts of train and reference prompts and where they occur.
+
+    Returns ``None`` when there is nothing to compare (no train rows, or no references).
+    """
+    tbl, order = sorted_pairs(pairs)
+    n = tbl.num_rows
+    split = tbl["split"].to_numpy(zero_copy_only=False)
+    is_train = split == "train"
+    used = is_train | (split == "test")
+    extras = [(str(name), list(prompts)) for name, prompts in extra_references]
+    n_extra = sum(len(p) for _, p in extras)
+    if not is_train.any() or (not (split == "test").any() and n_extra == 0):
+        return None
+    inv = np.empty(n, np.int64)
+    inv[order] = np.arange(n)  # input row -> sorted row
+    p_rows = inv
+    p_norm = normalized_prompts(pairs)
+    t_src, t_index, t_norm = _human_turns(pairs)
+    t_rows = inv[t_src]
+    keep_p, keep_t = used[p_rows], used[t_rows]
+    p_norm, p_rows = p_norm.filter(pa.array(keep_p)), p_rows[keep_p]
+    t_norm, t_rows, t_index = t_norm.filter(pa.array(keep_t)), t_rows[keep_t], t_index[keep_t]
+    e_norm = normalize_array(
+        pa.array([t if t is not None else "" for _, p in extras for t in p], pa.large_string())
+    )
+    texts = pa.concat_arrays([p_norm, t_norm, e_norm])
+    hi, lo = text_hash128(texts)
+    tid, first = _distinct_texts(hi, lo)
+    words = tokenize(texts.take(pa.array(first, pa.int64())), config.seed)
+    del texts
+    row = np.concatenate([p_rows, t_rows, np.full(n_extra, -1, np.int64)])
+    key = np.concatenate([p_rows, t_rows, n + np.arange(n_extra, dtype=np.int64)])
+    unit = np.concatenate(
+        [
+            np.full(len(p_rows), WHOLE, np.int8),
+            np.where(t_index == 0, OPENING, LATER).astype(np.int8),
+            np.full(n_extra, OPENING, np.int8),
+        ]
+    )
+    probe = np.concatenate([is_train[p_rows], is_train[t_rows], np.zeros(n_extra, bool)])
+    occ = pl.DataFrame({"tid": tid, "row": row, "key": key, "unit": unit, "probe": probe})
+    occ = occ.filter(pl.Series(words.counts[tid] > 0))  # empty texts never match
+    all_ids = np.arange(len(words))
+    return Units(
+        tbl=tbl,
+        order=order,
+        words=words,
+        occ=occ,
+        inf_open=informative(
+            words, all_ids, config.seed, min_words=config.min_opening_words, min_words_with_rare=1
+        ),
+        inf_turn=informative(
+            words,
+            all_ids,
+            config.seed,
+            min_words=config.min_words,
+            min_words_with_rare=config.min_words_with_rare,
+        ),
+        extra_names=np.array([name for name, p in extras for _ in p], object),
+        extra_index=np.array([i for _, p in extras for i in range(len(p))], np.int64),
+    )
+
+
+def _unit_kind(probe_whole: str, ref_whole: str) -> pl.Expr:
+    def side(col: str) -> pl.Expr:
+        return pl.when(pl.col(col)).then(pl.lit("prompt")).otherwise(pl.lit("turn"))
+
+    return pl.concat_str(side(probe_whole), pl.lit("->"), side(ref_whole))
+
+
+def _cap(matches: pl.DataFrame, key: str, max_matches: int, by: str = "row") -> pl.DataFrame:
+    """Drop matches whose ``key`` is found in more than ``max_matches`` distinct ``by`` values."""
     if max_matches <= 0 or matches.height == 0:
         return matches
-    counts = matches.group_by(key).agg(n_prompts=pl.col("wtid").n_unique())
+    counts = matches.group_by(key).agg(n_found=pl.col(by).n_unique())
+    return matches.join(counts, on=key).filter(pl.col("n_found") <= max_matches).drop("n_found")
+
+
+# --------------------------------------------------------------------------------------------
+# Phases 2-5: the matchers
+# --------------------------------------------------------------------------------------------
+
+
+def _flag(frame: pl.DataFrame, flags: np.ndarray, col: str = "tid") -> pl.Series:
+    """``flags[frame[col]]`` as a polars mask."""
+    return pl.Series(flags[frame[col].to_numpy()] if frame.height else np.zeros(0, bool))
+
+
+def _as_matches(frame: pl.DataFrame, reason: str, method: pl.Expr, score: pl.Expr) -> pl.DataFrame:
+    return frame.select(
+        "row",
+        "key",
+        reason=pl.lit(reason),
+        partial="partial",
+        score=score.cast(pl.Float64),
+        method=method,
+        probe_tid="probe_tid",
+        ref_tid="ref_tid",
+    )
+
+
+def exact_matches(units: Units) -> pl.DataFrame:
+    """Phase 2: equal whole prompts, or equal informative openings (``contaminated_exact``)."""
+    whole = units.probes(WHOLE).join(units.refs(WHOLE), on="tid", suffix="_ref")
+    opening = units.probes(WHOLE, OPENING).join(units.refs(WHOLE, OPENING), on="tid", suffix="_ref")
+    opening = opening.filter(pl.col("opening") & pl.col("opening_ref"))
+    opening = opening.filter(_flag(opening, units.inf_open))
+    both = pl.concat(
+        [
+            whole.with_columns(partial=pl.lit(False), kind=pl.lit("prompt->prompt")),
+            opening.with_columns(partial=pl.lit(True), kind=pl.lit("opening->opening")),
+        ]
+    ).with_columns(key="key_ref", probe_tid="tid", ref_tid="tid")
+    return _as_matches(
+        both,
+        "contaminated_exact",
+        pl.lit("xxh3-128 normalized exact ") + pl.col("kind"),
+        pl.lit(1.0),
+    )
+
+
+def turn_matches(units: Units, config: DecontamConfig) -> pl.DataFrame:
+    """Phase 3: an equal informative human turn, a later turn on at least one side
+    (``contaminated_turn``); turns found in more than ``max_matches`` train prompts are generic."""
+    later_probe = units.probes(LATER).join(
+        units.refs(WHOLE, OPENING, LATER), on="tid", suffix="_ref"
+    )
+    later_ref = units.probes(WHOLE, OPENING, LATER).join(units.refs(LATER), on="tid", suffix="_ref")
+    found = pl.concat([later_probe, later_ref]).unique(["tid", "row"])
+    found = found.filter(_flag(found, units.inf_turn))
+    found = _cap(found, "tid", config.max_matches)
+    found = found.with_columns(partial=pl.lit(True), key="key_ref", probe_tid="tid", ref_tid="tid")
+    return _as_matches(
+        found,
+        "contaminated_turn",
+        pl.lit("xxh3-128 normalized exact informative turn"),
+        pl.lit(1.0),
+    )
+
+
+def ngram_matches(units: Units, config: DecontamConfig) -> pl.DataFrame | None:
+    """Phase 4: whole prompts sharing rare word n-grams that cover at least
+    ``ngram_min_overlap`` of the shorter one's n-grams (``contaminated_ngram``)."""
+    nn = config.ngram_n
+    counts = units.words.counts
+    probes = units.probes(WHOLE)
+    refs = units.refs(WHOLE).sort("tid")
+    p_t = probes["tid"].unique().sort().to_numpy()
+    p_t = p_t[counts[p_t] >= nn]
+    r_t = refs["tid"].to_numpy()
+    r_t = r_t[counts[r_t] >= nn]
+    if not (len(p_t) and len(r_t)):
+        return None
+    r_h, r_off = ngram_hashes(units.words, nn, r_t, short=False)
+    ref_ng = pl.DataFrame({"h": r_h, "ref_tid": np.repeat(r_t, np.diff(r_off))}).unique()
+    p_h, p_off = ngram_hashes(units.words, nn, p_t, short=False)
+    probe_ng = pl.DataFrame({"h": p_h, "probe_tid": np.repeat(p_t, np.diff(p_off))}).unique()
+    probe_ng = probe_ng.filter(pl.col("h").is_in(ref_ng["h"].implode()))
+    if config.max_matches > 0:  # template n-grams: in many train prompts or many references
+        rows_per_tid = probes.group_by("tid").agg(pl.col("row").n_unique().alias("n_rows"))
+        spread = (
+            probe_ng.join(rows_per_tid, left_on="probe_tid", right_on="tid")
+            .group_by("h")
+            .agg(pl.col("n_rows").sum().alias("n_train"))
+        )
+        common = spread.filter(pl.col("n_train") > config.max_matches)["h"]
+        ref_df = ref_ng.group_by("h").agg(pl.len().alias("n_ref"))
+        common = pl.concat([common, ref_df.filter(pl.col("n_ref") > config.max_matches)["h"]])
+        probe_ng = probe_ng.filter(~pl.col("h").is_in(common.implode()))
+    shared = probe_ng.join(ref_ng, on="h").group_by("probe_tid", "ref_tid").agg(shared=pl.len())
+    grams = np.maximum(counts - nn + 1, 0)
+    shorter = np.minimum(grams[shared["probe_tid"].to_numpy()], grams[shared["ref_tid"].to_numpy()])
+    shared = shared.with_columns(overlap=pl.Series(shared["shared"].to_numpy() / shorter))
+    shared = shared.filter(pl.col("overlap") >= config.ngram_min_overlap)
+    found = (
+        probes.select("row", probe_tid="tid")
+        .join(shared, on="probe_tid")
+        .join(refs.select(ref_tid="tid", key="key"), on="ref_tid")
+        .with_columns(partial=pl.lit(True))
+    )
+    return _as_matches(
+        found,
+        "contaminated_ngram",
+        pl.lit(f"{nn}-gram xxh3-64 words, overlap>={config.ngram_min_overlap:g} of shorter"),
+        pl.col("overlap"),
+    )
+
+
+def near_matches(units: Units, config: DecontamConfig) -> pl.DataFrame | None:
+    """Phase 5: near-duplicate texts (:mod:`curation.near_dup`); a match that involves a turn
+    on either side needs informative texts on both (``contaminated_near``)."""
+    params = config.near_params()
+    probes = units.probes(WHOLE, OPENING, LATER)
+    refs = units.refs(WHOLE, OPENING, LATER)
+    left = np.zeros(len(units.words), bool)
+    right = np.zeros(len(units.words), bool)
+    left[probes["tid"].to_numpy()] = True
+    right[refs["tid"].to_numpy()] = True
+    edges, _ = near_duplicate_pairs(units.words, params, left=left, right=right)
+    if not edges.height:
+        return None
+    # like with like: whole prompts with whole prompts, turns with turns (a PKU prompt is both)
+    whole_text = np.zeros(len(units.words), bool)
+    turn_text = np.zeros(len(units.words), bool)
+    whole_text[units.occ.filter(pl.col("unit") == WHOLE)["tid"].to_numpy()] = True
+    turn_text[units.occ.filter(pl.col("unit") != WHOLE)["tid"].to_numpy()] = True
+    a, b = edges["a"].to_numpy(), edges["b"].to_numpy()
+    alike = (whole_text[a] & whole_text[b]) | (turn_text[a] & turn_text[b])
+    edges, a, b = edges.filter(pl.Series(alike)), a[alike], b[alike]
+    oriented = pl.concat(
+        [
+            edges.filter(pl.Series(left[a] & right[b])).select(
+                probe_tid="a", ref_tid="b", score="score", rule="rule"
+            ),
+            edges.filter(pl.Series(left[b] & right[a])).select(
+                probe_tid="b", ref_tid="a", score="score", rule="rule"
+            ),
+        ]
+    )
+    found = probes.rename({"tid": "probe_tid"}).join(oriented, on="probe_tid")
+    found = found.join(
+        refs.rename(
+            {"tid": "ref_tid", "key": "key_ref", "whole": "whole_ref", "opening": "opening_ref"}
+        ),
+        on="ref_tid",
+    ).with_columns(partial=~(pl.col("whole") & pl.col("whole_ref")))
+    p_ok = np.where(
+        found["opening"].to_numpy(),
+        units.inf_open[found["probe_tid"].to_numpy()],
+        units.inf_turn[found["probe_tid"].to_numpy()],
+    )
+    r_ok = np.where(
+        found["opening_ref"].to_numpy(),
+        units.inf_open[found["ref_tid"].to_numpy()],
+        units.inf_turn[found["ref_tid"].to_numpy()],
+    )
+    found = found.filter(~pl.col("partial") | pl.Series(p_ok & r_ok))
+    found = _cap(found, "ref_tid", config.max_matches).with_columns(key="key_ref")
+    method = (
+        pl.lit(params.describe() + " ")
+        + pl.col("rule")
+        + pl.lit(" ")
+        + _unit_kind("whole", "whole_ref")
+    )
+    return _as_matches(found, "contaminated_near", method, pl.col("score"))
+
+
+# --------------------------------------------------------------------------------------------
+# Phase 6: the best match per train pair, and the public entry points
+# --------------------------------------------------------------------------------------------
+
+
+def find_matches(units: Units, config: DecontamConfig = DecontamConfig()) -> pl.DataFrame:
+    """Every match of every matcher (columns ``row, key, reason, partial, score, method,
+    probe_tid, ref_tid``): exact and turn matches, then n-gram and near matches on two threads
+    (they are independent and release the GIL in polars/numpy/rensa)."""
+    lap = Laps("decontaminate")
+    found = [exact_matches(units), turn_matches(units, config)]
+    lap("exact and turn")
+    jobs = []
+    if config.ngram:
+        jobs.append(lambda: ngram_matches(units, config))
+    if config.near_dup:
+        jobs.append(lambda: near_matches(units, config))
+    found.extend(m for _, m in in_threads(lambda job: job(), jobs, 2) if m is not None)
+    lap("n-gram and near")
+    return pl.concat(
+        [m.cast({"score": pl.Float64, "key": pl.Int64, "row": pl.Int64}) for m in found]
+    )
+
+
+def best_matches(matches: pl.DataFrame) -> pl.DataFrame:
+    """Phase 6: one match per train row: precedence, whole before partial, highest score, the
+    first reference (``key``), then the method name (a total order: the result is stable)."""
+    ranked = matches.with_columns(
+        prec=pl.col("reason").replace_strict(_PRECEDENCE, return_dtype=pl.Int8)
+    )
     return (
-        matches.join(counts, on=key)
-        .filter(~pl.col("partial") | (pl.col("n_prompts") <= max_matches))
-        .drop("n_prompts")
+        ranked.sort(
+            ["row", "prec", "partial", "score", "key", "method"],
+            descending=[False, False, False, True, False, False],
+        )
+        .group_by("row", maintain_order=True)
+        .first()
     )
 
 
@@ -130,210 +508,30 @@ def decontaminate(
     and ``matched_source_line`` = the prompt's index in its list. ``kept`` keeps the schema of
     ``pairs`` and its row order; ``removed`` has schema :data:`curation.schema.REMOVED`.
     """
-    lap = Laps("decontaminate")
-    tbl, order = sorted_pairs(pairs)
-    n = tbl.num_rows
-    split = tbl["split"].to_numpy(zero_copy_only=False)
-    train = np.flatnonzero(split == "train")
-    test = np.flatnonzero(split == "test")
-    extras = [(str(name), list(prompts)) for name, prompts in extra_references]
-    n_extra = sum(len(p) for _, p in extras)
-    if len(train) == 0 or (len(test) == 0 and n_extra == 0):
-        return (RowSelection(pairs, np.ones(pairs.num_rows, bool)) if lazy else pairs), (
-            empty_removed()
-        )
-
-    # ---- every text with where it occurs ---------------------------------------------------
-    # Texts are read in input order (no copy of the big columns); ``inv`` maps an input row to
-    # its row in ``tbl`` (pair_id order).
-    inv = np.empty(n, np.int64)
-    inv[order] = np.arange(n)
-    is_train = np.zeros(n, bool)
-    is_train[train] = True
-    used = is_train.copy()
-    used[test] = True
-    p_norm = normalized_prompts(pairs)
-    p_rows = inv
-    if not used.all():
-        keep = used[inv]
-        p_norm, p_rows = p_norm.filter(pa.array(keep)), inv[keep]
-    t_src, t_norm = _human_turns(pairs)
-    t_rows = inv[t_src]
-    if not used.all():
-        keep = used[t_rows]
-        t_norm, t_rows = t_norm.filter(pa.array(keep)), t_rows[keep]
-    extra_names = np.array([name for name, p in extras for _ in p], object)
-    extra_index = np.array([i for _, p in extras for i in range(len(p))], np.int64)
-    e_norm = normalize_array(
-        pa.array([t if t is not None else "" for _, p in extras for t in p], pa.large_string())
-    )
-    n_p, n_t = len(p_norm), len(t_norm)
-    texts = pa.concat_arrays([p_norm, t_norm, e_norm])
-    del p_norm, t_norm, e_norm  # only their concatenation is used from here on
-    lap("normalize")
-    hi, lo = text_hash128(texts)
-    tid, first = _distinct_texts(hi, lo)
-    distinct = texts.take(pa.array(first, pa.int64()))
-    del texts
-    words = tokenize(distinct, config.seed)
-    del distinct  # the word hashes are all that is needed from here on
-    counts = words.counts
-    lap("tokenize")
-    row = np.concatenate([p_rows, t_rows, np.full(n_extra, -1, np.int64)])
-    # order key of a reference: its row (tbl is sorted by pair_id), extras after all rows
-    key = np.concatenate([p_rows, t_rows, n + np.arange(n_extra, dtype=np.int64)])
-    whole = np.concatenate([np.ones(n_p, bool), np.zeros(n_t, bool), np.ones(n_extra, bool)])
-    probe = np.concatenate([is_train[p_rows], is_train[t_rows], np.zeros(n_extra, bool)])
-    # empty texts never match; turns shorter than min_turn_words are not used on their own
-    wc = counts[tid]
-    ok = (wc > 0) & (whole | (wc >= config.min_turn_words))
-    occ = pl.DataFrame({"tid": tid, "row": row, "key": key, "whole": whole, "probe": probe})
-    occ = occ.filter(pl.Series(ok))
-    probes = occ.filter("probe").group_by("tid", "row").agg(pl.col("whole").any())
-    refs = (
-        occ.filter(~pl.col("probe"))
-        .group_by("tid")
-        .agg(pl.col("key").min(), ref_whole=pl.col("whole").any())
-    )
-    wtid = probes.filter("whole").select("row", wtid="tid")
-    probes = probes.join(wtid, on="row", how="left")
-
-    lap("occurrences")
-    matches: list[pl.DataFrame] = []
-    cols = ["row", "reason", "partial", "score", "key", "method"]
-
-    def kind(probe_whole: str, ref_whole: str) -> pl.Expr:
-        return pl.concat_str(
-            pl.when(pl.col(probe_whole)).then(pl.lit("prompt")).otherwise(pl.lit("turn")),
-            pl.lit("->"),
-            pl.when(pl.col(ref_whole)).then(pl.lit("prompt")).otherwise(pl.lit("turn")),
-        )
-
-    # ---- exact -----------------------------------------------------------------------------
-    ex = probes.join(refs, on="tid").with_columns(partial=~(pl.col("whole") & pl.col("ref_whole")))
-    ex = _cap(ex, "tid", config.max_matches)
-    matches.append(
-        ex.with_columns(
-            reason=pl.lit("contaminated_exact"),
-            score=pl.lit(1.0),
-            method=pl.lit("xxh3-128 normalized exact ") + kind("whole", "ref_whole"),
-        ).select(cols)
-    )
-
-    lap("exact")
-
-    # ---- n-gram and near-duplicate matchers: independent, so they run on two threads -------
-    nn = config.ngram_n
-
-    def ngram_matches() -> pl.DataFrame | None:
-        p_t = probes.filter("whole")["tid"].unique().sort().to_numpy()
-        r_t = refs.filter("ref_whole").sort("tid")
-        p_t = p_t[counts[p_t] >= nn]
-        r_keys = r_t["key"].to_numpy()
-        r_t = r_t["tid"].to_numpy()
-        keep_r = counts[r_t] >= nn
-        r_t, r_keys = r_t[keep_r], r_keys[keep_r]
-        if not (len(p_t) and len(r_t)):
-            return None
-        r_h, r_off = ngram_hashes(words, nn, r_t, short=False)
-        ref_ng = (
-            pl.DataFrame({"h": r_h, "key": np.repeat(r_keys, np.diff(r_off))})
-            .group_by("h")
-            .agg(pl.col("key").min())
-        )
-        p_h, p_off = ngram_hashes(words, nn, p_t, short=False)
-        pos = np.flatnonzero(pl.Series(p_h).is_in(ref_ng["h"]).to_numpy())
-        owner = p_t[np.searchsorted(p_off, pos, side="right") - 1]
-        hits = (
-            pl.DataFrame({"h": p_h[pos], "wtid": owner})
-            .join(ref_ng, on="h")
-            .unique(["h", "wtid"])
-            .with_columns(partial=pl.lit(True))
-        )
-        hits = _cap(hits, "h", config.max_matches)
-        best = hits.group_by("wtid").agg(pl.col("key").min())
-        ng = probes.filter("whole").select("row", "wtid").join(best, on="wtid")
-        return ng.with_columns(
-            reason=pl.lit("contaminated_ngram"),
-            partial=pl.lit(True),
-            score=pl.lit(float(nn)),
-            method=pl.lit(f"{nn}-gram xxh3-64 words"),
-        ).select(cols)
-
-    def near_matches() -> pl.DataFrame | None:
-        params = config.near_params()
-        left = np.zeros(len(words), bool)
-        right = np.zeros(len(words), bool)
-        left[probes["tid"].to_numpy()] = True
-        right[refs["tid"].to_numpy()] = True
-        edges, _ = near_duplicate_pairs(words, params, left=left, right=right)
-        if not edges.height:
-            return None
-        a, b = edges["a"].to_numpy(), edges["b"].to_numpy()
-        fwd = left[a] & right[b]
-        bwd = left[b] & right[a]
-        oriented = pl.concat(
-            [
-                edges.filter(pl.Series(fwd)).select(tid="a", ref="b", score="score", rule="rule"),
-                edges.filter(pl.Series(bwd)).select(tid="b", ref="a", score="score", rule="rule"),
-            ]
-        )
-        nd = (
-            probes.join(oriented, on="tid")
-            .join(refs.rename({"tid": "ref"}), on="ref")
-            .with_columns(partial=~(pl.col("whole") & pl.col("ref_whole")))
-        )
-        nd = _cap(nd, "ref", config.max_matches)
-        label = (
-            pl.when(pl.col("rule") == "jaccard")
-            .then(pl.lit(params.describe()))
-            .otherwise(pl.lit(params.describe_substitution()))
-        )
-        return nd.with_columns(
-            reason=pl.lit("contaminated_near"),
-            method=label + pl.lit(" ") + kind("whole", "ref_whole"),
-        ).select(cols)
-
-    matchers = [
-        m for m, on in ((ngram_matches, config.ngram), (near_matches, config.near_dup)) if on
-    ]
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="decontam") as pool:
-        found = list(pool.map(lambda matcher: matcher(), matchers))
-    matches.extend(m for m in found if m is not None)
-
-    lap("near")
-    allm = pl.concat([m.cast({"score": pl.Float64, "key": pl.Int64}) for m in matches])
-    if allm.height == 0:
-        return (RowSelection(pairs, np.ones(pairs.num_rows, bool)) if lazy else pairs), (
-            empty_removed()
-        )
-    allm = allm.with_columns(
-        prec=pl.col("reason").replace_strict(_PRECEDENCE, return_dtype=pl.Int8)
-    )
-    best = (
-        allm.sort(
-            ["row", "prec", "partial", "score", "key", "method"],
-            descending=[False, False, False, True, False, False],
-        )
-        .group_by("row", maintain_order=True)
-        .first()
-    )
+    units = collect_units(pairs, config, extra_references)
+    everything = RowSelection(pairs, np.ones(pairs.num_rows, bool)) if lazy else pairs
+    if units is None:
+        return everything, empty_removed()
+    matches = find_matches(units, config)
+    if matches.height == 0:
+        return everything, empty_removed()
+    best = best_matches(matches)
     rows = best["row"].to_numpy()
     k = best["key"].to_numpy()
+    n = units.n
     is_extra = k >= n
     ext = np.where(is_extra, k - n, 0)
+    has_extra = len(units.extra_names) > 0
     removed = removed_table(
-        tbl,
+        units.tbl,
         rows,
         best["reason"].to_numpy().astype(object),
         best["method"].to_numpy().astype(object),
         best["score"].to_numpy(),
         np.where(is_extra, -1, k),
-        extra_name=extra_names[ext] if n_extra else None,
-        extra_index=extra_index[ext] if n_extra else None,
+        extra_name=units.extra_names[ext] if has_extra else None,
+        extra_index=units.extra_index[ext] if has_extra else None,
     )
     mask = np.ones(n, bool)
     mask[rows] = False
-    kept = keep_in_input_order(pairs, order, mask, lazy)
-    lap("output")
-    return kept, removed
+    return keep_in_input_order(pairs, units.order, mask, lazy), removed

@@ -364,7 +364,7 @@ def _near(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     params = config.near_params()
     empty = np.zeros(0, np.int64)
-    method = f"{params.describe()} | {params.describe_substitution()}; " + (
+    method = f"{params.describe()}; " + (
         "prompt" if config.prompt_dedup else "prompt+chosen+rejected"
     )
     if len(surv) < 2:

@@ -45,6 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import rensa
 import xxhash
+from rapidfuzz.distance import OSA, Levenshtein
 
 from curation.textnorm import halves, parallel_map
 
@@ -54,12 +55,15 @@ __all__ = [
     "Sketches",
     "Words",
     "connected_components",
+    "edit_verdict",
+    "is_typo",
     "lsh_bands",
     "mix64",
     "near_duplicate_pairs",
     "ngram_hashes",
     "tokenize",
     "verify_pairs",
+    "verify_texts",
 ]
 
 log = logging.getLogger("curation.dedup")
@@ -99,15 +103,28 @@ def mix64(x: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class NearDupParams:
-    """Parameters of :func:`near_duplicate_pairs` (see the module docstring for the rules)."""
+    """Parameters of :func:`near_duplicate_pairs` (see the module docstring for the rules).
+
+    Candidate search: ``num_perm``, ``threshold``, ``shingle_words``, ``lsh_min_recall`` (MinHash
+    LSH), ``max_word_substitutions`` / ``substitution_min_words`` / ``substitution_max_words``
+    (pigeonhole blocking of equal-length texts), ``max_bucket_size``, ``seed``.
+
+    Verification (what *is* a near-duplicate; derived from the labelled real rows, see
+    ``docs/dedup.md``): ``long_min_words``, ``max_edit_fraction``, ``typo_words``,
+    ``typo_min_chars``.
+    """
 
     num_perm: int = 128
     threshold: float = 0.8
     shingle_words: int = 2
     lsh_min_recall: float = 0.9
     max_word_substitutions: int = 2
-    substitution_min_words: int = 8
+    substitution_min_words: int = 4
     substitution_max_words: int = 128
+    long_min_words: int = 30
+    max_edit_fraction: float = 0.1
+    typo_words: int = 8
+    typo_min_chars: int = 4
     max_bucket_size: int = 256
     seed: int = 42
 
@@ -124,6 +141,10 @@ class NearDupParams:
             self.substitution_min_words < self.max_word_substitutions + 2
         ):
             raise ValueError("substitution_min_words must be >= max_word_substitutions + 2")
+        if not 0.0 <= self.max_edit_fraction < 1.0:
+            raise ValueError("max_edit_fraction must be in [0, 1)")
+        if self.typo_words < 1 or self.long_min_words < 1:
+            raise ValueError("typo_words and long_min_words must be >= 1")
 
     @cached_property
     def bands(self) -> tuple[int, int]:
@@ -131,15 +152,14 @@ class NearDupParams:
         return lsh_bands(self.threshold, self.num_perm, self.lsh_min_recall)
 
     def describe(self) -> str:
-        """A short method label, e.g. ``minhash-lsh word2 128perm b16r8 j>=0.80``."""
+        """A short method label of the whole rule (candidates and verification)."""
         b, r = self.bands
         return (
-            f"minhash-lsh word{self.shingle_words} {self.num_perm}perm b{b}r{r} "
+            f"near-dup: typo<=1/{self.typo_words}w (<{self.long_min_words}w), "
+            f"word-edits<={self.max_edit_fraction:.0%} (>={self.long_min_words}w); "
+            f"candidates minhash-lsh word{self.shingle_words} {self.num_perm}perm b{b}r{r} "
             f"j>={self.threshold:.2f}"
         )
-
-    def describe_substitution(self) -> str:
-        return f"word-substitution<={self.max_word_substitutions}"
 
 
 def lsh_bands(threshold: float, num_perm: int, min_recall: float = 0.9) -> tuple[int, int]:
@@ -203,6 +223,9 @@ class Words:
 
     hashes: np.ndarray
     offsets: np.ndarray
+    #: the normalized texts the words were cut from (kept by reference; used to verify
+    #: candidate pairs character by character)
+    texts: pa.Array | None = None
 
     @property
     def counts(self) -> np.ndarray:
@@ -245,10 +268,11 @@ def tokenize(normalized: pa.Array, seed: int = 0) -> Words:
         arr = arr.cast(pa.large_string())
     parts = parallel_map(lambda a: _tokenize(a, seed), halves(arr))
     if len(parts) == 1:
-        return parts[0]
+        return Words(parts[0].hashes, parts[0].offsets, arr)
     return Words(
         np.concatenate([parts[0].hashes, parts[1].hashes]),
         np.concatenate([parts[0].offsets, parts[1].offsets[1:] + len(parts[0].hashes)]),
+        arr,
     )
 
 
@@ -580,6 +604,138 @@ def _hamming(words: Words, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.add.reduceat(neq.astype(np.int64), bounds)
 
 
+#: One-word English cardinals and their digits: ``fourteen`` and ``14`` are one number written
+#: two ways (a formatting difference). Multi-word numbers ("twenty one") are not folded.
+NUMBER_WORDS = {
+    word: str(value)
+    for value, word in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+        "fifteen sixteen seventeen eighteen nineteen".split()
+    )
+} | {
+    word: str(10 * tens)
+    for tens, word in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), 2)
+} | {"hundred": "100", "thousand": "1000", "million": "1000000"}
+
+
+def is_typo(a: str, b: str, min_chars: int = 4) -> bool:
+    """True when word ``b`` is a typo/spelling variant of word ``a``.
+
+    Both words have at least ``min_chars`` characters and differ by one edit (insertion,
+    deletion, substitution or transposition of adjacent characters: optimal string alignment
+    distance, Damerau 1964), or by two when both have at least 8 characters; or one is a number
+    in digits and the other the same number in words (:data:`NUMBER_WORDS`). Other short words
+    and numbers must be equal: ``5`` vs ``13`` or ``cnn`` vs ``abc`` are different words.
+    """
+    if NUMBER_WORDS.get(a) == b or NUMBER_WORDS.get(b) == a:
+        return True
+    if min(len(a), len(b)) < min_chars or a.isdigit() or b.isdigit():
+        return False
+    return OSA.distance(a, b, score_cutoff=2) <= (2 if min(len(a), len(b)) >= 8 else 1)
+
+
+def edit_verdict(a: str, b: str, params: NearDupParams) -> tuple[bool, float, str]:
+    """Is normalized text ``b`` a near-duplicate of ``a``? Returns ``(ok, similarity, rule)``.
+
+    The word sequences are aligned (word-level Levenshtein, ``rapidfuzz``); every substituted
+    word that :func:`is_typo` accepts is a *typo*, every other substituted, inserted or deleted
+    word an *edit*. With ``L`` the longer word count:
+
+    * ``format``: equal once spaces are removed (``any one`` / ``anyone``);
+    * ``typo``: no edits and at most ``max(1, L // typo_words)`` typos (any length);
+    * ``edit``: ``L >= long_min_words`` and typos + edits ``<= max_edit_fraction * L``.
+
+    So a short text only matches up to formatting and typos (``home address for Jim Jordan`` is
+    not ``... for Pete Sessions``; ``Go on`` is not ``Yes, go on``), and word substitutions,
+    insertions or deletions count only in long texts that are otherwise >= 90 % identical.
+    ``similarity`` is ``1 - (typos + edits) / L``.
+    """
+    if a == b:
+        return True, 1.0, "exact"
+    if a.replace(" ", "") == b.replace(" ", ""):
+        return True, 1.0, "format"
+    wa, wb = a.split(), b.split()
+    longest = max(len(wa), len(wb))
+    if longest == 0:
+        return False, 0.0, "edit"
+    typos = edits = 0
+    for tag, i1, i2, j1, j2 in Levenshtein.opcodes(wa, wb):
+        if tag == "equal":
+            continue
+        if tag == "replace" and i2 - i1 == j2 - j1:
+            for u, v in zip(wa[i1:i2], wb[j1:j2], strict=True):
+                if is_typo(u, v, params.typo_min_chars):
+                    typos += 1
+                else:
+                    edits += 1
+        else:
+            edits += max(i2 - i1, j2 - j1)
+    similarity = 1.0 - (typos + edits) / longest
+    if edits == 0 and typos <= max(1, longest // params.typo_words):
+        return True, similarity, "typo"
+    if longest >= params.long_min_words and typos + edits <= params.max_edit_fraction * longest:
+        return True, similarity, "edit"
+    return False, similarity, "edit"
+
+
+def _possible(counts: np.ndarray, a: np.ndarray, b: np.ndarray, params: NearDupParams):
+    """Pairs whose word counts allow a verdict other than ``format`` (cheap pre-filter)."""
+    la, lb = counts[a], counts[b]
+    longest = np.maximum(la, lb)
+    long_ok = (longest >= params.long_min_words) & (
+        np.abs(la - lb) <= params.max_edit_fraction * longest
+    )
+    return (la == lb) | long_ok
+
+
+def verify_texts(
+    words: Words, a: np.ndarray, b: np.ndarray, params: NearDupParams
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`edit_verdict` for text pairs ``(a[i], b[i])`` of ``words``.
+
+    Returns ``(ok, similarity, rule)`` arrays. Only candidate pairs reach this (a few per text),
+    so the per-pair alignment is C++ (``rapidfuzz``) under a Python loop.
+    """
+    if words.texts is None:
+        raise ValueError("verification needs Words built by tokenize() (with their texts)")
+    a = np.asarray(a, np.int64)
+    b = np.asarray(b, np.int64)
+    ok = np.zeros(len(a), bool)
+    sim = np.zeros(len(a), np.float64)
+    rule = np.full(len(a), "edit", object)
+    if len(a) == 0:
+        return ok, sim, rule
+    ids = np.unique(np.concatenate([a, b]))
+    strings = dict(zip(ids.tolist(), words.texts.take(pa.array(ids)).to_pylist(), strict=True))
+    compact = {}
+    for i, (x, y) in enumerate(zip(a.tolist(), b.tolist(), strict=True)):
+        sx, sy = strings[x] or "", strings[y] or ""
+        if x == y:
+            ok[i], sim[i], rule[i] = True, 1.0, "exact"
+            continue
+        if not _possible(words.counts, np.array([x]), np.array([y]), params)[0]:
+            cx = compact.setdefault(x, sx.replace(" ", ""))
+            cy = compact.setdefault(y, sy.replace(" ", ""))
+            if cx == cy and cx:
+                ok[i], sim[i], rule[i] = True, 1.0, "format"
+            continue
+        ok[i], sim[i], rule[i] = edit_verdict(sx, sy, params)
+    return ok, sim, rule
+
+
+def _compact_candidates(
+    words: Words, ids: np.ndarray, params: NearDupParams, refs: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of texts that are equal once spaces are removed (spacing-level edits)."""
+    every = ids if refs is None else np.concatenate([ids, refs])
+    if len(every) < 2 or words.texts is None:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    compact = pl.Series(words.texts.take(pa.array(every))).str.replace_all(" ", "", literal=True)
+    keys = compact.hash(seed=params.seed).to_numpy().astype(_U64)
+    ref_keys = None if refs is None else keys[len(ids) :]
+    return _bucket_pairs(keys, every, params.max_bucket_size, ref_keys=ref_keys)
+
+
 def near_duplicate_pairs(
     words: Words,
     params: NearDupParams,
@@ -588,59 +744,44 @@ def near_duplicate_pairs(
     right: np.ndarray | None = None,
     sketches: Sketches | None = None,
 ) -> tuple[pl.DataFrame, Sketches]:
-    """Verified near-duplicate pairs among the texts of ``words``.
+    """Verified near-duplicate pairs among the texts of ``words`` (from :func:`tokenize`).
 
     Returns ``(pairs, sketches)``: ``pairs`` has columns ``a < b`` (text indices), ``score``
-    (estimated Jaccard) and ``rule`` (``"jaccard"`` or ``"substitution"``). With boolean masks
-    ``left``/``right`` only pairs joining a left text to a right text are returned (bipartite
-    matching, e.g. train prompts against test prompts). Identical texts are expected to have been
-    merged by the caller (they are one text here).
+    (word-level similarity, :func:`edit_verdict`) and ``rule`` (``format``, ``typo`` or
+    ``edit``). With boolean masks ``left``/``right`` only pairs joining a left text to a right
+    text are returned (bipartite matching, e.g. train prompts against test prompts). Identical
+    texts are expected to have been merged by the caller (they are one text here).
     """
     lap = Laps("near_duplicate_pairs")
     sk = sketches if sketches is not None else Sketches(words, params)
     lap("shingles")
     ids = np.arange(len(words), dtype=np.int64)
     bipartite = left is not None and right is not None
+    refs = None
     if bipartite:
         refs = ids[right & sk.nonempty]
         ids = ids[left & ~right & sk.nonempty]
-        la, lb = _lsh_candidates(sk, ids, refs)
-        lap("lsh candidates")
-        sa, sb = _substitution_candidates(words, ids, params, refs)
     else:
         ids = ids[sk.nonempty]
-        la, lb = _lsh_candidates(sk, ids)
-        lap("lsh candidates")
-        sa, sb = _substitution_candidates(words, ids, params)
-    lap("substitution candidates")
-    cand = pl.concat(
-        [
-            pl.DataFrame({"a": la, "b": lb, "sub": np.zeros(len(la), bool)}),
-            pl.DataFrame({"a": sa, "b": sb, "sub": np.ones(len(sa), bool)}),
-        ]
+    la, lb = _lsh_candidates(sk, ids, refs)
+    lap("lsh candidates")
+    sa, sb = _substitution_candidates(words, ids, params, refs)
+    ca, cb = _compact_candidates(words, ids, params, refs)
+    lap("substitution and spacing candidates")
+    cand = pl.DataFrame(
+        {"a": np.concatenate([la, sa, ca]), "b": np.concatenate([lb, sb, cb])},
+        schema={"a": pl.Int64, "b": pl.Int64},
     )
-    cand = cand.group_by("a", "b").agg(pl.col("sub").any()).sort("a", "b")
+    cand = cand.unique().sort("a", "b")
     if bipartite:
         a, b = cand["a"].to_numpy(), cand["b"].to_numpy()
         keep = (left[a] & right[b]) | (right[a] & left[b])
         cand = cand.filter(pl.Series(keep))
     a, b = cand["a"].to_numpy(), cand["b"].to_numpy()
-    score = sk.jaccard(a, b)
-    sub = cand["sub"].to_numpy()
-    ok_j = score >= params.threshold
-    ok_s = np.zeros(len(a), bool)
-    check = sub & ~ok_j
-    if check.any():
-        ok_s[check] = _hamming(words, a[check], b[check]) <= params.max_word_substitutions
-    keep = ok_j | ok_s
+    ok, score, rule = verify_texts(words, a, b, params)
     lap(f"verify {len(a)} candidates")
     out = pl.DataFrame(
-        {
-            "a": a[keep],
-            "b": b[keep],
-            "score": score[keep],
-            "rule": np.where(ok_j[keep], "jaccard", "substitution"),
-        },
+        {"a": a[ok], "b": b[ok], "score": score[ok], "rule": rule[ok].astype(str)},
         schema={"a": pl.Int64, "b": pl.Int64, "score": pl.Float64, "rule": pl.String},
     )
     return out, sk
@@ -653,7 +794,7 @@ def verify_pairs(
     b: np.ndarray,
     sketches: Sketches | None = None,
 ) -> tuple[np.ndarray, np.ndarray, Sketches]:
-    """Check given text pairs against both near-duplicate rules (no candidate search).
+    """Check given text pairs against the near-duplicate rule (no candidate search).
 
     Returns ``(is_near_duplicate, estimated_jaccard, sketches)``; identical indices count as
     near-duplicates with score 1.0.
@@ -661,16 +802,8 @@ def verify_pairs(
     sk = sketches if sketches is not None else Sketches(words, params)
     a = np.asarray(a, np.int64)
     b = np.asarray(b, np.int64)
-    score = sk.jaccard(a, b)
-    ok = (a == b) | (score >= params.threshold)
-    counts = words.counts
-    check = ~ok & (counts[a] == counts[b])
-    check &= (counts[a] >= params.substitution_min_words) & (
-        counts[a] <= params.substitution_max_words
-    )
-    if params.max_word_substitutions > 0 and check.any():
-        ok[check] = _hamming(words, a[check], b[check]) <= params.max_word_substitutions
-    return ok, score, sk
+    ok, _, _ = verify_texts(words, a, b, params)
+    return ok, sk.jaccard(a, b), sk
 
 
 def connected_components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
