@@ -4,23 +4,25 @@
 datasets, on the normalized text of :mod:`curation.textnorm`:
 
 1. **Exact**: pairs with the same normalized ``(prompt, chosen, rejected)`` (xxh3-128 of each
-   field) keep one survivor, the lowest ``pair_id``; the others are removed as
-   ``exact_duplicate``. When the same triple also occurs with ``chosen`` and ``rejected``
+   field) keep one survivor, the pair of the first source row (:data:`SOURCE_ORDER`: dataset,
+   subset, split, file, line), so the two pairs of a PKU row survive or go together; the
+   others are removed as ``exact_duplicate``. When the same triple also occurs with ``chosen`` and ``rejected``
    swapped, the preference label contradicts itself and **every** copy of both orientations is
-   removed as ``conflicting_duplicate`` (``matched_*`` = the lowest ``pair_id`` of the opposite
+   removed as ``conflicting_duplicate`` (``matched_*`` = the first source row of the opposite
    orientation).
-2. **Near-duplicate** on the exact survivors (:mod:`curation.near_dup`): prompts are linked by
-   MinHash LSH (verified Jaccard estimate) or by the word-substitution rule, clustered by
-   union-find per scope, and each cluster keeps its lowest ``pair_id``; the others are removed
+2. **Near-duplicate** on the exact survivors (:mod:`curation.near_dup`): prompts are linked
+   when they are the same text up to formatting and typos (any length) or small word edits
+   (long texts only), clustered by union-find per scope, and each cluster keeps its first source row; the others are removed
    as ``near_duplicate`` with ``score`` the estimated Jaccard to the survivor and ``matched_*``
    the survivor. With ``prompt_dedup=False`` (default) two pairs are only linked when their
    prompts are near-duplicates **and** their chosen responses **and** their rejected responses
    are near-duplicates (or identical); with ``prompt_dedup=True`` near-duplicate prompts are
    enough. ``docs/dedup.md`` explains the default.
 
-Rows are sorted by ``pair_id`` first, so which pairs are kept and removed does not depend on the
-input order. The kept pairs stay in input order (a sequential filter, 4x cheaper than gathering
-the text columns in ``pair_id`` order); the removed table is sorted by ``pair_id``.
+Rows are sorted by source row first (:data:`SOURCE_ORDER`, ``pair_id`` last), so which pairs are
+kept and removed does not depend on the input order. The kept pairs stay in input order (a
+sequential filter, 4x cheaper than gathering the text columns); the removed table is in source
+row order.
 """
 
 from __future__ import annotations
@@ -95,14 +97,19 @@ class DedupConfig(NearDupParams):
 _REQUIRED = ("pair_id", "dataset", "subset", "split", "source_file", "source_line", "dimension")
 
 
-def sorted_pairs(
-    pairs: pa.Table, extra_columns: tuple[str, ...] = ()
-) -> tuple[pa.Table, np.ndarray]:
-    """Check ``pairs`` and sort it by ``pair_id``.
+#: Source-row order: the survivor of a duplicate cluster is the pair of the first source row.
+SOURCE_ORDER = ("dataset", "subset", "split", "source_file", "source_line", "pair_id")
 
-    Returns ``(meta, order)``: ``meta`` holds the identifying columns in ``pair_id`` order and
+
+def sorted_pairs(
+    pairs: pa.Table, extra_columns: tuple[str, ...] = (), *, by: tuple[str, ...] = ("pair_id",)
+) -> tuple[pa.Table, np.ndarray]:
+    """Check ``pairs`` and sort it by ``by`` (default ``pair_id``; :data:`SOURCE_ORDER` for dedup).
+
+    Returns ``(meta, order)``: ``meta`` holds the identifying columns in that order and
     ``order`` the input row of each ``meta`` row. Text columns are taken from ``pairs`` only
     where needed (:func:`take_column`), so the large response columns are copied at most once.
+    Both orders are independent of the input order (``pair_id`` is unique).
     """
     missing = [c for c in (*_REQUIRED, "prompt", *extra_columns) if c not in pairs.column_names]
     if missing:
@@ -112,7 +119,8 @@ def sorted_pairs(
         raise ValueError("pair_id must not be null")
     if pc.count_distinct(ids).as_py() != pairs.num_rows:
         raise ValueError("pair_id must be unique")
-    order = pc.sort_indices(ids).to_numpy().astype(np.int64)
+    order = pc.sort_indices(pairs, sort_keys=[(c, "ascending") for c in by]).to_numpy()
+    order = order.astype(np.int64)
     meta = pairs.select(list(_REQUIRED)).take(pa.array(order)).combine_chunks()
     return meta, order
 
@@ -339,7 +347,7 @@ def _clusters_prompt(rows: pl.DataFrame, edges: pl.DataFrame) -> tuple[np.ndarra
 
 
 def _survivors(i: np.ndarray, cluster: np.ndarray) -> np.ndarray:
-    """For each row, the smallest row index (= lowest pair_id) of its cluster."""
+    """For each row, the smallest row index (= first source row) of its cluster."""
     df = pl.DataFrame({"i": i, "c": cluster})
     return df.select(pl.col("i").min().over("c")).to_series().to_numpy()
 
@@ -427,7 +435,7 @@ def _near(
     ok, _, rsk = verify_pairs(rwords, params, rtid[x], rtid[y])
     lap("rejected pairs")
     x, y = x[ok], y[ok]
-    labels = connected_components(m, x, y)  # smallest local index = lowest pair_id
+    labels = connected_components(m, x, y)  # smallest local index = first source row
     gone = labels != local
     if not gone.any():
         return empty, np.zeros(0), empty, method
@@ -453,7 +461,7 @@ def deduplicate(
     them.
     """
     lap = Laps("deduplicate")
-    tbl, order = sorted_pairs(pairs, ("chosen", "rejected"))
+    tbl, order = sorted_pairs(pairs, ("chosen", "rejected"), by=SOURCE_ORDER)
     n = tbl.num_rows
     if n == 0:
         return (RowSelection(pairs, np.ones(0, bool)) if lazy else pairs), empty_removed()
