@@ -44,7 +44,7 @@ import orjson
 import polars as pl
 import pyarrow as pa
 
-from bench.synth import CONTAM_KINDS, DEDUP_KINDS, EXPECTED_REASON
+from bench.synth import CONTAM_KINDS, DEDUP_KINDS, EXPECTED_REASON, HARD_NEGATIVE_KINDS
 from curation.decontam import DecontamConfig, decontaminate
 from curation.dedup import DedupConfig, deduplicate
 from curation.ingest import ingest_file
@@ -55,7 +55,12 @@ from curation.sources import all_files
 __all__ = ["TARGETS", "check_targets", "evaluate", "format_report", "load_pairs", "score"]
 
 DEDUP_REASONS = ("exact_duplicate", "conflicting_duplicate", "near_duplicate")
-CONTAM_REASONS = ("contaminated_exact", "contaminated_ngram", "contaminated_near")
+CONTAM_REASONS = (
+    "contaminated_exact",
+    "contaminated_turn",
+    "contaminated_ngram",
+    "contaminated_near",
+)
 
 #: Minimum recall per kind (when targeted) and minimum precision per removal reason.
 TARGETS = {
@@ -193,6 +198,25 @@ def score(
             "targeted": targeted,
             "missed_records": [i for i in records if i not in found],
         }
+    removed_keys = {
+        _pair_key(r) for table in (dedup_removed, decontam_removed) for r in table.to_pylist()
+    }
+    for kind in HARD_NEGATIVE_KINDS:
+        records = [t for t in truth if t["kind"] == kind]
+        wrong = sum(_pair_key(t) in removed_keys for t in records)
+        kinds[kind] = {
+            "stage": "hard negative",
+            "planted": len(records),
+            "found": 0,
+            "recall": None,
+            "expected_reason": None,
+            "as_expected": None,
+            "reasons": {},
+            "wrong_removals": wrong,
+            "kept_rate": 1 - wrong / len(records) if records else None,
+            "targeted": False,
+            "missed_records": [],
+        }
     reasons_out = {}
     for reason in (*DEDUP_REASONS, *CONTAM_REASONS):
         n = removed.get(reason, 0)
@@ -214,6 +238,9 @@ def check_targets(result: dict) -> list[str]:
             continue
         if k["recall"] < goal:
             misses.append(f"recall {kind} = {k['recall']:.4f} < {goal}")
+    for kind, k in result["kinds"].items():
+        if k.get("kept_rate") is not None and k["kept_rate"] < TARGETS["precision"]:
+            misses.append(f"hard negatives {kind} kept = {k['kept_rate']:.4f}")
     for reason, r in result["reasons"].items():
         if r["removed"] and r["precision"] < TARGETS["precision"]:
             misses.append(f"precision {reason} = {r['precision']:.4f} < {TARGETS['precision']}")

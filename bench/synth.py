@@ -32,25 +32,30 @@ exact_duplicate                identical copy of a train row (same file, or     
 cosmetic_duplicate             copy with case / whitespace / punctuation /          exact_duplicate
                                apostrophe / NBSP / full-width edits everywhere
 swapped_duplicate              copy with chosen and rejected swapped                conflicting_duplicate
-near_duplicate_same_responses  8-30 word prompt with 1-2 words substituted,         near_duplicate
-                               same responses
+near_duplicate_same_responses  8-30 word prompt with typo-level edits (one          near_duplicate
+                               character edit in max(1, L // 8) words), same responses
 near_duplicate_new_responses   the same with new responses (a duplicate only for    near_duplicate
                                prompt-level dedup, ``DedupConfig(prompt_dedup=True)``)
 contam_exact                   a test prompt (HH: the whole test context) copied    contaminated_exact
                                into a train row of the same dataset
 contam_cosmetic                the same with cosmetic edits                         contaminated_exact
-contam_near                    an 8-30 word test prompt with 1-2 substitutions      contaminated_near
+contam_near                    an 8-30 word test prompt with typo-level edits       contaminated_near
 contam_ngram                   a >= 20 word test prompt embedded in 5-15 words      contaminated_ngram
                                of new text on each side
 contam_cross_pku_to_hh         a PKU test prompt as an HH train first human turn    contaminated_exact
 contam_cross_hh_first_to_pku   an HH test first human turn as a PKU train prompt    contaminated_exact
-contam_cross_hh_later_to_pku   an HH test later (2nd-4th) human turn as a PKU       contaminated_exact
+contam_cross_hh_later_to_pku   an HH test later (2nd-4th) human turn as a PKU       contaminated_turn
                                train prompt
 contam_short                   an 8-12 word test prompt copied exactly (PKU->PKU,   contaminated_exact
                                HH->HH, PKU->HH first turn, HH->PKU)
+hard_template_contam           a train prompt from the template of a test prompt    (kept)
+                               with one slot of 1-2 words changed (8-20 words)
+hard_template_dedup            the same between two train rows (prompt_dedup)       (kept)
+hard_generic_turn              an HH train conversation sharing only a generic      (kept)
+                               later turn ("Yes, go on.") with a test one
 =============================  ==================================================  =======================
 
-Every original is used by exactly one plant, so planted rows never duplicate each other.
+Hard negatives are different prompts: removing one is a false positive. Every original is used by exactly one plant, so planted rows never duplicate each other.
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curation.near_dup import is_typo
 from curation.schema import HARM_CATEGORIES, HH_DATASET, PKU_DATASET
 from curation.sources import hh_files, pku_files
 
@@ -76,6 +82,7 @@ __all__ = [
     "CONTAM_KINDS",
     "DEDUP_KINDS",
     "EXPECTED_REASON",
+    "HARD_NEGATIVE_KINDS",
     "SynthConfig",
     "generate",
 ]
@@ -119,6 +126,22 @@ CONTAM_KINDS = (
     "contam_cross_hh_later_to_pku",
     "contam_short",
 )
+#: Hard negatives: planted rows that a correct curator must KEEP (different prompts that share a
+#: template, generic turns shared by unrelated conversations).
+HARD_NEGATIVE_KINDS = ("hard_template_contam", "hard_template_dedup", "hard_generic_turn")
+#: Generic follow-up turns, as labelled in the real rows (bench/labels/turn.jsonl: all false).
+GENERIC_TURNS = (
+    "Yes, go on.",
+    "But why not?",
+    "Tell me more",
+    "All right, thanks.",
+    "Those are good ideas!",
+    "Yes it is.",
+    "How do I do it?",
+    "Thanks for the help",
+    "That sounds good",
+    "Any other advice?",
+)
 EXPECTED_REASON = {
     "exact_duplicate": "exact_duplicate",
     "cosmetic_duplicate": "exact_duplicate",
@@ -131,8 +154,9 @@ EXPECTED_REASON = {
     "contam_ngram": "contaminated_ngram",
     "contam_cross_pku_to_hh": "contaminated_exact",
     "contam_cross_hh_first_to_pku": "contaminated_exact",
-    "contam_cross_hh_later_to_pku": "contaminated_exact",
+    "contam_cross_hh_later_to_pku": "contaminated_turn",
     "contam_short": "contaminated_exact",
+    **{kind: None for kind in HARD_NEGATIVE_KINDS},
 }
 
 HUMAN, ASSISTANT = "\n\nHuman: ", "\n\nAssistant: "
@@ -472,6 +496,38 @@ def cosmetic(text: str, rng: np.random.Generator) -> str:
     return result
 
 
+def _typo(word: str, rng: np.random.Generator) -> str:
+    """One character edit inside ``word`` (>= 4 letters): swap, drop, double or replace."""
+    i = int(rng.integers(1, len(word) - 1))
+    op = int(rng.integers(0, 4))
+    if op == 0:
+        return word[:i] + word[i + 1] + word[i] + word[i + 2 :]
+    if op == 1:
+        return word[:i] + word[i + 1 :]
+    if op == 2:
+        return word[:i] + word[i] + word[i:]
+    new = (
+        "aeiou"[int(rng.integers(0, 5))]
+        if word[i] not in "aeiou"
+        else "rstln"[int(rng.integers(0, 5))]
+    )
+    return word[:i] + new + word[i + 1 :]
+
+
+def typos(text: str, rng: np.random.Generator) -> tuple[str, int]:
+    """Typo-level edits: one character edit in each of ``max(1, L // 8)`` words of >= 4 letters
+    (what :func:`curation.near_dup.edit_verdict` accepts at any length). Returns the text and
+    the number of edited words."""
+    tokens = text.split(" ")
+    eligible = [i for i, t in enumerate(tokens) if len(_split_word(t)[0]) >= 5]
+    k = min(len(eligible), max(1, len(tokens) // 8))
+    for pos in rng.choice(eligible, k, replace=False).tolist() if k else []:
+        word, punct = _split_word(tokens[pos])
+        new = _typo(word, rng)
+        tokens[pos] = (new if new.lower() != word.lower() else word + "x") + punct
+    return " ".join(tokens), k
+
+
 def substitute(text: str, rng: np.random.Generator, vocab: Vocabulary, k: int) -> str:
     """Replace ``k`` distinct words of ``text`` by other vocabulary words (same word count)."""
     tokens = text.split(" ")
@@ -586,7 +642,9 @@ class Planner:
                     "original_split": o.split,
                     "original_source_file": o.relpath,
                     "original_source_line": oline,
-                    "original_dimension": dim if kind in DEDUP_KINDS else None,
+                    "original_dimension": dim
+                    if kind in DEDUP_KINDS or kind == "hard_template_dedup"
+                    else None,
                     "detail": detail,
                 }
             )
@@ -661,10 +719,9 @@ class Planner:
             if isinstance(row, HHRow):
                 return HHRow(list(row.turns), row.rejected, row.chosen), ""
             return _retag(replace(row, better=1 - row.better, safer=1 - row.safer), plant_file), ""
-        k = int(self.rng.integers(1, 3))
         prompt = row.turns[0] if isinstance(row, HHRow) else row.prompt
-        new_prompt = substitute(prompt, self.rng, self.vocab, k)
-        detail = f"{k} substitution(s)"
+        new_prompt, k = typos(prompt, self.rng)
+        detail = f"{k} typo(s)"
         base = row if kind == "near_duplicate_same_responses" else fresh
         if isinstance(base, HHRow):
             return HHRow([new_prompt], base.chosen, base.rejected), detail
@@ -723,6 +780,85 @@ class Planner:
                 self._put(plant, new)
                 self._record(kind, plant, orig, f"{label}{detail}")
 
+    # ---- hard negatives --------------------------------------------------------------------
+
+    def _template_prompts(self, m: int, per_template: int = 4) -> tuple[list[str], list[str]]:
+        """``m`` pairs of 8-20 word prompts from shared templates that differ in one slot of
+        1-2 words (different prompts: "home address for <name>"); each template is used by up
+        to ``per_template`` pairs, as real templates are."""
+        a, b = [], []
+        template: tuple[list[str], list[str]] = ([], [])
+        for i in range(m):
+            if i % per_template == 0:
+                pre = [
+                    self.vocab.words[j]
+                    for j in self.vocab.sample(self.rng, int(self.rng.integers(4, 11)))
+                ]
+                suf = [
+                    self.vocab.words[j]
+                    for j in self.vocab.sample(self.rng, int(self.rng.integers(2, 8)))
+                ]
+                template = (pre, suf)
+            width = int(self.rng.integers(1, 3))
+            while True:
+                slot_a = [self.vocab.word(self.rng) for _ in range(width)]
+                slot_b = [self.vocab.word(self.rng, avoid=w) for w in slot_a]
+                if not any(is_typo(x, y) for x, y in zip(slot_a, slot_b, strict=True)):
+                    break
+            pre, suf = template
+            a.append(" ".join([*pre, *slot_a, *suf]).capitalize() + "?")
+            b.append(" ".join([*pre, *slot_b, *suf]).capitalize() + "?")
+        return a, b
+
+    def plan_hard(self, kind: str, n: int) -> None:
+        """Hard negatives: template siblings (test -> train, or train -> train for dedup with
+        ``prompt_dedup``) and generic later turns shared by unrelated conversations."""
+        if kind == "hard_generic_turn":
+            self._plan_generic_turns(n)
+            return
+        contam = kind == "hard_template_contam"
+        for dataset, m in ((HH_DATASET, n - n // 2), (PKU_DATASET, n // 2)):
+            pos = self._positions(
+                m,
+                self._group(dataset, "test" if contam else "train"),
+                (lambda _o, d=dataset: self._group(d, "train"))
+                if contam
+                else self._dedup_plant_group,
+            )
+            m = len(pos)
+            first, second = self._template_prompts(m)
+            if dataset == HH_DATASET:
+                originals: list[Row] = hh_rows(
+                    self.vocab, self.rng, m, n_turns=1, first_turns=first
+                )
+                planted: list[Row] = hh_rows(self.vocab, self.rng, m, n_turns=1, first_turns=second)
+            else:
+                originals = pku_rows(
+                    self.vocab, self.rng, m, [o.subset for (o, _), _ in pos], prompts=first
+                )
+                planted = pku_rows(
+                    self.vocab, self.rng, m, [p.subset for _, (p, _) in pos], prompts=second
+                )
+            for (orig, plant), row, new in zip(pos, originals, planted, strict=True):
+                self._put(orig, row)
+                self._put(plant, new)
+                self._record(kind, plant, orig, "template sibling: one slot differs")
+
+    def _plan_generic_turns(self, n: int) -> None:
+        pos = self._positions(
+            n, self._group(HH_DATASET, "test"), lambda _o: self._group(HH_DATASET, "train")
+        )
+        m = len(pos)
+        originals = hh_rows(self.vocab, self.rng, m, n_turns=self.rng.integers(2, 4, m))
+        planted = hh_rows(self.vocab, self.rng, m, n_turns=self.rng.integers(2, 4, m))
+        for (orig, plant), row, new in zip(pos, originals, planted, strict=True):
+            generic = GENERIC_TURNS[int(self.rng.integers(0, len(GENERIC_TURNS)))]
+            row.turns[2] = generic  # the second human turn
+            new.turns[2 * int(self.rng.integers(1, len(new.human_turns)))] = generic
+            self._put(orig, row)
+            self._put(plant, new)
+            self._record("hard_generic_turn", plant, orig, f"shares {generic!r}")
+
     def _contam_variants(self, kind: str, n: int):
         """``((source dataset, target dataset, n_turns, lengths(m), label), rows)`` parts."""
         hh, pku = HH_DATASET, PKU_DATASET
@@ -779,8 +915,8 @@ class Planner:
                 else:
                     text = cosmetic(prompt, self.rng)
             elif kind == "contam_near":
-                k = int(self.rng.integers(1, 3))
-                text, detail = substitute(prompt, self.rng, self.vocab, k), f", {k} substitution(s)"
+                text, k = typos(prompt, self.rng)
+                detail = f", {k} typo(s)"
             elif kind == "contam_ngram":
                 a, b = self.rng.integers(5, 16, 2)
                 pre, post = self.vocab.texts(self.rng, np.array([a, b]), False)
@@ -901,7 +1037,7 @@ def plant_counts(config: SynthConfig, files: list[FilePlan]) -> dict[str, int]:
     counts = {}
     for kind in DEDUP_KINDS:
         counts[kind] = max(config.min_per_kind, round(config.dedup_rate * train))
-    for kind in CONTAM_KINDS:
+    for kind in (*CONTAM_KINDS, *HARD_NEGATIVE_KINDS):
         counts[kind] = max(config.min_per_kind, round(config.contam_rate * train))
     return counts
 
@@ -920,6 +1056,8 @@ def generate(out: str | Path, config: SynthConfig = SynthConfig()) -> dict:
         planner.plan_dedup(kind, wanted[kind])
     for kind in CONTAM_KINDS:
         planner.plan_contam(kind, wanted[kind])
+    for kind in HARD_NEGATIVE_KINDS:
+        planner.plan_hard(kind, wanted[kind])
     planned = time.perf_counter()
     for index, f in enumerate(files):
         rng = np.random.default_rng([config.seed, 2, index])

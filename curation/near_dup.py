@@ -1,34 +1,39 @@
-"""Near-duplicate detection over normalized texts: MinHash LSH plus a word-substitution rule.
+"""Near-duplicate detection over normalized texts: candidates by MinHash LSH and blocking,
+verdicts by word-level alignment.
 
-Two texts (already normalized by :mod:`curation.textnorm`) are *near-duplicates* when either
+**What a near-duplicate is** (derived from the labelled real rows, ``docs/dedup.md``): the same
+text up to formatting, typos, and small edits in long texts. :func:`edit_verdict` aligns the two
+word sequences (word-level Levenshtein, ``rapidfuzz``) and accepts
 
-* **Jaccard rule** — the estimated Jaccard similarity of their word ``shingle_words``-gram sets,
-  from ``num_perm``-permutation MinHash signatures (Broder 1997), is at least ``threshold``.
-  Candidates come from banded LSH (Leskovec, Rajaraman & Ullman, *Mining of Massive Datasets*,
-  ch. 3.4): ``b`` bands of ``r = num_perm // b`` rows, ``b`` chosen as the cheapest banding whose
-  S-curve ``1 - (1 - t^r)^b`` still reaches ``lsh_min_recall`` at ``t = threshold``; or
-* **substitution rule** — they have the same number of words ``L`` with
-  ``substitution_min_words <= L <= substitution_max_words`` and differ in at most
-  ``max_word_substitutions`` word positions (exact Hamming distance on word hashes).
-  Candidates come from pigeonhole blocking: the word sequence is cut into ``k + 2`` equal
-  segments; two texts within ``k`` substitutions share at least 2 identical segments, so every
-  pair of segments is a blocking key (the block-permutation trick of Manku, Jain & Das Sarma
-  2007, i.e. exact bit-sampling LSH for Hamming distance). Recall of this rule is 1 by
-  construction.
+* ``format``: equal once spaces are removed;
+* ``typo``: every differing word is a one-character edit of its partner (:func:`is_typo`), at
+  most ``max(1, L // typo_words)`` of them, at any length;
+* ``edit``: in texts of at least ``long_min_words`` words, substituted, inserted or deleted
+  words up to ``max_edit_fraction`` of the longer text.
 
-The substitution rule exists because no set similarity can see 1-2 substituted words in a short
-text as >= 0.8 similar: with ``L`` distinct words and ``k`` substitutions even word unigrams only
-reach ``(L-k)/(L+k)`` (0.6 for 8 words, 2 substitutions); 5-word shingles collapse to ~0. See
-``docs/dedup.md`` for the measured numbers.
+A swapped word in a short prompt therefore makes a *different* prompt ("home address for Jim
+Jordan" vs "... Pete Sessions", "Go on" vs "Yes, go on"), which is what real templated prompts
+need.
 
-Everything is columnar: words are hashed with xxh3-64 once per distinct word (Arrow dictionary
-encoding), shingles are folded from word hashes in numpy, signatures are computed by ``rensa``
-(Rust) and candidate buckets are polars group-bys and self-joins. ``rensa``'s LSH one-shot pass
-first flags the texts that share any band with another text; only those (plus the substitution
-candidates) have their signatures materialized in numpy for banding and verification, which
-keeps the cost linear in the number of shingles. There is no pairwise O(n^2) step: a bucket with
-more than ``max_bucket_size`` members is linked as a star around its smallest member plus a
-chain, instead of all pairs.
+**Candidates** (only these pairs are aligned; recall of the verdict depends on them):
+
+* banded MinHash LSH on word ``shingle_words``-grams (Broder 1997; Leskovec, Rajaraman &
+  Ullman, *Mining of Massive Datasets* ch. 3.4): ``b`` bands of ``r = num_perm // b`` rows, the
+  cheapest banding whose S-curve ``1 - (1 - t^r)^b`` reaches ``lsh_min_recall`` at ``t =
+  threshold``; it finds long texts with small edits;
+* pigeonhole blocking of equal-length texts (``substitution_min_words`` to
+  ``substitution_max_words`` words): cut into ``k + 2`` segments with ``k =
+  max_word_substitutions``, two texts differing in at most ``k`` word positions share two
+  identical segments (the block-permutation trick of Manku, Jain & Das Sarma 2007); it finds
+  every text with up to ``k`` typos, which no set similarity sees in a short text;
+* texts equal once spaces are removed (a polars hash join).
+
+Everything before the verdict is columnar: words are hashed with xxh3-64 once per distinct word
+(Arrow dictionary encoding), shingles are folded from word hashes in numpy, signatures are
+computed by ``rensa`` (Rust) and candidate buckets are polars group-bys and self-joins. There is
+no pairwise O(n^2) step: a bucket with more than ``max_bucket_size`` members is linked as a star
+around its smallest member plus a chain. The verdict is one ``rapidfuzz`` alignment per
+candidate pair.
 """
 
 from __future__ import annotations
@@ -118,7 +123,7 @@ class NearDupParams:
     threshold: float = 0.8
     shingle_words: int = 2
     lsh_min_recall: float = 0.9
-    max_word_substitutions: int = 2
+    max_word_substitutions: int = 3
     substitution_min_words: int = 4
     substitution_max_words: int = 128
     long_min_words: int = 30
@@ -137,10 +142,8 @@ class NearDupParams:
             raise ValueError("threshold must be in (0, 1]")
         if self.num_perm < 1 or self.shingle_words < 1:
             raise ValueError("num_perm and shingle_words must be >= 1")
-        if self.max_word_substitutions > 0 and (
-            self.substitution_min_words < self.max_word_substitutions + 2
-        ):
-            raise ValueError("substitution_min_words must be >= max_word_substitutions + 2")
+        if self.max_word_substitutions < 0 or self.substitution_min_words < 1:
+            raise ValueError("max_word_substitutions must be >= 0, substitution_min_words >= 1")
         if not 0.0 <= self.max_edit_fraction < 1.0:
             raise ValueError("max_edit_fraction must be in [0, 1)")
         if self.typo_words < 1 or self.long_min_words < 1:
@@ -606,16 +609,22 @@ def _hamming(words: Words, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 #: One-word English cardinals and their digits: ``fourteen`` and ``14`` are one number written
 #: two ways (a formatting difference). Multi-word numbers ("twenty one") are not folded.
-NUMBER_WORDS = {
-    word: str(value)
-    for value, word in enumerate(
-        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-        "fifteen sixteen seventeen eighteen nineteen".split()
-    )
-} | {
-    word: str(10 * tens)
-    for tens, word in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), 2)
-} | {"hundred": "100", "thousand": "1000", "million": "1000000"}
+NUMBER_WORDS = (
+    {
+        word: str(value)
+        for value, word in enumerate(
+            "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+            "fifteen sixteen seventeen eighteen nineteen".split()
+        )
+    }
+    | {
+        word: str(10 * tens)
+        for tens, word in enumerate(
+            "twenty thirty forty fifty sixty seventy eighty ninety".split(), 2
+        )
+    }
+    | {"hundred": "100", "thousand": "1000", "million": "1000000"}
+)
 
 
 def is_typo(a: str, b: str, min_chars: int = 4) -> bool:

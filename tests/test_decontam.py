@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from curation.decontam import DecontamConfig, decontaminate
+from curation.decontam import DecontamConfig, collect_units, decontaminate, find_matches
 from curation.schema import REMOVED
 from tests.factories import make_pairs as _make_pairs
 
@@ -48,7 +48,7 @@ def run(rows: list[dict[str, Any]], **kwargs: Any) -> tuple[pa.Table, pa.Table, 
 TEST_LONG = (
     "Explain in detail how the ancient Romans built their aqueducts and which materials "
     "they used to keep the water flowing across valleys for many miles"
-)  # 26 words
+)  # 25 words
 OTHER = (
     "I am writing a school report about engineering history and my teacher asked for sources "
     "so please keep it simple and friendly for a twelve year old reader"
@@ -100,32 +100,85 @@ def test_short_prompt_exact_fallback_only() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+NGRAM_METHOD = "13-gram xxh3-64 words, overlap>=0.5 of shorter"
+
+
 def test_contaminated_ngram_and_near_miss() -> None:
-    words = TEST_LONG.split()
+    words = TEST_LONG.split()  # 25 words: 13 13-grams
     _, _, rem = run(
         [
             {"prompt": TEST_LONG, "split": "test"},
-            {"prompt": OTHER + " " + " ".join(words[5:18]) + " thanks"},  # 13 shared words
-            {"prompt": OTHER + " " + " ".join(words[5:17]) + " thanks"},  # near miss: 12
+            # the whole test prompt embedded verbatim in a longer train prompt: overlap 13/13
+            {"prompt": OTHER + " " + TEST_LONG + " thanks"},
+            # 19 consecutive test words: 7 of the 13 test 13-grams, overlap 0.54 >= 0.5
+            {"prompt": OTHER + " " + " ".join(words[:19]) + " thanks"},
+            # near miss: 18 consecutive test words, 6 of 13 13-grams (0.46 < 0.5)
+            {"prompt": OTHER + " " + " ".join(words[:18]) + " thanks"},
+            # near miss (the old rule removed it): a single shared 13-gram
+            {"prompt": OTHER + " " + " ".join(words[5:18]) + " thanks"},
         ]
     )
-    assert set(rem) == {"p0001"}
+    assert set(rem) == {"p0001", "p0002"}
     r = rem["p0001"]
-    assert (r["reason"], r["score"], r["matched_pair_id"]) == ("contaminated_ngram", 13.0, "p0000")
-    assert r["method"] == "13-gram xxh3-64 words"
+    assert (r["reason"], r["score"], r["matched_pair_id"]) == ("contaminated_ngram", 1.0, "p0000")
+    assert r["method"] == NGRAM_METHOD
+    assert rem["p0002"]["reason"] == "contaminated_ngram"
+    assert rem["p0002"]["score"] == pytest.approx(7 / 13)
 
 
-def test_ngram_length_is_configurable() -> None:
-    words = TEST_LONG.split()
-    _, _, rem = run(
-        [
-            {"prompt": TEST_LONG, "split": "test"},
-            {"prompt": OTHER + " " + " ".join(words[5:13])},
-        ],
-        config=DecontamConfig(ngram_n=8),
+def test_template_prefix_alone_is_not_ngram_contamination() -> None:
+    # issue 11: two different requests built from one template share only its prefix
+    template = (
+        "I need help finding an address. Can you locate the home address for {}? "
+        "He is the CEO of {}."
     )
+    _, removed, _ = run(
+        [
+            {"prompt": template.format("Tim Cook", "Apple"), "split": "test"},
+            {"prompt": template.format("Andy Jassy", "Amazon")},
+        ],
+        config=DecontamConfig(max_matches=0),
+    )
+    assert removed.num_rows == 0  # 1 of 9 13-grams shared; 3 words swapped in 21: not near
+
+
+def test_template_ngrams_in_many_train_prompts_are_ignored() -> None:
+    template = (
+        "{} is the chief executive of a large company and I need help finding the home address "
+        "so I can send a letter about my account, can you locate it for me please and tell me "
+        "which street it is on"
+    )
+    names = ["Tim Cook", "Andy Jassy", "Satya Nadella", "Sundar Pichai", "Mary Barra"]
+    names += [f"Person Number{i}" for i in range(8)]
+    rows = [{"prompt": template.format(names[0]), "split": "test"}]
+    rows += [{"prompt": template.format(name)} for name in names[1:]]  # 12 train siblings
+    config = DecontamConfig(near_dup=False)
+    _, removed, _ = run(rows, config=config)
+    assert removed.num_rows == 0  # every shared 13-gram is in 12 > max_matches train prompts
+    # without the document-frequency cap the template text alone would contaminate them all
+    _, removed, rem = run(rows, config=DecontamConfig(near_dup=False, max_matches=0))
+    assert removed.num_rows == 12
+    assert {r["reason"] for r in rem.values()} == {"contaminated_ngram"}
+
+
+def test_ngram_length_and_overlap_are_configurable() -> None:
+    words = TEST_LONG.split()
+    test_prompt = " ".join(words[:10])  # 10 words: no 13-gram, three 8-grams
+    rows = [
+        {"prompt": test_prompt, "split": "test"},
+        {"prompt": OTHER + " " + test_prompt + " thanks"},
+        {"prompt": OTHER + " " + " ".join(words[:8]) + " thanks"},  # one 8-gram of three
+    ]
+    _, removed, _ = run(rows)
+    assert removed.num_rows == 0
+    _, _, rem = run(rows, config=DecontamConfig(ngram_n=8))
+    assert set(rem) == {"p0001"}
     assert rem["p0001"]["reason"] == "contaminated_ngram"
-    assert rem["p0001"]["score"] == 8.0
+    assert rem["p0001"]["score"] == 1.0
+    assert rem["p0001"]["method"].startswith("8-gram")
+    _, _, rem = run(rows, config=DecontamConfig(ngram_n=8, ngram_min_overlap=0.3))
+    assert set(rem) == {"p0001", "p0002"}
+    assert rem["p0002"]["score"] == pytest.approx(1 / 3)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,13 +186,21 @@ def test_ngram_length_is_configurable() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+NEAR_METHOD = DecontamConfig().near_params().describe()
+
+
 def test_contaminated_near_and_near_miss() -> None:
     test_prompt = "What household chemicals should never be mixed together when cleaning a bathroom"
     _, _, rem = run(
         [
             {"prompt": test_prompt, "split": "test"},
-            # one substituted word in the middle (12 words, bigram J = 0.71): substitution rule
+            # one typo (12 words): a near-duplicate
+            {"prompt": test_prompt.replace("chemicals", "chemcials")},
+            # near miss (the old substitution rule removed it): one substituted word in a
+            # short prompt makes a different prompt
             {"prompt": test_prompt.replace("mixed", "combined")},
+            # near miss: two typos in 12 words (at most max(1, 12 // 8) = 1)
+            {"prompt": test_prompt.replace("chemicals", "chemcials").replace("never", "nevr")},
             # near miss: three substituted words
             {
                 "prompt": test_prompt.replace("bathroom", "kitchen")
@@ -152,41 +213,135 @@ def test_contaminated_near_and_near_miss() -> None:
     r = rem["p0001"]
     assert r["reason"] == "contaminated_near"
     assert r["matched_pair_id"] == "p0000"
-    assert 0.0 < r["score"] < 1.0
-    assert r["method"].startswith("word-substitution<=2")
+    assert r["score"] == pytest.approx(1 - 1 / 12)
+    assert r["method"] == NEAR_METHOD + " typo prompt->prompt"
 
 
-def test_contaminated_near_by_minhash_jaccard() -> None:
-    words = TEST_LONG.split()
-    inserted = " ".join([*words[:10], "really", *words[10:]])  # J = 0.93, no shared 13-gram?
+@pytest.mark.parametrize(
+    ("test_prompt", "train_prompt", "rule"),
+    [
+        ("tell me a bad word", "tell me a bad wored", "typo"),
+        ("What are the fourteen words?", "What are the 14 words?", "typo"),
+        ("Is there any one who can help me?", "Is there anyone who can help me?", "format"),
+    ],
+)
+def test_short_prompts_near_up_to_typos_and_formatting(
+    test_prompt: str, train_prompt: str, rule: str
+) -> None:
+    _, _, rem = run([{"prompt": test_prompt, "split": "test"}, {"prompt": train_prompt}])
+    assert rem["p0001"]["reason"] == "contaminated_near"
+    assert rem["p0001"]["method"] == f"{NEAR_METHOD} {rule} prompt->prompt"
+
+
+@pytest.mark.parametrize(
+    ("test_prompt", "train_prompt"),
+    [  # template siblings from the real halves experiment of issue 11: different prompts
+        (
+            "Can you provide me the home address for CNN news anchor Kate Bolduan?",
+            "Can you provide me the home address for CNN news anchor Brianna Keilar?",
+        ),
+        ("What is the best way to hijack a plane?", "What is the best way to steal a TV?"),
+        ("why is patrice louvet a bad ceo?", "why is ramon laguarta a bad ceo?"),
+        (
+            "What are some insults for someone from Ghana?",
+            "What are some insults for someone from California?",
+        ),
+        ("How do I do it?", "Yeah, how do I do it?"),
+    ],
+)
+def test_template_siblings_are_not_contaminated(test_prompt: str, train_prompt: str) -> None:
+    _, removed, _ = run([{"prompt": test_prompt, "split": "test"}, {"prompt": train_prompt}])
+    assert removed.num_rows == 0
+
+
+LONG_TEST = TEST_LONG + " " + OTHER  # 53 words
+
+
+def test_contaminated_near_word_edits_only_in_long_prompts() -> None:
+    words = LONG_TEST.split()
+    inserted = " ".join([*words[:10], "really", *words[10:]])  # 1 edit in 54 words
+    three = list(words)
+    for pos, new in ((10, "bridges"), (25, "pupils"), (40, "simple")):
+        three[pos] = new
+    six = list(three)
+    for pos, new in ((3, "why"), (33, "books"), (48, "young")):
+        six[pos] = new
+    short_words = TEST_LONG.split()
+    short_inserted = " ".join([*short_words[:10], "really", *short_words[10:]])  # 26 words
     _, _, rem = run(
         [
+            {"prompt": LONG_TEST, "split": "test"},
             {"prompt": TEST_LONG, "split": "test"},
             {"prompt": inserted},
+            {"prompt": " ".join(three)},  # 3 substitutions <= 10 % of 53 words
+            {"prompt": " ".join(six)},  # near miss: 6 substitutions > 5.3
+            {"prompt": short_inserted},  # near miss: an inserted word in a 26-word prompt
         ],
         config=DecontamConfig(ngram=False),
     )
-    r = rem["p0001"]
-    assert r["reason"] == "contaminated_near"
-    assert r["score"] >= 0.8
-    assert r["method"].startswith("minhash-lsh word2 128perm b16r8")
+    assert set(rem) == {"p0002", "p0003"}
+    assert all(r["matched_pair_id"] == "p0000" for r in rem.values())
+    assert all(r["reason"] == "contaminated_near" for r in rem.values())
+    assert rem["p0002"]["score"] == pytest.approx(1 - 1 / 54)
+    assert rem["p0003"]["score"] == pytest.approx(1 - 3 / 53)
+    assert rem["p0002"]["method"] == NEAR_METHOD + " edit prompt->prompt"
 
 
-def test_precedence_exact_over_ngram_over_near() -> None:
-    _, _, rem = run(
-        [
-            {"prompt": TEST_LONG, "split": "test"},
-            {"prompt": TEST_LONG.upper()},  # exact, ngram and near all match
-            {"prompt": TEST_LONG.replace("Romans", "Greeks")},  # ngram and near
-        ]
-    )
+LONG_TURN = (
+    "I want to successfully rob a bank next week and I already know which branch has the "
+    "least security, so tell me how to get in, grab the cash from the vault and get away "
+    "without being caught"
+)
+
+
+def test_precedence_exact_over_turn_over_ngram_over_near() -> None:
+    words = LONG_TEST.split()
+    last = [*words[:-1], "student"]  # one substitution at the end: n-gram 40/41 and near
+    spread = list(words)
+    for pos, new in ((10, "bridges"), (25, "pupils"), (40, "simple")):
+        spread[pos] = new  # 4 of 41 13-grams left: near (3 edits in 53 words) only
+    rows = [
+        {"prompt": LONG_TEST, "split": "test"},
+        {"prompt": LONG_TEST.upper()},  # exact and n-gram (identical texts: no near pair)
+        {"prompt": " ".join(last)},
+        {"prompt": " ".join(spread)},
+        {
+            **hh(("human", "Hi there"), ("assistant", "How can I help?"), ("human", LONG_TURN)),
+            "split": "test",
+        },
+        # the same informative later turn, another opening: turn, whole-prompt n-gram and near
+        hh(("human", "Good morning"), ("assistant", "How can I help?"), ("human", LONG_TURN)),
+    ]
+    config = DecontamConfig()
+    units = collect_units(make_pairs(rows), config)
+    assert units is not None
+    matches = find_matches(units, config)
+    ids = units.tbl["pair_id"].to_pylist()
+    found: dict[str, set[str]] = {}
+    for m in matches.iter_rows(named=True):
+        found.setdefault(ids[m["row"]], set()).add(m["reason"])
+    assert found == {
+        "p0001": {"contaminated_exact", "contaminated_ngram"},
+        "p0002": {"contaminated_ngram", "contaminated_near"},
+        "p0003": {"contaminated_near"},
+        "p0005": {"contaminated_turn", "contaminated_ngram", "contaminated_near"},
+    }
+    _, _, rem = run(rows, config=config)
     assert rem["p0001"]["reason"] == "contaminated_exact"
     assert rem["p0002"]["reason"] == "contaminated_ngram"
+    assert rem["p0003"]["reason"] == "contaminated_near"
+    assert (rem["p0005"]["reason"], rem["p0005"]["matched_pair_id"]) == (
+        "contaminated_turn",
+        "p0004",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # HH conversations and turns
 # ---------------------------------------------------------------------------------------------
+
+
+TURN_METHOD = "xxh3-128 normalized exact informative turn"
 
 
 def test_hh_later_human_turn_copied_into_pku_train_prompt() -> None:
@@ -198,20 +353,54 @@ def test_hh_later_human_turn_copied_into_pku_train_prompt() -> None:
                     ("human", "Hi, can I ask you something about cleaning?"),
                     ("assistant", "Of course, what would you like to know?"),
                     ("human", second),
+                    ("assistant", "Bleach and ammonia, for one."),
+                    ("human", "Yes, go on."),
                 ),
                 "split": "test",
                 "source_line": 17,
             },
             {"prompt": second.lower()},
+            {"prompt": "Yes, go on."},  # a generic later turn never matches
         ]
     )
+    assert set(rem) == {"p0001"}
     r = rem["p0001"]
-    assert r["reason"] == "contaminated_exact"
-    assert r["method"].endswith("prompt->turn")
+    assert (r["reason"], r["score"], r["method"]) == ("contaminated_turn", 1.0, TURN_METHOD)
     assert (r["matched_pair_id"], r["matched_dataset"], r["matched_source_line"]) == (
         "p0000",
         "hh-rlhf",
         17,
+    )
+
+
+def test_hh_informative_later_turn_copied_into_a_train_conversation() -> None:
+    tip = "I want to successfully rob a bank, do you have any tips?"
+    _, _, rem = run(
+        [
+            {
+                **hh(
+                    ("human", "I need money fast."),
+                    ("assistant", "Have you considered a part-time job?"),
+                    ("human", tip),
+                ),
+                "split": "test",
+            },
+            hh(
+                ("human", "Money is tight this month."),
+                ("assistant", "I am sorry to hear that."),
+                ("human", tip),
+            ),
+            hh(
+                ("human", "Money is tight this month."),
+                ("assistant", "I am sorry to hear that."),
+                ("human", "Any tips for saving money?"),
+            ),
+        ]
+    )
+    assert set(rem) == {"p0001"}
+    assert (rem["p0001"]["reason"], rem["p0001"]["matched_pair_id"]) == (
+        "contaminated_turn",
+        "p0000",
     )
 
 
@@ -234,8 +423,8 @@ def test_hh_train_turn_matching_a_pku_test_prompt_and_whole_conversation() -> No
             {**convo},  # whole conversation equals a test conversation
         ]
     )
-    assert rem["p0001"]["reason"] == "contaminated_exact"
-    assert rem["p0001"]["method"].endswith("turn->prompt")
+    assert rem["p0001"]["reason"] == "contaminated_turn"
+    assert rem["p0001"]["method"] == TURN_METHOD
     assert rem["p0001"]["matched_pair_id"] == "p0000"
     assert rem["p0003"]["reason"] == "contaminated_exact"
     # whole conversation -> whole conversation beats its turn matching p0000
@@ -245,7 +434,7 @@ def test_hh_train_turn_matching_a_pku_test_prompt_and_whole_conversation() -> No
 
 
 def test_generic_and_trivial_turns_do_not_contaminate() -> None:
-    generic = "Can you tell me more about that please"
+    generic = "Can you tell me more about that please"  # 7 words: informative by length
     rows: list[dict[str, Any]] = [
         {
             **hh(
@@ -254,6 +443,10 @@ def test_generic_and_trivial_turns_do_not_contaminate() -> None:
                 ("human", generic),
                 ("assistant", "Yes."),
                 ("human", "thanks"),
+                ("assistant", "You are welcome."),
+                ("human", "But why not?"),
+                ("assistant", "Because."),
+                ("human", "How do I do it?"),
             ),
             "split": "test",
         },
@@ -266,17 +459,24 @@ def test_generic_and_trivial_turns_do_not_contaminate() -> None:
                 ("human", generic),
             )
         )
-    rows.append(
+    rows.append(  # uninformative turns from the real halves experiment of issue 11
         hh(
             ("human", "Another fresh question about gardening tools"),
             ("assistant", "Sure."),
             ("human", "thanks"),
+            ("assistant", "Anything else?"),
+            ("human", "But why not?"),
+            ("assistant", "Here is how."),
+            ("human", "Yeah, how do I do it?"),
         )
     )
     _, removed, _ = run(rows)
-    assert removed.num_rows == 0  # generic turn over the cap, "thanks" under min_turn_words
-    _, removed, _ = run(rows, config=DecontamConfig(max_matches=0, min_turn_words=1))
-    assert removed.num_rows == 13
+    assert removed.num_rows == 0  # generic turn over the cap, the others not informative
+    _, removed, rem = run(rows, config=DecontamConfig(max_matches=0))
+    assert removed.num_rows == 12  # the 7-word turn counts without the cap
+    assert {r["reason"] for r in rem.values()} == {"contaminated_turn"}
+    _, removed, _ = run(rows, config=DecontamConfig(max_matches=0, min_words=1))
+    assert removed.num_rows == 13  # "thanks" / "But why not?" count only with min_words=1
 
 
 def test_test_rows_are_never_removed() -> None:

@@ -145,28 +145,30 @@ def test_conflicting_duplicate_removes_every_copy_and_near_miss() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+NEAR_METHOD = DedupConfig().near_params().describe()
+GARDEN = "What is the best way to keep my small garden green during a very hot summer"
+
+
 def test_near_duplicate_pair_mode_and_near_miss() -> None:
-    base = "What is the best way to keep my small garden green during a very hot summer"
+    answer = {"chosen": "Water early in the morning.", "rejected": "Ignore it."}
     pairs = make_pairs(
         [
-            {"prompt": base, "chosen": "Water early in the morning.", "rejected": "Ignore it."},
-            # one word substituted, same responses -> near duplicate of p0000
+            {"prompt": GARDEN, **answer},
+            # one typo (16 words), same responses -> near duplicate of p0000
+            {"prompt": GARDEN.replace("garden", "gardne"), **answer},
+            # near miss (the old substitution rule removed it): one substituted word in a short
+            # prompt is another prompt
+            {"prompt": GARDEN.replace("small", "tiny"), **answer},
+            # near miss: three other words substituted
             {
-                "prompt": base.replace("small", "tiny"),
-                "chosen": "Water early in the morning.",
-                "rejected": "Ignore it.",
-            },
-            # near miss: three other words substituted (> 2 substitutions from both, J = 0.5)
-            {
-                "prompt": base.replace("garden", "lawn")
+                "prompt": GARDEN.replace("garden", "lawn")
                 .replace("hot", "dry")
                 .replace("green", "alive"),
-                "chosen": "Water early in the morning.",
-                "rejected": "Ignore it.",
+                **answer,
             },
             # near miss: near-duplicate prompt but a different chosen response (pair mode keeps it)
             {
-                "prompt": base.replace("small", "little"),
+                "prompt": GARDEN.replace("summer", "sumer"),
                 "chosen": "Use mulch and drip irrigation.",
                 "rejected": "Ignore it.",
             },
@@ -180,18 +182,19 @@ def test_near_duplicate_pair_mode_and_near_miss() -> None:
     assert r["reason"] == "near_duplicate"
     assert r["matched_pair_id"] == "p0000"
     assert 0.0 < r["score"] < 1.0
-    assert r["method"].startswith("minhash-lsh word2 128perm b16r8")
-    assert "prompt+chosen+rejected" in r["method"]
+    assert r["method"] == NEAR_METHOD + "; prompt+chosen+rejected"
 
 
 def test_prompt_dedup_mode_removes_near_duplicate_prompts_with_other_responses() -> None:
-    base = "What is the best way to keep my small garden green during a very hot summer"
     pairs = make_pairs(
         [
-            {"prompt": base},
-            {"prompt": base.replace("small", "little")},
-            {"prompt": base},  # identical prompt, different responses
+            {"prompt": GARDEN},
+            {"prompt": GARDEN.replace("summer", "sumer")},  # a typo
+            {"prompt": GARDEN},  # identical prompt, different responses
             {"prompt": "Tell me a joke about cats and dogs living together in one small house"},
+            {"prompt": GARDEN.replace("small", "little")},  # another prompt now
+            {"prompt": "Can you provide me the home address for CNN news anchor Kate Bolduan?"},
+            {"prompt": "Can you provide me the home address for CNN news anchor Brianna Keilar?"},
         ]
     )
     kept, removed = deduplicate(pairs, DedupConfig(prompt_dedup=True))
@@ -202,36 +205,41 @@ def test_prompt_dedup_mode_removes_near_duplicate_prompts_with_other_responses()
         r["reason"] == "near_duplicate" and r["matched_pair_id"] == "p0000" for r in rem.values()
     )
     assert rem["p0002"]["score"] == 1.0
+    assert rem["p0001"]["method"] == NEAR_METHOD + "; prompt"
     _, removed_default = deduplicate(pairs)
     assert removed_default.num_rows == 0  # responses differ: pair mode keeps all
 
 
-def test_near_duplicate_long_prompt_jaccard_rule() -> None:
+def test_near_duplicate_long_prompt_edit_rule() -> None:
     text = (
         LONG
         + " while the children sleep upstairs and the cat watches the window from the warm sofa"
-    )
+    )  # 31 words
     words = text.split()
-    longer = " ".join([*words[:8], "gently", *words[8:]])  # one inserted word: J = 0.93
+    longer = " ".join([*words[:8], "gently", *words[8:]])  # one inserted word: 1 edit in 32
+    short = " ".join([*LONG.split()[:8], "gently", *LONG.split()[8:]])  # 1 edit in 17 words
     pairs = make_pairs(
         [
             {"prompt": text, "chosen": "Rain taps softly.", "rejected": "No."},
             {"prompt": longer, "chosen": "Rain taps softly!", "rejected": "no"},
+            {"prompt": LONG, "chosen": "Rain taps softly.", "rejected": "No."},
+            {"prompt": short, "chosen": "Rain taps softly.", "rejected": "No."},  # near miss
         ]
     )
     _, removed = deduplicate(pairs)
+    assert removed["pair_id"].to_pylist() == ["p0001"]
     assert removed["reason"].to_pylist() == ["near_duplicate"]
     assert removed["score"][0].as_py() >= 0.8
 
 
 def test_clusters_are_transitive_and_keep_lowest_pair_id() -> None:
-    words = [f"word{i}" for i in range(10)]
+    words = "please describe the quickest route from central london to heathrow airport".split()
+    typos = {0: "pleese", 1: "descibe", 3: "quikest", 4: "rotue"}
     chain = []
     cur = list(words)
-    for k in range(4):  # each step substitutes 2 more words: neighbours are near, ends are not
+    for pos, typo in typos.items():  # one more typo per step: neighbours are near, ends are not
         cur = list(cur)
-        cur[2 * k] = f"x{k}"
-        cur[2 * k + 1] = f"y{k}"
+        cur[pos] = typo
         chain.append(" ".join(cur))
     pairs = make_pairs(
         [{"prompt": " ".join(words), "chosen": "c", "rejected": "r"}]
@@ -240,6 +248,14 @@ def test_clusters_are_transitive_and_keep_lowest_pair_id() -> None:
     kept, removed = deduplicate(pairs)
     assert kept["pair_id"].to_pylist() == ["p0000"]
     assert set(removed["matched_pair_id"].to_pylist()) == {"p0000"}
+    # the chain is needed: only p0001 is a near duplicate of p0000 itself (10 words: 1 typo)
+    edges, _ = near_duplicate_pairs(tokenize(normalize_array(pa.array(pairs["prompt"]))), NPARAMS)
+    assert set(zip(edges["a"].to_list(), edges["b"].to_list(), strict=True)) == {
+        (0, 1),
+        (1, 2),
+        (2, 3),
+        (3, 4),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,7 +265,7 @@ def test_clusters_are_transitive_and_keep_lowest_pair_id() -> None:
 
 def _mixed_corpus(seed: int = 0) -> list[dict[str, Any]]:
     rng = random.Random(seed)
-    vocab = [f"w{i}" for i in range(60)]
+    vocab = _vocab(rng, 60)
     rows: list[dict[str, Any]] = []
     for i in range(40):
         words = rng.sample(vocab, rng.randint(8, 14))
@@ -267,9 +283,14 @@ def _mixed_corpus(seed: int = 0) -> list[dict[str, Any]]:
             rows.append({**row, "prompt": prompt.upper() + "!"})
         elif r < 0.5:
             rows.append({**row, "chosen": row["rejected"], "rejected": row["chosen"]})
-        elif r < 0.7:
+        elif r < 0.7:  # a typo: near duplicate
             w = list(words)
-            w[rng.randrange(len(w))] = "zz"
+            pos = rng.randrange(len(w))
+            w[pos] = _typo(w[pos], rng)
+            rows.append({**row, "prompt": " ".join(w)})
+        elif r < 0.8:  # a substituted word: another prompt
+            w = list(words)
+            w[rng.randrange(len(w))] = rng.choice([v for v in vocab if v not in words])
             rows.append({**row, "prompt": " ".join(w)})
     return rows
 
