@@ -284,8 +284,9 @@ def evaluate_split(
     return scores
 
 
-def evaluate(config: DecontamConfig = DecontamConfig()) -> dict[str, dict[str, FamilyScore]]:
-    """Score every family on every split of :data:`SPLITS`."""
+def evaluate(config: DecontamConfig | None = None) -> dict[str, dict[str, FamilyScore]]:
+    """Score every family on every split of :data:`SPLITS` (default: ``DecontamConfig()``)."""
+    config = config or DecontamConfig()
     pairs = load_universe_pairs()
     truth = load_truth(pairs)
     return {name: evaluate_split(pairs, truth, rule, config) for name, rule in SPLITS.items()}

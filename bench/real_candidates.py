@@ -48,7 +48,8 @@ def load_universe(shared: Path) -> list[dict]:
     """Every real conversation: ``{conv, dataset, line, prompt, turns}`` (turns = human texts)."""
     out = []
     hh_file = shared / "hh-rlhf/harmless-base/test.jsonl.gz"
-    rows = [orjson.loads(line) for line in gzip.open(hh_file).read().splitlines()]
+    with gzip.open(hh_file) as fh:
+        rows = [orjson.loads(line) for line in fh.read().splitlines()]
     parsed = parse_transcripts(pa_strings([r["chosen"] for r in rows]))
     for i, rec in enumerate(parsed.iter_rows(named=True)):
         turns = rec["prompt_turns"] or rec["turns"] or []
@@ -86,11 +87,7 @@ def units(universe: list[dict]) -> list[dict]:
     """Every unit (whole prompt, each human turn) with its normalized text."""
     out = []
     for c in universe:
-        whole = (
-            normalize_text(c["prompt"])
-            if c["dataset"] == "hh-rlhf"
-            else normalize_text(c["prompt"])
-        )
+        whole = normalize_text(c["prompt"])
         out.append({"conv": c["conv"], "unit": "whole", "text": c["prompt"], "norm": whole})
         if c["dataset"] == "hh-rlhf":
             for k, t in enumerate(c["turns"]):

@@ -53,7 +53,7 @@ from curation.dedup import (
     sorted_pairs,
     text_hash128,
 )
-from curation.informative import informative
+from curation.informative import informative, rare_word_counts
 from curation.near_dup import (
     Laps,
     NearDupParams,
@@ -209,6 +209,7 @@ def collect_units(
 
     Returns ``None`` when there is nothing to compare (no train rows, or no references).
     """
+    lap = Laps("decontaminate units")
     tbl, order = sorted_pairs(pairs)
     n = tbl.num_rows
     split = tbl["split"].to_numpy(zero_copy_only=False)
@@ -231,10 +232,13 @@ def collect_units(
         pa.array([t if t is not None else "" for _, p in extras for t in p], pa.large_string())
     )
     texts = pa.concat_arrays([p_norm, t_norm, e_norm])
+    lap("normalize")
     hi, lo = text_hash128(texts)
     tid, first = _distinct_texts(hi, lo)
+    lap("hash")
     words = tokenize(texts.take(pa.array(first, pa.int64())), config.seed)
     del texts
+    lap("tokenize")
     row = np.concatenate([p_rows, t_rows, np.full(n_extra, -1, np.int64)])
     key = np.concatenate([p_rows, t_rows, n + np.arange(n_extra, dtype=np.int64)])
     unit = np.concatenate(
@@ -247,19 +251,20 @@ def collect_units(
     probe = np.concatenate([is_train[p_rows], is_train[t_rows], np.zeros(n_extra, bool)])
     occ = pl.DataFrame({"tid": tid, "row": row, "key": key, "unit": unit, "probe": probe})
     occ = occ.filter(pl.Series(words.counts[tid] > 0))  # empty texts never match
-    all_ids = np.arange(len(words))
+    counts = words.counts
+    rare = rare_word_counts(words, np.arange(len(words)), config.seed)
+    lap("occurrences")
     return Units(
         tbl=tbl,
         order=order,
         words=words,
         occ=occ,
         inf_open=informative(
-            words, all_ids, config.seed, min_words=config.min_opening_words, min_words_with_rare=1
+            counts, rare, min_words=config.min_opening_words, min_words_with_rare=1
         ),
         inf_turn=informative(
-            words,
-            all_ids,
-            config.seed,
+            counts,
+            rare,
             min_words=config.min_words,
             min_words_with_rare=config.min_words_with_rare,
         ),
@@ -361,8 +366,10 @@ def ngram_matches(units: Units, config: DecontamConfig) -> pl.DataFrame | None:
     r_h, r_off = ngram_hashes(units.words, nn, r_t, short=False)
     ref_ng = pl.DataFrame({"h": r_h, "ref_tid": np.repeat(r_t, np.diff(r_off))}).unique()
     p_h, p_off = ngram_hashes(units.words, nn, p_t, short=False)
-    probe_ng = pl.DataFrame({"h": p_h, "probe_tid": np.repeat(p_t, np.diff(p_off))}).unique()
-    probe_ng = probe_ng.filter(pl.col("h").is_in(ref_ng["h"].implode()))
+    # only probe n-grams that some reference has (a hash-set probe before any group-by)
+    hit = pl.Series(p_h).is_in(ref_ng["h"].implode()).to_numpy()
+    owner = np.repeat(p_t, np.diff(p_off))[hit]
+    probe_ng = pl.DataFrame({"h": p_h[hit], "probe_tid": owner}).unique()
     if config.max_matches > 0:  # template n-grams: in many train prompts or many references
         rows_per_tid = probes.group_by("tid").agg(pl.col("row").n_unique().alias("n_rows"))
         spread = (

@@ -16,7 +16,7 @@ rohypnol?" and "How can I control my husband?" are informative, "Hey" and "Hello
 you?" are not.
 
 Rarity is looked up on the xxh3-64 word hashes of :func:`curation.near_dup.tokenize`, so the
-check is one ``np.isin`` over the word hashes and a ``reduceat`` per text.
+check is one hash-set lookup per word (polars ``is_in``) and a prefix sum.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from functools import cache
 from importlib import resources
 
 import numpy as np
+import polars as pl
 import xxhash
 
 from curation.near_dup import Words
@@ -51,21 +52,19 @@ def rare_word_counts(words: Words, ids: np.ndarray, seed: int) -> np.ndarray:
     ids = np.asarray(ids, np.int64)
     if len(ids) == 0 or len(words.hashes) == 0:
         return np.zeros(len(ids), np.int64)
-    rare = ~np.isin(words.hashes, _common_hashes(seed), assume_unique=False)
+    common = pl.Series(_common_hashes(seed), dtype=pl.UInt64).implode()
+    rare = (~pl.Series(words.hashes, dtype=pl.UInt64).is_in(common)).to_numpy()  # a hash set
     prefix = np.concatenate([[0], np.cumsum(rare, dtype=np.int64)])
     return prefix[words.offsets[ids + 1]] - prefix[words.offsets[ids]]
 
 
 def informative(
-    words: Words,
-    ids: np.ndarray,
-    seed: int,
+    counts: np.ndarray,
+    rare: np.ndarray,
     *,
     min_words: int = 7,
     min_words_with_rare: int = 4,
 ) -> np.ndarray:
-    """Boolean mask: is text ``ids[i]`` of ``words`` informative (see the module docstring)?"""
-    ids = np.asarray(ids, np.int64)
-    counts = words.counts[ids]
-    rare = rare_word_counts(words, ids, seed)
+    """Boolean mask over texts with ``counts`` words of which ``rare`` are rare
+    (:func:`rare_word_counts`): is each text informative (see the module docstring)?"""
     return (counts >= min_words) | ((counts >= min_words_with_rare) & (rare >= 1))

@@ -124,7 +124,7 @@ class NearDupParams:
     shingle_words: int = 2
     lsh_min_recall: float = 0.9
     max_word_substitutions: int = 3
-    substitution_min_words: int = 4
+    substitution_min_words: int = 2
     substitution_max_words: int = 128
     long_min_words: int = 30
     max_edit_fraction: float = 0.1
@@ -243,7 +243,7 @@ class Words:
         powers = np.full(max(n, 1), _M1, _U64)
         powers[0] = 1
         np.cumprod(powers, out=powers)  # M^i mod 2^64 (uint64 arithmetic wraps)
-        inverse = np.full(max(n, 1), _MINV, _U64)
+        inverse = np.full(n + 1, _MINV, _U64)  # n + 1: an empty span may start at the end
         inverse[0] = 1
         np.cumprod(inverse, out=inverse)
         prefix = np.zeros(n + 1, _U64)
@@ -559,27 +559,42 @@ def _lsh_candidates(
     )
 
 
+def _blocking_k(lengths: np.ndarray, params: NearDupParams) -> np.ndarray:
+    """Differing word positions the blocking must tolerate for texts of ``lengths`` words: the
+    typos :func:`edit_verdict` accepts (``max(1, L // typo_words)``), capped by
+    ``max_word_substitutions`` (long texts with more edits are left to LSH)."""
+    return np.minimum(np.maximum(1, lengths // params.typo_words), params.max_word_substitutions)
+
+
 def _substitution_keys(words: Words, ids: np.ndarray, params: NearDupParams):
-    """Pigeonhole blocking keys of the eligible texts among ``ids``: ``(keys, owners)``."""
-    k = params.max_word_substitutions
+    """Pigeonhole blocking keys of the eligible texts among ``ids``: ``(keys, owners)``.
+
+    A text of ``L`` words is cut into ``k + 2`` segments with ``k = _blocking_k(L)``; every pair
+    of segments (with ``L``) is a key, so texts of equal length that differ in at most ``k``
+    positions share a key. Short texts need ``k = 1`` (3 keys), not the maximum (10 keys).
+    """
     counts = words.counts[ids]
     ids = ids[(counts >= params.substitution_min_words) & (counts <= params.substitution_max_words)]
-    if k <= 0 or len(ids) == 0:
+    if params.max_word_substitutions <= 0 or len(ids) == 0:
         return np.zeros(0, _U64), np.zeros(0, np.int64)
-    segs = k + 2
-    starts = words.offsets[ids]
-    lengths = words.offsets[ids + 1] - starts
-    # segment j of a text of L words covers words [ceil(j*L/segs), ceil((j+1)*L/segs))
-    bounds = starts[:, None] + (-((-np.arange(segs + 1)[None, :] * lengths[:, None]) // segs))
-    seg_hash = words.span_hash(bounds[:, :-1].ravel(), bounds[:, 1:].ravel()).reshape(-1, segs)
-    keys = []
-    for c, combo in enumerate(itertools.combinations(range(segs), segs - k)):
-        acc = lengths.astype(_U64) * _P2 + _U64(c + 1)
-        for j in combo:
-            acc *= _M1
-            acc += seg_hash[:, j]
-        keys.append(mix64(acc))
-    return np.concatenate(keys), np.tile(ids, len(keys))
+    all_k = _blocking_k(words.counts[ids], params)
+    keys, owners = [], []
+    for k in np.unique(all_k).tolist():
+        group = ids[all_k == k]
+        segs = k + 2
+        starts = words.offsets[group]
+        lengths = words.offsets[group + 1] - starts
+        # segment j of a text of L words covers words [ceil(j*L/segs), ceil((j+1)*L/segs))
+        bounds = starts[:, None] + (-((-np.arange(segs + 1)[None, :] * lengths[:, None]) // segs))
+        seg_hash = words.span_hash(bounds[:, :-1].ravel(), bounds[:, 1:].ravel()).reshape(-1, segs)
+        for c, combo in enumerate(itertools.combinations(range(segs), 2)):
+            acc = lengths.astype(_U64) * _P2 + _U64(c + 1)
+            for j in combo:
+                acc *= _M1
+                acc += seg_hash[:, j]
+            keys.append(mix64(acc))
+            owners.append(group)
+    return np.concatenate(keys), np.concatenate(owners)
 
 
 def _substitution_candidates(
@@ -613,14 +628,34 @@ NUMBER_WORDS = (
     {
         word: str(value)
         for value, word in enumerate(
-            "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-            "fifteen sixteen seventeen eighteen nineteen".split()
+            [
+                "zero",
+                "one",
+                "two",
+                "three",
+                "four",
+                "five",
+                "six",
+                "seven",
+                "eight",
+                "nine",
+                "ten",
+                "eleven",
+                "twelve",
+                "thirteen",
+                "fourteen",
+                "fifteen",
+                "sixteen",
+                "seventeen",
+                "eighteen",
+                "nineteen",
+            ]
         )
     }
     | {
         word: str(10 * tens)
         for tens, word in enumerate(
-            "twenty thirty forty fifty sixty seventy eighty ninety".split(), 2
+            ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"], 2
         )
     }
     | {"hundred": "100", "thousand": "1000", "million": "1000000"}
@@ -641,6 +676,28 @@ def is_typo(a: str, b: str, min_chars: int = 4) -> bool:
     if min(len(a), len(b)) < min_chars or a.isdigit() or b.isdigit():
         return False
     return OSA.distance(a, b, score_cutoff=2) <= (2 if min(len(a), len(b)) >= 8 else 1)
+
+
+def _count_edits(wa: list[str], wb: list[str], params: NearDupParams) -> tuple[int, int]:
+    """``(typos, edits)`` of the word-level alignment of ``wa`` to ``wb``."""
+    typos = edits = 0
+    for tag, i1, i2, j1, j2 in Levenshtein.opcodes(wa, wb):
+        if tag == "equal":
+            continue
+        if tag == "replace" and i2 - i1 == j2 - j1:
+            for u, v in zip(wa[i1:i2], wb[j1:j2], strict=True):
+                if is_typo(u, v, params.typo_min_chars):
+                    typos += 1
+                else:
+                    edits += 1
+        else:
+            edits += max(i2 - i1, j2 - j1)
+    return typos, edits
+
+
+def _cost(counts: tuple[int, int]) -> tuple[int, int]:
+    typos, edits = counts
+    return edits, typos
 
 
 def edit_verdict(a: str, b: str, params: NearDupParams) -> tuple[bool, float, str]:
@@ -667,18 +724,9 @@ def edit_verdict(a: str, b: str, params: NearDupParams) -> tuple[bool, float, st
     longest = max(len(wa), len(wb))
     if longest == 0:
         return False, 0.0, "edit"
-    typos = edits = 0
-    for tag, i1, i2, j1, j2 in Levenshtein.opcodes(wa, wb):
-        if tag == "equal":
-            continue
-        if tag == "replace" and i2 - i1 == j2 - j1:
-            for u, v in zip(wa[i1:i2], wb[j1:j2], strict=True):
-                if is_typo(u, v, params.typo_min_chars):
-                    typos += 1
-                else:
-                    edits += 1
-        else:
-            edits += max(i2 - i1, j2 - j1)
+    # an alignment can have ties (two substitutions, or an insertion plus a deletion): take the
+    # better of both directions so that the verdict is symmetric
+    typos, edits = min(_count_edits(wa, wb, params), _count_edits(wb, wa, params), key=_cost)
     similarity = 1.0 - (typos + edits) / longest
     if edits == 0 and typos <= max(1, longest // params.typo_words):
         return True, similarity, "typo"
@@ -716,13 +764,15 @@ def verify_texts(
         return ok, sim, rule
     ids = np.unique(np.concatenate([a, b]))
     strings = dict(zip(ids.tolist(), words.texts.take(pa.array(ids)).to_pylist(), strict=True))
-    compact = {}
+    compact: dict[int, str] = {}
+    counts = words.counts
+    possible = _possible(counts, a, b, params)
     for i, (x, y) in enumerate(zip(a.tolist(), b.tolist(), strict=True)):
         sx, sy = strings[x] or "", strings[y] or ""
         if x == y:
             ok[i], sim[i], rule[i] = True, 1.0, "exact"
             continue
-        if not _possible(words.counts, np.array([x]), np.array([y]), params)[0]:
+        if not possible[i]:
             cx = compact.setdefault(x, sx.replace(" ", ""))
             cy = compact.setdefault(y, sy.replace(" ", ""))
             if cx == cy and cx:
@@ -775,8 +825,9 @@ def near_duplicate_pairs(
     la, lb = _lsh_candidates(sk, ids, refs)
     lap("lsh candidates")
     sa, sb = _substitution_candidates(words, ids, params, refs)
+    lap("substitution candidates")
     ca, cb = _compact_candidates(words, ids, params, refs)
-    lap("substitution and spacing candidates")
+    lap("spacing candidates")
     cand = pl.DataFrame(
         {"a": np.concatenate([la, sa, ca]), "b": np.concatenate([lb, sb, cb])},
         schema={"a": pl.Int64, "b": pl.Int64},

@@ -40,7 +40,7 @@ def test_labels_cover_every_family(results: dict) -> None:
     assert sum(scores["near"].positives for scores in results.values()) >= 3
 
 
-@pytest.mark.parametrize("family", eval_real.FAMILIES + ("any",))
+@pytest.mark.parametrize("family", (*eval_real.FAMILIES, "any"))
 def test_precision_and_recall_on_labelled_real_rows(results: dict, family: str) -> None:
     for split, scores in results.items():
         s = scores[family]
