@@ -334,3 +334,38 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def score_removals(
+    pairs: pa.Table, truth: Truth, removed: pa.Table
+) -> dict[str, dict[str, int | float]]:
+    """Per removal reason: how many train conversations it removed, how many of them are a
+    labelled leak of the matched conversation (the decisions of any version of
+    :func:`curation.decontam.decontaminate`, e.g. before and after a change)."""
+    conv = dict(zip(pairs["pair_id"].to_pylist(), pairs["conv"].to_pylist(), strict=True))
+    leak = truth.leak | _near_positive_convs(pairs, truth)
+    seen: set[tuple[str, str]] = set()
+    out: dict[str, dict[str, int | float]] = {}
+    for pid, mid, reason in zip(
+        removed["pair_id"].to_pylist(),
+        removed["matched_pair_id"].to_pylist(),
+        removed["reason"].to_pylist(),
+        strict=True,
+    ):
+        link = (conv[pid], conv.get(mid, "?"))
+        if link in seen:
+            continue  # the two pairs of a PKU row are one decision
+        seen.add(link)
+        row = out.setdefault(reason, {"removed": 0, "right": 0})
+        row["removed"] += 1
+        row["right"] += int(frozenset(link) in leak)
+    for row in out.values():
+        row["precision"] = row["right"] / row["removed"]
+    return out
+
+
+def with_split(pairs: pa.Table, split: str) -> pa.Table:
+    """``pairs`` with the split column of partition ``split`` of :data:`SPLITS`."""
+    rule = SPLITS[split]
+    column = pa.array(["train" if rule(c) else "test" for c in pairs["conv"].to_pylist()])
+    return pairs.set_column(pairs.schema.get_field_index("split"), "split", column)
