@@ -788,8 +788,10 @@ class Planner:
         to ``per_template`` pairs, as real templates are."""
         a, b = [], []
         template: tuple[list[str], list[str]] = ([], [])
+        used: list[str] = []  # slot words of the current template: no two are typo variants
         for i in range(m):
             if i % per_template == 0:
+                used = []
                 pre = [
                     self.vocab.words[j]
                     for j in self.vocab.sample(self.rng, int(self.rng.integers(4, 11)))
@@ -803,7 +805,13 @@ class Planner:
             while True:
                 slot_a = [self.vocab.word(self.rng) for _ in range(width)]
                 slot_b = [self.vocab.word(self.rng, avoid=w) for w in slot_a]
-                if not any(is_typo(x, y) for x, y in zip(slot_a, slot_b, strict=True)):
+                new = [*slot_a, *slot_b]
+                if not any(
+                    x == y or is_typo(x, y)
+                    for j, x in enumerate(new)
+                    for y in [*used, *new[j + 1 :]]
+                ):
+                    used.extend(new)
                     break
             pre, suf = template
             a.append(" ".join([*pre, *slot_a, *suf]).capitalize() + "?")
