@@ -26,9 +26,12 @@ from curation.jsonl import (
     arrow_schema,
     check_object,
     decode_raw,
+    divert,
     iter_json_values,
     line_bounds,
     parse_jsonl,
+    require_fields,
+    unknown_keys,
 )
 from curation.sources import RawFile, SourceError, SourceFile, file_uri, read_raw
 
@@ -58,6 +61,8 @@ class FileReport:
     rows_quarantined: int = 0
     quarantine_by_reason: dict[str, int] = field(default_factory=dict)
     warnings_by_reason: dict[str, int] = field(default_factory=dict)
+    #: Keys outside the data contract -> rows carrying them (never dropped silently).
+    unknown_keys: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """JSON-serializable form."""
@@ -101,20 +106,45 @@ def ingest_file(
     if raw.size == 0:
         raise SourceError(f"{uri}: file is empty (0 bytes)")
     data: bytes | None = None  # decompressed JSON Lines, kept to copy quarantined raw lines
-    if source.kind == "hh_red_team":
-        parsed, variant = _parse_array_or_lines(raw, hh.RED_TEAM_FIELDS), "current"
-    else:
-        data = raw.decompress()
-        variant = pku.detect_variant(data) if source.kind == "pku" else "current"
-        parsed = parse_jsonl(data, _specs(source, variant))
+    variant = "current"
+    try:
+        if source.kind == "hh_red_team":
+            parsed = _parse_array_or_lines(raw, hh.RED_TEAM_FIELDS)
+        elif source.kind == "pku":
+            data = raw.decompress()
+            parsed, variant = _parse_pku(data)
+        else:
+            data = raw.decompress()
+            parsed = parse_jsonl(data, _specs(source, variant))
+    except (pa.ArrowException, ValueError) as exc:  # never a bare Arrow error without the file
+        raise SourceError(f"{uri}: cannot parse: {exc}") from exc
     report.schema_variant, report.rows_read = variant, parsed.rows_read
-    report.blank_lines = parsed.blank_lines
+    report.blank_lines, report.unknown_keys = parsed.blank_lines, parsed.unknown_keys
+    for key, count in parsed.unknown_keys.items():
+        log.warning("%s: key %r (not in the data contract) in %d rows", uri, key, count)
     if parsed.rows_read == 0:
         raise SourceError(f"{uri}: no rows (only blank lines)")
     masks = _masks(source, parsed.table)
     table = _finish(parsed.table, source, parsed.bad, masks, levels, data)
     _count(table, report)
     return IngestResult(table, report)
+
+
+def _parse_pku(data: bytes) -> tuple[ParsedFile, str]:
+    """Parse a PKU file with both layouts; the majority layout wins, the other rows are
+    quarantined as ``schema_variant_mismatch`` (see :mod:`curation.pku`)."""
+    parsed = parse_jsonl(data, pku.UNION_FIELDS)
+    variant, other = pku.majority_variant(parsed.table)
+    table, mismatched = divert(
+        parsed.table, other, "schema_variant_mismatch", f"file layout is {variant}", data
+    )
+    if variant == "current":
+        table, missing = require_fields(table, pku.CURRENT_FIELDS, data)
+    else:
+        table, missing = table.select([f.name for f in pku.V0_FIELDS] + [SOURCE_LINE]), []
+    parsed.table = table
+    parsed.bad = sorted(parsed.bad + mismatched + missing, key=lambda b: b.line)
+    return parsed, variant
 
 
 def _specs(source: SourceFile, variant: str) -> list[FieldSpec]:
@@ -202,30 +232,41 @@ def _raw_lines(table: pa.Table, quarantined: pa.Array, data: bytes | None) -> pa
 
 
 def _parse_array_or_lines(raw: RawFile, specs: list[FieldSpec]) -> ParsedFile:
-    """Stream a JSON array (upstream red-team layout) or JSON Lines into a table."""
+    """Parse a JSON array (upstream red-team layout) or JSON Lines into a table.
+
+    Keys are normalized first (:func:`curation.hh.normalize_red_team`); keys outside the spec are
+    counted in :attr:`ParsedFile.unknown_keys`.
+    """
     names = [s.name for s in specs]
     columns: dict[str, list] = {name: [] for name in names}
     lines: list[int] = []
     bad: list[BadLine] = []
+    unknown: dict[str, int] = {}
     try:
-        for index, value, raw_line in iter_json_values(raw.stream()):
-            if isinstance(value, BadLine):
-                bad.append(value)
-                continue
-            reason, detail = check_object(value, specs)
-            if reason is not None:
-                text = (raw_line or orjson.dumps(value)).decode("utf-8", "backslashreplace")
-                bad.append(BadLine(index, reason, text, detail))
-                continue
-            lines.append(index)
-            for name in names:
-                columns[name].append(value.get(name))
-    except Exception as exc:  # ijson/gzip errors: the file itself is unreadable
+        values = list(iter_json_values(raw.decompress()))
+    except (UnicodeDecodeError, ValueError) as exc:
         raise SourceError(f"{raw.uri}: unreadable JSON array or stream: {exc}") from exc
+    for index, value, text in values:
+        if isinstance(value, BadLine):
+            bad.append(value)
+            continue
+        reason, detail = None, ""
+        if isinstance(value, dict):
+            value, reason, detail = hh.normalize_red_team(value)
+            for key in unknown_keys(value, specs):
+                unknown[key] = unknown.get(key, 0) + 1
+        if reason is None:
+            reason, detail = check_object(value, specs)
+        if reason is not None:
+            bad.append(BadLine(index, reason, text, detail))
+            continue
+        lines.append(index)
+        for name in names:
+            columns[name].append(value.get(name))
     schema = arrow_schema(specs)
     table = pa.table({n: pa.array(columns[n], schema.field(n).type) for n in names}, schema=schema)
     table = table.append_column(SOURCE_LINE, pa.array(lines, pa.int64()))
-    return ParsedFile(table, bad, len(lines) + len(bad), 0)
+    return ParsedFile(table, bad, len(lines) + len(bad), 0, dict(sorted(unknown.items())))
 
 
 def _count(table: pa.Table, report: FileReport) -> None:
@@ -290,6 +331,7 @@ def manifest_sources(reports: list[dict]) -> list[dict]:
                 "split": report["split"],
                 "rows_quarantined": report["rows_quarantined"],
                 "blank_lines": report["blank_lines"],
+                "unknown_keys": report.get("unknown_keys", {}),
             }
         )
     return list(by_dataset.values())
