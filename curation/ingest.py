@@ -8,6 +8,7 @@ quarantined rows). Rows read = rows of this table, always.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -33,7 +34,9 @@ from curation.jsonl import (
     require_fields,
     unknown_keys,
 )
-from curation.sources import RawFile, SourceError, SourceFile, file_uri, read_raw
+from curation.release import read_latest, read_manifest
+from curation.sources import RawFile, SourceError, SourceFile, all_files, file_uri, read_raw
+from curation.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -283,6 +286,109 @@ def _count(table: pa.Table, report: FileReport) -> None:
     report.rows_quarantined = int(
         pc.sum(pc.greater(pc.list_value_length(table.column(REASONS)), 0)).as_py() or 0
     )
+
+
+#: Rows of the real upstream files (HH-RLHF GitHub release, commit 354e5c3; the red-team file is
+#: one JSON array). PKU-SafeRLHF publishes only totals (~73.9K train, ~8.2K test), so its files
+#: are not compared.
+UPSTREAM_ROWS = {
+    "hh-rlhf/helpful-base/train.jsonl.gz": 43_835,
+    "hh-rlhf/helpful-base/test.jsonl.gz": 2_354,
+    "hh-rlhf/helpful-rejection-sampled/train.jsonl.gz": 52_421,
+    "hh-rlhf/helpful-rejection-sampled/test.jsonl.gz": 2_749,
+    "hh-rlhf/helpful-online/train.jsonl.gz": 22_007,
+    "hh-rlhf/helpful-online/test.jsonl.gz": 1_137,
+    "hh-rlhf/harmless-base/train.jsonl.gz": 42_537,
+    "hh-rlhf/harmless-base/test.jsonl.gz": 2_312,
+    "hh-rlhf/red-team-attempts/red_team_attempts.jsonl.gz": 38_961,
+}
+
+
+def upstream_row_differences(reports: list[dict]) -> list[dict]:
+    """Present files whose rows read differ from :data:`UPSTREAM_ROWS`:
+    ``[{file, rows, upstream}]`` (absent files and files without a known count are skipped)."""
+    out = []
+    for report in sorted(reports, key=lambda r: (r["dataset"], r["relpath"])):
+        name = file_name(report["dataset"], report["relpath"])
+        upstream = UPSTREAM_ROWS.get(name)
+        if report["present"] and upstream is not None and report["rows_read"] != upstream:
+            out.append({"file": name, "rows": report["rows_read"], "upstream": upstream})
+    return out
+
+
+def file_name(dataset: str, relpath: str) -> str:
+    """The name of an upstream file in ``expected_files`` / ``allow_missing_files``:
+    ``<dataset>/<relpath>``, e.g. ``hh-rlhf/harmless-base/train.jsonl.gz``."""
+    return f"{dataset}/{relpath}"
+
+
+def _matches(name: str, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def check_patterns(patterns: list[str], what: str) -> None:
+    """Raise ``ValueError`` when a pattern matches no upstream file (a typo in the config)."""
+    names = [file_name(s.dataset, s.relpath) for s in all_files()]
+    unknown = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in names)]
+    if unknown:
+        raise ValueError(
+            f"{what}: {unknown} match no upstream file; names look like {names[0]!r} or {names[-1]!r}"
+        )
+
+
+def previous_release_files(store: Store) -> tuple[str, set[str]] | None:
+    """The id of the release ``latest.json`` names and the files present in its sources, or
+    ``None`` when the store has no release yet."""
+    pointer = read_latest(store)
+    if not pointer:
+        return None
+    manifest = read_manifest(store, pointer["release_id"]) or {}
+    present = {
+        file_name(source["dataset"], f["path"])
+        for source in manifest.get("sources", [])
+        for f in source.get("files", [])
+        if f.get("present")
+    }
+    return pointer["release_id"], present
+
+
+@dataclass
+class PresenceVerdict:
+    """Absent upstream files sorted by consequence: errors fail the run, warnings are shown."""
+
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def check_presence(
+    absent: list[str],
+    *,
+    expected: list[str] | None,
+    allow_missing: list[str],
+    previous: tuple[str, set[str]] | None,
+) -> PresenceVerdict:
+    """What the absence of each of the files ``absent`` (``<dataset>/<relpath>`` names) means.
+
+    * A file the previous release had that is gone now is an error unless ``allow_missing``
+      matches it (a vanished file would otherwise silently drop its rows from the new release).
+    * A file the config lists in ``expected`` is an error unless ``allow_missing`` matches it.
+    * With ``expected`` unset every upstream file is expected, and an absent one is a warning
+      (a sample or a partial mirror is legitimate, but never silent).
+    """
+    verdict = PresenceVerdict()
+    for name in sorted(absent):
+        if _matches(name, allow_missing):
+            continue
+        if previous is not None and name in previous[1]:
+            verdict.errors.append(
+                f"{name}: in the previous release {previous[0]} but absent now "
+                "(add it to allow_missing_files if that is intended)"
+            )
+        elif expected is not None and _matches(name, expected):
+            verdict.errors.append(f"{name}: listed in expected_files but absent from the mirror")
+        elif expected is None:
+            verdict.warnings.append(f"{name}: absent from the mirror")
+    return verdict
 
 
 def require_recognisable(reports: list[dict]) -> None:
