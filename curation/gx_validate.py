@@ -14,6 +14,7 @@ The JSON suites are generated from :func:`build_suites`; after changing a suite 
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import math
@@ -567,7 +568,14 @@ def _batch_definition():
 
 def warm_up() -> threading.Thread:
     """Import GX and build its context on a background thread (~3 s), e.g. while the Arrow
-    pass of :mod:`curation.contract` runs; :func:`validate_frame` waits for it."""
+    pass of :mod:`curation.contract` runs; :func:`validate_frame` waits for it.
+
+    SQLAlchemy's ORM is imported here first, on the calling thread: GX imports it too, and while
+    the warm-up thread was half-way through that import, Dagster's event-log queries on the
+    calling thread hit the half-initialized ``sqlalchemy.orm.exc`` (``AttributeError: partially
+    initialized module``) and the check step failed.
+    """
+    importlib.import_module("sqlalchemy.orm")
 
     def run() -> None:
         with _LOCK:
