@@ -339,20 +339,50 @@ def check_line(raw: bytes, specs: list[FieldSpec]) -> tuple[str | None, str]:
 
 def unknown_keys(obj: Mapping[str, object], specs: list[FieldSpec]) -> list[str]:
     """Keys of a decoded object that the spec does not know (nested ones as ``field.key``)."""
-    names = {s.name: s for s in specs}
-    out = [key for key in obj if key not in names]
-    for spec in specs:
-        value = obj.get(spec.name)
-        if pa.types.is_struct(spec.type) and isinstance(value, dict):
-            known = {f.name for f in spec.type}
-            out.extend(f"{spec.name}.{key}" for key in value if key not in known)
+    names, structs, _ = _index(specs)
+    out = [] if names.issuperset(obj) else [key for key in obj if key not in names]
+    for name, known in structs:
+        value = obj.get(name)
+        if isinstance(value, dict) and not known.issuperset(value):
+            out.extend(f"{name}.{key}" for key in value if key not in known)
     return out
+
+
+_SpecIndex = tuple[frozenset[str], list[tuple[str, frozenset[str]]], frozenset[str]]
+_INDEXES: dict[int, tuple[list[FieldSpec], _SpecIndex]] = {}
+
+
+def _index(specs: list[FieldSpec]) -> _SpecIndex:
+    """Per spec list (cached by identity; the list is kept so its id is never reused): the field
+    names, the struct fields with their member names, and the fields whose type holds an integer
+    (the only ones :func:`_in_range` must look at)."""
+    cached = _INDEXES.get(id(specs))
+    if cached is not None and cached[0] is specs:
+        return cached[1]
+    names = frozenset(s.name for s in specs)
+    structs = [
+        (s.name, frozenset(f.name for f in s.type)) for s in specs if pa.types.is_struct(s.type)
+    ]
+    ints = frozenset(s.name for s in specs if _holds_int(s.type))
+    _INDEXES[id(specs)] = (specs, (names, structs, ints))
+    return names, structs, ints
+
+
+def _holds_int(typ: pa.DataType) -> bool:
+    if pa.types.is_integer(typ):
+        return True
+    if pa.types.is_struct(typ):
+        return any(_holds_int(f.type) for f in typ)
+    if pa.types.is_list(typ):
+        return _holds_int(typ.value_type)
+    return False
 
 
 def check_object(obj: object, specs: list[FieldSpec]) -> tuple[str | None, str]:
     """Why a decoded JSON value cannot be a row, or ``(None, "")`` when it can."""
     if not isinstance(obj, dict):
         return "not_an_object", type(obj).__name__
+    ints = _index(specs)[2]
     for spec in specs:
         value = obj.get(spec.name)
         if value is None:
@@ -361,7 +391,7 @@ def check_object(obj: object, specs: list[FieldSpec]) -> tuple[str | None, str]:
             continue
         if not _fits(value, spec.type):
             return "wrong_type", f"{spec.name}: {type(value).__name__} is not {spec.type}"
-        if not _in_range(value, spec.type):
+        if spec.name in ints and not _in_range(value, spec.type):
             return "int_out_of_range", f"{spec.name}: {value} does not fit {spec.type}"
         if spec.closed_reason is not None and isinstance(value, dict):
             extra = sorted(set(value) - {f.name for f in spec.type})
