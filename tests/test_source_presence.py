@@ -167,7 +167,7 @@ def test_every_reader_sees_every_published_row(tmp_path: Path, monkeypatch):
             "polars": pl.scan_parquet(f"{folder}/**/*.parquet").select(pl.len()).collect().item(),
             "datasets": datasets.load_dataset(
                 "parquet",
-                data_files=f"{folder}/**/*.parquet",  # its globs skip _-folders too
+                data_files=f"{folder}/**/*.parquet",  # data_dir= would map split-named folders only
                 split="train",
                 cache_dir=str(tmp_path / "hf"),
             ).num_rows,
