@@ -9,7 +9,6 @@ filesystem expects; for other schemes it is recorded in the manifest only.
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 import zlib
@@ -111,12 +110,6 @@ class RawFile:
     def compression(self) -> str:
         """``gzip`` or ``none``, from the magic bytes (not the file name)."""
         return "gzip" if self.raw[:2] == GZIP_MAGIC else "none"
-
-    def stream(self) -> io.BufferedIOBase:
-        """A streaming reader of the decompressed content (for the large red-team array)."""
-        if self.compression == "gzip":
-            return igzip.GzipFile(fileobj=io.BytesIO(self.raw), mode="rb")
-        return io.BytesIO(self.raw)
 
     def decompress(self) -> bytes:
         """The whole decompressed content; a corrupt or truncated gzip raises SourceError."""
