@@ -230,3 +230,23 @@ def test_upstream_row_counts_warn_on_the_sample_and_pass_on_the_real_file(tmp_pa
     real = materialize(environment(tmp_path, str(tmp_path / "w2"), hh_rlhf_uri=str(mirror)))
     check = check_results(real)[("source_files", "upstream_row_counts")]
     assert check.passed and check.metadata["files_compared"].value == 1
+
+
+def test_mirror_roots_on_s3_are_checked(s3_client, s3_bucket: str, s3_env):
+    from curation.sources import check_root
+
+    options = {"client_kwargs": {"endpoint_url": s3_env["AWS_ENDPOINT_URL"]}}
+    s3_client.put_object(Bucket=s3_bucket, Key="hh/harmless-base/test.jsonl.gz", Body=b"x")
+    check_root(f"s3://{s3_bucket}/hh", options)  # a prefix with objects is a folder
+    with pytest.raises(SourceError, match=rf"s3://{s3_bucket}/hhh: mirror root does not exist"):
+        check_root(f"s3://{s3_bucket}/hhh", options)
+    with pytest.raises(SourceError, match="mirror root is not a folder"):
+        check_root(f"s3://{s3_bucket}/hh/harmless-base/test.jsonl.gz", options)
+
+
+def test_a_file_where_a_folder_should_be_fails_naming_the_path(tmp_path: Path):
+    mirror = copy_mirror(tmp_path, "PKU-SafeRLHF")
+    shutil.rmtree(mirror / "data/Alpaca-7B")
+    (mirror / "data/Alpaca-7B").write_text("not a folder")
+    with pytest.raises(SourceError, match=r"Alpaca-7B/test\.jsonl: cannot read"):
+        read_raw(str(mirror / PKU_TEST))
