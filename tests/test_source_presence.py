@@ -250,3 +250,37 @@ def test_a_file_where_a_folder_should_be_fails_naming_the_path(tmp_path: Path):
     (mirror / "data/Alpaca-7B").write_text("not a folder")
     with pytest.raises(SourceError, match=r"Alpaca-7B/test\.jsonl: cannot read"):
         read_raw(str(mirror / PKU_TEST))
+
+
+def test_rows_that_crashed_the_run_are_quarantined_in_the_release(tmp_path: Path):
+    """A duplicate key (HH) and a 2^63 id (PKU) used to fail the run with a bare ArrowInvalid,
+    retried twice; now the run publishes and the release's quarantine names file, line, reason."""
+    hh = copy_mirror(tmp_path, "hh-rlhf")
+    pku = copy_mirror(tmp_path, "PKU-SafeRLHF")
+    test = hh / "harmless-base/test.jsonl.gz"
+    lines = gzip.decompress(test.read_bytes()).splitlines()
+    row = json.loads(lines[5])
+    lines[5] = json.dumps({"chosen": row["chosen"], "rejected": row["rejected"]}).encode()
+    lines[5] = lines[5][:-1] + b', "chosen": ' + json.dumps(row["chosen"]).encode() + b"}"
+    test.write_bytes(gzip.compress(b"\n".join(lines) + b"\n"))
+    train = pku / "data/Alpaca-7B/train.jsonl"
+    rows = train.read_text().splitlines()
+    rows[9] = rows[9].replace(
+        '"better_response_id": 0', '"better_response_id": 9223372036854775808'
+    )
+    rows[9] = rows[9].replace(
+        '"better_response_id": 1', '"better_response_id": 9223372036854775808'
+    )
+    assert "9223372036854775808" in rows[9]
+    train.write_text("\n".join(rows) + "\n")
+    store = tmp_path / "warehouse"
+    env = environment(tmp_path, str(store), hh_rlhf_uri=str(hh), pku_saferlhf_uri=str(pku))
+    result = materialize(env)
+    meta = release_metadata(result)
+    assert result.success and meta["status"] == "published"
+    quarantine = pq.read_table(store / "releases" / meta["release_id"] / "quarantine").to_pylist()
+    by_place = {(r["source_file"], r["source_line"]): r["reasons"] for r in quarantine}
+    assert by_place[("harmless-base/test.jsonl.gz", 5)] == ["duplicate_key"]
+    assert by_place[("data/Alpaca-7B/train.jsonl", 9)] == ["int_out_of_range"]
+    accounting = manifest(store, meta["release_id"])["counts"]["accounting"]
+    assert accounting["ok"]
