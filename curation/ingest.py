@@ -245,27 +245,27 @@ def _parse_array_or_lines(raw: RawFile, specs: list[FieldSpec]) -> ParsedFile:
     lines: list[int] = []
     bad: list[BadLine] = []
     unknown: dict[str, int] = {}
+    values = iter_json_values(raw.decompress())  # lazily: one element's text at a time
     try:
-        values = list(iter_json_values(raw.decompress()))
-    except (UnicodeDecodeError, ValueError) as exc:
+        for index, value, text in values:
+            if isinstance(value, BadLine):
+                bad.append(value)
+                continue
+            reason, detail = None, ""
+            if isinstance(value, dict):
+                value, reason, detail = hh.normalize_red_team(value)
+                for key in unknown_keys(value, specs):
+                    unknown[key] = unknown.get(key, 0) + 1
+            if reason is None:
+                reason, detail = check_object(value, specs)
+            if reason is not None:
+                bad.append(BadLine(index, reason, text, detail))
+                continue
+            lines.append(index)
+            for name in names:
+                columns[name].append(value.get(name))
+    except (UnicodeDecodeError, ValueError) as exc:  # a malformed array: the file is unreadable
         raise SourceError(f"{raw.uri}: unreadable JSON array or stream: {exc}") from exc
-    for index, value, text in values:
-        if isinstance(value, BadLine):
-            bad.append(value)
-            continue
-        reason, detail = None, ""
-        if isinstance(value, dict):
-            value, reason, detail = hh.normalize_red_team(value)
-            for key in unknown_keys(value, specs):
-                unknown[key] = unknown.get(key, 0) + 1
-        if reason is None:
-            reason, detail = check_object(value, specs)
-        if reason is not None:
-            bad.append(BadLine(index, reason, text, detail))
-            continue
-        lines.append(index)
-        for name in names:
-            columns[name].append(value.get(name))
     schema = arrow_schema(specs)
     table = pa.table({n: pa.array(columns[n], schema.field(n).type) for n in names}, schema=schema)
     table = table.append_column(SOURCE_LINE, pa.array(lines, pa.int64()))
