@@ -18,7 +18,7 @@ from assets.resources import CurationSettings
 from curation.accounting import account
 from curation.contract import SuiteRun
 from curation.gx_validate import SuiteResult, warm_up
-from curation.ingest import RAW_LINE, REASONS, WARNINGS
+from curation.ingest import RAW_LINE, REASONS, UPSTREAM_ROWS, WARNINGS, upstream_row_differences
 
 BOOKKEEPING = [REASONS, WARNINGS, RAW_LINE, "dataset", "subset", "split"]
 
@@ -276,4 +276,45 @@ def row_accounting(
     )
 
 
-ALL_CHECKS = [ingest_checks, curated_pairs_suite, row_accounting]
+@dg.asset_check(
+    asset="source_files",
+    name="upstream_row_counts",
+    blocking=False,
+    description="WARN when a present upstream file has another number of rows than the real "
+    "upstream file (HH-RLHF subsets and the red-team array); a sample or partial copy warns, "
+    "never blocks.",
+)
+def upstream_row_counts(
+    context: dg.AssetCheckExecutionContext, alerts: AlertsResource, source_files: pa.Table
+) -> dg.AssetCheckResult:
+    """Rows read per present file against the published upstream sizes (WARN only)."""
+    reports = [json.loads(r) for r in source_files.column("report").to_pylist()]
+    differences = upstream_row_differences(reports)
+    compared = sum(
+        1 for r in reports if r["present"] and f"{r['dataset']}/{r['relpath']}" in UPSTREAM_ROWS
+    )
+    fewer = all(d["rows"] < d["upstream"] for d in differences)
+    kind = "a sample or partial copy (fewer rows)" if fewer else "not the upstream files"
+    lines = [
+        f"- `{d['file']}`: {d['rows']:,} rows, upstream {d['upstream']:,}" for d in differences
+    ]
+    return _result(
+        context,
+        alerts,
+        asset="source_files",
+        check="upstream_row_counts",
+        passed=not differences,
+        severity=dg.AssetCheckSeverity.WARN,
+        counts={"files_compared": compared, "files_differing": len(differences)},
+        message=f"{compared} present files match the upstream row counts"
+        if not differences
+        else f"{len(differences)} of {compared} present files differ from upstream: {kind}",
+        metadata={
+            "files_compared": compared,
+            "files_differing": len(differences),
+            "differences": dg.MetadataValue.md("\n".join(lines) or "_none_"),
+        },
+    )
+
+
+ALL_CHECKS = [ingest_checks, curated_pairs_suite, row_accounting, upstream_row_counts]

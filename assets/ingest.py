@@ -20,10 +20,18 @@ import fsspec
 import pyarrow as pa
 
 from assets.metadata import counts_markdown
-from assets.resources import AwsCredentials, CurationSettings, SourcesResource
-from curation.ingest import ingest_file
+from assets.resources import AwsCredentials, CurationSettings, SourcesResource, StoreResource
+from curation.ingest import (
+    check_patterns,
+    check_presence,
+    file_name,
+    ingest_file,
+    previous_release_files,
+)
 from curation.parallel import in_threads
-from curation.sources import SourceError, SourceFile, all_files, file_uri
+from curation.release import ReleaseError
+from curation.sources import SourceError, SourceFile, all_files, check_root, file_uri
+from curation.store import Store, StoreError
 from curation.version import code_version
 
 REPORT_KEY = b"rlhf_curation.report"
@@ -184,6 +192,8 @@ def ingest_one(
         "rows_quarantined": report.rows_quarantined,
         "quarantine_by_reason": counts_markdown(report.quarantine_by_reason),
         "warnings_by_reason": counts_markdown(report.warnings_by_reason),
+        "unknown_keys": counts_markdown(report.unknown_keys),
+        "unknown_key_rows": sum(report.unknown_keys.values()),
         "dagster/row_count": result.table.num_rows,
     }
     table = result.table.replace_schema_metadata(
@@ -207,13 +217,18 @@ def ingest_files(
     sources: SourcesResource,
     settings: CurationSettings,
     aws: AwsCredentials,
+    store: StoreResource,
 ):
     """Ingest the selected upstream files, ``settings.ingest_threads`` at a time.
 
     One step for all files: parsing, decompression and the vectorized rules release the GIL, so
     threads use every core without the per-process start-up and pickling of one step per file.
+    Before any file is read, each mirror root must be a readable folder; after, absent files are
+    judged against ``expected_files`` / ``allow_missing_files`` and the previous release
+    (:func:`curation.ingest.check_presence`).
     """
     selected = [s for s in all_files() if ingest_asset_key(s) in context.selected_asset_keys]
+    previous = _preflight(context, selected, sources, settings, aws, store)
     # costliest first (the red-team array is parsed in Python), so no thread idles at the end
     selected.sort(key=lambda s: (s.kind != "hh_red_team", s.split == "test"))
     workers = settings.ingest_threads or os.cpu_count() or 1
@@ -221,10 +236,12 @@ def ingest_files(
     def work(source: SourceFile) -> tuple[pa.Table, dict]:
         return ingest_one(source, sources, settings, aws)
 
+    absent: list[str] = []
     try:
         for source, (table, metadata) in in_threads(work, selected, workers, ordered=False):
             if not metadata["present"]:
                 context.log.info(f"{metadata['uri']}: not in the mirror; {source.key} skipped")
+                absent.append(file_name(source.dataset, source.relpath))
             yield dg.Output(
                 table,
                 output_name=ingest_asset_key(source).to_python_identifier(),
@@ -235,6 +252,49 @@ def ingest_files(
             raise
         # the file itself is unreadable: fail, do not retry
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    verdict = check_presence(
+        absent,
+        expected=settings.expected_files,
+        allow_missing=settings.allow_missing_files,
+        previous=previous,
+    )
+    if verdict.warnings:  # one line, not one per file: the bundled sample lacks 10 files
+        context.log.warning(
+            f"{len(verdict.warnings)} upstream files absent (expected_files unset): "
+            + "; ".join(w.split(":")[0] for w in verdict.warnings)
+        )
+    if verdict.errors:
+        raise dg.Failure(
+            description="missing upstream files:\n" + "\n".join(verdict.errors),
+            allow_retries=False,
+        )
+
+
+def _preflight(
+    context: dg.AssetExecutionContext,
+    selected: list[SourceFile],
+    sources: SourcesResource,
+    settings: CurationSettings,
+    aws: AwsCredentials,
+    store: StoreResource,
+) -> tuple[str, set[str]] | None:
+    """Check the file settings and every selected mirror root; the previous release's files."""
+    try:
+        check_patterns(settings.expected_files or [], "expected_files")
+        check_patterns(settings.allow_missing_files, "allow_missing_files")
+        for dataset in sorted({s.dataset for s in selected}):
+            root, _ = sources.root(dataset)
+            check_root(root, aws.storage_options(root))
+    except (ValueError, SourceError) as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    try:
+        return previous_release_files(Store.of(store.uri, store.storage_options()))
+    except (
+        StoreError,
+        ReleaseError,
+    ) as exc:  # publishing reports store problems; ingest need not stop here
+        context.log.warning(f"previous release not readable, vanished files not checked: {exc}")
+        return None
 
 
 with warnings.catch_warnings():  # observable source assets are "beta" in Dagster 1.13

@@ -101,6 +101,17 @@ class CurationSettings(dg.ConfigurableResource):
     ingest_threads: int = Field(
         default=0, description="Files ingested at once in the ingest step (0: one per CPU)."
     )
+    expected_files: list[str] | None = Field(
+        default=None,
+        description="Upstream files that must be in the mirrors, as '<dataset>/<relpath>' globs "
+        "(e.g. 'pku-saferlhf/data/Alpaca-7B/*'); an absent one fails the run. Unset: every "
+        "upstream file is expected and an absent one is a warning.",
+    )
+    allow_missing_files: list[str] = Field(
+        default_factory=list,
+        description="'<dataset>/<relpath>' globs of files that may be absent, even when the "
+        "previous release had them (otherwise a vanished file fails the run).",
+    )
     gx_sample_rows: int = Field(
         default=DEFAULT_SAMPLE_ROWS,
         description="Rows per table Great Expectations validates in full (plus every row the "

@@ -14,6 +14,7 @@ The JSON suites are generated from :func:`build_suites`; after changing a suite 
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import math
@@ -182,13 +183,13 @@ def build_suites() -> dict[str, gx.ExpectationSuite]:
     b.provenance()
     b.required_text("transcript")
     floats = ("min_harmlessness_score_transcript", "task_description_harmlessness_score")
-    texts = ("num_params", "model_type", "task_description")
-    b.exists(*floats, *texts, "rating", "red_team_member_id", "is_upworker", "tags")
+    # red_team_member_id: int or string upstream, published as a string (curation.hh)
+    texts = ("num_params", "model_type", "task_description", "red_team_member_id")
+    b.exists(*floats, *texts, "rating", "is_upworker", "tags")
     b.types(FLOAT_TYPES, *floats)
     b.types(STR_TYPES, *texts)
     b.types(NUMBER_TYPES, "rating")
     b.between(0, 4, "rating")
-    b.types(INT_TYPES, "red_team_member_id")
     b.types(BOOL_TYPES, "is_upworker")
     b.types(LIST_TYPES, "tags")  # nulls allowed
     defs["hh_red_team_raw"] = ("Anthropic HH-RLHF red-team attempts (one transcript a row).", b)
@@ -567,7 +568,14 @@ def _batch_definition():
 
 def warm_up() -> threading.Thread:
     """Import GX and build its context on a background thread (~3 s), e.g. while the Arrow
-    pass of :mod:`curation.contract` runs; :func:`validate_frame` waits for it."""
+    pass of :mod:`curation.contract` runs; :func:`validate_frame` waits for it.
+
+    SQLAlchemy's ORM is imported here first, on the calling thread: GX imports it too, and while
+    the warm-up thread was half-way through that import, Dagster's event-log queries on the
+    calling thread hit the half-initialized ``sqlalchemy.orm.exc`` (``AttributeError: partially
+    initialized module``) and the check step failed.
+    """
+    importlib.import_module("sqlalchemy.orm")
 
     def run() -> None:
         with _LOCK:

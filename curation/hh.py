@@ -31,10 +31,37 @@ RED_TEAM_FIELDS = [
     FieldSpec("rating", pa.float64(), required=False),
     FieldSpec("task_description", pa.string(), required=False),
     FieldSpec("task_description_harmlessness_score", pa.float64(), required=False),
-    FieldSpec("red_team_member_id", pa.int64(), required=False),
+    FieldSpec("red_team_member_id", pa.string(), required=False),
     FieldSpec("is_upworker", pa.bool_(), required=False),
     FieldSpec("tags", pa.list_(pa.string()), required=False),
 ]
+
+
+#: Other spellings of red-team keys -> the published column. Upstream's file writes
+#: ``task_descripton_...`` (sic); its dataset card writes ``task_description_...``.
+RED_TEAM_ALIASES = {"task_descripton_harmlessness_score": "task_description_harmlessness_score"}
+
+
+def normalize_red_team(obj: dict) -> tuple[dict, str | None, str]:
+    """A red-team object with its keys in the published spelling and ``red_team_member_id`` as a
+    string (upstream descriptions give it as int or as string).
+
+    Returns ``(object, reason, detail)``; the reason is ``conflicting_fields`` when both spellings
+    of a key are present with different values, else ``None``.
+    """
+    out = dict(obj)
+    for alias, name in RED_TEAM_ALIASES.items():
+        if alias not in out:
+            continue
+        value = out.pop(alias)
+        if out.get(name) is not None and value is not None and out[name] != value:
+            return out, "conflicting_fields", f"{alias}={value!r} but {name}={out[name]!r}"
+        if out.get(name) is None:
+            out[name] = value
+    member = out.get("red_team_member_id")
+    if isinstance(member, int) and not isinstance(member, bool):
+        out["red_team_member_id"] = str(member)
+    return out, None, ""
 
 
 def parse_transcripts(texts: pa.Array | pa.ChunkedArray | pl.Series) -> pl.DataFrame:

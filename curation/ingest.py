@@ -8,6 +8,7 @@ quarantined rows). Rows read = rows of this table, always.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -26,11 +27,16 @@ from curation.jsonl import (
     arrow_schema,
     check_object,
     decode_raw,
+    divert,
     iter_json_values,
     line_bounds,
     parse_jsonl,
+    require_fields,
+    unknown_keys,
 )
-from curation.sources import RawFile, SourceError, SourceFile, file_uri, read_raw
+from curation.release import read_latest, read_manifest
+from curation.sources import RawFile, SourceError, SourceFile, all_files, file_uri, read_raw
+from curation.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +64,8 @@ class FileReport:
     rows_quarantined: int = 0
     quarantine_by_reason: dict[str, int] = field(default_factory=dict)
     warnings_by_reason: dict[str, int] = field(default_factory=dict)
+    #: Keys outside the data contract -> rows carrying them (never dropped silently).
+    unknown_keys: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """JSON-serializable form."""
@@ -101,20 +109,45 @@ def ingest_file(
     if raw.size == 0:
         raise SourceError(f"{uri}: file is empty (0 bytes)")
     data: bytes | None = None  # decompressed JSON Lines, kept to copy quarantined raw lines
-    if source.kind == "hh_red_team":
-        parsed, variant = _parse_array_or_lines(raw, hh.RED_TEAM_FIELDS), "current"
-    else:
-        data = raw.decompress()
-        variant = pku.detect_variant(data) if source.kind == "pku" else "current"
-        parsed = parse_jsonl(data, _specs(source, variant))
+    variant = "current"
+    try:
+        if source.kind == "hh_red_team":
+            parsed = _parse_array_or_lines(raw, hh.RED_TEAM_FIELDS)
+        elif source.kind == "pku":
+            data = raw.decompress()
+            parsed, variant = _parse_pku(data)
+        else:
+            data = raw.decompress()
+            parsed = parse_jsonl(data, _specs(source, variant))
+    except (pa.ArrowException, ValueError) as exc:  # never a bare Arrow error without the file
+        raise SourceError(f"{uri}: cannot parse: {exc}") from exc
     report.schema_variant, report.rows_read = variant, parsed.rows_read
-    report.blank_lines = parsed.blank_lines
+    report.blank_lines, report.unknown_keys = parsed.blank_lines, parsed.unknown_keys
+    for key, count in parsed.unknown_keys.items():
+        log.warning("%s: key %r (not in the data contract) in %d rows", uri, key, count)
     if parsed.rows_read == 0:
         raise SourceError(f"{uri}: no rows (only blank lines)")
     masks = _masks(source, parsed.table)
     table = _finish(parsed.table, source, parsed.bad, masks, levels, data)
     _count(table, report)
     return IngestResult(table, report)
+
+
+def _parse_pku(data: bytes) -> tuple[ParsedFile, str]:
+    """Parse a PKU file with both layouts; the majority layout wins, the other rows are
+    quarantined as ``schema_variant_mismatch`` (see :mod:`curation.pku`)."""
+    parsed = parse_jsonl(data, pku.UNION_FIELDS)
+    variant, other = pku.majority_variant(parsed.table)
+    table, mismatched = divert(
+        parsed.table, other, "schema_variant_mismatch", f"file layout is {variant}", data
+    )
+    if variant == "current":
+        table, missing = require_fields(table, pku.CURRENT_FIELDS, data)
+    else:
+        table, missing = table.select([f.name for f in pku.V0_FIELDS] + [SOURCE_LINE]), []
+    parsed.table = table
+    parsed.bad = sorted(parsed.bad + mismatched + missing, key=lambda b: b.line)
+    return parsed, variant
 
 
 def _specs(source: SourceFile, variant: str) -> list[FieldSpec]:
@@ -202,30 +235,41 @@ def _raw_lines(table: pa.Table, quarantined: pa.Array, data: bytes | None) -> pa
 
 
 def _parse_array_or_lines(raw: RawFile, specs: list[FieldSpec]) -> ParsedFile:
-    """Stream a JSON array (upstream red-team layout) or JSON Lines into a table."""
+    """Parse a JSON array (upstream red-team layout) or JSON Lines into a table.
+
+    Keys are normalized first (:func:`curation.hh.normalize_red_team`); keys outside the spec are
+    counted in :attr:`ParsedFile.unknown_keys`.
+    """
     names = [s.name for s in specs]
     columns: dict[str, list] = {name: [] for name in names}
     lines: list[int] = []
     bad: list[BadLine] = []
+    unknown: dict[str, int] = {}
+    values = iter_json_values(raw.decompress())  # lazily: one element's text at a time
     try:
-        for index, value, raw_line in iter_json_values(raw.stream()):
+        for index, value, text in values:
             if isinstance(value, BadLine):
                 bad.append(value)
                 continue
-            reason, detail = check_object(value, specs)
+            reason, detail = None, ""
+            if isinstance(value, dict):
+                value, reason, detail = hh.normalize_red_team(value)
+                for key in unknown_keys(value, specs):
+                    unknown[key] = unknown.get(key, 0) + 1
+            if reason is None:
+                reason, detail = check_object(value, specs)
             if reason is not None:
-                text = (raw_line or orjson.dumps(value)).decode("utf-8", "backslashreplace")
                 bad.append(BadLine(index, reason, text, detail))
                 continue
             lines.append(index)
             for name in names:
                 columns[name].append(value.get(name))
-    except Exception as exc:  # ijson/gzip errors: the file itself is unreadable
+    except (UnicodeDecodeError, ValueError) as exc:  # a malformed array: the file is unreadable
         raise SourceError(f"{raw.uri}: unreadable JSON array or stream: {exc}") from exc
     schema = arrow_schema(specs)
     table = pa.table({n: pa.array(columns[n], schema.field(n).type) for n in names}, schema=schema)
     table = table.append_column(SOURCE_LINE, pa.array(lines, pa.int64()))
-    return ParsedFile(table, bad, len(lines) + len(bad), 0)
+    return ParsedFile(table, bad, len(lines) + len(bad), 0, dict(sorted(unknown.items())))
 
 
 def _count(table: pa.Table, report: FileReport) -> None:
@@ -242,6 +286,109 @@ def _count(table: pa.Table, report: FileReport) -> None:
     report.rows_quarantined = int(
         pc.sum(pc.greater(pc.list_value_length(table.column(REASONS)), 0)).as_py() or 0
     )
+
+
+#: Rows of the real upstream files (HH-RLHF GitHub release, commit 354e5c3; the red-team file is
+#: one JSON array). PKU-SafeRLHF publishes only totals (~73.9K train, ~8.2K test), so its files
+#: are not compared.
+UPSTREAM_ROWS = {
+    "hh-rlhf/helpful-base/train.jsonl.gz": 43_835,
+    "hh-rlhf/helpful-base/test.jsonl.gz": 2_354,
+    "hh-rlhf/helpful-rejection-sampled/train.jsonl.gz": 52_421,
+    "hh-rlhf/helpful-rejection-sampled/test.jsonl.gz": 2_749,
+    "hh-rlhf/helpful-online/train.jsonl.gz": 22_007,
+    "hh-rlhf/helpful-online/test.jsonl.gz": 1_137,
+    "hh-rlhf/harmless-base/train.jsonl.gz": 42_537,
+    "hh-rlhf/harmless-base/test.jsonl.gz": 2_312,
+    "hh-rlhf/red-team-attempts/red_team_attempts.jsonl.gz": 38_961,
+}
+
+
+def upstream_row_differences(reports: list[dict]) -> list[dict]:
+    """Present files whose rows read differ from :data:`UPSTREAM_ROWS`:
+    ``[{file, rows, upstream}]`` (absent files and files without a known count are skipped)."""
+    out = []
+    for report in sorted(reports, key=lambda r: (r["dataset"], r["relpath"])):
+        name = file_name(report["dataset"], report["relpath"])
+        upstream = UPSTREAM_ROWS.get(name)
+        if report["present"] and upstream is not None and report["rows_read"] != upstream:
+            out.append({"file": name, "rows": report["rows_read"], "upstream": upstream})
+    return out
+
+
+def file_name(dataset: str, relpath: str) -> str:
+    """The name of an upstream file in ``expected_files`` / ``allow_missing_files``:
+    ``<dataset>/<relpath>``, e.g. ``hh-rlhf/harmless-base/train.jsonl.gz``."""
+    return f"{dataset}/{relpath}"
+
+
+def _matches(name: str, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def check_patterns(patterns: list[str], what: str) -> None:
+    """Raise ``ValueError`` when a pattern matches no upstream file (a typo in the config)."""
+    names = [file_name(s.dataset, s.relpath) for s in all_files()]
+    unknown = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in names)]
+    if unknown:
+        raise ValueError(
+            f"{what}: {unknown} match no upstream file; names look like {names[0]!r} or {names[-1]!r}"
+        )
+
+
+def previous_release_files(store: Store) -> tuple[str, set[str]] | None:
+    """The id of the release ``latest.json`` names and the files present in its sources, or
+    ``None`` when the store has no release yet."""
+    pointer = read_latest(store)
+    if not pointer:
+        return None
+    manifest = read_manifest(store, pointer["release_id"]) or {}
+    present = {
+        file_name(source["dataset"], f["path"])
+        for source in manifest.get("sources", [])
+        for f in source.get("files", [])
+        if f.get("present")
+    }
+    return pointer["release_id"], present
+
+
+@dataclass
+class PresenceVerdict:
+    """Absent upstream files sorted by consequence: errors fail the run, warnings are shown."""
+
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def check_presence(
+    absent: list[str],
+    *,
+    expected: list[str] | None,
+    allow_missing: list[str],
+    previous: tuple[str, set[str]] | None,
+) -> PresenceVerdict:
+    """What the absence of each of the files ``absent`` (``<dataset>/<relpath>`` names) means.
+
+    * A file the previous release had that is gone now is an error unless ``allow_missing``
+      matches it (a vanished file would otherwise silently drop its rows from the new release).
+    * A file the config lists in ``expected`` is an error unless ``allow_missing`` matches it.
+    * With ``expected`` unset every upstream file is expected, and an absent one is a warning
+      (a sample or a partial mirror is legitimate, but never silent).
+    """
+    verdict = PresenceVerdict()
+    for name in sorted(absent):
+        if _matches(name, allow_missing):
+            continue
+        if previous is not None and name in previous[1]:
+            verdict.errors.append(
+                f"{name}: in the previous release {previous[0]} but absent now "
+                "(add it to allow_missing_files if that is intended)"
+            )
+        elif expected is not None and _matches(name, expected):
+            verdict.errors.append(f"{name}: listed in expected_files but absent from the mirror")
+        elif expected is None:
+            verdict.warnings.append(f"{name}: absent from the mirror")
+    return verdict
 
 
 def require_recognisable(reports: list[dict]) -> None:
@@ -290,6 +437,7 @@ def manifest_sources(reports: list[dict]) -> list[dict]:
                 "split": report["split"],
                 "rows_quarantined": report["rows_quarantined"],
                 "blank_lines": report["blank_lines"],
+                "unknown_keys": report.get("unknown_keys", {}),
             }
         )
     return list(by_dataset.values())

@@ -5,12 +5,20 @@ booleans per response, a severity level (0..3) per response, ``better_response_i
 ``safer_response_id`` and ``response_N_sha256`` = SHA-256 hex of UTF-8 ``prompt + response_N``.
 The older v0 schema has only prompt, the two responses, the two ``is_response_N_safe`` flags and
 the two ids; it is accepted and normalized with the labels it has (severity and categories null).
+
+The layout is decided per row, then per file by majority (:func:`majority_variant`): a file is
+read with the union of both layouts, a row counts as current when it has any current-only marker
+key, the file takes the layout of most of its rows (current on a tie), and the rows of the other
+layout are quarantined as ``schema_variant_mismatch``. One row can never change how the others
+are read. A harm-category key outside the 19 known names quarantines its row
+(``unknown_harm_category``).
 """
 
 from __future__ import annotations
 
-import orjson
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from curation.jsonl import FieldSpec
 from curation.schema import HARM_CATEGORIES
@@ -33,8 +41,8 @@ CURRENT_FIELDS = [
     FieldSpec("response_0_source", pa.string(), required=False),
     FieldSpec("response_1_source", pa.string(), required=False),
     *V0_FIELDS[3:5],
-    FieldSpec("response_0_harm_category", HARM_STRUCT),
-    FieldSpec("response_1_harm_category", HARM_STRUCT),
+    FieldSpec("response_0_harm_category", HARM_STRUCT, closed_reason="unknown_harm_category"),
+    FieldSpec("response_1_harm_category", HARM_STRUCT, closed_reason="unknown_harm_category"),
     FieldSpec("response_0_severity_level", pa.int64()),
     FieldSpec("response_1_severity_level", pa.int64()),
     *V0_FIELDS[5:],
@@ -43,23 +51,36 @@ CURRENT_FIELDS = [
 ]
 
 #: Keys whose presence marks the current schema (absent in v0).
-CURRENT_MARKERS = ("response_0_harm_category", "response_0_severity_level", "response_0_sha256")
+CURRENT_MARKERS = (
+    "response_0_harm_category",
+    "response_1_harm_category",
+    "response_0_severity_level",
+    "response_1_severity_level",
+    "response_0_sha256",
+    "response_1_sha256",
+)
+_V0_NAMES = {f.name for f in V0_FIELDS}
+
+#: Both layouts at once: the v0 fields required, the current-only fields optional.
+UNION_FIELDS = [
+    f if f.name in _V0_NAMES else FieldSpec(f.name, f.type, False, f.closed_reason)
+    for f in CURRENT_FIELDS
+]
 
 
-def detect_variant(data: bytes) -> str:
-    """``"current"`` or ``"v0"``, from the first line that decodes to a JSON object.
+def majority_variant(table: pa.Table) -> tuple[str, np.ndarray]:
+    """The layout of most rows of a table read with :data:`UNION_FIELDS`, and the mask of the
+    rows of the other layout (to quarantine as ``schema_variant_mismatch``).
 
-    A file whose first object has any of the current-schema keys is read with the current
-    schema (so a row of such a file that lacks them is ``missing_field``); otherwise v0.
+    A row is current when any of :data:`CURRENT_MARKERS` is non-null; ties go to current.
     """
-    for line in data.split(b"\n", 200)[:200]:
-        try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(obj, dict):
-            return "current" if any(k in obj for k in CURRENT_MARKERS) else "v0"
-    return "current"
+    current = np.zeros(table.num_rows, dtype=bool)
+    for name in CURRENT_MARKERS:
+        current |= np.asarray(pc.is_valid(table.column(name)).to_numpy(zero_copy_only=False))
+    n_current = int(current.sum())
+    if n_current * 2 >= table.num_rows:
+        return "current", ~current
+    return "v0", current
 
 
 def fields_for(variant: str) -> list[FieldSpec]:

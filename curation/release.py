@@ -251,11 +251,18 @@ def advance_latest(store: Store, manifest: Mapping[str, Any], *, max_attempts: i
 # ---------------------------------------------------------------------------- writing
 
 
+#: Folder of the rows whose split is null (the red-team quarantine rows). Not ``_null``: pandas,
+#: pyarrow datasets and Spark skip folders starting with ``_`` or ``.``, so their readers would
+#: silently miss those rows.
+NULL_SPLIT_DIR = "no_split"
+
+
 def _safe_dir(value: Any) -> str:
+    """The folder of a split value: every reader must see it (never starts with ``_`` or ``.``)."""
     if value is None:
-        return "_null"
+        return NULL_SPLIT_DIR
     text = re.sub(r"[^A-Za-z0-9._=-]", "_", str(value))
-    return text if text and text not in (".", "..") else "_"
+    return text if text and text[0] not in "._" else f"split{text}"
 
 
 def _conform(name: str, table: pa.Table) -> pa.Table:
@@ -281,6 +288,9 @@ def _split_slices(table: pa.Table, split_col: str | None) -> list[tuple[str | No
         return [(None, table)]
     col = table.column(split_col)
     values = sorted(pc.unique(col).to_pylist(), key=lambda v: (v is None, str(v)))
+    folders = [_safe_dir(v) for v in values]
+    if len(set(folders)) != len(folders):
+        raise ReleaseError(f"split values {values} do not map to distinct folders {folders}")
     runs = _contiguous_runs(col)
     out = []
     for value in values:

@@ -39,6 +39,12 @@ PARSE_RULES = (
     Rule("not_an_object", ERROR, "line is JSON but not an object"),
     Rule("missing_field", ERROR, "a required field is absent or null"),
     Rule("wrong_type", ERROR, "a field has the wrong JSON type"),
+    Rule("int_out_of_range", ERROR, "an integer does not fit its column type (e.g. above 2^63-1)"),
+    Rule("duplicate_key", ERROR, "an object gives the same key twice"),
+    Rule("non_finite_number", ERROR, "NaN or Infinity where a JSON number is expected"),
+    Rule("schema_variant_mismatch", ERROR, "a PKU row in the other layout than most of its file"),
+    Rule("unknown_harm_category", ERROR, "a PKU harm-category key outside the 19 known names"),
+    Rule("conflicting_fields", ERROR, "both spellings of a red-team field, with different values"),
 )
 HH_RULES = (
     Rule(

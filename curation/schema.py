@@ -117,7 +117,7 @@ RED_TEAM = pa.schema(
         ("rating", pa.float64()),
         ("task_description", pa.string()),
         ("task_description_harmlessness_score", pa.float64()),
-        ("red_team_member_id", pa.int64()),
+        ("red_team_member_id", pa.string()),
         ("is_upworker", pa.bool_()),
         ("tags", pa.list_(pa.string())),
     ]

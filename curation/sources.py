@@ -9,8 +9,8 @@ filesystem expects; for other schemes it is recorded in the manifest only.
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
+import os
 import zlib
 from dataclasses import dataclass
 
@@ -111,12 +111,6 @@ class RawFile:
         """``gzip`` or ``none``, from the magic bytes (not the file name)."""
         return "gzip" if self.raw[:2] == GZIP_MAGIC else "none"
 
-    def stream(self) -> io.BufferedIOBase:
-        """A streaming reader of the decompressed content (for the large red-team array)."""
-        if self.compression == "gzip":
-            return igzip.GzipFile(fileobj=io.BytesIO(self.raw), mode="rb")
-        return io.BytesIO(self.raw)
-
     def decompress(self) -> bytes:
         """The whole decompressed content; a corrupt or truncated gzip raises SourceError."""
         if self.compression == "none":
@@ -132,15 +126,51 @@ class RawFile:
 
 
 def read_raw(uri: str, storage_options: dict | None = None) -> RawFile | None:
-    """Read a source file's stored bytes; ``None`` when the file does not exist."""
+    """Read a source file's stored bytes; ``None`` only when nothing exists at ``uri``.
+
+    A path that exists but cannot be read is a :class:`SourceError` naming it: a dangling
+    symlink, a permission error (also on a parent folder), a folder where the file should be.
+    """
     fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    if _is_local(fs) and os.path.islink(path) and not os.path.exists(path):
+        raise SourceError(f"{uri}: dangling symlink (to {os.readlink(path)})")
     try:
-        if not fs.exists(path):
-            return None
-        with fs.open(path, "rb") as handle:
-            raw = handle.read()
+        info = fs.info(path)
     except FileNotFoundError:
         return None
+    except OSError as exc:  # permission denied on the file or a parent, I/O errors
+        raise SourceError(f"{uri}: cannot read: {exc}") from exc
+    if info.get("type") == "directory":
+        raise SourceError(f"{uri}: is a folder, not a file")
+    try:
+        with fs.open(path, "rb") as handle:
+            raw = handle.read()
     except OSError as exc:
         raise SourceError(f"{uri}: cannot read: {exc}") from exc
     return RawFile(uri=uri, raw=raw, sha256=hashlib.sha256(raw).hexdigest())
+
+
+def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol
+    return any(p in ("file", "local") for p in protocols)
+
+
+def check_root(root: str, storage_options: dict | None = None) -> None:
+    """Fail with a :class:`SourceError` naming ``root`` when the mirror root is not a readable
+    folder (e.g. a typo in ``HH_RLHF_URI``): otherwise every file of it would look absent.
+
+    ``hf://`` and ``http(s)://`` roots are not listed (their files are checked when read).
+    """
+    if root.startswith(("hf://", "http://", "https://")):
+        return
+    fs, path = fsspec.core.url_to_fs(root, **(storage_options or {}))
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:
+        raise SourceError(f"{root}: mirror root does not exist (check the source URI)") from None
+    except OSError as exc:
+        raise SourceError(f"{root}: mirror root cannot be read: {exc}") from exc
+    if info.get("type") != "directory":
+        raise SourceError(f"{root}: mirror root is not a folder")
+    if _is_local(fs) and not os.access(path, os.R_OK | os.X_OK):
+        raise SourceError(f"{root}: mirror root cannot be read: permission denied")

@@ -93,7 +93,7 @@ def red_team_table(n: int = N) -> pa.Table:
             "rating": [float(i % 5) for i in range(n)],
             "task_description": [f"task {i}" for i in range(n)],
             "task_description_harmlessness_score": [1.25] * n,
-            "red_team_member_id": list(range(n)),
+            "red_team_member_id": [str(i) for i in range(n)],
             "is_upworker": [i % 2 == 1 for i in range(n)],
             "tags": pa.array([["a", "b"], None, [], ["c"], None, ["d"]][:n], pa.list_(pa.string())),
         }
@@ -297,13 +297,7 @@ CASES = [
     ("hh_red_team_raw", "rating", 5.0, "expect_column_values_to_be_between", 5.0),
     ("hh_red_team_raw", "is_upworker", "yes", "expect_column_values_to_be_of_type", "yes"),
     ("hh_red_team_raw", "tags", "a,b", "expect_column_values_to_be_of_type", "a,b"),
-    (
-        "hh_red_team_raw",
-        "red_team_member_id",
-        "x1",
-        "expect_column_values_to_be_in_type_list",
-        "x1",
-    ),
+    ("hh_red_team_raw", "red_team_member_id", 7, "expect_column_values_to_be_of_type", 7),
     ("hh_red_team_raw", "transcript", "", "expect_column_values_to_match_regex", ""),
     ("hh_red_team_raw", "num_params", 52, "expect_column_values_to_be_of_type", 52),
     ("curated_pairs", "dataset", "other", "expect_column_values_to_be_in_set", "other"),

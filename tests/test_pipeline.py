@@ -84,8 +84,11 @@ def assert_release_matches_sources(root: str, filesystem=None) -> None:
     )
 
     real_line = {"test": 0, "train": 800}
-    quarantined = {row["source_line"] + real_line[row["split"]] for row in quarantine.to_pylist()}
+    rows = quarantine.to_pylist()
+    assert quarantine.num_rows == manifest["tables"]["quarantine"]["rows"]  # no folder skipped
+    quarantined = {r["source_line"] + real_line[r["split"]] for r in rows if r["split"]}
     assert quarantined == REAL_BAD_LINES
+    assert [r["subset"] for r in rows if r["split"] is None] == ["red-team-attempts"]
     assert (
         red_team.num_rows + 1 == 120
     )  # the one transcript taken from real line 1254 breaks turn order

@@ -125,7 +125,7 @@ def make_red_team(n: int = 4) -> pa.Table:
             "rating": float(i % 5),
             "task_description": "test",
             "task_description_harmlessness_score": 0.5,
-            "red_team_member_id": i,
+            "red_team_member_id": str(i),
             "is_upworker": bool(i % 2),
             "tags": ["a"] if i % 2 else None,
         }
