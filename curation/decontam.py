@@ -338,7 +338,13 @@ def turn_matches(units: Units, config: DecontamConfig) -> pl.DataFrame:
         units.refs(WHOLE, OPENING, LATER), on="tid", suffix="_ref"
     )
     later_ref = units.probes(WHOLE, OPENING, LATER).join(units.refs(LATER), on="tid", suffix="_ref")
-    found = pl.concat([later_probe, later_ref]).unique(["tid", "row"])
+    found = (
+        pl.concat(
+            [later_probe.select("tid", "row", "key_ref"), later_ref.select("tid", "row", "key_ref")]
+        )
+        .group_by("tid", "row")
+        .agg(pl.col("key_ref").min())  # the first reference: deterministic
+    )
     found = found.filter(_flag(found, units.inf_turn))
     found = _cap(found, "tid", config.max_matches)
     found = found.with_columns(partial=pl.lit(True), key="key_ref", probe_tid="tid", ref_tid="tid")
