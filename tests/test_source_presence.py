@@ -69,6 +69,7 @@ def test_dangling_symlink_fails_the_run_naming_the_file(tmp_path: Path):
     assert not result.success
     message = failure_messages(result)
     assert f"{train}: dangling symlink" in message
+    assert ingested(result) == []  # failed before any raw asset was materialized
     assert not (store / "latest.json").exists()
 
 
@@ -152,6 +153,7 @@ def test_file_of_the_previous_release_that_vanished_fails_unless_allowed(tmp_pat
         f"pku-saferlhf/{PKU_TEST}: in the previous release {first['release_id']} but absent now"
         in failure_messages(second)
     )
+    assert ingested(second) == []
     assert json.loads((store / "latest.json").read_text())["release_id"] == first["release_id"]
     allowed = CurationSettings(allow_missing_files=[f"pku-saferlhf/{PKU_TEST}"])
     third = materialize(env, settings=allowed)
@@ -174,6 +176,7 @@ def test_expected_files_listed_in_the_config_must_be_present(tmp_path: Path):
     message = failure_messages(result)
     assert "pku-saferlhf/data/Alpaca2-7B/test.jsonl: listed in expected_files" in message
     assert "pku-saferlhf/data/Alpaca2-7B/train.jsonl: listed in expected_files" in message
+    assert ingested(result) == []
     typo = materialize(env, settings=CurationSettings(expected_files=["pku/data/*"]))
     assert not typo.success and "match no upstream file" in failure_messages(typo)
     assert ingested(typo) == []
