@@ -30,7 +30,14 @@ from curation.ingest import (
 )
 from curation.parallel import in_threads
 from curation.release import ReleaseError
-from curation.sources import SourceError, SourceFile, all_files, check_root, file_uri
+from curation.sources import (
+    SourceError,
+    SourceFile,
+    all_files,
+    check_root,
+    file_uri,
+    is_present,
+)
 from curation.store import Store, StoreError
 from curation.version import code_version
 
@@ -229,6 +236,8 @@ def ingest_files(
     """
     selected = [s for s in all_files() if ingest_asset_key(s) in context.selected_asset_keys]
     previous = _preflight(context, selected, sources, settings, aws, store)
+    before = _absent(selected, sources, aws)
+    _judge_absent(context, before, settings, previous)  # fail before any output
     # costliest first (the red-team array is parsed in Python), so no thread idles at the end
     selected.sort(key=lambda s: (s.kind != "hh_red_team", s.split == "test"))
     workers = settings.ingest_threads or os.cpu_count() or 1
@@ -252,21 +261,49 @@ def ingest_files(
             raise
         # the file itself is unreadable: fail, do not retry
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    late = [name for name in absent if name not in before]  # vanished while the others were read
+    if late:
+        _judge_absent(context, late, settings, previous)
+
+
+def _absent(selected: list[SourceFile], sources: SourcesResource, aws: AwsCredentials) -> list[str]:
+    """Names of the selected files absent from their mirror (an unreadable one fails the run)."""
+    absent = []
+    try:
+        for source in selected:
+            root, revision = sources.root(source.dataset)
+            uri = file_uri(root, source.relpath, revision)
+            if not is_present(uri, aws.storage_options(root)):
+                absent.append(file_name(source.dataset, source.relpath))
+    except SourceError as exc:
+        if is_transient(exc):
+            raise
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    return absent
+
+
+def _judge_absent(
+    context: dg.AssetExecutionContext,
+    absent: list[str],
+    settings: CurationSettings,
+    previous: tuple[str, set[str]] | None,
+) -> None:
+    """Fail on absent files that must be there; log one warning line for the others."""
     verdict = check_presence(
         absent,
         expected=settings.expected_files,
         allow_missing=settings.allow_missing_files,
         previous=previous,
     )
-    if verdict.warnings:  # one line, not one per file: the bundled sample lacks 10 files
-        context.log.warning(
-            f"{len(verdict.warnings)} upstream files absent (expected_files unset): "
-            + "; ".join(w.split(":")[0] for w in verdict.warnings)
-        )
     if verdict.errors:
         raise dg.Failure(
             description="missing upstream files:\n" + "\n".join(verdict.errors),
             allow_retries=False,
+        )
+    if verdict.warnings:  # one line, not one per file: the bundled sample lacks 10 files
+        context.log.warning(
+            f"{len(verdict.warnings)} upstream files absent (expected_files unset): "
+            + "; ".join(w.split(":")[0] for w in verdict.warnings)
         )
 
 

@@ -132,22 +132,35 @@ def read_raw(uri: str, storage_options: dict | None = None) -> RawFile | None:
     symlink, a permission error (also on a parent folder), a folder where the file should be.
     """
     fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
-    if _is_local(fs) and os.path.islink(path) and not os.path.exists(path):
-        raise SourceError(f"{uri}: dangling symlink (to {os.readlink(path)})")
-    try:
-        info = fs.info(path)
-    except FileNotFoundError:
+    if not _exists(fs, path, uri):
         return None
-    except OSError as exc:  # permission denied on the file or a parent, I/O errors
-        raise SourceError(f"{uri}: cannot read: {exc}") from exc
-    if info.get("type") == "directory":
-        raise SourceError(f"{uri}: is a folder, not a file")
     try:
         with fs.open(path, "rb") as handle:
             raw = handle.read()
     except OSError as exc:
         raise SourceError(f"{uri}: cannot read: {exc}") from exc
     return RawFile(uri=uri, raw=raw, sha256=hashlib.sha256(raw).hexdigest())
+
+
+def is_present(uri: str, storage_options: dict | None = None) -> bool:
+    """Whether a source file exists, without reading it; raises :class:`SourceError` like
+    :func:`read_raw` for a path that exists but cannot be read."""
+    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    return _exists(fs, path, uri)
+
+
+def _exists(fs: fsspec.AbstractFileSystem, path: str, uri: str) -> bool:
+    if _is_local(fs) and os.path.islink(path) and not os.path.exists(path):
+        raise SourceError(f"{uri}: dangling symlink (to {os.readlink(path)})")
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:  # permission denied on the file or a parent, I/O errors
+        raise SourceError(f"{uri}: cannot read: {exc}") from exc
+    if info.get("type") == "directory":
+        raise SourceError(f"{uri}: is a folder, not a file")
+    return True
 
 
 def _is_local(fs: fsspec.AbstractFileSystem) -> bool:

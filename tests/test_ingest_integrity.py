@@ -273,9 +273,16 @@ def test_the_real_files_parse_without_unknown_keys_or_new_quarantine(tmp_path: P
     result = ingest_file(PKU_TRAIN, str(tmp_path))
     assert result.report.schema_variant == "current" and result.report.rows_read == 45
     assert result.report.unknown_keys == {}
-    assert "schema_variant_mismatch" not in result.report.quarantine_by_reason
+    assert result.report.quarantine_by_reason == {}
     hh = (SHARED / "hh-rlhf/harmless-base/test.jsonl.gz").read_bytes()
     write(tmp_path, HH_TEST.relpath, hh)
     result = ingest_file(HH_TEST, str(tmp_path))
     assert result.report.rows_read == 2312 and result.report.unknown_keys == {}
+    # the new parse reasons never fire on the real rows: the same 13 rows as before, same reasons
+    assert result.report.rows_quarantined == 13
+    assert result.report.quarantine_by_reason == {
+        "bad_turn_order": 9,
+        "context_mismatch": 5,
+        "empty_response": 4,
+    }
     assert hashlib.sha256(hh).hexdigest() == result.report.sha256

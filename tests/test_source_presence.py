@@ -15,6 +15,8 @@ import gzip
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -67,6 +69,7 @@ def test_dangling_symlink_fails_the_run_naming_the_file(tmp_path: Path):
     assert not result.success
     message = failure_messages(result)
     assert f"{train}: dangling symlink" in message
+    assert ingested(result) == []  # failed before any raw asset was materialized
     assert not (store / "latest.json").exists()
 
 
@@ -78,16 +81,53 @@ def test_a_folder_where_a_file_should_be_fails_naming_it(tmp_path: Path):
         read_raw(str(mirror / PKU_TEST))
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_permission_denied_fails_naming_the_file(tmp_path: Path):
+def _without_root_privileges() -> list[str]:
+    """A command prefix under which file modes apply: none for a normal user; for root,
+    ``setpriv`` drops the capabilities that let root read any file (CAP_DAC_*)."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: file modes would not apply")
+    return [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
+
+
+def test_permission_denied_fails_the_run_naming_the_file(tmp_path: Path):
+    """Real processes that may not enter the Alpaca-7B folder: ``rlhf-curate run`` fails naming
+    the file (it used to publish without those pairs), and so does reading it in the library."""
     mirror = copy_mirror(tmp_path, "PKU-SafeRLHF")
     folder = mirror / "data/Alpaca-7B"
+    store = tmp_path / "warehouse"
+    env = {
+        **os.environ,
+        "PKU_SAFERLHF_URI": str(mirror),
+        "CURATED_STORE_URI": str(store),
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+    }
+    cli = str(Path(sys.executable).parent / "rlhf-curate")
+    read = f"from curation.sources import read_raw; read_raw({str(folder / 'train.jsonl')!r})"
     folder.chmod(0)
     try:
-        with pytest.raises(SourceError, match=r"Alpaca-7B/test\.jsonl: cannot read"):
-            read_raw(str(mirror / PKU_TEST))
+        run = subprocess.run(
+            [*_without_root_privileges(), cli, "run"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        library = subprocess.run(
+            [*_without_root_privileges(), sys.executable, "-c", read],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         folder.chmod(0o755)
+    assert run.returncode != 0, run.stdout
+    assert f"Permission denied: '{folder}/" in run.stderr
+    assert not (store / "latest.json").exists()
+    assert library.returncode != 0
+    assert f"SourceError: {folder}/train.jsonl: cannot read: [Errno 13]" in library.stderr
 
 
 def test_typo_in_the_mirror_root_fails_before_any_file_is_ingested(tmp_path: Path):
@@ -113,6 +153,7 @@ def test_file_of_the_previous_release_that_vanished_fails_unless_allowed(tmp_pat
         f"pku-saferlhf/{PKU_TEST}: in the previous release {first['release_id']} but absent now"
         in failure_messages(second)
     )
+    assert ingested(second) == []
     assert json.loads((store / "latest.json").read_text())["release_id"] == first["release_id"]
     allowed = CurationSettings(allow_missing_files=[f"pku-saferlhf/{PKU_TEST}"])
     third = materialize(env, settings=allowed)
@@ -135,6 +176,7 @@ def test_expected_files_listed_in_the_config_must_be_present(tmp_path: Path):
     message = failure_messages(result)
     assert "pku-saferlhf/data/Alpaca2-7B/test.jsonl: listed in expected_files" in message
     assert "pku-saferlhf/data/Alpaca2-7B/train.jsonl: listed in expected_files" in message
+    assert ingested(result) == []
     typo = materialize(env, settings=CurationSettings(expected_files=["pku/data/*"]))
     assert not typo.success and "match no upstream file" in failure_messages(typo)
     assert ingested(typo) == []
