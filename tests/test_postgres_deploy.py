@@ -168,12 +168,14 @@ class Deployment:
             check=True,
         )
 
-    def launch(self, sources: dict[str, Path]) -> subprocess.Popen:
+    def launch(self, sources: dict[str, Path]) -> tuple[str, subprocess.Popen]:
         """Submit a run of the whole graph on ``sources`` to the run queue, as the UI would.
 
         Tagged with the store and source URIs (``rlhf/store``, ``rlhf/hh_uri``, ``rlhf/pku_uri``);
-        the sources go in as resource config. Returns the CLI process (it exits once queued).
+        the sources go in as resource config. Returns the run id and the CLI process (it exits
+        once the run is queued).
         """
+        run_id = str(uuid.uuid4())
         config = {
             "resources": {
                 "sources": {
@@ -189,16 +191,18 @@ class Deployment:
             "rlhf/hh_uri": str(sources["hh"]),
             "rlhf/pku_uri": str(sources["pku"]),
         }
-        return subprocess.Popen(
+        launcher = subprocess.Popen(
             [
                 *(console_script("dagster"), "job", "launch", "-w", str(self.workspace), "-j", JOB),
                 *("--config-json", json.dumps(config), "--tags", json.dumps(tags)),
+                *("--run-id", run_id),
             ],
             env=self.env,
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
+        return run_id, launcher
 
     def runs(self) -> list[dict]:
         """Every run in the instance database, oldest first."""
@@ -311,13 +315,13 @@ def deployment(
 @pytest.fixture(scope="module")
 def baseline(deployment: Deployment) -> str:
     """A first release of the unchanged sources, launched through the queue; its run id."""
-    launcher = deployment.launch(deployment.sources)
+    run_id, launcher = deployment.launch(deployment.sources)
     output = launcher.communicate(timeout=300)[0].decode(errors="replace")
     assert launcher.returncode == 0, output
-    runs = deployment.wait_idle()
-    assert [r["status"] for r in runs] == ["SUCCESS"], runs
+    runs = {r["run_id"]: r for r in deployment.wait_idle()}
+    assert runs[run_id]["status"] == "SUCCESS", runs
     assert len(deployment.releases()) == 1
-    return runs[0]["run_id"]
+    return run_id
 
 
 def start_automation(deployment: Deployment) -> None:
@@ -382,19 +386,17 @@ def test_overlapping_launches_on_one_store_queue_and_publish_their_own_inputs(
     inputs = {"a": copy_sources(tmp_path / "a"), "b": copy_sources(tmp_path / "b")}
     drop_first_line(inputs["a"]["pku"] / CHANGED_FILE)
     drop_first_line(inputs["b"]["pku"] / "data/Alpaca-7B/train.jsonl")
-    known = {r["run_id"] for r in deployment.runs()}
-
-    launchers = {name: deployment.launch(roots) for name, roots in inputs.items()}  # at once
-    for name, launcher in launchers.items():
+    launched = {name: deployment.launch(roots) for name, roots in inputs.items()}  # at once
+    for name, (_, launcher) in launched.items():
         output = launcher.communicate(timeout=300)[0].decode(errors="replace")
         assert launcher.returncode == 0, f"{name}: {output}"
+    ours = {run_id for run_id, _ in launched.values()}
 
-    def our_runs():
-        runs = [r for r in deployment.runs() if r["run_id"] not in known]
-        ours = [r for r in runs if deployment.tags(r["run_id"]).get("rlhf/pku_uri")]
-        return ours if len(ours) == 2 and all(r["status"] not in ACTIVE for r in ours) else None
+    def finished():
+        runs = [r for r in deployment.runs() if r["run_id"] in ours]
+        return runs if len(runs) == 2 and all(r["status"] not in ACTIVE for r in runs) else None
 
-    runs = deployment.wait(our_runs, "both launches to finish")
+    runs = deployment.wait(finished, "both launches to finish")
     assert [r["status"] for r in runs] == ["SUCCESS", "SUCCESS"], runs
 
     # queued, not raced: the second run started only after the first ended, and it was already
