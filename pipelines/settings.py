@@ -52,7 +52,7 @@ def console_run_config(verbose: bool) -> dict:
 
 
 #: The PostgreSQL connection of the production instance; ``deploy/dagster.yaml`` reads them itself
-#: (``env:``), this module names them for ``rlhf-curate prod`` and the tests.
+#: (``env:``), this module names them for ``make prod`` (``pipelines/prod.py``) and the tests.
 POSTGRES_ENV_VARS = (
     "DAGSTER_PG_HOST",
     "DAGSTER_PG_PORT",
