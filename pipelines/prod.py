@@ -395,7 +395,13 @@ def run_prod(home: Path, host: str, port: int) -> int:
         print("Ctrl-C stops them" + (" and the embedded PostgreSQL" if embedded else ""))
         while all(s.poll() is None for s in services):
             time.sleep(1)
-        return max(s.returncode or 0 for s in services)
+        for service in services:
+            if service.returncode is not None:
+                name = Path(service.args[0]).name
+                print(
+                    f"{name} exited with {service.returncode}; stopping the others", file=sys.stderr
+                )
+        return max(s.returncode or 0 for s in services) or 1
     except KeyboardInterrupt:
         return 0
     finally:
