@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format dev clean bench
+.PHONY: run test lint format dev prod clean bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,5 +27,11 @@ lint: $(STAMP)
 dev: $(STAMP)
 	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/dagster dev
 
+# The production profile (deploy/dagster.yaml: PostgreSQL, run queue, pools) on this machine:
+# code server + dagster-daemon + dagster-webserver, DAGSTER_HOME=.dagster_prod; the PostgreSQL
+# named by DAGSTER_PG_* or an embedded one. See docs/operations.md.
+prod: $(STAMP)
+	$(BIN)/python -m pipelines.prod --home $(CURDIR)/.dagster_prod
+
 clean:
-	rm -rf warehouse .dagster_home
+	rm -rf warehouse .dagster_home .dagster_prod

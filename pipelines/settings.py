@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,3 +49,47 @@ def console_run_config(verbose: bool) -> dict:
     """Run config for in-process runs from the CLI: Dagster's step logs only when verbose."""
     level = "INFO" if verbose else "WARNING"
     return {"loggers": {"console": {"config": {"log_level": level}}}}
+
+
+#: The PostgreSQL connection of the production instance; ``deploy/dagster.yaml`` reads them itself
+#: (``env:``), this module names them for ``make prod`` (``pipelines/prod.py``) and the tests.
+POSTGRES_ENV_VARS = (
+    "DAGSTER_PG_HOST",
+    "DAGSTER_PG_PORT",
+    "DAGSTER_PG_USER",
+    "DAGSTER_PG_PASSWORD",
+    "DAGSTER_PG_DB",
+)
+
+
+@dataclass(frozen=True)
+class PostgresSettings:
+    """Where the production instance's PostgreSQL is (``DAGSTER_PG_*``); the password is a secret."""
+
+    host: str
+    port: int
+    user: str
+    password: str = field(repr=False)
+    db: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> PostgresSettings | None:
+        """The server named by ``DAGSTER_PG_*``, or ``None`` when ``DAGSTER_PG_HOST`` is unset.
+
+        Defaults: port 5432, user ``postgres``, empty password, database ``dagster``.
+        """
+        env = os.environ if env is None else env
+        if not env.get("DAGSTER_PG_HOST"):
+            return None
+        return cls(
+            host=env["DAGSTER_PG_HOST"],
+            port=int(env.get("DAGSTER_PG_PORT") or 5432),
+            user=env.get("DAGSTER_PG_USER") or "postgres",
+            password=env.get("DAGSTER_PG_PASSWORD") or "",
+            db=env.get("DAGSTER_PG_DB") or "dagster",
+        )
+
+    def as_env(self) -> dict[str, str]:
+        """The ``DAGSTER_PG_*`` variables for a child process (all five, as the profile needs)."""
+        values = (self.host, str(self.port), self.user, self.password, self.db)
+        return dict(zip(POSTGRES_ENV_VARS, values, strict=True))
