@@ -503,6 +503,30 @@ def publish_release(
     store: Store | str,
     tables: Mapping[str, pa.Table],
     *,
+    storage_options: Mapping[str, Any] | None = None,
+    lock_timeout: float = 1800.0,
+    lock: bool = True,
+    **options: Any,
+) -> PublishResult:
+    """Publish ``tables`` as a release (see the module docstring for the protocol).
+
+    Keyword options are those of :func:`_publish`. The whole publish holds the store's
+    ``publish`` lock (``Store.lock``: an OS file lock locally, a conditional-write lease on S3),
+    so overlapping runs publish one after another; the create-only manifest and the
+    compare-and-swap pointer keep the store consistent even for writers that bypass it
+    (``lock=False``: tests of the lock-free protocol, which simulate such writers).
+    """
+    store = Store.of(store, storage_options)
+    if not lock:
+        return _publish(store, tables, **options)
+    with store.lock("publish", timeout=lock_timeout):
+        return _publish(store, tables, **options)
+
+
+def _publish(
+    store: Store,
+    tables: Mapping[str, pa.Table],
+    *,
     sources: list[dict[str, Any]],
     config: dict[str, Any],
     code_version: str,
@@ -510,11 +534,10 @@ def publish_release(
     checks: dict[str, Any],
     split_column: Mapping[str, str | None] | None = None,
     max_rows_per_part: int = 100_000,
-    storage_options: Mapping[str, Any] | None = None,
     clock: Callable[[], datetime] | None = None,
     write_threads: int = 0,
 ) -> PublishResult:
-    """Publish ``tables`` as a release (see the module docstring for the protocol).
+    """The publish protocol, run under the store's publish lock.
 
     ``split_column`` maps table name -> column to split by (``None``: no split level); it
     defaults to :data:`DEFAULT_SPLIT_COLUMNS`, and to ``'split'`` for other tables that have it.
@@ -524,7 +547,6 @@ def publish_release(
     workers = write_threads or os.cpu_count() or 1
     if max_rows_per_part < 1:
         raise ValueError("max_rows_per_part must be >= 1")
-    store = Store.of(store, storage_options)
     clock = clock or (lambda: datetime.now(UTC))
     release_id = compute_release_id(sources, config, code_version)
     prefix = release_prefix(release_id)

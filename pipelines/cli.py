@@ -36,12 +36,10 @@ def _run(args: argparse.Namespace) -> int:
     if not args.verbose:  # alerts are still posted; the CLI prints a one-line summary instead
         logging.getLogger("curation.alerts").setLevel(logging.CRITICAL)
 
-    import dagster as dg
-
-    from pipelines.local_run import run_full_refresh
+    from pipelines.local_run import persistent_instance, run_full_refresh
 
     with (
-        dg.DagsterInstance.get() as instance,
+        persistent_instance(environment.dagster_home) as instance,
         run_full_refresh(instance, console_run_config(args.verbose)) as result,
     ):
         return _report(result, environment.store_uri)

@@ -627,8 +627,11 @@ def test_losing_the_manifest_race_reports_unchanged(
     def racing(key: str, data: bytes) -> bool:
         if key.endswith("manifest.json") and not other:
             other.append(
-                publish(
-                    Store(store.uri), config={"v": 7}, clock=Clock(datetime(2027, 1, 1, tzinfo=UTC))
+                publish(  # a writer that does not take the publish lock
+                    Store(store.uri),
+                    config={"v": 7},
+                    clock=Clock(datetime(2027, 1, 1, tzinfo=UTC)),
+                    lock=False,
                 )
             )
             store.put(f"releases/{other[0].release_id}/README.md", b"clobbered by a racing writer")
