@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+from datetime import UTC, datetime
 
 import dagster as dg
 import pyarrow as pa
@@ -26,6 +27,15 @@ def release_config(settings: CurationSettings) -> dict:
         "decontam": dataclasses.asdict(decontam_config(settings)),
         "extra_reference_uris": list(settings.extra_reference_uris),
     }
+
+
+def run_created_at(context: dg.AssetExecutionContext) -> datetime:
+    """When this run was created (launched): ``latest.json`` follows the newest run."""
+    record = context.instance.get_run_record_by_id(context.run_id)
+    if record is None:
+        return datetime.now(UTC)
+    created = record.create_timestamp
+    return created if created.tzinfo else created.replace(tzinfo=UTC)
 
 
 def _sum_counts(reports: list[dict], key: str) -> dict[str, int]:
@@ -92,6 +102,7 @@ def release(
         counts=counts,
         checks={"accounting": "passed"},
         storage_options=store.storage_options(),
+        run_started_at=run_created_at(context),
     )
     context.log.info(f"release {result.release_id} {result.status} at {result.uri}")
     return dg.MaterializeResult(

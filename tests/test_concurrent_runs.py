@@ -109,3 +109,34 @@ def test_overlapping_runs_publish_their_own_inputs(tmp_path: Path) -> None:
     assert succeeded == 2 * TRIALS  # overlapping runs wait for each other; none has to fail
     latest = json.loads((store / "latest.json").read_text())
     assert (store / "releases" / latest["release_id"] / "manifest.json").exists()
+
+
+def test_latest_names_the_newest_runs_release(tmp_path: Path) -> None:
+    """sample, then the changed copy, then the sample again: latest names the sample's release
+    (it already exists, so the last run reports it unchanged and re-points latest)."""
+    marked = _marked_copy(tmp_path / "hh-marked")
+    store = tmp_path / "store"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CURATED_", "HH_"))}
+    env["DAGSTER_HOME"] = str(tmp_path / "dagster_home")
+    released = []
+    for hh in (SAMPLE / "hh-rlhf", marked, SAMPLE / "hh-rlhf"):
+        done = subprocess.run(
+            [*_cli(), "run", "--hh", str(hh), "--store", str(store)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        _assert_published_own_inputs(store, done.stdout, hh, SAMPLE / "PKU-SafeRLHF")
+        released.append(re.search(r"^release ([0-9a-f]{16}) \((\w+)\)", done.stdout, re.M).groups())
+    (sample_id, first), (marked_id, second), (again_id, third) = released
+    assert (first, second, third) == ("published", "published", "unchanged")
+    assert again_id == sample_id != marked_id
+    latest = json.loads((store / "latest.json").read_text())
+    assert latest["release_id"] == sample_id
+    sequences = {
+        rid: json.loads((store / "releases" / rid / "manifest.json").read_text())["sequence"]
+        for rid in (sample_id, marked_id)
+    }
+    assert sequences == {sample_id: 1, marked_id: 2}

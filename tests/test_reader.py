@@ -163,9 +163,12 @@ def _publish_five_latest_not_newest(store: Store, monkeypatch: pytest.MonkeyPatc
     """R1..R4 published normally; R5 crashes before the pointer swap (latest stays on R4)."""
     clock = Clock()
     ids = [publish(store, config={"v": i}, clock=clock).release_id for i in range(1, 5)]
+    real = store.compare_and_swap
 
     def boom(key, data, etag):
-        raise Boom("crash before swap")
+        if key == "latest.json":
+            raise Boom("crash before swap")
+        return real(key, data, etag)
 
     with monkeypatch.context() as m:
         m.setattr(store, "compare_and_swap", boom)
