@@ -565,7 +565,22 @@ def publish_release(
     if not lock:
         return _publish(store, tables, **options)
     with store.lock("publish", timeout=lock_timeout):
+        remove_leftovers(store)
         return _publish(store, tables, **options)
+
+
+def remove_leftovers(store: Store) -> list[str]:
+    """Delete what killed publishers left: release folders without a manifest and temporary
+    files. Only call while holding the store's ``publish`` lock (no publish is then in
+    progress; a re-run of a killed publish rewrites its files anyway). Returns what was deleted.
+    """
+    removed = store.clean_temp()
+    for release_id in store.list_dirs(RELEASES_DIR):
+        if not store.exists(manifest_key(release_id)):
+            log.warning("%s: removing release folder %s (no manifest)", store.uri, release_id)
+            store.delete_prefix(release_prefix(release_id))
+            removed.append(release_prefix(release_id))
+    return removed
 
 
 def _publish(

@@ -53,14 +53,57 @@ _LOCK_TIMEOUT_S = 30.0
 LOCKS_DIR = ".locks"
 #: How long an S3 lock lease lasts without renewal (a killed holder frees it after this).
 LEASE_S = 60.0
-_STALE_LOCK_S = 60.0
 _CHUNK = 1 << 20
 _CLIENTS: dict[tuple[str, str], Any] = {}
 _CLIENTS_LOCK = threading.Lock()
 
 
 class StoreError(RuntimeError):
-    """An object-store operation failed; the message names the store URI and the key."""
+    """An object-store operation failed; the message names the store URI and the key.
+
+    ``transient`` is true for failures worth retrying (connection errors, timeouts, throttling,
+    5xx); a missing bucket, refused credentials or a full disk are permanent.
+    """
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+
+#: S3 error codes that a retry may cure.
+_TRANSIENT_CODES = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "InternalError",
+    "ServiceUnavailable",
+    "500",
+    "502",
+    "503",
+    "504",
+}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` (from boto3, s3fs or the OS) is a failure worth retrying."""
+    if isinstance(exc, StoreError):
+        return exc.transient
+    code = str((getattr(exc, "response", None) or {}).get("Error", {}).get("Code", ""))
+    if code:
+        return code in _TRANSIENT_CODES
+    name = type(exc).__name__
+    if name in (
+        "EndpointConnectionError",
+        "ConnectTimeoutError",
+        "ReadTimeoutError",
+        "ConnectionClosedError",
+        "ClientConnectorError",
+        "ServerDisconnectedError",
+    ):
+        return True
+    return isinstance(exc, ConnectionError | TimeoutError)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -221,7 +264,8 @@ class Store:
 
     def _err(self, action: str, key: str, exc: BaseException | None = None) -> StoreError:
         detail = f": {type(exc).__name__}: {exc}" if exc is not None else ""
-        return StoreError(f"{self.uri}: {action} {key!r} failed{detail}")
+        transient = exc is not None and is_transient(exc)
+        return StoreError(f"{self.uri}: {action} {key!r} failed{detail}", transient)
 
     @staticmethod
     def _s3_code(exc: BaseException) -> str:
@@ -310,16 +354,28 @@ class Store:
         if self.is_s3:
             return self._s3_conditional_put(key, data, expected_etag, "compare-and-swap")
         final = self.path(key)
-        os.makedirs(os.path.dirname(final), exist_ok=True)
-        with self._local_lock(key, final + ".lock"):
-            current = self.get_with_etag(key)
-            if expected_etag is None:
-                if current is not None:
+        try:
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            with FileLock(self._lock_path(key), timeout=_LOCK_TIMEOUT_S):
+                current = self.get_with_etag(key)
+                if expected_etag is None:
+                    if current is not None:
+                        return False
+                elif current is None or current[1] != expected_etag:
                     return False
-            elif current is None or current[1] != expected_etag:
-                return False
-            self._atomic_replace(final, data, key)
-            return True
+                self._atomic_replace(final, data, key)
+                return True
+        except FileLockTimeout:
+            raise StoreError(f"{self.uri}: timed out waiting for the lock on {key!r}") from None
+        except OSError as exc:  # e.g. ENOSPC creating the lock or the temp file
+            raise self._err("compare-and-swap", key, exc) from exc
+
+    def _lock_path(self, key: str) -> str:
+        """The OS lock file guarding local writes of ``key`` (kept out of the data folders; a
+        left-over file is not a lock: ``flock`` locks die with their process)."""
+        path = self.path(f"{LOCKS_DIR}/{_clean_key(key).replace('/', '__')}.lock")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return path
 
     def _s3_conditional_put(
         self, key: str, data: bytes, expected_etag: str | None, action: str
@@ -340,6 +396,50 @@ class Store:
                 return False  # If-Match on a deleted object
             raise self._err(action, key, exc) from exc
 
+    # ------------------------------------------------------------------ checks & clean-up
+
+    def preflight(self) -> None:
+        """Check that the store can be used before any work starts: the bucket exists, and a
+        probe object can be written, read back and deleted. Raises :class:`StoreError` with one
+        line saying what is wrong (no bucket, refused credentials, read-only folder...)."""
+        if self.is_s3:
+            try:
+                self.client.head_bucket(Bucket=self.bucket)
+            except Exception as exc:
+                code = self._s3_code(exc)
+                if code in ("404", "NoSuchBucket", "NotFound"):
+                    raise StoreError(f"{self.uri}: bucket {self.bucket!r} does not exist") from None
+                if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                    raise StoreError(
+                        f"{self.uri}: access to bucket {self.bucket!r} denied ({code}): "
+                        "check the AWS credentials"
+                    ) from None
+                raise self._err("check bucket", "", exc) from exc
+        probe = f"{LOCKS_DIR}/preflight-{uuid.uuid4().hex}"
+        payload = b"rlhf-curation preflight"
+        self.put(probe, payload)
+        try:
+            if self.get(probe) != payload:
+                raise StoreError(f"{self.uri}: a probe object read back different bytes")
+        finally:
+            self.delete(probe)
+
+    def clean_temp(self, prefix: str = "") -> list[str]:
+        """Delete temporary files under ``prefix`` left by killed writers (local stores; on S3 an
+        interrupted upload never becomes an object). Only call while holding the ``publish``
+        lock, so that no live writer's temp file is removed. Returns the deleted paths."""
+        if self.is_s3:
+            return []
+        base = self.path(prefix) if prefix else self.root
+        deleted = []
+        for folder, _, files in os.walk(base):
+            for name in files:
+                if name.startswith(".") and ".tmp-" in name:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(folder, name))
+                    deleted.append(self._rel(os.path.join(folder, name)))
+        return deleted
+
     # ------------------------------------------------------------------ locks
 
     @contextlib.contextmanager
@@ -357,7 +457,7 @@ class Store:
         if not self.is_s3:
             os.makedirs(os.path.dirname(self.path(key)), exist_ok=True)
             try:
-                with FileLock(self.path(key + ".lock"), timeout=timeout):
+                with FileLock(self._lock_path(name), timeout=timeout):
                     yield
             except FileLockTimeout:
                 raise StoreError(
@@ -569,37 +669,6 @@ class Store:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise self._err("replace", key, exc) from exc
-
-    @contextlib.contextmanager
-    def _local_lock(self, key: str, lock_path: str) -> Iterator[None]:
-        deadline = time.monotonic() + _LOCK_TIMEOUT_S
-        token = f"{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex}".encode()
-        while True:
-            try:
-                fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(token)
-                break
-            except FileExistsError:
-                try:
-                    age = time.time() - os.path.getmtime(lock_path)
-                except FileNotFoundError:
-                    continue
-                if age > _STALE_LOCK_S:  # holder died: break the lock
-                    log.warning("%s: breaking stale lock on %r (%.0f s old)", self.uri, key, age)
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(lock_path)
-                    continue
-                if time.monotonic() > deadline:
-                    raise StoreError(
-                        f"{self.uri}: timed out waiting for the lock on {key!r}"
-                    ) from None
-                time.sleep(random.uniform(0.002, 0.02))
-        try:
-            yield
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(lock_path)
 
 
 class _S3Lease:
