@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+from datetime import UTC, datetime
 
 import dagster as dg
 import pyarrow as pa
@@ -11,8 +12,9 @@ from assets.metadata import counts_markdown
 from assets.resources import CurationSettings, StoreResource
 from curation.accounting import account
 from curation.ingest import manifest_sources
-from curation.release import publish_release
+from curation.release import ReleaseError, publish_release
 from curation.schema import REMOVED
+from curation.store import StoreError
 from curation.version import code_version
 
 PUBLISH_GROUP = "publish"
@@ -26,6 +28,15 @@ def release_config(settings: CurationSettings) -> dict:
         "decontam": dataclasses.asdict(decontam_config(settings)),
         "extra_reference_uris": list(settings.extra_reference_uris),
     }
+
+
+def run_created_at(context: dg.AssetExecutionContext) -> datetime:
+    """When this run was created (launched): ``latest.json`` follows the newest run."""
+    record = context.instance.get_run_record_by_id(context.run_id)
+    if record is None:
+        return datetime.now(UTC)
+    created = record.create_timestamp
+    return created if created.tzinfo else created.replace(tzinfo=UTC)
 
 
 def _sum_counts(reports: list[dict], key: str) -> dict[str, int]:
@@ -42,6 +53,7 @@ def _sum_counts(reports: list[dict], key: str) -> dict[str, int]:
     owners=["team:data-curation"],
     description="A new immutable release (pairs, quarantine, removed, red_team + manifest and card) "
     "in the curated store; `latest.json` moves to it last.",
+    # Retries only help transient store errors; permanent ones fail at once (see below).
     retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL),
 )
 def release(
@@ -78,21 +90,27 @@ def release(
         "accounting": accounting,
     }
     sources = manifest_sources(reports)
-    result = publish_release(
-        store.uri,
-        {
-            "pairs": curated_pairs,
-            "quarantine": quarantine,
-            "removed": removed,
-            "red_team": red_team,
-        },
-        sources=sources,
-        config=release_config(settings),
-        code_version=code_version(),
-        counts=counts,
-        checks={"accounting": "passed"},
-        storage_options=store.storage_options(),
-    )
+    try:
+        result = publish_release(
+            store.uri,
+            {
+                "pairs": curated_pairs,
+                "quarantine": quarantine,
+                "removed": removed,
+                "red_team": red_team,
+            },
+            sources=sources,
+            config=release_config(settings),
+            code_version=code_version(),
+            counts=counts,
+            checks={"accounting": "passed"},
+            storage_options=store.storage_options(),
+            run_started_at=run_created_at(context),
+        )
+    except (StoreError, ReleaseError) as exc:
+        if isinstance(exc, StoreError) and exc.transient:
+            raise  # the retry policy tries again
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
     context.log.info(f"release {result.release_id} {result.status} at {result.uri}")
     return dg.MaterializeResult(
         metadata={

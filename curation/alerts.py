@@ -11,6 +11,7 @@ or query, so the URL is never logged: only ``scheme://host/...``.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 import logging
@@ -20,7 +21,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 #: Environment variable the pipeline reads the webhook URL from (unset: alerts are only logged).
 WEBHOOK_ENV = "ALERT_WEBHOOK_URL"
@@ -148,6 +149,23 @@ def _is_loopback(url: str) -> bool:
         return False
 
 
+def split_credentials(url: str) -> tuple[str, dict[str, str]]:
+    """``https://user:pass@host/path`` -> (``https://host/path``, an ``Authorization: Basic``
+    header). urllib does not take credentials from the URL (it fails resolving
+    ``user:pass@host`` as a host name), so they travel as the standard header instead."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, {}
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    bare = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    user_pass = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+    token = base64.b64encode(user_pass.encode()).decode()
+    return bare, {"Authorization": f"Basic {token}"}
+
+
 def _open(request: urllib.request.Request, timeout: float):
     if _is_loopback(request.full_url):  # never route loopback through an HTTP(S) proxy
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -189,13 +207,14 @@ def post_alert(
         log.error("alert webhook %s: unsupported scheme, not sent", target)
         return False
     data = body.encode("utf-8")
+    target_url, auth = split_credentials(url)
     attempts = 1 + max(int(retries), 0)
     for attempt in range(attempts):
         request = urllib.request.Request(
-            url,
+            target_url,
             data=data,
             method="POST",
-            headers={"Content-Type": "application/json; charset=utf-8"},
+            headers={"Content-Type": "application/json; charset=utf-8", **auth},
         )
         retryable = True
         try:

@@ -31,6 +31,7 @@ from curation.release import (
     read_latest,
     read_manifest,
     release_prefix,
+    remove_leftovers,
     schema_from_b64,
 )
 from curation.store import Store
@@ -539,31 +540,34 @@ def prune(
     """Delete all but the newest ``keep`` releases, the ``pinned`` ones and the one ``latest.json``
     points at. Returns the deleted (or, with ``dry_run``, the deletable) ids, oldest first.
 
-    Each release's manifest is deleted first, so an interrupted prune leaves an invisible folder,
-    never a visible release with missing files. Folders without a manifest (a publish in
-    progress, or a crashed one that a re-run will complete) are not touched.
+    Pins are resolved like ``show`` resolves ids (full id, unique prefix, ``latest``); an unknown
+    or ambiguous pin is an error before anything is deleted. Runs under the store's ``publish``
+    lock, and also removes what killed publishers left (release folders without a manifest,
+    temporary files). Each release's manifest is deleted first, so an interrupted prune leaves an
+    invisible folder, never a visible release with missing files.
     """
     if keep < 0:
         raise ValueError("keep must be >= 0")
     st = _store(store, storage_options)
-    releases = list_releases(st)
-    newest_first = sorted(releases, key=order_key, reverse=True)
-    protected = {r["release_id"] for r in newest_first[:keep]} | set(pinned)
-    unknown = set(pinned) - {r["release_id"] for r in releases}
-    if unknown:
-        log.warning("%s: pinned releases not found: %s", st.uri, sorted(unknown))
-    deleted = []
-    for summary in sorted(releases, key=order_key):
-        rid = summary["release_id"]
-        if rid in protected:
-            continue
-        pointer = read_latest(st)  # re-read: a publisher may have moved it meanwhile
-        if pointer is not None and pointer.get("release_id") == rid:
-            continue
-        deleted.append(rid)
-        if dry_run:
-            continue
-        st.delete(manifest_key(rid))
-        st.delete_prefix(release_prefix(rid))
-        log.info("%s: pruned release %s", st.uri, rid)
+    pinned_ids = {resolve_release_id(st, pin) for pin in pinned}
+    with st.lock("publish"):
+        if not dry_run:
+            remove_leftovers(st)
+        releases = list_releases(st)
+        newest_first = sorted(releases, key=order_key, reverse=True)
+        protected = {r["release_id"] for r in newest_first[:keep]} | pinned_ids
+        pointer = read_latest(st)
+        if pointer is not None:
+            protected.add(str(pointer.get("release_id")))
+        deleted = []
+        for summary in sorted(releases, key=order_key):
+            rid = summary["release_id"]
+            if rid in protected:
+                continue
+            deleted.append(rid)
+            if dry_run:
+                continue
+            st.delete(manifest_key(rid))
+            st.delete_prefix(release_prefix(rid))
+            log.info("%s: pruned release %s", st.uri, rid)
     return deleted

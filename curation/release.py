@@ -19,9 +19,14 @@ Steps of :func:`publish_release`:
 3. ``manifest.json`` is created with a create-only write (``If-None-Match: *``). If another
    publisher created it first, its files are checked against ours and the result is
    ``'unchanged'``.
-4. ``latest.json`` is moved with compare-and-swap (``If-Match: <etag>``), retried on conflict, and
-   never moved to a release that orders before the current one (``sequence``, then
-   ``created_at``, then ``release_id``).
+4. ``latest.json`` is moved with compare-and-swap (``If-Match: <etag>``), retried on conflict.
+   It names the release of the newest run (``run_started_at``): a run on inputs that were
+   already published re-points it to that existing release, and a slow run that finishes after
+   a newer one leaves it alone. ``sequence`` numbers come from the counter ``sequence.json``
+   (compare-and-swap), so they only grow.
+
+The whole publish holds the store's ``publish`` lock (:meth:`Store.lock`), so overlapping runs
+publish one after another.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 RELEASES_DIR = "releases"
 LATEST_KEY = "latest.json"
+SEQUENCE_KEY = "sequence.json"
 MANIFEST_NAME = "manifest.json"
 CARD_NAME = "README.md"
 ID_LENGTH = 16
@@ -193,58 +199,97 @@ def read_latest(store: Store) -> dict[str, Any] | None:
     return read_json(store, LATEST_KEY)
 
 
-def _pointer(manifest: Mapping[str, Any]) -> dict[str, Any]:
+def _pointer(manifest: Mapping[str, Any], run_started_at: str) -> dict[str, Any]:
     return {
         "release_id": manifest["release_id"],
         "sequence": manifest["sequence"],
         "created_at": manifest["created_at"],
         "manifest": manifest_key(manifest["release_id"]),
+        "run_started_at": run_started_at,
     }
 
 
-def advance_latest(store: Store, manifest: Mapping[str, Any], *, max_attempts: int = 100) -> bool:
-    """Move ``latest.json`` to ``manifest``'s release unless the current one orders after it.
+def _pointer_time(store: Store, pointer: Mapping[str, Any]) -> str:
+    """When the run that set ``pointer`` started; for pointers written before this field
+    existed, the creation time of the release it names."""
+    if pointer.get("run_started_at"):
+        return str(pointer["run_started_at"])
+    manifest = read_manifest(store, str(pointer["release_id"]))
+    return str((manifest or pointer).get("created_at") or "")
 
-    Compare-and-swap on the ETag just read; on conflict re-read and retry. Returns whether the
-    pointer was moved by this call. Never moves the pointer backwards.
+
+def claim_sequence(store: Store, pointer: Mapping[str, Any] | None) -> int:
+    """A new release's sequence number: the counter ``sequence.json`` incremented by
+    compare-and-swap, so numbers only grow and are never handed out twice, even when ``latest``
+    is re-pointed at an older release or a publish crashed after its manifest. (Stores written
+    before the counter existed continue from the release ``latest`` names.)"""
+    for _ in range(100):
+        found = store.get_with_etag(SEQUENCE_KEY)
+        last, etag = 0, None
+        if found is not None:
+            last, etag = int(json.loads(found[0])["last"]), found[1]
+        elif pointer is not None:
+            manifest = read_manifest(store, str(pointer.get("release_id"))) or {}
+            last = int(manifest.get("sequence") or pointer.get("sequence") or 0)
+        if store.compare_and_swap(SEQUENCE_KEY, _pretty_json({"last": last + 1}), etag):
+            return last + 1
+        time.sleep(random.uniform(0.005, 0.05))
+    raise ReleaseError(f"{store.uri}: could not claim a sequence number ({SEQUENCE_KEY})")
+
+
+def advance_latest(
+    store: Store,
+    manifest: Mapping[str, Any],
+    run_started_at: str | None = None,
+    *,
+    max_attempts: int = 100,
+) -> bool:
+    """Point ``latest.json`` at ``manifest``'s release for a run that started at
+    ``run_started_at`` (fixed-width UTC, see :func:`format_created_at`; default: the release's
+    ``created_at``), unless the pointer was set by a run that started later.
+
+    ``latest`` thus names the release of the newest run's inputs, even when that release already
+    existed (a run on unchanged inputs re-points it); a slow run that finishes after a newer one
+    leaves it alone. Compare-and-swap on the ETag just read; on conflict re-read and retry.
+    Returns whether the pointer now names this release and did not before.
     """
-    new = _pointer(manifest)
-    payload = _pretty_json(new)
+    started = run_started_at or str(manifest["created_at"])
     for attempt in range(max_attempts):
         found = store.get_with_etag(LATEST_KEY)
-        etag = None
+        etag, current = None, None
         if found is not None:
             data, etag = found
             try:
                 current = json.loads(data)
                 current_id = current["release_id"]
             except (ValueError, KeyError, TypeError):
-                current, current_id = None, None
+                current = None
                 log.warning("%s: %s is unreadable; replacing it", store.uri, LATEST_KEY)
-            if current_id == new["release_id"]:
-                return False
-            if current_id is not None:
-                current_manifest = read_manifest(store, current_id)
-                if current_manifest is None:
+            if current is not None:
+                if read_manifest(store, current_id) is None:
                     log.warning(
                         "%s: latest points at %s which has no manifest", store.uri, current_id
                     )
-                elif order_key(current_manifest) >= order_key(manifest):
+                elif _pointer_time(store, current) > started or (
+                    _pointer_time(store, current) == started
+                    and current_id == manifest["release_id"]
+                ):
                     log.info(
-                        "%s: latest stays on %s (newer than %s)",
+                        "%s: latest stays on %s (set by a run that started later)",
                         store.uri,
                         current_id,
-                        new["release_id"],
                     )
                     return False
-        if store.compare_and_swap(LATEST_KEY, payload, etag):
+        new = _pointer(manifest, started)
+        if store.compare_and_swap(LATEST_KEY, _pretty_json(new), etag):
             log.info(
                 "%s: latest -> %s (sequence %s)", store.uri, new["release_id"], new["sequence"]
             )
-            return True
+            return current is None or current.get("release_id") != new["release_id"]
         time.sleep(min(0.5, 0.005 * (2 ** min(attempt, 6))) * random.uniform(0.5, 1.5))
     raise ReleaseError(
-        f"{store.uri}: could not move {LATEST_KEY} to {new['release_id']} after {max_attempts} attempts"
+        f"{store.uri}: could not move {LATEST_KEY} to {manifest['release_id']} after "
+        f"{max_attempts} attempts"
     )
 
 
@@ -513,6 +558,45 @@ def publish_release(
     store: Store | str,
     tables: Mapping[str, pa.Table],
     *,
+    storage_options: Mapping[str, Any] | None = None,
+    lock_timeout: float = 1800.0,
+    lock: bool = True,
+    **options: Any,
+) -> PublishResult:
+    """Publish ``tables`` as a release (see the module docstring for the protocol).
+
+    Keyword options are those of :func:`_publish`. The whole publish holds the store's
+    ``publish`` lock (``Store.lock``: an OS file lock locally, a conditional-write lease on S3),
+    so overlapping runs publish one after another; the create-only manifest and the
+    compare-and-swap pointer keep the store consistent even for writers that bypass it
+    (``lock=False``: tests of the lock-free protocol, which simulate such writers).
+    """
+    store = Store.of(store, storage_options)
+    if not lock:
+        return _publish(store, tables, **options)
+    with store.lock("publish", timeout=lock_timeout):
+        remove_leftovers(store)
+        return _publish(store, tables, **options)
+
+
+def remove_leftovers(store: Store) -> list[str]:
+    """Delete what killed publishers left: release folders without a manifest and temporary
+    files. Only call while holding the store's ``publish`` lock (no publish is then in
+    progress; a re-run of a killed publish rewrites its files anyway). Returns what was deleted.
+    """
+    removed = store.clean_temp()
+    for release_id in store.list_dirs(RELEASES_DIR):
+        if not store.exists(manifest_key(release_id)):
+            log.warning("%s: removing release folder %s (no manifest)", store.uri, release_id)
+            store.delete_prefix(release_prefix(release_id))
+            removed.append(release_prefix(release_id))
+    return removed
+
+
+def _publish(
+    store: Store,
+    tables: Mapping[str, pa.Table],
+    *,
     sources: list[dict[str, Any]],
     config: dict[str, Any],
     code_version: str,
@@ -520,23 +604,26 @@ def publish_release(
     checks: dict[str, Any],
     split_column: Mapping[str, str | None] | None = None,
     max_rows_per_part: int = 100_000,
-    storage_options: Mapping[str, Any] | None = None,
     clock: Callable[[], datetime] | None = None,
     write_threads: int = 0,
+    run_started_at: datetime | None = None,
 ) -> PublishResult:
-    """Publish ``tables`` as a release (see the module docstring for the protocol).
+    """The publish protocol, run under the store's publish lock.
 
     ``split_column`` maps table name -> column to split by (``None``: no split level); it
     defaults to :data:`DEFAULT_SPLIT_COLUMNS`, and to ``'split'`` for other tables that have it.
     ``clock`` returns the current time (tests inject it); naive datetimes are taken as UTC.
     ``write_threads``: threads encoding data files (0: one per CPU).
+    ``run_started_at``: when the run that computed ``tables`` started (it read its inputs after
+    that); ``latest.json`` names the release of the run that started last (default: the
+    release's ``created_at``, i.e. publishes order by time).
     """
     workers = write_threads or os.cpu_count() or 1
     if max_rows_per_part < 1:
         raise ValueError("max_rows_per_part must be >= 1")
-    store = Store.of(store, storage_options)
     clock = clock or (lambda: datetime.now(UTC))
     release_id = compute_release_id(sources, config, code_version)
+    started = format_created_at(run_started_at) if run_started_at else None
     prefix = release_prefix(release_id)
     uri = store.url(prefix)
 
@@ -545,7 +632,7 @@ def publish_release(
         log.info("%s: release %s already published; nothing to write", store.uri, release_id)
         repair_assets(store, existing, tables)
         remove_unlisted(store, existing)
-        moved = advance_latest(store, existing)
+        moved = advance_latest(store, existing, started)
         return PublishResult(release_id, "unchanged", uri, existing, moved)
 
     for name in tables:
@@ -586,13 +673,11 @@ def publish_release(
         except ReleaseError as exc:  # garbage pointer: publish as if there were none
             log.warning("%s", exc)
             parent = None
-        parent_manifest = read_manifest(store, parent["release_id"]) if parent else None
-        parent_seq = int((parent_manifest or parent or {}).get("sequence") or 0)
         manifest: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "release_id": release_id,
             "parent_release_id": parent["release_id"] if parent else None,
-            "sequence": parent_seq + 1,
+            "sequence": claim_sequence(store, parent),
             "created_at": format_created_at(clock()),
             "code_version": code_version,
             "config": config,
@@ -628,10 +713,10 @@ def publish_release(
         log.info(
             "%s: release %s was published concurrently; reporting unchanged", store.uri, release_id
         )
-        moved = advance_latest(store, winner)
+        moved = advance_latest(store, winner, started)
         return PublishResult(release_id, "unchanged", uri, winner, moved)
 
     log.info("%s: published release %s (sequence %s)", store.uri, release_id, manifest["sequence"])
     remove_unlisted(store, manifest)
-    moved = advance_latest(store, manifest)
+    moved = advance_latest(store, manifest, started)
     return PublishResult(release_id, "published", uri, manifest, moved)

@@ -37,6 +37,8 @@ from typing import IO, Any
 from urllib.parse import urlparse
 
 import fsspec
+from filelock import FileLock
+from filelock import Timeout as FileLockTimeout
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +49,61 @@ _DEFAULT_BOTO_CONFIG = {
     "read_timeout": 120,
 }
 _LOCK_TIMEOUT_S = 30.0
-_STALE_LOCK_S = 60.0
+#: Folder of the store's named locks (``Store.lock``).
+LOCKS_DIR = ".locks"
+#: How long an S3 lock lease lasts without renewal (a killed holder frees it after this).
+LEASE_S = 60.0
 _CHUNK = 1 << 20
 _CLIENTS: dict[tuple[str, str], Any] = {}
 _CLIENTS_LOCK = threading.Lock()
 
 
 class StoreError(RuntimeError):
-    """An object-store operation failed; the message names the store URI and the key."""
+    """An object-store operation failed; the message names the store URI and the key.
+
+    ``transient`` is true for failures worth retrying (connection errors, timeouts, throttling,
+    5xx); a missing bucket, refused credentials or a full disk are permanent.
+    """
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+
+#: S3 error codes that a retry may cure.
+_TRANSIENT_CODES = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "InternalError",
+    "ServiceUnavailable",
+    "500",
+    "502",
+    "503",
+    "504",
+}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` (from boto3, s3fs or the OS) is a failure worth retrying."""
+    if isinstance(exc, StoreError):
+        return exc.transient
+    code = str((getattr(exc, "response", None) or {}).get("Error", {}).get("Code", ""))
+    if code:
+        return code in _TRANSIENT_CODES
+    name = type(exc).__name__
+    if name in (
+        "EndpointConnectionError",
+        "ConnectTimeoutError",
+        "ReadTimeoutError",
+        "ConnectionClosedError",
+        "ClientConnectorError",
+        "ServerDisconnectedError",
+    ):
+        return True
+    return isinstance(exc, ConnectionError | TimeoutError)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -215,7 +264,8 @@ class Store:
 
     def _err(self, action: str, key: str, exc: BaseException | None = None) -> StoreError:
         detail = f": {type(exc).__name__}: {exc}" if exc is not None else ""
-        return StoreError(f"{self.uri}: {action} {key!r} failed{detail}")
+        transient = exc is not None and is_transient(exc)
+        return StoreError(f"{self.uri}: {action} {key!r} failed{detail}", transient)
 
     @staticmethod
     def _s3_code(exc: BaseException) -> str:
@@ -268,22 +318,7 @@ class Store:
     def put_if_absent(self, key: str, data: bytes) -> bool:
         """Create ``key`` with ``data`` only if it does not exist; ``False`` if it already did."""
         if self.is_s3:
-            try:
-                self.client.put_object(
-                    Bucket=self.bucket, Key=self._s3_key(key), Body=data, IfNoneMatch="*"
-                )
-                return True
-            except Exception as exc:
-                # 412 PreconditionFailed: exists; 409 ConditionalRequestConflict: a concurrent
-                # conditional write to the same key is in flight - it will win or has won.
-                if self._s3_code(exc) in (
-                    "PreconditionFailed",
-                    "412",
-                    "ConditionalRequestConflict",
-                    "409",
-                ):
-                    return False
-                raise self._err("create-only put", key, exc) from exc
+            return self._s3_conditional_put(key, data, None, "create-only put")
         final = self.path(key)
         tmp = self._tmp_name(final)
         try:
@@ -317,28 +352,120 @@ class Store:
         object changed (or appeared) since the ETag was read; the caller re-reads and retries.
         """
         if self.is_s3:
-            cond = {"IfNoneMatch": "*"} if expected_etag is None else {"IfMatch": expected_etag}
-            try:
-                self.client.put_object(Bucket=self.bucket, Key=self._s3_key(key), Body=data, **cond)
+            return self._s3_conditional_put(key, data, expected_etag, "compare-and-swap")
+        final = self.path(key)
+        try:
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            with FileLock(self._lock_path(key), timeout=_LOCK_TIMEOUT_S):
+                current = self.get_with_etag(key)
+                if expected_etag is None:
+                    if current is not None:
+                        return False
+                elif current is None or current[1] != expected_etag:
+                    return False
+                self._atomic_replace(final, data, key)
                 return True
+        except FileLockTimeout:
+            raise StoreError(f"{self.uri}: timed out waiting for the lock on {key!r}") from None
+        except OSError as exc:  # e.g. ENOSPC creating the lock or the temp file
+            raise self._err("compare-and-swap", key, exc) from exc
+
+    def _lock_path(self, key: str) -> str:
+        """The OS lock file guarding local writes of ``key`` (kept out of the data folders; a
+        left-over file is not a lock: ``flock`` locks die with their process)."""
+        path = self.path(f"{LOCKS_DIR}/{_clean_key(key).replace('/', '__')}.lock")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return path
+
+    def _s3_conditional_put(
+        self, key: str, data: bytes, expected_etag: str | None, action: str
+    ) -> bool:
+        """``PutObject`` with ``If-None-Match: *`` (``expected_etag=None``) or ``If-Match``;
+        ``False`` when the condition failed."""
+        cond = {"IfNoneMatch": "*"} if expected_etag is None else {"IfMatch": expected_etag}
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._s3_key(key), Body=data, **cond)
+            return True
+        except Exception as exc:
+            code = self._s3_code(exc)
+            # 412 PreconditionFailed: exists / changed; 409 ConditionalRequestConflict: a
+            # concurrent conditional write to the same key is in flight (it wins or has won).
+            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                return False
+            if code in ("NoSuchKey", "404") and expected_etag is not None:
+                return False  # If-Match on a deleted object
+            raise self._err(action, key, exc) from exc
+
+    # ------------------------------------------------------------------ checks & clean-up
+
+    def preflight(self) -> None:
+        """Check that the store can be used before any work starts: the bucket exists, and a
+        probe object can be written, read back and deleted. Raises :class:`StoreError` with one
+        line saying what is wrong (no bucket, refused credentials, read-only folder...)."""
+        if self.is_s3:
+            try:
+                self.client.head_bucket(Bucket=self.bucket)
             except Exception as exc:
                 code = self._s3_code(exc)
-                if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
-                    return False
-                if code in ("NoSuchKey", "404") and expected_etag is not None:
-                    return False  # If-Match on a deleted object
-                raise self._err("compare-and-swap", key, exc) from exc
-        final = self.path(key)
-        os.makedirs(os.path.dirname(final), exist_ok=True)
-        with self._local_lock(key, final + ".lock"):
-            current = self.get_with_etag(key)
-            if expected_etag is None:
-                if current is not None:
-                    return False
-            elif current is None or current[1] != expected_etag:
-                return False
-            self._atomic_replace(final, data, key)
-            return True
+                if code in ("404", "NoSuchBucket", "NotFound"):
+                    raise StoreError(f"{self.uri}: bucket {self.bucket!r} does not exist") from None
+                if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                    raise StoreError(
+                        f"{self.uri}: access to bucket {self.bucket!r} denied ({code}): "
+                        "check the AWS credentials"
+                    ) from None
+                raise self._err("check bucket", "", exc) from exc
+        probe = f"{LOCKS_DIR}/preflight-{uuid.uuid4().hex}"
+        payload = b"rlhf-curation preflight"
+        self.put(probe, payload)
+        try:
+            if self.get(probe) != payload:
+                raise StoreError(f"{self.uri}: a probe object read back different bytes")
+        finally:
+            self.delete(probe)
+
+    def clean_temp(self, prefix: str = "") -> list[str]:
+        """Delete temporary files under ``prefix`` left by killed writers (local stores; on S3 an
+        interrupted upload never becomes an object). Only call while holding the ``publish``
+        lock, so that no live writer's temp file is removed. Returns the deleted paths."""
+        if self.is_s3:
+            return []
+        base = self.path(prefix) if prefix else self.root
+        deleted = []
+        for folder, _, files in os.walk(base):
+            for name in files:
+                if name.startswith(".") and ".tmp-" in name:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(folder, name))
+                    deleted.append(self._rel(os.path.join(folder, name)))
+        return deleted
+
+    # ------------------------------------------------------------------ locks
+
+    @contextlib.contextmanager
+    def lock(self, name: str, timeout: float = 1800.0) -> Iterator[None]:
+        """Hold the store-wide lock ``name`` (e.g. ``"publish"``) for the block.
+
+        Local: an OS file lock (:mod:`filelock`, ``flock``) on ``.locks/<name>.lock``; the kernel
+        releases it when the holder dies, so a killed process never blocks the next one. S3: a
+        lease object ``.locks/<name>.json`` created with ``If-None-Match: *``, renewed with
+        ``If-Match`` every ``LEASE_S / 3`` seconds, taken over with ``If-Match`` once it has
+        expired (a killed holder stops renewing), deleted on exit. Waits at most ``timeout``
+        seconds, then raises :class:`StoreError` naming the store and the lock.
+        """
+        key = f"{LOCKS_DIR}/{name}"
+        if not self.is_s3:
+            os.makedirs(os.path.dirname(self.path(key)), exist_ok=True)
+            try:
+                with FileLock(self._lock_path(name), timeout=timeout):
+                    yield
+            except FileLockTimeout:
+                raise StoreError(
+                    f"{self.uri}: timed out after {timeout:.0f} s waiting for the {name!r} lock"
+                ) from None
+            return
+        with _S3Lease(self, key + ".json", timeout):
+            yield
 
     # ------------------------------------------------------------------ streams
 
@@ -543,36 +670,69 @@ class Store:
                 os.unlink(tmp)
             raise self._err("replace", key, exc) from exc
 
-    @contextlib.contextmanager
-    def _local_lock(self, key: str, lock_path: str) -> Iterator[None]:
-        deadline = time.monotonic() + _LOCK_TIMEOUT_S
-        token = f"{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex}".encode()
-        while True:
-            try:
-                fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(token)
-                break
-            except FileExistsError:
-                try:
-                    age = time.time() - os.path.getmtime(lock_path)
-                except FileNotFoundError:
-                    continue
-                if age > _STALE_LOCK_S:  # holder died: break the lock
-                    log.warning("%s: breaking stale lock on %r (%.0f s old)", self.uri, key, age)
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(lock_path)
-                    continue
-                if time.monotonic() > deadline:
-                    raise StoreError(
-                        f"{self.uri}: timed out waiting for the lock on {key!r}"
-                    ) from None
-                time.sleep(random.uniform(0.002, 0.02))
+
+class _S3Lease:
+    """A lock on S3 built from conditional writes (see :meth:`Store.lock`)."""
+
+    def __init__(self, store: Store, key: str, timeout: float):
+        self.store, self.key, self.timeout = store, key, timeout
+        self.token = f"{os.getpid()}-{uuid.uuid4().hex}"
+        self.etag: str | None = None
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    def _body(self) -> bytes:
+        return json.dumps({"owner": self.token, "expires": time.time() + LEASE_S}).encode()
+
+    def _try_acquire(self) -> bool:
+        if self.store._s3_conditional_put(self.key, self._body(), None, "lock"):
+            return True
+        found = self.store.get_with_etag(self.key)
+        if found is None:
+            return False  # released meanwhile: try again
         try:
-            yield
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(lock_path)
+            expires = float(json.loads(found[0])["expires"])
+        except (ValueError, KeyError, TypeError):
+            expires = 0.0  # unreadable lease: treat as expired
+        if expires > time.time():
+            return False
+        log.warning("%s: taking over the expired lock %r", self.store.uri, self.key)
+        return self.store._s3_conditional_put(self.key, self._body(), found[1], "lock")
+
+    def _current_etag(self) -> str | None:
+        found = self.store.get_with_etag(self.key)
+        if found is None or json.loads(found[0]).get("owner") != self.token:
+            return None
+        return found[1]
+
+    def _renew(self) -> None:
+        while not self._stop.wait(LEASE_S / 3):
+            etag = self._current_etag()
+            if etag is None or not self.store._s3_conditional_put(
+                self.key, self._body(), etag, "lock renewal"
+            ):
+                log.error("%s: lost the lock %r", self.store.uri, self.key)
+                return
+
+    def __enter__(self) -> _S3Lease:
+        deadline = time.monotonic() + self.timeout
+        while not self._try_acquire():
+            if time.monotonic() > deadline:
+                raise StoreError(
+                    f"{self.store.uri}: timed out after {self.timeout:.0f} s waiting for the "
+                    f"lock {self.key!r}"
+                )
+            time.sleep(random.uniform(0.05, 0.25))
+        self._renewer = threading.Thread(target=self._renew, daemon=True)
+        self._renewer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join()
+        if self._current_etag() is not None:
+            self.store.delete(self.key)
 
 
 def _is_tmp(name: str) -> bool:

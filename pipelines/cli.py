@@ -32,19 +32,33 @@ def _run(args: argparse.Namespace) -> int:
     from pipelines.settings import Environment, console_run_config
 
     environment = Environment.from_env()
+    if not _preflight(environment):
+        return 2
     environment.activate_dagster_home()
     if not args.verbose:  # alerts are still posted; the CLI prints a one-line summary instead
         logging.getLogger("curation.alerts").setLevel(logging.CRITICAL)
 
-    import dagster as dg
-
-    from pipelines.local_run import run_full_refresh
+    from pipelines.local_run import persistent_instance, run_full_refresh
 
     with (
-        dg.DagsterInstance.get() as instance,
+        persistent_instance(environment.dagster_home) as instance,
         run_full_refresh(instance, console_run_config(args.verbose)) as result,
     ):
         return _report(result, environment.store_uri)
+
+
+def _preflight(environment) -> bool:
+    """Check the store and the source roots before anything runs; one line each."""
+    from curation.preflight import preflight
+
+    checks = preflight(
+        environment.store_uri,
+        {"hh-rlhf": environment.hh_rlhf_uri, "pku-saferlhf": environment.pku_saferlhf_uri},
+    )
+    for check in checks:
+        if not check.ok:
+            print(f"error: {check.what}: {check.detail}", file=sys.stderr)
+    return all(check.ok for check in checks)
 
 
 def _report(result: ExecuteJobResult, store_uri: str) -> int:

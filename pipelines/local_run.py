@@ -11,9 +11,11 @@ instance like any other run.
 
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
+from filelock import FileLock
 
 if TYPE_CHECKING:  # the result class is not exported by ``dagster``
     from dagster._core.execution.api import ExecuteJobResult
@@ -24,6 +26,25 @@ def in_process_full_refresh() -> dg.JobDefinition:
     from pipelines.definitions import build_definitions
 
     return build_definitions(executor_def=dg.in_process_executor).resolve_job_def("full_refresh")
+
+
+#: Held while the persistent instance is opened (and, on first use, its SQLite files created).
+INSTANCE_LOCK = ".instance.lock"
+
+
+@contextmanager
+def persistent_instance(dagster_home: Path) -> Iterator[dg.DagsterInstance]:
+    """The instance in ``dagster_home`` (``DAGSTER_HOME`` must point at it), opened under a file
+    lock so that two processes starting at once do not both create its SQLite schema (one of
+    them failed with ``table secondary_indexes already exists``). The storages are created or
+    migrated while the lock is held; the lock (an OS file lock) dies with its process."""
+    with FileLock(dagster_home / INSTANCE_LOCK, timeout=120):
+        instance = dg.DagsterInstance.get()
+        instance.get_runs(limit=1)  # run storage (and its secondary indexes)
+        instance.get_latest_materialization_event(dg.AssetKey("release"))  # event log index
+        instance.all_instigator_state()  # schedule storage
+    with instance:
+        yield instance
 
 
 @contextmanager

@@ -38,6 +38,7 @@ def hook() -> Iterator[Hook]:
                 {
                     "path": self.path,
                     "content_type": self.headers.get("Content-Type"),
+                    "authorization": self.headers.get("Authorization"),
                     "body": json.loads(self.rfile.read(length)),
                 }
             )
@@ -231,3 +232,20 @@ def test_url_in_payload_is_scrubbed_from_logs(caplog):
         assert alerts.post_alert(payload | {"message": TOKEN}, "ftp://h/" + TOKEN) is False
     assert TOKEN not in caplog.text
     assert "unsupported scheme" in caplog.text
+
+
+def test_basic_auth_in_the_url_is_sent_as_a_header(hook, caplog):
+    """``https://user:pass@host/...`` delivers, with the credentials in an Authorization header
+    (the receiver checks it) and never in the logs."""
+    import base64
+
+    password = "Pa55w0rd-" + TOKEN
+    url = hook.url.replace("http://", f"http://alerts-bot:{password}@")
+    with caplog.at_level(logging.DEBUG, logger="curation.alerts"):
+        assert alerts.post_alert(_payload(), url, retries=0)
+    (request,) = hook.requests
+    expected = base64.b64encode(f"alerts-bot:{password}".encode()).decode()
+    assert request["authorization"] == f"Basic {expected}"
+    assert request["path"].startswith("/services/T01/B02/")
+    assert password not in caplog.text and "alerts-bot" not in caplog.text
+    assert TOKEN not in caplog.text

@@ -76,4 +76,4 @@ def test_ingest_assets_run_in_parallel_processes(tmp_path: Path, monkeypatch: py
         print(f"{step}: {start - t0:5.2f} s -> {end - t0:5.2f} s (pid {pids[step]})")
     materialized = {e.asset_key for e in events if e.event_type_value == "ASSET_MATERIALIZATION"}
     assert materialized == keys  # only the selected files, from the one ingest step
-    assert (home / "tables" / f"raw_{PRESENT[0].key}.arrow").exists()
+    assert (home / "tables" / "runs" / run_id / f"raw_{PRESENT[0].key}.arrow").exists()

@@ -163,9 +163,12 @@ def _publish_five_latest_not_newest(store: Store, monkeypatch: pytest.MonkeyPatc
     """R1..R4 published normally; R5 crashes before the pointer swap (latest stays on R4)."""
     clock = Clock()
     ids = [publish(store, config={"v": i}, clock=clock).release_id for i in range(1, 5)]
+    real = store.compare_and_swap
 
     def boom(key, data, etag):
-        raise Boom("crash before swap")
+        if key == "latest.json":
+            raise Boom("crash before swap")
+        return real(key, data, etag)
 
     with monkeypatch.context() as m:
         m.setattr(store, "compare_and_swap", boom)
@@ -191,9 +194,24 @@ def test_prune_keeps_newest_pinned_and_latest(
     assert prune(store, keep=0) == [r1, r5]  # latest survives even with keep=0
     assert release_ids(store) == [r4]
     assert open_release(store).verify() == []
-    assert store.exists("releases/partial0000000000/pairs/train/part-00000.parquet")
+    # Under the publish lock no publish is in progress: a folder without a manifest is the
+    # leftover of a killed publisher, and prune removes it.
+    assert not store.exists("releases/partial0000000000/pairs/train/part-00000.parquet")
     with pytest.raises(ValueError):
         prune(store, keep=-1)
+
+
+def test_prune_pins_resolve_like_show_and_unknown_pins_delete_nothing(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r1, r2, r3, r4, r5 = _publish_five_latest_not_newest(store, monkeypatch)
+    assert prune(store, keep=1, pinned=[r2[:6]]) == [r1, r3]  # a prefix, as `show` takes it
+    assert release_ids(store) == [r2, r4, r5]
+    with pytest.raises(ReleaseError, match="no published release 'ffff'"):
+        prune(store, keep=0, pinned=["ffff"])
+    assert release_ids(store) == [r2, r4, r5]  # refused before deleting anything
+    code, _ = _cli("releases", "prune", "--keep", "0", "--pin", "ffff", "--store", store.uri)
+    assert code == 2 and release_ids(store) == [r2, r4, r5]
 
 
 # ---------------------------------------------------------------------------- diff

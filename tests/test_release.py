@@ -483,9 +483,12 @@ def test_fault_before_manifest(store: Store, monkeypatch: pytest.MonkeyPatch) ->
 
 def test_fault_before_pointer_swap(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     good = publish(store, clock=Clock()).release_id
+    real = store.compare_and_swap
 
     def boom(key, data, etag):
-        raise Boom(f"injected failure swapping {key}")
+        if key == LATEST_KEY:
+            raise Boom(f"injected failure swapping {key}")
+        return real(key, data, etag)
 
     monkeypatch.setattr(store, "compare_and_swap", boom)
     with pytest.raises(Boom):
@@ -627,8 +630,11 @@ def test_losing_the_manifest_race_reports_unchanged(
     def racing(key: str, data: bytes) -> bool:
         if key.endswith("manifest.json") and not other:
             other.append(
-                publish(
-                    Store(store.uri), config={"v": 7}, clock=Clock(datetime(2027, 1, 1, tzinfo=UTC))
+                publish(  # a writer that does not take the publish lock
+                    Store(store.uri),
+                    config={"v": 7},
+                    clock=Clock(datetime(2027, 1, 1, tzinfo=UTC)),
+                    lock=False,
                 )
             )
             store.put(f"releases/{other[0].release_id}/README.md", b"clobbered by a racing writer")
@@ -644,38 +650,51 @@ def test_losing_the_manifest_race_reports_unchanged(
     assert open_release(store).verify() == []  # card repaired from the winner's manifest
 
 
-def test_latest_never_moves_back(store: Store) -> None:
+def test_latest_names_the_newest_runs_release(store: Store) -> None:
+    """a, then b, then a run on a's inputs again: latest names a's (existing) release, and the
+    sequence numbers keep increasing for new releases."""
     clock = Clock()
-    a = publish(store, config={"v": "a"}, clock=clock)
-    b = publish(store, config={"v": "b"}, clock=clock)
+    a = publish(store, config={"v": "a"}, clock=clock, run_started_at=clock())
+    b = publish(store, config={"v": "b"}, clock=clock, run_started_at=clock())
     assert latest_id(store) == b.release_id
-    again = publish(store, config={"v": "a"}, clock=clock)
-    assert again.status == "unchanged" and not again.latest_moved
-    assert latest_id(store) == b.release_id
+    again = publish(store, config={"v": "a"}, clock=clock, run_started_at=clock())
+    assert again.status == "unchanged" and again.latest_moved
+    assert latest_id(store) == a.release_id
+    assert json.loads(store.get(LATEST_KEY))["sequence"] == 1
+    c = publish(store, config={"v": "c"}, clock=clock, run_started_at=clock())
+    assert c.manifest["sequence"] == 3 and c.manifest["parent_release_id"] == a.release_id
+    assert latest_id(store) == c.release_id
+    # An older run's publish (or a bare advance with a's creation time) does not move it back.
     assert advance_latest(store, a.manifest) is False
-    assert latest_id(store) == b.release_id
+    assert latest_id(store) == c.release_id
 
 
-def test_slow_publisher_does_not_overtake_newer_release(
+def test_slow_run_does_not_overtake_a_newer_run(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """X is created (manifest) but crashes before the swap; Y is published after it. A re-run
-    of X completes X but must leave latest on the newer Y."""
+    """Run X starts first but publishes last (here: it crashes before the swap and is re-tried);
+    run Y started later: latest stays on Y. A new run of X's inputs then moves it to X."""
     clock = Clock()
-    publish(store, config={"v": 0}, clock=clock)
+    publish(store, config={"v": 0}, clock=clock, run_started_at=clock())
+    x_started, y_started = clock(), clock()
+    real = store.compare_and_swap
 
     def boom(key, data, etag):
-        raise Boom("crash before swap")
+        if key == LATEST_KEY:
+            raise Boom("crash before swap")
+        return real(key, data, etag)
 
     with monkeypatch.context() as m:
         m.setattr(store, "compare_and_swap", boom)
         with pytest.raises(Boom):
-            publish(store, config={"v": "x"}, clock=clock)
-    y = publish(store, config={"v": "y"}, clock=clock)
-    x = publish(store, config={"v": "x"}, clock=clock)
+            publish(store, config={"v": "x"}, clock=clock, run_started_at=x_started)
+    y = publish(store, config={"v": "y"}, clock=clock, run_started_at=y_started)
+    x = publish(store, config={"v": "x"}, clock=clock, run_started_at=x_started)
     assert x.status == "unchanged" and not x.latest_moved
-    assert x.manifest["sequence"] == y.manifest["sequence"] == 2
+    assert (x.manifest["sequence"], y.manifest["sequence"]) == (2, 3)
     assert latest_id(store) == y.release_id
+    newer = publish(store, config={"v": "x"}, clock=clock, run_started_at=clock())
+    assert newer.latest_moved and latest_id(store) == x.release_id
 
 
 def test_pointer_to_missing_or_garbage_is_replaced(tmp_path) -> None:

@@ -1,0 +1,76 @@
+"""Checks run before a pipeline run starts: the store and every source root are usable.
+
+A missing bucket, refused credentials, a read-only folder or a mistyped source URI otherwise
+surface only at the end of a run (the store at publish, after the whole pipeline). Each check
+gives one line; nothing is retried (these are permanent errors).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+
+from curation.store import Store, StoreError
+
+
+@dataclass(frozen=True)
+class Check:
+    """The outcome of one preflight check."""
+
+    what: str  # e.g. "store /data/curated"
+    ok: bool
+    detail: str
+
+    def line(self) -> str:
+        """One line for the console: ``ok  store ./warehouse (writable)``."""
+        return f"{'ok   ' if self.ok else 'FAIL '} {self.what}: {self.detail}"
+
+
+def check_store(uri: str, storage_options: Mapping[str, Any] | None = None) -> Check:
+    """The store's bucket exists (S3) and a probe object can be written, read and deleted."""
+    what = f"store {uri}"
+    try:
+        Store(uri, storage_options).preflight()
+    except StoreError as exc:
+        return Check(what, False, str(exc).removeprefix(f"{Store(uri).uri}: "))
+    return Check(what, True, "readable and writable")
+
+
+def check_source_root(
+    name: str, uri: str, storage_options: Mapping[str, Any] | None = None
+) -> Check:
+    """The root of a source mirror exists and is a readable folder."""
+    what = f"source {name} {uri}"
+    if "://" not in uri or uri.startswith("file://"):
+        path = uri.removeprefix("file://")
+        if not os.path.exists(path):
+            return Check(what, False, "no such folder")
+        if not os.path.isdir(path):
+            return Check(what, False, "not a folder")
+        if not os.access(path, os.R_OK | os.X_OK):
+            return Check(what, False, "folder not readable (permissions)")
+        return Check(what, True, "readable folder")
+    try:
+        fs, path = fsspec.core.url_to_fs(uri, **dict(storage_options or {}))
+        if not fs.isdir(path):
+            return Check(what, False, "no such folder (or no access)")
+    except Exception as exc:  # one line, whatever the backend raised
+        return Check(what, False, f"cannot be read: {type(exc).__name__}: {exc}")
+    return Check(what, True, "readable folder")
+
+
+def preflight(
+    store_uri: str,
+    sources: Mapping[str, str],
+    storage_options: Mapping[str, Any] | None = None,
+) -> list[Check]:
+    """Check the store and every source root (``name -> uri``); one :class:`Check` each."""
+    checks = [check_store(store_uri, storage_options if store_uri.startswith("s3") else None)]
+    for name, uri in sources.items():
+        options = storage_options if uri.startswith("s3") else None
+        checks.append(check_source_root(name, uri, options))
+    return checks

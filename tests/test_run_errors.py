@@ -1,0 +1,199 @@
+"""Errors arrive early and clearly; killed processes leave nothing that blocks or lingers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from curation.release import LATEST_KEY, RELEASES_DIR, publish_release
+from curation.store import Store, StoreError
+from pipelines.settings import REPO
+from tests.pipeline_helpers import environment, materialize
+from tests.test_release import SOURCES, make_tables
+
+
+def _cli() -> list[str]:
+    script = Path(sys.executable).parent / "rlhf-curate"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "pipelines.cli"]
+
+
+def publish(store: Store | str, config: dict, **kw):
+    return publish_release(
+        store,
+        make_tables(),
+        sources=SOURCES,
+        config=config,
+        code_version="test-1",
+        counts={},
+        checks={},
+        **kw,
+    )
+
+
+def test_preflight_names_every_problem_before_the_run(
+    tmp_path: Path, s3_env: dict[str, str]
+) -> None:
+    """A missing bucket and a mistyped source root: one line each, exit 2, no run started."""
+    env = {**os.environ, **s3_env, "DAGSTER_HOME": str(tmp_path / "home")}
+    done = subprocess.run(
+        [
+            *_cli(),
+            "run",
+            "--store",
+            "s3://no-such-bucket-here/x",
+            "--hh",
+            str(tmp_path / "hh-typo"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert lines == [
+        "error: store s3://no-such-bucket-here/x: bucket 'no-such-bucket-here' does not exist",
+        f"error: source hh-rlhf {tmp_path / 'hh-typo'}: no such folder",
+    ]
+    assert not (tmp_path / "home").exists()  # no Dagster run was launched
+    assert s3_env["AWS_SECRET_ACCESS_KEY"] not in done.stderr + done.stdout
+
+
+def test_permanent_store_error_is_not_retried(tmp_path: Path, s3_env: dict[str, str]) -> None:
+    """Run without the CLI's preflight (as the UI would): the release step fails once, with the
+    store and the problem in its message, and is not retried."""
+    result = materialize(environment(tmp_path, "s3://no-such-bucket-here/curated"))
+    assert not result.success
+    events = [e for e in result.all_events if e.step_key == "release"]
+    assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in events)
+    failures = [e for e in events if e.event_type_value == "STEP_FAILURE"]
+    assert len(failures) == 1, [(e.step_key, e.message) for e in result.all_events if e.is_failure]
+    data = failures[0].step_failure_data
+    message = data.user_failure_data.description if data.user_failure_data else data.error.message
+    assert "s3://no-such-bucket-here/curated" in message and "NoSuchBucket" in message
+
+
+def test_killed_lock_holder_does_not_block(tmp_path: Path) -> None:
+    """A process killed while holding the publish lock and a pointer lock: the next publish
+    goes ahead at once (OS file locks die with their process)."""
+    store = Store(tmp_path / "store")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import sys, time
+                from filelock import FileLock
+                from curation.store import Store
+                store = Store({str(store.root)!r})
+                with store.lock("publish"), FileLock(store._lock_path("latest.json")):
+                    print("locked", flush=True)
+                    time.sleep(600)
+                """
+            ),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(StoreError, match="waiting for the 'publish' lock"):
+        publish(store, {"v": 1}, lock_timeout=0.5)  # held: refused
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    result = publish(store, {"v": 1}, lock_timeout=0.5)  # the lock files remain, unlocked
+    assert result.status == "published"
+    assert json.loads(store.get(LATEST_KEY))["release_id"] == result.release_id
+
+
+def test_leftovers_of_a_killed_publish_are_removed(tmp_path: Path) -> None:
+    """A publisher killed (SIGKILL) after some data files: its release folder has no manifest
+    and a temp file; the next publish removes both, and so does prune."""
+    store = Store(tmp_path / "store")
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        import curation.release as release
+        from tests.test_run_errors import publish
+        real = release._write_part
+        written = []
+        def write_then_die(store, key, data):
+            if len(written) == 2:  # die in the middle of the third file
+                folder = os.path.dirname(store.path(key))
+                os.makedirs(folder, exist_ok=True)
+                with open(os.path.join(folder, ".part.tmp-killed"), "wb") as fh:
+                    fh.write(b"half")
+                os.kill(os.getpid(), signal.SIGKILL)
+            written.append(key)
+            return real(store, key, data)
+        release._write_part = write_then_die
+        publish({str(store.root)!r}, {{"v": "killed"}}, max_rows_per_part=3)
+        """
+    )
+    killed = subprocess.run([sys.executable, "-c", script], cwd=REPO, timeout=300)
+    assert killed.returncode == -signal.SIGKILL
+    (orphan,) = store.list_dirs(RELEASES_DIR)
+    leftovers = sorted(p.name for p in (store.path(RELEASES_DIR) / Path(orphan)).rglob("*.*"))
+    assert ".part.tmp-killed" in leftovers and len(leftovers) == 3
+
+    result = publish(store, {"v": "next"})
+    assert store.list_dirs(RELEASES_DIR) == [result.release_id]
+    assert not list(Path(store.root).rglob("*.tmp-*"))
+
+    killed = subprocess.run([sys.executable, "-c", script], cwd=REPO, timeout=300)
+    assert len(store.list_dirs(RELEASES_DIR)) == 2
+    from curation.reader import prune
+
+    assert prune(store, keep=5) == []
+    assert store.list_dirs(RELEASES_DIR) == [result.release_id]
+
+
+def _mount_tmpfs(path: Path, size: str) -> bool:
+    path.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+    )
+    return done.returncode == 0
+
+
+def test_full_disk_at_the_pointer_swap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real full file system (a small tmpfs) when latest.json is replaced: the error names
+    the store and the key; once space is back the next publish completes without waiting."""
+    mount = tmp_path / "small"
+    if not _mount_tmpfs(mount, "2m"):
+        pytest.skip("cannot mount a tmpfs here (needs root): full-disk test not run")
+    try:
+        store = Store(mount / "store")
+        publish(store, {"v": 1})
+        filler = mount / "filler"
+        real = store.compare_and_swap
+
+        def fill_then_swap(key, data, etag):
+            if key == LATEST_KEY:
+                with open(filler, "wb") as fh, pytest.raises(OSError):
+                    while True:
+                        fh.write(b"\0" * 65536)
+                        fh.flush()
+                        os.fsync(fh.fileno())
+            return real(key, data, etag)
+
+        monkeypatch.setattr(store, "compare_and_swap", fill_then_swap)
+        with pytest.raises(StoreError) as failed:
+            publish(store, {"v": 2})
+        message = str(failed.value)
+        assert message.startswith(f"{store.uri}: ") and "'latest.json'" in message
+        assert "No space left on device" in message
+        monkeypatch.undo()
+        filler.unlink()
+        again = publish(store, {"v": 2}, lock_timeout=5)
+        assert again.status == "unchanged" and again.latest_moved
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
