@@ -6,18 +6,11 @@ import os
 import dagster as dg
 import pyarrow as pa
 
-from assets.ingest import INGEST_KEYS, report_of
+from assets.keys import INGEST_KEYS
 from assets.metadata import counts_markdown, preview, stage_out
 from assets.resources import CurationSettings
 from curation.ingest import require_recognisable
-from curation.normalize import (
-    PAIRS_STAGE,
-    pairs_from,
-    quarantine_rows,
-    red_team_rows,
-    split_verdicts,
-    with_pair_ids,
-)
+from curation.normalize import PAIRS_STAGE, normalize_file
 from curation.parallel import in_threads
 from curation.schema import QUARANTINE, RED_TEAM
 from curation.sources import SourceError
@@ -26,17 +19,8 @@ VALIDATE_GROUP = "validate"
 SOURCE_FILES = pa.schema([("report", pa.string())])
 
 
-def normalize_file(table: pa.Table) -> tuple[dict, pa.Table, pa.Table]:
-    """One ingested file -> (its report, its quarantine rows, its pairs or red-team rows)."""
-    good, bad = split_verdicts(table)
-    if "transcript" in table.column_names:
-        out = red_team_rows(good)
-    else:
-        out = with_pair_ids(pairs_from(good))
-    return report_of(table), quarantine_rows(bad), out
-
-
 @dg.multi_asset(
+    pool="rlhf_stage",
     ins={key.path[-1]: dg.AssetIn(key) for key in INGEST_KEYS},
     outs={
         "normalized_pairs": stage_out(

@@ -1,31 +1,19 @@
 """Stage 4, publish: write an immutable, content-addressed release to the curated store."""
 
-import dataclasses
 import json
 
 import dagster as dg
 import pyarrow as pa
 
-from assets.curate import decontam_config, dedup_config, reason_counts
 from assets.metadata import counts_markdown
 from assets.resources import CurationSettings, StoreResource
-from curation.accounting import account
+from curation.accounting import account, reason_counts
 from curation.ingest import manifest_sources
 from curation.release import publish_release
 from curation.schema import REMOVED
 from curation.version import code_version
 
 PUBLISH_GROUP = "publish"
-
-
-def release_config(settings: CurationSettings) -> dict:
-    """The curation config that, with the sources and the code version, names a release."""
-    return {
-        "rule_levels": settings.levels(),
-        "dedup": dataclasses.asdict(dedup_config(settings)),
-        "decontam": dataclasses.asdict(decontam_config(settings)),
-        "extra_reference_uris": list(settings.extra_reference_uris),
-    }
 
 
 def _sum_counts(reports: list[dict], key: str) -> dict[str, int]:
@@ -42,6 +30,7 @@ def _sum_counts(reports: list[dict], key: str) -> dict[str, int]:
     owners=["team:data-curation"],
     description="A new immutable release (pairs, quarantine, removed, red_team + manifest and card) "
     "in the curated store; `latest.json` moves to it last.",
+    pool="rlhf_release",
     retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL),
 )
 def release(
@@ -87,8 +76,8 @@ def release(
             "red_team": red_team,
         },
         sources=sources,
-        config=release_config(settings),
-        code_version=code_version(),
+        config=settings.release_config(),
+        code_version=context.assets_def.code_versions_by_key[context.asset_key] or code_version(),
         counts=counts,
         checks={"accounting": "passed"},
         storage_options=store.storage_options(),
