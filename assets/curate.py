@@ -3,7 +3,7 @@
 import dagster as dg
 import pyarrow as pa
 
-from assets.metadata import counts_markdown, preview, stage_out
+from assets.metadata import counts_markdown, preview, stage_out, table_metadata
 from assets.resources import AwsCredentials, CurationSettings
 from curation.accounting import reason_counts
 from curation.decontam import decontaminate
@@ -20,13 +20,13 @@ def _outputs(kept: RowSelection, removed: pa.Table, kept_name: str, removed_name
     yield dg.Output(
         kept,
         kept_name,
-        metadata={"dagster/row_count": kept.num_rows, "preview": preview(kept.head())},
+        metadata={**table_metadata(kept), "preview": preview(kept.head())},
     )
     yield dg.Output(
         removed,
         removed_name,
         metadata={
-            "dagster/row_count": removed.num_rows,
+            **table_metadata(removed),
             "removed_by_reason": counts_markdown(counts),
             "preview": preview(removed),
         },

@@ -15,7 +15,7 @@ import dagster as dg
 import pyarrow as pa
 
 from assets.keys import ingest_asset_key, upstream_asset_key
-from assets.metadata import counts_markdown
+from assets.metadata import counts_markdown, table_metadata
 from assets.resources import AwsCredentials, CurationSettings, SourcesResource
 from curation.ingest import ingest_file
 from curation.parallel import in_threads
@@ -63,7 +63,7 @@ def ingest_one(
         "rows_quarantined": report.rows_quarantined,
         "quarantine_by_reason": counts_markdown(report.quarantine_by_reason),
         "warnings_by_reason": counts_markdown(report.warnings_by_reason),
-        "dagster/row_count": result.table.num_rows,
+        **table_metadata(result.table),
     }
     table = result.table.replace_schema_metadata(
         {REPORT_KEY: json.dumps(report.to_dict()).encode()}

@@ -7,7 +7,7 @@ import dagster as dg
 import pyarrow as pa
 
 from assets.keys import INGEST_KEYS
-from assets.metadata import counts_markdown, preview, stage_out
+from assets.metadata import counts_markdown, preview, stage_out, table_metadata
 from assets.resources import CurationSettings
 from curation.ingest import require_recognisable
 from curation.normalize import PAIRS_STAGE, normalize_file
@@ -77,23 +77,22 @@ def validate_and_normalize(
     yield dg.Output(
         pair_table,
         "normalized_pairs",
-        metadata={"dagster/row_count": pair_table.num_rows, "preview": preview(pair_table)},
+        metadata={**table_metadata(pair_table), "preview": preview(pair_table)},
     )
     yield dg.Output(
         quarantine,
         "quarantine",
         metadata={
-            "dagster/row_count": quarantine.num_rows,
+            **table_metadata(quarantine),
             "by_reason": counts_markdown(by_reason),
         },
     )
-    yield dg.Output(
-        red_team_table, "red_team", metadata={"dagster/row_count": red_team_table.num_rows}
-    )
+    yield dg.Output(red_team_table, "red_team", metadata=table_metadata(red_team_table))
     yield dg.Output(
         source_files,
         "source_files",
         metadata={
+            **table_metadata(source_files),
             "files_present": len(reports) - len(absent),
             "files_absent": dg.MetadataValue.md("\n".join(f"- `{a}`" for a in absent) or "_none_"),
             "rows_read": sum(r["rows_read"] for r in reports),

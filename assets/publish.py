@@ -5,7 +5,7 @@ import json
 import dagster as dg
 import pyarrow as pa
 
-from assets.metadata import counts_markdown
+from assets.metadata import column_schema, counts_markdown
 from assets.resources import CurationSettings, StoreResource
 from curation.accounting import account, reason_counts
 from curation.ingest import manifest_sources
@@ -88,6 +88,8 @@ def release(
             "release_id": result.release_id,
             "status": result.status,
             "release_uri": result.uri,
+            "dagster/uri": result.uri,
+            "dagster/column_schema": column_schema(curated_pairs.schema),
             "card": dg.MetadataValue.path(f"{result.uri}/README.md"),
             "pairs": curated_pairs.num_rows,
             "quarantined_rows": quarantine.num_rows,

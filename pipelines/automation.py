@@ -138,6 +138,7 @@ def with_operations(
     policy = release_freshness_policy(environment.release_max_age)
     computed = computed_condition()
     release = release_condition(environment.refresh_cron, keep_release_fresh)
+    tables = (environment.dagster_home / "tables").as_posix()
     out = []
     for asset in assets:
         version = versions[STAGE_OF_OP[asset.node_def.name]]
@@ -147,10 +148,20 @@ def with_operations(
             spec = spec.replace_attributes(
                 code_version=version, automation_condition=release if is_release else computed
             )
-            return dg.apply_freshness_policy(spec, policy) if is_release else spec
+            if not is_release:  # where the IO manager keeps the stage table
+                path = "/".join(spec.key.path)
+                return spec.merge_attributes(metadata={"dagster/uri": f"{tables}/{path}.arrow"})
+            tags = {k: v for k, v in spec.tags.items() if not k.startswith("dagster/kind/")}
+            spec = spec.replace_attributes(tags=tags, kinds=release_kinds(environment.store_uri))
+            return dg.apply_freshness_policy(spec, policy)
 
         out.append(asset.map_asset_specs(spec_fn))
     return out
+
+
+def release_kinds(store_uri: str) -> set[str]:
+    """Kinds of the ``release`` asset: parquet, on S3 or in a local folder."""
+    return {"parquet", "s3" if store_uri.startswith(("s3://", "s3a://")) else "file"}
 
 
 def run_tags(environment: Environment) -> dict[str, str]:

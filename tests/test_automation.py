@@ -130,6 +130,17 @@ def test_definitions_use_declarative_automation():
     assert graph.get(ingest_asset_key(HH_TEST)).parent_keys == {
         dg.AssetKey(f"upstream_{HH_TEST.key}")
     }
+    assert graph.get(RELEASE_KEY).kinds == {"parquet", "file"}  # a local store
+    assert graph.get(dg.AssetKey("curated_pairs")).kinds == {"python", "arrow"}
+    assert (
+        graph.get(dg.AssetKey("curated_pairs"))
+        .metadata["dagster/uri"]
+        .endswith("tables/curated_pairs.arrow")
+    )
+    s3_graph = build_definitions(
+        environment(Path("/tmp"), "s3://bucket/curated")
+    ).resolve_asset_graph()
+    assert s3_graph.get(RELEASE_KEY).kinds == {"parquet", "s3"}
     policy = graph.get(RELEASE_KEY).freshness_policy
     assert isinstance(policy, dg.FreshnessPolicy)
     assert policy.fail_window.to_timedelta().total_seconds() == 36 * 3600
@@ -343,6 +354,13 @@ def test_refresh_runs_only_what_changed_and_code_versions_name_releases(
     full = defs.resolve_job_def("full_refresh").execute_in_process(instance=instance)
     assert full.success
     first_release = latest_release(store)
+    # every table asset shows its columns; the release says where it is
+    for key in [*INGEST_KEYS, *(dg.AssetKey(k) for k in AFTER_NORMALIZE)]:
+        metadata = instance.get_latest_materialization_event(key).asset_materialization.metadata
+        assert isinstance(metadata["dagster/column_schema"].value, dg.TableSchema), key
+    release_metadata = instance.get_latest_materialization_event(RELEASE_KEY)
+    uri = release_metadata.asset_materialization.metadata["dagster/uri"].value
+    assert uri.endswith(f"releases/{first_release}")
     runs_before = len(instance.get_runs())
 
     nothing = refresh(defs, instance)
