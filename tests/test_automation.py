@@ -290,6 +290,38 @@ def test_conditions_on_real_files_unchanged_changed_and_code_change(
     assert requested(after) == set()  # requested once, not on every tick
 
 
+def test_conditions_with_an_s3_mirror(
+    tmp_path: Path, s3_env: dict, s3_client, s3_bucket: str, instance
+):
+    """Observations through moto's S3: a replaced object requests its file and what follows."""
+    for local_root, prefix in ((SAMPLE / "hh-rlhf", "hh"), (SAMPLE / "PKU-SafeRLHF", "pku")):
+        for path in local_root.rglob("*.*"):
+            key = f"{prefix}/{path.relative_to(local_root)}"
+            s3_client.put_object(Bucket=s3_bucket, Key=key, Body=path.read_bytes())
+    env = environment(
+        tmp_path,
+        str(tmp_path / "store"),
+        hh_rlhf_uri=f"s3://{s3_bucket}/hh",
+        pku_saferlhf_uri=f"s3://{s3_bucket}/pku",
+        secrets_set=frozenset(s3_env),
+    )
+    defs = build_definitions(env, keep_release_fresh=False)
+    observe(defs, instance)
+    for key in [*INGEST_KEYS, *(dg.AssetKey(k) for k in AFTER_NORMALIZE)]:
+        instance.report_runless_asset_event(dg.AssetMaterialization(key))
+    first = dg.evaluate_automation_conditions(defs, instance)
+    observe(defs, instance)
+    unchanged = dg.evaluate_automation_conditions(defs, instance, cursor=first.cursor)
+    assert requested(unchanged) == set()
+    body = (SAMPLE / "PKU-SafeRLHF" / PKU_TEST.relpath).read_bytes()
+    s3_client.put_object(
+        Bucket=s3_bucket, Key=f"pku/{PKU_TEST.relpath}", Body=body.split(b"\n", 1)[1]
+    )
+    observe(defs, instance)
+    changed = dg.evaluate_automation_conditions(defs, instance, cursor=unchanged.cursor)
+    assert requested(changed) == {f"raw_{PKU_TEST.key}"} | AFTER_NORMALIZE
+
+
 def test_blocking_check_failure_holds_back_downstream(tmp_path: Path, instance):
     defs = build_definitions(
         environment(tmp_path, str(tmp_path / "store")), keep_release_fresh=False
