@@ -48,46 +48,45 @@ _READY = (
 # --- conditions -----------------------------------------------------------------------------------
 
 
-class NoErrorCheckFailure(dg.AutomationCondition):
-    """True for a check unless its latest evaluation failed at ERROR severity.
+def failed_at_error(instance: dg.DagsterInstance, check_key: dg.AssetCheckKey) -> bool:
+    """The latest evaluation of ``check_key`` failed at ERROR severity."""
+    record = instance.get_latest_asset_check_evaluation_record(check_key)
+    event = record.event.dagster_event if record is not None and record.event else None
+    evaluation = event.event_specific_data if event is not None else None
+    return (
+        isinstance(evaluation, dg.AssetCheckEvaluation)
+        and not evaluation.passed
+        and evaluation.severity == dg.AssetCheckSeverity.ERROR
+    )
 
-    Dagster's ``check_passed()`` is false for a WARN-severity failure too, and the sample's real
-    quarantine rates sit in the WARN band, so ``all_deps_blocking_checks_passed()`` would hold
-    normalize back forever; within a run, Dagster blocks only on ERROR failures. This condition
-    applies the run's rule across ticks. A check never evaluated does not block (its asset is
-    requested with its checks).
+
+class UpstreamChecksAllow(dg.AutomationCondition):
+    """True unless a dependency's blocking check last failed at ERROR severity (and the
+    dependency is not requested again in this tick, which re-runs its checks).
+
+    Dagster's ``all_deps_blocking_checks_passed()`` is false for a WARN-severity failure too, and
+    the sample's real quarantine rates sit in the WARN band, so it would hold normalize back
+    forever; within a run Dagster blocks only on ERROR failures, and this applies the same rule
+    across ticks. A check never evaluated does not block. Python evaluated in the code location
+    (the automation sensor runs with ``use_user_code_server=True``); as a direct operand of the
+    asset's condition it makes the condition non-serializable, so the UI gets its snapshot.
     """
 
     @property
     def name(self) -> str:
-        return "no_error_check_failure"
+        return "no_blocking_check_error_upstream"
 
-    def evaluate(self, context):  # AutomationContext[AssetCheckKey] -> AutomationResult
-        record = context.asset_graph_view.instance.get_latest_asset_check_evaluation_record(
-            context.key
-        )
-        evaluation = (
-            record.event.dagster_event.event_specific_data
-            if record is not None and record.event is not None and record.event.dagster_event
-            else None
-        )
-        blocked = (
-            isinstance(evaluation, dg.AssetCheckEvaluation)
-            and not evaluation.passed
-            and evaluation.severity == dg.AssetCheckSeverity.ERROR
-        )
-        subset = context.get_empty_subset() if blocked else context.candidate_subset
-        return dg.AutomationResult(context=context, true_subset=subset)
-
-
-def blocking_checks_allow() -> dg.AutomationCondition:
-    """No dependency's blocking check failed at ERROR severity (or it will be re-run now)."""
-    return dg.AutomationCondition.all_deps_match(
-        dg.AutomationCondition.all_checks_match(
-            NoErrorCheckFailure() | dg.AutomationCondition.will_be_requested(),
-            blocking_only=True,
-        )
-    ).with_label("no_blocking_check_error_upstream")
+    def evaluate(self, context):  # AutomationContext[AssetKey] -> AutomationResult
+        graph, instance = context.asset_graph, context.asset_graph_view.instance
+        requested = context.request_subsets_by_key
+        for parent in graph.get(context.key).parent_keys:
+            if parent in requested and not requested[parent].is_empty:
+                continue  # re-materialized (with its checks) in this tick's run
+            for check_key in getattr(graph.get(parent), "check_keys", ()):
+                if graph.get(check_key).blocking and failed_at_error(instance, check_key):
+                    empty = context.get_empty_subset()
+                    return dg.AutomationResult(context=context, true_subset=empty)
+        return dg.AutomationResult(context=context, true_subset=context.candidate_subset)
 
 
 def observation_condition(cron: str) -> dg.AutomationCondition:
@@ -100,7 +99,7 @@ def computed_condition() -> dg.AutomationCondition:
     code_changed = (
         dg.AutomationCondition.code_version_changed().since_last_handled() & _READY
     ).with_label("code_version_changed")
-    return ((dg.AutomationCondition.eager() | code_changed) & blocking_checks_allow()).with_label(
+    return ((dg.AutomationCondition.eager() | code_changed) & UpstreamChecksAllow()).with_label(
         "eager_or_code_version_changed"
     )
 
@@ -112,7 +111,7 @@ def release_condition(cron: str, keep_fresh: bool = True) -> dg.AutomationCondit
     republish = (
         dg.AutomationCondition.cron_tick_passed(cron).since_last_handled()
         & _READY
-        & blocking_checks_allow()
+        & UpstreamChecksAllow()
     ).with_label(f"republish_on_cron({cron})")
     return (computed_condition() | republish).with_label("release")
 
@@ -194,7 +193,7 @@ def _automation_sensor(environment: Environment) -> dg.AutomationConditionSensor
         target=dg.AssetSelection.all() | dg.AssetSelection.assets(*UPSTREAM_KEYS),
         default_status=dg.DefaultSensorStatus.RUNNING,
         run_tags=run_tags(environment),
-        use_user_code_server=True,  # NoErrorCheckFailure is Python of this code location
+        use_user_code_server=True,  # UpstreamChecksAllow is Python of this code location
         description="Observes the upstream files on $REFRESH_CRON; recomputes what a new data "
         "version or code version made out of date once blocking checks allow; re-publishes the "
         "release once per cron tick to keep it fresh.",

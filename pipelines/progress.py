@@ -96,7 +96,7 @@ def _follow(instance: dg.DagsterInstance, token: str, printer: StepPrinter, done
     """Poll the events of every run tagged ``token`` until ``done`` is set (then drain once)."""
     cursors: dict[str, str | None] = {}
     while True:
-        finished = done.wait(0.25)
+        finished = done.wait(0.5)
         for run in reversed(instance.get_runs(filters=dg.RunsFilter(tags={TOKEN_TAG: token}))):
             cursor = cursors.get(run.run_id)
             while True:

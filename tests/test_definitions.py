@@ -20,6 +20,10 @@ assert len([k for k in keys if k.startswith("raw_")]) == 15
 checks = {c.name for c in repo.asset_graph.asset_check_keys}
 assert {"schema_suite", "quarantine_rate", "row_accounting", "curated_pairs_suite"} <= checks, checks
 defs.resolve_job_def("full_refresh")
+# what a code server sends the webserver and daemon: the repository snapshot must serialize
+from dagster._core.remote_representation.external_data import RepositorySnap
+from dagster_shared.serdes import serialize_value
+serialize_value(RepositorySnap.from_def(repo))
 print("loaded", len(keys))
 """
 LAYERS = {"curation": set(), "assets": {"curation"}, "pipelines": {"curation", "assets"}}
