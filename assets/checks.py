@@ -11,25 +11,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from assets.alerting import AlertsResource
-from assets.ingest import INGEST_KEYS, report_of
 from assets.io import OPTIONAL_INPUT_MANAGER
+from assets.keys import INGEST_KEYS
 from assets.metadata import counts_markdown
 from assets.resources import CurationSettings
 from curation.accounting import account
 from curation.contract import SuiteRun
 from curation.gx_validate import SuiteResult, warm_up
 from curation.ingest import RAW_LINE, REASONS, UPSTREAM_ROWS, WARNINGS, upstream_row_differences
+from curation.report import report_of, suite_for
 
 BOOKKEEPING = [REASONS, WARNINGS, RAW_LINE, "dataset", "subset", "split"]
-
-
-def suite_for(report: dict) -> str:
-    """The GX suite of an ingested file, from its dataset, subset and detected schema variant."""
-    if report["subset"] == "red-team-attempts":
-        return "hh_red_team_raw"
-    if report["dataset"] == "hh-rlhf":
-        return "hh_preference_raw"
-    return "pku_saferlhf_v0_raw" if report["schema_variant"] == "v0" else "pku_saferlhf_raw"
 
 
 def _result(

@@ -1,36 +1,17 @@
 """Stage 3, curate: exact/near-duplicate removal, then train-vs-test decontamination."""
 
-import dataclasses
-
 import dagster as dg
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from assets.metadata import counts_markdown, preview, stage_out
+from assets.metadata import counts_markdown, preview, stage_out, table_metadata
 from assets.resources import AwsCredentials, CurationSettings
-from curation.decontam import DecontamConfig, decontaminate
-from curation.dedup import DedupConfig, deduplicate
+from curation.accounting import reason_counts
+from curation.decontam import decontaminate
+from curation.dedup import deduplicate
 from curation.references import load_reference_set
 from curation.selection import RowSelection
 
 CURATE_GROUP = "curate"
-
-
-def reason_counts(removed: pa.Table) -> dict[str, int]:
-    """Removed rows per reason code."""
-    if removed.num_rows == 0:
-        return {}
-    return {c["values"]: c["counts"] for c in pc.value_counts(removed.column("reason")).to_pylist()}
-
-
-def dedup_config(settings: CurationSettings) -> DedupConfig:
-    """The dedup config with the resource's overrides."""
-    return dataclasses.replace(DedupConfig(), **settings.dedup)
-
-
-def decontam_config(settings: CurationSettings) -> DecontamConfig:
-    """The decontamination config with the resource's overrides."""
-    return dataclasses.replace(DecontamConfig(), **settings.decontam)
 
 
 def _outputs(kept: RowSelection, removed: pa.Table, kept_name: str, removed_name: str):
@@ -39,13 +20,13 @@ def _outputs(kept: RowSelection, removed: pa.Table, kept_name: str, removed_name
     yield dg.Output(
         kept,
         kept_name,
-        metadata={"dagster/row_count": kept.num_rows, "preview": preview(kept.head())},
+        metadata={**table_metadata(kept), "preview": preview(kept.head())},
     )
     yield dg.Output(
         removed,
         removed_name,
         metadata={
-            "dagster/row_count": removed.num_rows,
+            **table_metadata(removed),
             "removed_by_reason": counts_markdown(counts),
             "preview": preview(removed),
         },
@@ -53,6 +34,7 @@ def _outputs(kept: RowSelection, removed: pa.Table, kept_name: str, removed_name
 
 
 @dg.multi_asset(
+    pool="rlhf_stage",
     ins={"normalized_pairs": dg.AssetIn()},
     outs={
         "deduplicated_pairs": stage_out(
@@ -65,11 +47,12 @@ def _outputs(kept: RowSelection, removed: pa.Table, kept_name: str, removed_name
 )
 def deduplicate_pairs(settings: CurationSettings, normalized_pairs: pa.Table):
     """Deduplicate within each split, across subsets and datasets."""
-    kept, removed = deduplicate(normalized_pairs, dedup_config(settings), lazy=True)
+    kept, removed = deduplicate(normalized_pairs, settings.dedup_config(), lazy=True)
     yield from _outputs(kept, removed, "deduplicated_pairs", "dedup_removed")
 
 
 @dg.multi_asset(
+    pool="rlhf_stage",
     ins={"deduplicated_pairs": dg.AssetIn()},
     outs={
         "curated_pairs": stage_out(
@@ -90,5 +73,5 @@ def decontaminate_pairs(
         load_reference_set(spec, aws.storage_options(spec))
         for spec in settings.extra_reference_uris
     ]
-    kept, removed = decontaminate(deduplicated_pairs, decontam_config(settings), extras, lazy=True)
+    kept, removed = decontaminate(deduplicated_pairs, settings.decontam_config(), extras, lazy=True)
     yield from _outputs(kept, removed, "curated_pairs", "decontam_removed")

@@ -8,18 +8,14 @@ version in the UI. The 15 assets are computed by one subsettable multi-asset ste
 core busy (a step process per file cost ~2 s of start-up each).
 """
 
-import gzip
-import hashlib
 import json
 import os
-import re
-import warnings
 
 import dagster as dg
-import fsspec
 import pyarrow as pa
 
-from assets.metadata import counts_markdown
+from assets.keys import ingest_asset_key, upstream_asset_key
+from assets.metadata import counts_markdown, table_metadata
 from assets.resources import AwsCredentials, CurationSettings, SourcesResource, StoreResource
 from curation.ingest import (
     check_patterns,
@@ -30,6 +26,7 @@ from curation.ingest import (
 )
 from curation.parallel import in_threads
 from curation.release import ReleaseError
+from curation.report import REPORT_KEY
 from curation.sources import (
     SourceError,
     SourceFile,
@@ -39,128 +36,10 @@ from curation.sources import (
     is_present,
 )
 from curation.store import Store, StoreError
+from curation.upstream import is_transient
 from curation.version import code_version
 
-REPORT_KEY = b"rlhf_curation.report"
 INGEST_GROUP = "ingest"
-ABSENT = "absent"
-_HF_REPO = re.compile(r"^hf://datasets/([^/@]+/[^/@]+)(?:@([^/]+))?")
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
-
-
-def ingest_asset_key(source: SourceFile) -> dg.AssetKey:
-    """The asset key of a source file's ingest asset."""
-    return dg.AssetKey(f"raw_{source.key}")
-
-
-def upstream_asset_key(source: SourceFile) -> dg.AssetKey:
-    """The asset key of the observable source asset standing for the upstream file itself."""
-    return dg.AssetKey(f"upstream_{source.key}")
-
-
-# --- data versions of upstream files -------------------------------------------------------------
-
-
-def hf_commit(root: str, revision: str | None = None) -> str:
-    """The commit the ``hf://datasets/<org>/<name>[@rev]`` mirror resolves to now (network)."""
-    match = _HF_REPO.match(root)
-    if not match:
-        raise ValueError(f"{root}: not an hf://datasets/<org>/<name> URI")
-    repo, pinned = match.group(1), match.group(2) or revision
-    if pinned and _COMMIT.match(pinned):
-        return pinned
-    from huggingface_hub import HfApi
-
-    return HfApi().dataset_info(repo, revision=pinned).sha
-
-
-def _sha256(fs, path: str) -> str:
-    digest = hashlib.sha256()
-    with fs.open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def source_fingerprint(
-    root: str, relpath: str, revision: str | None = None, storage_options: dict | None = None
-) -> str:
-    """A short string that changes whenever the upstream file changes (its Dagster data version).
-
-    ``hf://``: the dataset repo's current commit (one per dataset, shared by its files).
-    Object stores and HTTP: the ETag (plus size). Local files: the content sha256 (a ``touch``
-    is not a change). Anything else: size and mtime. A missing file is ``absent``. Cached
-    listings are dropped first, so a long-running sensor sees the current state.
-    """
-    if root.startswith("hf://"):
-        return f"hf-commit:{hf_commit(root, revision)}"
-    uri = file_uri(root, relpath, revision)
-    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
-    fs.invalidate_cache()
-    try:
-        info = fs.info(path)
-    except FileNotFoundError:
-        return ABSENT
-    if info.get("type") == "directory":
-        return ABSENT
-    etag = info.get("ETag") or info.get("etag")
-    if etag:
-        return f"etag:{str(etag).strip(chr(34))}:size:{info.get('size')}"
-    if "file" in fs.protocol or "local" in fs.protocol:
-        return f"sha256:{_sha256(fs, path)}"
-    mtime = info.get("mtime") or info.get("LastModified") or info.get("last_modified")
-    return f"size:{info.get('size')}:mtime:{mtime}"
-
-
-_NOT_TRANSIENT = (
-    gzip.BadGzipFile,
-    FileNotFoundError,
-    PermissionError,
-    IsADirectoryError,
-    NotADirectoryError,
-)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """A read that failed on I/O (connection reset, timeout, throttling): worth retrying.
-
-    ``curation.sources`` wraps such ``OSError`` s in :class:`SourceError`; corrupt content
-    (bad or truncated gzip, empty file, malformed JSON) is a ``SourceError`` without an
-    ``OSError`` cause and is not retried.
-    """
-    cause = exc.__cause__
-    return isinstance(cause, OSError) and not isinstance(cause, _NOT_TRANSIENT)
-
-
-def build_source_asset(source: SourceFile) -> dg.SourceAsset:
-    """An observable source asset for one upstream file: its data version is the fingerprint.
-
-    The ingest asset depends on it, so an observation with a new data version makes exactly that
-    ingest asset (and what is downstream of it) stale; an unchanged file keeps it fresh.
-    """
-
-    @dg.observable_source_asset(
-        key=upstream_asset_key(source),
-        group_name=INGEST_GROUP,
-        description=f"The upstream file `{source.relpath}` ({source.dataset}) in the configured "
-        "mirror; observing it records its fingerprint (sha256 / ETag / hf commit) as data version.",
-        tags={"dagster/kind/file": ""},
-        metadata={"relpath": source.relpath, "dataset": source.dataset},
-    )
-    def _observe(sources: SourcesResource, aws: AwsCredentials) -> dg.ObserveResult:
-        root, revision = sources.root(source.dataset)
-        fingerprint = source_fingerprint(root, source.relpath, revision, aws.storage_options(root))
-        return dg.ObserveResult(
-            data_version=dg.DataVersion(fingerprint),
-            metadata={"uri": file_uri(root, source.relpath, revision), "fingerprint": fingerprint},
-        )
-
-    return _observe
-
-
-def report_of(table: pa.Table) -> dict:
-    """The file report stored in an ingested table's schema metadata."""
-    return json.loads((table.schema.metadata or {})[REPORT_KEY])
 
 
 def _ingest_out(source: SourceFile) -> dg.AssetOut:
@@ -201,7 +80,7 @@ def ingest_one(
         "warnings_by_reason": counts_markdown(report.warnings_by_reason),
         "unknown_keys": counts_markdown(report.unknown_keys),
         "unknown_key_rows": sum(report.unknown_keys.values()),
-        "dagster/row_count": result.table.num_rows,
+        **table_metadata(result.table),
     }
     table = result.table.replace_schema_metadata(
         {REPORT_KEY: json.dumps(report.to_dict()).encode()}
@@ -216,6 +95,7 @@ def ingest_one(
     internal_asset_deps={  # each file's asset depends on its own upstream file only
         ingest_asset_key(s).to_python_identifier(): {upstream_asset_key(s)} for s in all_files()
     },
+    pool="rlhf_stage",
     can_subset=True,
     retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL),
 )
@@ -332,10 +212,3 @@ def _preflight(
     ) as exc:  # publishing reports store problems; ingest need not stop here
         context.log.warning(f"previous release not readable, vanished files not checked: {exc}")
         return None
-
-
-with warnings.catch_warnings():  # observable source assets are "beta" in Dagster 1.13
-    warnings.simplefilter("ignore", dg.BetaWarning)
-    SOURCE_ASSETS = [build_source_asset(source) for source in all_files()]
-INGEST_KEYS = [ingest_asset_key(source) for source in all_files()]
-"""The ingest asset of every upstream file, in :func:`curation.sources.all_files` order."""

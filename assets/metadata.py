@@ -31,8 +31,25 @@ def preview(table: pa.Table, n: int = 5, width: int = 80) -> dg.MarkdownMetadata
     return dg.MetadataValue.md("\n".join([head, *body]))
 
 
+def column_schema(schema: pa.Schema) -> dg.TableSchema:
+    """The Arrow schema as Dagster's ``dagster/column_schema`` (the UI's Columns tab)."""
+    return dg.TableSchema(columns=[dg.TableColumn(field.name, str(field.type)) for field in schema])
+
+
+def table_metadata(table) -> dict:
+    """Row count and column schema of a stage table (``pa.Table`` or ``RowSelection``)."""
+    return {
+        "dagster/row_count": table.num_rows,
+        "dagster/column_schema": column_schema(table.schema),
+    }
+
+
 def stage_out(group: str, description: str) -> dg.AssetOut:
-    """An output of a multi-asset stage: its group, kinds, owner and description."""
+    """An output of a multi-asset stage: its group, kinds (stage tables are Arrow IPC files),
+    owner and description."""
     return dg.AssetOut(
-        group_name=group, kinds={"parquet"}, owners=["team:data-curation"], description=description
+        group_name=group,
+        kinds={"python", "arrow"},
+        owners=["team:data-curation"],
+        description=description,
     )

@@ -6,18 +6,11 @@ import os
 import dagster as dg
 import pyarrow as pa
 
-from assets.ingest import INGEST_KEYS, report_of
-from assets.metadata import counts_markdown, preview, stage_out
+from assets.keys import INGEST_KEYS
+from assets.metadata import counts_markdown, preview, stage_out, table_metadata
 from assets.resources import CurationSettings
 from curation.ingest import require_recognisable
-from curation.normalize import (
-    PAIRS_STAGE,
-    pairs_from,
-    quarantine_rows,
-    red_team_rows,
-    split_verdicts,
-    with_pair_ids,
-)
+from curation.normalize import PAIRS_STAGE, normalize_file
 from curation.parallel import in_threads
 from curation.schema import QUARANTINE, RED_TEAM
 from curation.sources import SourceError
@@ -26,17 +19,8 @@ VALIDATE_GROUP = "validate"
 SOURCE_FILES = pa.schema([("report", pa.string())])
 
 
-def normalize_file(table: pa.Table) -> tuple[dict, pa.Table, pa.Table]:
-    """One ingested file -> (its report, its quarantine rows, its pairs or red-team rows)."""
-    good, bad = split_verdicts(table)
-    if "transcript" in table.column_names:
-        out = red_team_rows(good)
-    else:
-        out = with_pair_ids(pairs_from(good))
-    return report_of(table), quarantine_rows(bad), out
-
-
 @dg.multi_asset(
+    pool="rlhf_stage",
     ins={key.path[-1]: dg.AssetIn(key) for key in INGEST_KEYS},
     outs={
         "normalized_pairs": stage_out(
@@ -93,23 +77,22 @@ def validate_and_normalize(
     yield dg.Output(
         pair_table,
         "normalized_pairs",
-        metadata={"dagster/row_count": pair_table.num_rows, "preview": preview(pair_table)},
+        metadata={**table_metadata(pair_table), "preview": preview(pair_table)},
     )
     yield dg.Output(
         quarantine,
         "quarantine",
         metadata={
-            "dagster/row_count": quarantine.num_rows,
+            **table_metadata(quarantine),
             "by_reason": counts_markdown(by_reason),
         },
     )
-    yield dg.Output(
-        red_team_table, "red_team", metadata={"dagster/row_count": red_team_table.num_rows}
-    )
+    yield dg.Output(red_team_table, "red_team", metadata=table_metadata(red_team_table))
     yield dg.Output(
         source_files,
         "source_files",
         metadata={
+            **table_metadata(source_files),
             "files_present": len(reports) - len(absent),
             "files_absent": dg.MetadataValue.md("\n".join(f"- `{a}`" for a in absent) or "_none_"),
             "rows_read": sum(r["rows_read"] for r in reports),

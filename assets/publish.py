@@ -1,16 +1,14 @@
 """Stage 4, publish: write an immutable, content-addressed release to the curated store."""
 
-import dataclasses
 import json
 from datetime import UTC, datetime
 
 import dagster as dg
 import pyarrow as pa
 
-from assets.curate import decontam_config, dedup_config, reason_counts
-from assets.metadata import counts_markdown
+from assets.metadata import column_schema, counts_markdown
 from assets.resources import CurationSettings, StoreResource
-from curation.accounting import account
+from curation.accounting import account, reason_counts
 from curation.ingest import manifest_sources
 from curation.release import ReleaseError, publish_release
 from curation.schema import REMOVED
@@ -18,16 +16,6 @@ from curation.store import StoreError
 from curation.version import code_version
 
 PUBLISH_GROUP = "publish"
-
-
-def release_config(settings: CurationSettings) -> dict:
-    """The curation config that, with the sources and the code version, names a release."""
-    return {
-        "rule_levels": settings.levels(),
-        "dedup": dataclasses.asdict(dedup_config(settings)),
-        "decontam": dataclasses.asdict(decontam_config(settings)),
-        "extra_reference_uris": list(settings.extra_reference_uris),
-    }
 
 
 def run_created_at(context: dg.AssetExecutionContext) -> datetime:
@@ -54,6 +42,7 @@ def _sum_counts(reports: list[dict], key: str) -> dict[str, int]:
     description="A new immutable release (pairs, quarantine, removed, red_team + manifest and card) "
     "in the curated store; `latest.json` moves to it last.",
     # Retries only help transient store errors; permanent ones fail at once (see below).
+    pool="rlhf_release",
     retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL),
 )
 def release(
@@ -100,8 +89,9 @@ def release(
                 "red_team": red_team,
             },
             sources=sources,
-            config=release_config(settings),
-            code_version=code_version(),
+            config=settings.release_config(),
+            code_version=context.assets_def.code_versions_by_key[context.asset_key]
+            or code_version(),
             counts=counts,
             checks={"accounting": "passed"},
             storage_options=store.storage_options(),
@@ -117,6 +107,8 @@ def release(
             "release_id": result.release_id,
             "status": result.status,
             "release_uri": result.uri,
+            "dagster/uri": result.uri,
+            "dagster/column_schema": column_schema(curated_pairs.schema),
             "card": dg.MetadataValue.path(f"{result.uri}/README.md"),
             "pairs": curated_pairs.num_rows,
             "quarantined_rows": quarantine.num_rows,

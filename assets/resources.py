@@ -5,12 +5,16 @@ Secrets (AWS keys) come from environment variables through ``dg.EnvVar`` in
 metadata (:meth:`StoreResource.describe` shows the URI and endpoint only).
 """
 
+import dataclasses
+import typing
 from typing import Any
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, TypeAdapter, ValidationError, field_validator
 
 from curation.contract import DEFAULT_SAMPLE_ROWS
+from curation.decontam import DecontamConfig
+from curation.dedup import DedupConfig
 from curation.rules import resolve_levels
 
 
@@ -86,7 +90,8 @@ class CurationSettings(dg.ConfigurableResource):
 
     ``rule_levels`` overrides the default level (``error`` | ``warn`` | ``off``) of row rules by
     reason code (see ``curation.rules``); ``dedup`` and ``decontam`` override fields of
-    ``curation.dedup.DedupConfig`` and ``curation.decontam.DecontamConfig``.
+    ``curation.dedup.DedupConfig`` and ``curation.decontam.DecontamConfig``. Unknown keys and
+    values of the wrong type are refused when the resource is built (before any step runs).
     """
 
     rule_levels: dict[str, str] = Field(default_factory=dict)
@@ -118,6 +123,84 @@ class CurationSettings(dg.ConfigurableResource):
         "Arrow pass flagged); row-level expectations always cover every row. 0: GX on all rows.",
     )
 
+    @field_validator("rule_levels")
+    @classmethod
+    def _known_rules(cls, value: dict[str, str]) -> dict[str, str]:
+        resolve_levels(value)  # ValueError naming the unknown rule or level
+        return value
+
+    @field_validator("dedup")
+    @classmethod
+    def _dedup_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return overrides_of(DedupConfig, value, "dedup")
+
+    @field_validator("decontam")
+    @classmethod
+    def _decontam_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return overrides_of(DecontamConfig, value, "decontam")
+
     def levels(self) -> dict[str, str]:
         """The effective level of every rule."""
         return resolve_levels(self.rule_levels)
+
+    def dedup_config(self) -> DedupConfig:
+        """The dedup config with this resource's overrides."""
+        return dataclasses.replace(DedupConfig(), **self.dedup)
+
+    def decontam_config(self) -> DecontamConfig:
+        """The decontamination config with this resource's overrides."""
+        return dataclasses.replace(DecontamConfig(), **self.decontam)
+
+    def release_config(self) -> dict:
+        """The curation config that, with the sources and the code version, names a release."""
+        return {
+            "rule_levels": self.levels(),
+            "dedup": dataclasses.asdict(self.dedup_config()),
+            "decontam": dataclasses.asdict(self.decontam_config()),
+            "extra_reference_uris": list(self.extra_reference_uris),
+        }
+
+
+SETTINGS_FIELDS = frozenset(CurationSettings.model_fields)
+"""The keys a ``--config`` file (or ``resources.settings.config`` run config) may use."""
+
+
+def overrides_of(cls: type, value: dict[str, Any], name: str) -> dict[str, Any]:
+    """``value`` checked against the fields of the dataclass ``cls``: known keys, right types.
+
+    Raises ``ValueError`` naming the key (``dedup.prompt_dedup``) and the expected type.
+    """
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(value) - fields)
+    if unknown:
+        raise ValueError(f"unknown {name} key(s) {unknown}; known: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for key, item in value.items():
+        try:
+            out[key] = TypeAdapter(hints[key]).validate_python(item, strict=True)
+        except ValidationError as exc:
+            raise ValueError(
+                f"{name}.{key}: {item!r} is not a valid {getattr(hints[key], '__name__', hints[key])}"
+                f" ({exc.errors()[0]['msg']})"
+            ) from None
+    return out
+
+
+def settings_from_mapping(config: dict[str, Any]) -> CurationSettings:
+    """A :class:`CurationSettings` from a mapping with its field names as keys.
+
+    Raises ``ValueError`` for unknown keys and bad values (pydantic's message names the field).
+    """
+    if not isinstance(config, dict):
+        raise ValueError(f"settings must be a mapping of CurationSettings fields, got {config!r}")
+    unknown = sorted(set(config) - SETTINGS_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown settings key(s) {unknown}; known: {sorted(SETTINGS_FIELDS)}")
+    try:
+        return CurationSettings(**config)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ValueError(f"invalid settings: {problems}") from None

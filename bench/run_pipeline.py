@@ -321,7 +321,7 @@ def run_in_process(corpus: Path, workdir: Path, mode: str = "full") -> dict:
                 out["release"] = _release_status(result)
             runs = {"full_refresh": result.run_id}
         else:
-            from pipelines.automation import refresh
+            from pipelines.refresh import refresh
 
             outcome = refresh(defs, instance, run_config, from_environment=True)
             out["success"] = outcome.success

@@ -10,6 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from curation.schema import HH_RED_TEAM_SUBSET, PKU_DATASET
 
 
@@ -54,3 +57,10 @@ def account(
         "identities": identities,
         "ok": all(identities.values()),
     }
+
+
+def reason_counts(removed: pa.Table) -> dict[str, int]:
+    """Removed rows per reason code (the ``reason`` column)."""
+    if removed.num_rows == 0:
+        return {}
+    return {c["values"]: c["counts"] for c in pc.value_counts(removed.column("reason")).to_pylist()}

@@ -23,6 +23,7 @@ import xxhash
 from curation import hh
 from curation.ingest import RAW_LINE, REASONS
 from curation.jsonl import SOURCE_LINE
+from curation.report import report_of
 from curation.schema import (
     HARM_CATEGORIES,
     HH_DATASET,
@@ -235,3 +236,13 @@ def pairs_from(table: pa.Table) -> pa.Table:
     if table.num_rows == 0:
         return PAIRS.empty_table()
     return hh_pairs(table) if table.column("dataset")[0].as_py() == HH_DATASET else pku_pairs(table)
+
+
+def normalize_file(table: pa.Table) -> tuple[dict, pa.Table, pa.Table]:
+    """One ingested file -> (its report, its quarantine rows, its pairs or red-team rows)."""
+    good, bad = split_verdicts(table)
+    if "transcript" in table.column_names:
+        out = red_team_rows(good)
+    else:
+        out = with_pair_ids(pairs_from(good))
+    return report_of(table), quarantine_rows(bad), out

@@ -1,89 +1,123 @@
-"""Operations: what starts runs, what watches them, and the incremental refresh.
+"""Declarative automation: when observations and computations run, and what watches them.
 
-- ``daily_full_refresh`` (schedule, ``$REFRESH_CRON``, default 03:00 UTC daily): the
-  ``full_refresh`` job, every asset of the graph.
-- ``hh_rlhf_source_sensor`` / ``pku_saferlhf_source_sensor``: fingerprint every upstream file
-  of the mirror (sha256 for local files, ETag+size on S3/HTTP, the repo commit on ``hf://``);
-  the cursor keeps the fingerprints; when one changes the sensor records the new data version of
-  the file's observable source asset and requests a run of exactly what depends on it (the
-  changed files' ingest assets and everything downstream), otherwise it skips.
-- The ``release`` asset carries a :class:`dagster.FreshnessPolicy` (fail after
-  ``$RELEASE_MAX_AGE_HOURS``, default 36 h; warn after two thirds of that), which Dagster's
-  freshness daemon evaluates and the UI shows; the ``release_freshness`` asset check applies the
-  same window and posts a data-quality alert when it fails. The ``release_freshness_schedule``
-  runs it hourly (job ``check_release_freshness``).
-- ``run_failure_alert``: every failed run of this code location posts an ERROR alert (asset =
-  job, check = ``run``) with the run id and a link to it.
-- :func:`refresh` (``python -m pipelines.automation refresh``): observe the sources, ask Dagster
-  which assets are stale (new source data version or code version) or missing, and materialize
-  only those and what is downstream of them; with nothing changed it launches no run at all.
+- Upstream files (``assets/upstream.py``, one observation step for all 15): observed
+  ``on_cron($REFRESH_CRON)`` (default 03:00 UTC daily). An observation records each file's
+  fingerprint as its data version; only a *new* data version counts as an update.
+- Computed assets: :func:`computed_condition`, ``eager()`` (a dependency updated, or the asset is
+  newly missing) or-ed with ``code_version_changed()`` (per-stage code versions,
+  ``pipelines/versions.py``), and gated on the blocking checks of every dependency.
+- ``release`` also re-publishes once per ``$REFRESH_CRON`` tick so that it stays inside its
+  freshness window (:func:`release_freshness_policy`, ``dg.FreshnessPolicy.time_window``) on
+  days without changes; release ids are content-addressed, so that costs one cheap publish
+  reporting ``unchanged``.
+- ``rlhf_automation`` (:class:`dg.AutomationConditionSensorDefinition`, RUNNING by default)
+  evaluates the conditions in the daemon and submits the runs to the instance's run queue, tagged
+  with the store and source URIs.
+- ``run_failure_alert`` (RUNNING): an ERROR alert for every failed run in the instance (also the
+  in-process runs of ``rlhf-curate run`` / ``refresh``, which are recorded in the same instance).
+- ``release_freshness_alert`` (RUNNING): one alert when the latest release crosses its fail
+  window, not one per tick.
 
-Schedules and source sensors start STOPPED (turn them on in the UI or with ``dagster schedule
-start`` / ``dagster sensor start``); the run-failure alert sensor starts RUNNING.
+No module here imports ``pipelines.definitions``; the refresh command is ``pipelines.refresh``.
 """
 
-import argparse
-import hashlib
+from __future__ import annotations
+
 import json
-import os
-import sys
 import time
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from datetime import timedelta
-from typing import Any
 
 import dagster as dg
 
 from assets.alerting import AlertsResource
-from assets.ingest import (
-    SOURCE_ASSETS,
-    hf_commit,
-    ingest_asset_key,
-    source_fingerprint,
-    upstream_asset_key,
+from assets.keys import RELEASE_KEY, UPSTREAM_KEYS
+from assets.resources import CurationSettings
+from pipelines.settings import Environment
+from pipelines.versions import STAGE_OF_OP, stage_versions
+
+AUTOMATION_SENSOR = "rlhf_automation"
+_READY = (
+    ~dg.AutomationCondition.any_deps_missing()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
 )
-from assets.resources import AwsCredentials, SourcesResource
-from curation.schema import HH_DATASET, PKU_DATASET
-from curation.sources import SourceFile, hh_files, pku_files
-from curation.version import code_version
-
-DEFAULT_REFRESH_CRON = "0 3 * * *"
-DEFAULT_RELEASE_MAX_AGE_HOURS = 36.0
-DEFAULT_SOURCE_SENSOR_INTERVAL_SECONDS = 600
-RELEASE_KEY = dg.AssetKey("release")
-DATA_VERSION_TAG = "dagster/data_version"
-DATASET_FILES: dict[str, list[SourceFile]] = {HH_DATASET: hh_files(), PKU_DATASET: pku_files()}
-SOURCE_KEYS = [a.key for a in SOURCE_ASSETS]
 
 
-# --- settings read from the environment ----------------------------------------------------------
+# --- conditions -----------------------------------------------------------------------------------
 
 
-def refresh_cron(env: Mapping[str, str] | None = None) -> str:
-    """Cron of the daily full refresh: ``$REFRESH_CRON`` or 03:00 every day."""
-    return (os.environ if env is None else env).get("REFRESH_CRON") or DEFAULT_REFRESH_CRON
+def failed_at_error(instance: dg.DagsterInstance, check_key: dg.AssetCheckKey) -> bool:
+    """The latest evaluation of ``check_key`` failed at ERROR severity."""
+    record = instance.get_latest_asset_check_evaluation_record(check_key)
+    event = record.event.dagster_event if record is not None and record.event else None
+    evaluation = event.event_specific_data if event is not None else None
+    return (
+        isinstance(evaluation, dg.AssetCheckEvaluation)
+        and not evaluation.passed
+        and evaluation.severity == dg.AssetCheckSeverity.ERROR
+    )
 
 
-def release_max_age(env: Mapping[str, str] | None = None) -> timedelta:
-    """How old the latest release may get before it fails freshness: ``$RELEASE_MAX_AGE_HOURS``."""
-    raw = (os.environ if env is None else env).get("RELEASE_MAX_AGE_HOURS")
-    return timedelta(hours=float(raw) if raw else DEFAULT_RELEASE_MAX_AGE_HOURS)
+class UpstreamChecksAllow(dg.AutomationCondition):
+    """True unless a dependency's blocking check last failed at ERROR severity (and the
+    dependency is not requested again in this tick, which re-runs its checks).
+
+    Dagster's ``all_deps_blocking_checks_passed()`` is false for a WARN-severity failure too, and
+    the sample's real quarantine rates sit in the WARN band, so it would hold normalize back
+    forever; within a run Dagster blocks only on ERROR failures, and this applies the same rule
+    across ticks. A check never evaluated does not block. Python evaluated in the code location
+    (the automation sensor runs with ``use_user_code_server=True``); as a direct operand of the
+    asset's condition it makes the condition non-serializable, so the UI gets its snapshot.
+    """
+
+    @property
+    def name(self) -> str:
+        return "no_blocking_check_error_upstream"
+
+    def evaluate(self, context):  # AutomationContext[AssetKey] -> AutomationResult
+        graph, instance = context.asset_graph, context.asset_graph_view.instance
+        requested = context.request_subsets_by_key
+        for parent in graph.get(context.key).parent_keys:
+            if parent in requested and not requested[parent].is_empty:
+                continue  # re-materialized (with its checks) in this tick's run
+            for check_key in getattr(graph.get(parent), "check_keys", ()):
+                if graph.get(check_key).blocking and failed_at_error(instance, check_key):
+                    empty = context.get_empty_subset()
+                    return dg.AutomationResult(context=context, true_subset=empty)
+        return dg.AutomationResult(context=context, true_subset=context.candidate_subset)
 
 
-def source_sensor_interval(env: Mapping[str, str] | None = None) -> int:
-    """Seconds between source-sensor ticks: ``$SOURCE_SENSOR_INTERVAL_SECONDS`` (default 600)."""
-    raw = (os.environ if env is None else env).get("SOURCE_SENSOR_INTERVAL_SECONDS")
-    return int(raw) if raw else DEFAULT_SOURCE_SENSOR_INTERVAL_SECONDS
+def observation_condition(cron: str) -> dg.AutomationCondition:
+    """Observe the upstream files once per ``cron`` tick."""
+    return dg.AutomationCondition.on_cron(cron)
 
 
-# --- code versions and the freshness policy on the asset definitions -----------------------------
+def computed_condition() -> dg.AutomationCondition:
+    """``eager()`` or a new code version, and no dependency's blocking check failed (ERROR)."""
+    code_changed = (
+        dg.AutomationCondition.code_version_changed().since_last_handled() & _READY
+    ).with_label("code_version_changed")
+    return ((dg.AutomationCondition.eager() | code_changed) & UpstreamChecksAllow()).with_label(
+        "eager_or_code_version_changed"
+    )
 
 
-def release_freshness_policy(max_age: timedelta | None = None) -> dg.FreshnessPolicy:
+def release_condition(cron: str, keep_fresh: bool = True) -> dg.AutomationCondition:
+    """:func:`computed_condition`, plus one re-publish per ``cron`` tick when ``keep_fresh``."""
+    if not keep_fresh:
+        return computed_condition()
+    republish = (
+        dg.AutomationCondition.cron_tick_passed(cron).since_last_handled()
+        & _READY
+        & UpstreamChecksAllow()
+    ).with_label(f"republish_on_cron({cron})")
+    return (computed_condition() | republish).with_label("release")
+
+
+def release_freshness_policy(max_age: timedelta) -> dg.FreshnessPolicy:
     """FAIL once the latest ``release`` materialization is older than ``max_age``, WARN at 2/3."""
-    max_age = max_age or release_max_age()
     warn = max_age * 2 / 3
     return dg.FreshnessPolicy.time_window(
         fail_window=max_age, warn_window=warn if warn >= timedelta(minutes=1) else None
@@ -91,252 +125,87 @@ def release_freshness_policy(max_age: timedelta | None = None) -> dg.FreshnessPo
 
 
 def with_operations(
-    assets: Iterable[dg.AssetsDefinition | dg.SourceAsset], max_age: timedelta | None = None
-) -> list[dg.AssetsDefinition | dg.SourceAsset]:
-    """The assets with a code version on every computed asset and the freshness policy on ``release``.
+    assets: Iterable[dg.AssetsDefinition],
+    environment: Environment,
+    settings: CurationSettings | None = None,
+    *,
+    keep_release_fresh: bool = True,
+) -> list[dg.AssetsDefinition]:
+    """The computed assets with their stage's code version, automation condition, and the
+    freshness policy on ``release``."""
+    versions = stage_versions(settings)
+    policy = release_freshness_policy(environment.release_max_age)
+    computed = computed_condition()
+    release = release_condition(environment.refresh_cron, keep_release_fresh)
+    tables = (environment.dagster_home / "tables").as_posix()
+    out = []
+    for asset in assets:
+        version = versions[STAGE_OF_OP[asset.node_def.name]]
 
-    Assets without their own ``code_version`` get :func:`curation.version.code_version` (a digest
-    of the curation library and the expectation suites): with code versions, re-running an asset
-    on unchanged inputs gives the same data version, and a code change marks the asset stale.
-    """
-    policy = release_freshness_policy(max_age)
+        def spec_fn(spec: dg.AssetSpec, version: str = version) -> dg.AssetSpec:
+            is_release = spec.key == RELEASE_KEY
+            spec = spec.replace_attributes(
+                code_version=version, automation_condition=release if is_release else computed
+            )
+            if not is_release:  # where the IO manager keeps the stage table
+                path = "/".join(spec.key.path)
+                return spec.merge_attributes(metadata={"dagster/uri": f"{tables}/{path}.arrow"})
+            tags = {k: v for k, v in spec.tags.items() if not k.startswith("dagster/kind/")}
+            spec = spec.replace_attributes(tags=tags, kinds=release_kinds(environment.store_uri))
+            return dg.apply_freshness_policy(spec, policy)
 
-    def spec_fn(spec: dg.AssetSpec) -> dg.AssetSpec:
-        if spec.code_version is None:
-            spec = spec.replace_attributes(code_version=code_version())
-        if spec.key == RELEASE_KEY:
-            spec = dg.apply_freshness_policy(spec, policy)
-        return spec
-
-    return [
-        a.map_asset_specs(spec_fn) if isinstance(a, dg.AssetsDefinition) and a.is_executable else a
-        for a in assets
-    ]
-
-
-# --- freshness check on the published release -----------------------------------------------------
-
-
-@dg.asset_check(
-    asset=RELEASE_KEY,
-    name="release_freshness",
-    description="The latest release is at most $RELEASE_MAX_AGE_HOURS (default 36) hours old; "
-    "alerts when it is older or when nothing was ever published.",
-)
-def release_freshness(
-    context: dg.AssetCheckExecutionContext, alerts: AlertsResource
-) -> dg.AssetCheckResult:
-    """Age of the latest ``release`` materialization against the freshness window."""
-    max_age = release_max_age()
-    event = context.instance.get_latest_materialization_event(RELEASE_KEY)
-    now = time.time()
-    if event is None:
-        passed, age, message = False, None, "no release has ever been published"
-    else:
-        age = now - event.timestamp
-        passed = age <= max_age.total_seconds()
-        message = (
-            f"latest release is {age / 3600:.1f} h old "
-            f"({'within' if passed else 'over'} the {max_age.total_seconds() / 3600:g} h window)"
-        )
-    counts = {"age_hours": round(age / 3600, 2) if age is not None else None}
-    counts["max_age_hours"] = max_age.total_seconds() / 3600
-    if not passed:
-        alerts.send(
-            asset=RELEASE_KEY.to_user_string(),
-            check="release_freshness",
-            severity="ERROR",
-            counts=counts,
-            run_id=context.run.run_id,
-            message=message,
-        )
-    metadata: dict = {"max_age_hours": counts["max_age_hours"]}
-    if event is not None:
-        metadata["dagster/last_updated_timestamp"] = dg.MetadataValue.timestamp(event.timestamp)
-        metadata["age_hours"] = counts["age_hours"]
-    return dg.AssetCheckResult(
-        passed=passed, severity=dg.AssetCheckSeverity.ERROR, description=message, metadata=metadata
-    )
-
-
-# --- jobs ---------------------------------------------------------------------------------------
-
-full_refresh_job = dg.define_asset_job(
-    "full_refresh",
-    selection=(dg.AssetSelection.all() | dg.AssetSelection.assets(*SOURCE_KEYS))
-    - dg.AssetSelection.checks(release_freshness),
-    description="Observe every upstream file, then ingest every source, validate, normalize, "
-    "deduplicate, decontaminate, publish.",
-)
-
-observe_sources_job = dg.define_asset_job(
-    "observe_sources",
-    selection=dg.AssetSelection.assets(*SOURCE_KEYS),
-    description="Record the fingerprint (data version) of every upstream file; computes nothing.",
-)
-
-release_freshness_job = dg.define_asset_job(
-    "check_release_freshness",
-    selection=dg.AssetSelection.checks(release_freshness),
-    description="Evaluate the release freshness check (alerts when it fails).",
-)
-
-# --- schedules ------------------------------------------------------------------------------------
-
-
-def build_schedules() -> list[dg.ScheduleDefinition]:
-    """The daily full refresh (``$REFRESH_CRON``) and the hourly release freshness check."""
-    return [
-        dg.ScheduleDefinition(
-            name="daily_full_refresh",
-            job=full_refresh_job,
-            cron_schedule=refresh_cron(),
-            default_status=dg.DefaultScheduleStatus.STOPPED,
-            description="Full refresh of every asset (also keeps the release fresh).",
-        ),
-        dg.ScheduleDefinition(
-            name="release_freshness_schedule",
-            job=release_freshness_job,
-            cron_schedule="17 * * * *",
-            default_status=dg.DefaultScheduleStatus.STOPPED,
-            description="Hourly: is the latest release within its freshness window?",
-        ),
-    ]
-
-
-# --- source sensors -----------------------------------------------------------------------------
-
-
-def dataset_fingerprints(
-    files: Sequence[SourceFile],
-    root: str,
-    revision: str | None = None,
-    storage_options: dict | None = None,
-) -> dict[str, str]:
-    """``{relpath: fingerprint}`` of every file of a mirror (one Hub call for ``hf://``)."""
-    if root.startswith("hf://"):
-        commit = f"hf-commit:{hf_commit(root, revision)}"
-        return {f.relpath: commit for f in files}
-    return {
-        f.relpath: source_fingerprint(root, f.relpath, revision, storage_options) for f in files
-    }
-
-
-def recorded_fingerprints(
-    instance: dg.DagsterInstance, files: Sequence[SourceFile]
-) -> dict[str, str]:
-    """The data versions last observed for the files' source assets (what runs were based on)."""
-    out = {}
-    for source in files:
-        records = instance.fetch_observations(upstream_asset_key(source), limit=1).records
-        if records:
-            observation = records[0].asset_observation
-            version = (observation.tags or {}).get(DATA_VERSION_TAG) if observation else None
-            if version:
-                out[source.relpath] = version
+        out.append(asset.map_asset_specs(spec_fn))
     return out
 
 
-def never_materialized(instance: dg.DagsterInstance, keys: Iterable[dg.AssetKey]) -> list:
-    """Keys without any materialization in ``instance``."""
-    return [k for k in keys if instance.get_latest_materialization_event(k) is None]
+def release_kinds(store_uri: str) -> set[str]:
+    """Kinds of the ``release`` asset: parquet, on S3 or in a local folder."""
+    return {"parquet", "s3" if store_uri.startswith(("s3://", "s3a://")) else "file"}
 
 
-def downstream_keys(
-    assets: Sequence[dg.AssetsDefinition | dg.SourceAsset], roots: Iterable[dg.AssetKey]
-) -> list[dg.AssetKey]:
-    """``roots`` and every materializable asset downstream of them, sorted."""
-    roots = list(roots)
-    if not roots:
-        return []
-    keys = dg.AssetSelection.assets(*roots).downstream().resolve(assets)
-    materializable = {
-        k for a in assets if isinstance(a, dg.AssetsDefinition) and a.is_executable for k in a.keys
+def run_tags(environment: Environment) -> dict[str, str]:
+    """Tags every run carries: the store and the sources (and pinned revisions)."""
+    tags = {
+        "rlhf/store": environment.store_uri,
+        "rlhf/hh_uri": environment.hh_rlhf_uri,
+        "rlhf/pku_uri": environment.pku_saferlhf_uri,
     }
-    return sorted(keys & materializable, key=lambda k: k.to_user_string())
+    if environment.hh_rlhf_revision:
+        tags["rlhf/hh_revision"] = environment.hh_rlhf_revision
+    if environment.pku_saferlhf_revision:
+        tags["rlhf/pku_revision"] = environment.pku_saferlhf_revision
+    return tags
 
 
-def _slug(dataset: str) -> str:
-    return dataset.replace("-", "_")
+# --- sensors ----------------------------------------------------------------------------------
 
 
-def build_source_sensor(
-    dataset: str,
-    assets: Sequence[dg.AssetsDefinition | dg.SourceAsset],
-    job=full_refresh_job,
-) -> dg.SensorDefinition:
-    """A sensor that starts a run of what depends on ``dataset``'s mirror when a file changes."""
-    files = DATASET_FILES[dataset]
-    sensor_name = f"{_slug(dataset)}_source_sensor"
-    all_ingest = [ingest_asset_key(f) for files_ in DATASET_FILES.values() for f in files_]
+def automation_sensor(environment: Environment) -> dg.AutomationConditionSensorDefinition:
+    """Evaluates every automation condition of the location; RUNNING by default."""
+    with warnings.catch_warnings():  # use_user_code_server is "beta" in Dagster 1.13
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return _automation_sensor(environment)
 
-    @dg.sensor(
-        name=sensor_name,
-        job=job,
-        minimum_interval_seconds=source_sensor_interval(),
-        default_status=dg.DefaultSensorStatus.STOPPED,
-        description=f"Fingerprints every upstream file of the {dataset} mirror (sha256, ETag or "
-        "hf commit); on a change, records the new data versions and runs the changed files' "
-        "ingest assets and everything downstream.",
+
+def _automation_sensor(environment: Environment) -> dg.AutomationConditionSensorDefinition:
+    return dg.AutomationConditionSensorDefinition(
+        AUTOMATION_SENSOR,
+        target=dg.AssetSelection.all() | dg.AssetSelection.assets(*UPSTREAM_KEYS),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        run_tags=run_tags(environment),
+        use_user_code_server=True,  # UpstreamChecksAllow is Python of this code location
+        description="Observes the upstream files on $REFRESH_CRON; recomputes what a new data "
+        "version or code version made out of date once blocking checks allow; re-publishes the "
+        "release once per cron tick to keep it fresh.",
     )
-    def _sensor(
-        context: dg.SensorEvaluationContext, sources: SourcesResource, aws: AwsCredentials
-    ) -> dg.SensorResult:
-        root, revision = sources.root(dataset)
-        current = dataset_fingerprints(files, root, revision, aws.storage_options(root))
-        if context.cursor:
-            previous = json.loads(context.cursor)
-        else:  # first tick: compare with what the last runs observed
-            previous = recorded_fingerprints(context.instance, files)
-        changed = [f for f in files if previous.get(f.relpath) != current[f.relpath]]
-        cursor = json.dumps(current, sort_keys=True)
-        if not changed:
-            return dg.SensorResult(
-                skip_reason=dg.SkipReason(f"{dataset}: {len(files)} upstream files unchanged"),
-                cursor=cursor,
-            )
-        roots = [ingest_asset_key(f) for f in changed]
-        roots += [k for k in never_materialized(context.instance, all_ingest) if k not in roots]
-        selection = downstream_keys(assets, roots)
-        digest = hashlib.sha256(cursor.encode()).hexdigest()[:16]
-        observations = [
-            dg.AssetObservation(
-                asset_key=upstream_asset_key(f),
-                tags={DATA_VERSION_TAG: current[f.relpath]},
-                metadata={"fingerprint": current[f.relpath], "sensor": sensor_name},
-            )
-            for f in changed
-        ]
-        context.log.info(
-            f"{dataset}: {len(changed)} file(s) changed "
-            f"({', '.join(f.relpath for f in changed)}); requesting {len(selection)} assets"
-        )
-        return dg.SensorResult(
-            run_requests=[
-                dg.RunRequest(
-                    run_key=f"{_slug(dataset)}-{digest}",
-                    asset_selection=selection,
-                    tags={
-                        "rlhf_curation/trigger": f"{_slug(dataset)}_source_change",
-                        "rlhf_curation/changed_files": str(len(changed)),
-                    },
-                )
-            ],
-            asset_events=observations,
-            cursor=cursor,
-        )
-
-    return _sensor
-
-
-# --- run-failure alert ----------------------------------------------------------------------------
 
 
 @dg.run_failure_sensor(
     name="run_failure_alert",
     default_status=dg.DefaultSensorStatus.RUNNING,
+    monitor_all_code_locations=True,  # also runs executed in process by the CLI (no origin)
     description="Posts an ERROR alert (asset = job, check = run) with the run id and a link "
-    "for every failed run of this code location.",
+    "for every failed run of the instance, whoever launched it.",
 )
 def run_failure_alert(context: dg.RunFailureSensorContext, alerts: AlertsResource) -> None:
     """Send the failed run's job, failed steps and first error to the alert webhook."""
@@ -362,135 +231,69 @@ def run_failure_alert(context: dg.RunFailureSensorContext, alerts: AlertsResourc
     )
 
 
-def build_sensors(assets: Sequence[dg.AssetsDefinition | dg.SourceAsset]) -> list:
-    """The two source sensors and the run-failure alert sensor."""
-    return [
-        build_source_sensor(HH_DATASET, assets),
-        build_source_sensor(PKU_DATASET, assets),
-        run_failure_alert,
-    ]
+def freshness_state(
+    instance: dg.DagsterInstance, max_age: timedelta, now: float | None = None
+) -> tuple[str, float | None]:
+    """(``PASS`` | ``WARN`` | ``FAIL``, age in hours) of the latest release, as the policy says."""
+    event = instance.get_latest_materialization_event(RELEASE_KEY)
+    if event is None:
+        return "FAIL", None
+    age = (now or time.time()) - event.timestamp
+    if age > max_age.total_seconds():
+        return "FAIL", age / 3600
+    return ("WARN" if age > max_age.total_seconds() * 2 / 3 else "PASS"), age / 3600
 
 
-# --- incremental refresh ------------------------------------------------------------------------
+def release_freshness_alert(environment: Environment) -> dg.SensorDefinition:
+    """Alerts once when the release's freshness turns FAIL (and logs the recovery)."""
+    max_age = environment.release_max_age
 
-
-def stale_or_missing(defs: dg.Definitions, instance: dg.DagsterInstance) -> list[dg.AssetKey]:
-    """Materializable assets Dagster considers STALE (new code or upstream data version) or MISSING.
-
-    This is the same resolver the UI uses for its "stale" badges.
-    """
-    from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
-    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
-    from dagster._time import get_current_datetime
-
-    graph = defs.resolve_asset_graph()
-    view = AssetGraphView(
-        temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
-        instance=instance,
-        asset_graph=graph,
+    @dg.sensor(
+        name="release_freshness_alert",
+        minimum_interval_seconds=600,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="One ERROR alert when the latest release gets older than "
+        "$RELEASE_MAX_AGE_HOURS (or none was ever published); silent while the state holds.",
     )
-    resolver = CachingStaleStatusResolver(instance, graph, view)
-    return sorted(
-        (
-            key
-            for key in graph.materializable_asset_keys
-            if resolver.get_status(key) in (StaleStatus.STALE, StaleStatus.MISSING)
-        ),
-        key=lambda k: k.to_user_string(),
-    )
-
-
-@dataclass
-class RefreshResult:
-    """What a refresh did: the observation run, what was stale, and the run that recomputed it."""
-
-    observe_run_id: str
-    stale: list[str] = field(default_factory=list)
-    selected: list[str] = field(default_factory=list)
-    run_id: str | None = None
-    success: bool = True
-    result: Any = None  # ExecuteInProcessResult or ExecuteJobResult
-
-
-def refresh(
-    defs: dg.Definitions,
-    instance: dg.DagsterInstance,
-    run_config: Mapping | None = None,
-    *,
-    from_environment: bool = False,
-) -> RefreshResult:
-    """Observe the sources, then materialize only what is stale or missing (and its downstream).
-
-    With nothing changed no run is launched: no ingest, nothing recomputed, nothing published.
-    ``from_environment``: ``defs`` were built from the process environment, so the stale assets
-    are run by :func:`pipelines.local_run.run_full_refresh` (outputs not kept in memory) instead
-    of ``execute_in_process`` on ``defs``.
-    """
-    observed = defs.resolve_job_def("observe_sources").execute_in_process(
-        instance=instance, run_config=run_config, raise_on_error=False
-    )
-    if not observed.success:
-        return RefreshResult(observe_run_id=observed.run_id, success=False, result=observed)
-    stale = stale_or_missing(defs, instance)
-    out = RefreshResult(observe_run_id=observed.run_id, stale=[k.to_user_string() for k in stale])
-    if not stale:
-        return out
-    graph = defs.resolve_asset_graph()
-    selection = sorted(
-        dg.AssetSelection.assets(*stale).downstream().resolve(graph)
-        & graph.materializable_asset_keys,
-        key=lambda k: k.to_user_string(),
-    )
-    if from_environment:
-        from pipelines.local_run import run_full_refresh
-
-        with run_full_refresh(instance, run_config, selection) as result:
-            pass
-    else:
-        result = defs.resolve_job_def("full_refresh").execute_in_process(
-            instance=instance,
-            run_config=run_config,
-            asset_selection=selection,
-            raise_on_error=False,
+    def _sensor(context: dg.SensorEvaluationContext, alerts: AlertsResource) -> dg.SkipReason:
+        state, age = freshness_state(context.instance, max_age)
+        previous = json.loads(context.cursor)["state"] if context.cursor else None
+        context.update_cursor(json.dumps({"state": state}))
+        hours = max_age.total_seconds() / 3600
+        message = (
+            "no release has ever been published"
+            if age is None
+            else f"latest release is {age:.1f} h old ({state}; fail window {hours:g} h)"
         )
-    out.selected = [k.to_user_string() for k in selection]
-    out.run_id, out.success, out.result = result.run_id, result.success, result
-    return out
+        if state == "FAIL" and previous != "FAIL":
+            alerts.send(
+                asset=RELEASE_KEY.to_user_string(),
+                check="release_freshness",
+                severity="ERROR",
+                counts={
+                    "age_hours": round(age, 2) if age is not None else None,
+                    "max_age_hours": hours,
+                },
+                run_id="",
+                message=message,
+            )
+            return dg.SkipReason(f"alerted: {message}")
+        return dg.SkipReason(message)
+
+    return _sensor
 
 
-def run_refresh(verbose: bool = False) -> int:
-    """The incremental refresh against ``$DAGSTER_HOME``; prints what it did, returns an exit code."""
-    from pipelines.definitions import build_definitions
-    from pipelines.settings import Environment, console_run_config
-
-    environment = Environment.from_env()
-    environment.activate_dagster_home()
-    start = time.perf_counter()
-    with warnings.catch_warnings(), dg.DagsterInstance.get() as instance:
-        warnings.simplefilter("ignore")
-        outcome = refresh(
-            build_definitions(environment),
-            instance,
-            console_run_config(verbose),
-            from_environment=True,
-        )
-    elapsed = time.perf_counter() - start
-    if not outcome.stale and outcome.success:
-        print(f"nothing changed: no run launched ({elapsed:.1f} s)")
-        return 0
-    status = "succeeded" if outcome.success else "FAILED"
-    print(f"refresh {status} in {elapsed:.1f} s: {len(outcome.stale)} stale/missing assets")
-    print(f"  run {outcome.run_id}: materialized {', '.join(outcome.selected)}")
-    return 0 if outcome.success else 1
+def sensors(environment: Environment) -> list:
+    """Every sensor of the location."""
+    return [automation_sensor(environment), run_failure_alert, release_freshness_alert(environment)]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m pipelines.automation refresh`` (same as ``rlhf-curate refresh``)."""
-    parser = argparse.ArgumentParser(prog="python -m pipelines.automation")
-    parser.add_argument("command", choices=["refresh"])
-    parser.add_argument("-v", "--verbose", action="store_true", help="show Dagster's step logs")
-    return run_refresh(parser.parse_args(argv).verbose)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def full_refresh_job(environment: Environment) -> dg.UnresolvedAssetJobDefinition:
+    """Observe every upstream file, then compute and publish everything (``rlhf-curate run``)."""
+    return dg.define_asset_job(
+        "full_refresh",
+        selection=dg.AssetSelection.all() | dg.AssetSelection.assets(*UPSTREAM_KEYS),
+        tags=run_tags(environment),
+        description="Observe every upstream file, then ingest, validate, normalize, "
+        "deduplicate, decontaminate, publish.",
+    )

@@ -2,24 +2,30 @@
 
 The main CLI registers it with ``add_release_commands(subparsers)`` and dispatches to
 ``run_releases_command(args)``; ``python -m pipelines.cli_releases releases list`` also works.
-No Dagster import here.
+No Dagster import here; every import at the top.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
+
+from curation import reader
+from curation.release import ReleaseError
+from curation.store import StoreError
+from pipelines.settings import Environment
 
 DEFAULT_STORE = "./warehouse"
 STORE_ENV = "CURATED_STORE_URI"
 
 
 def _default_store() -> str:
-    return os.environ.get(STORE_ENV) or DEFAULT_STORE
+    """The store ``rlhf-curate run`` publishes to (``$CURATED_STORE_URI``, else the repo's
+    ``warehouse``), wherever the command is started."""
+    return Environment.from_env().store_uri
 
 
 def add_release_commands(subparsers: Any) -> None:
@@ -91,10 +97,6 @@ def run_releases_command(args: argparse.Namespace, out: TextIO | None = None) ->
 
     0 = ok, 1 = verification problems found, 2 = error (bad id, unreachable store...).
     """
-    from curation import reader
-    from curation.release import ReleaseError
-    from curation.store import StoreError
-
     out = out or sys.stdout
     store = getattr(args, "store", None) or _default_store()
     command = getattr(args, "releases_command", None)

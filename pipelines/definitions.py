@@ -1,69 +1,63 @@
-"""The code location: assembles every asset, check, resource, job, schedule and sensor.
+"""The code location: assembles every asset, check, resource, job and sensor.
 
 ``workspace.yaml`` and ``dagster dev`` load ``defs`` from here. Secrets are wired as
-``dg.EnvVar`` only when the variable is set, so loading needs no credentials. Jobs, schedules,
-sensors and the freshness check live in ``pipelines/automation.py``. Runs launched from the UI or
-by the daemon use the multiprocess executor (independent steps, e.g. the 15 ingest assets, run in
-parallel processes; ``$DAGSTER_MAX_CONCURRENT`` caps them, default: one per CPU).
+``dg.EnvVar`` only when the variable is set, so loading needs no credentials. Automation
+conditions, code versions and sensors come from ``pipelines/automation.py``. Runs launched from
+the UI or by the daemon use the multiprocess executor (``$DAGSTER_MAX_CONCURRENT`` step processes,
+default one per CPU).
 """
 
 from __future__ import annotations
-
-import os
 
 import dagster as dg
 
 from assets.alerting import AlertsResource
 from assets.checks import ALL_CHECKS
 from assets.curate import decontaminate_pairs, deduplicate_pairs
-from assets.ingest import SOURCE_ASSETS, ingest_files
+from assets.ingest import ingest_files
 from assets.io import OPTIONAL_INPUT_MANAGER, ArrowTableIOManager
 from assets.normalize import validate_and_normalize
 from assets.publish import release
 from assets.resources import AwsCredentials, CurationSettings, SourcesResource, StoreResource
+from assets.upstream import build_upstream_files
 from pipelines.automation import (
-    build_schedules,
-    build_sensors,
     full_refresh_job,
-    observe_sources_job,
-    release_freshness,
-    release_freshness_job,
+    observation_condition,
+    sensors,
     with_operations,
 )
 from pipelines.settings import Environment
 
-ALL_ASSETS = with_operations(
-    [
-        ingest_files,
-        validate_and_normalize,
-        deduplicate_pairs,
-        decontaminate_pairs,
-        release,
-    ]
-)
-"""Every computed asset, with code versions and the release freshness policy."""
+COMPUTED_ASSETS = [
+    ingest_files,
+    validate_and_normalize,
+    deduplicate_pairs,
+    decontaminate_pairs,
+    release,
+]
+"""Every computed asset, as the asset modules define them (no code versions or conditions)."""
 
-__all__ = ["ALL_ASSETS", "SOURCE_ASSETS", "build_definitions", "defs", "full_refresh_job"]
+__all__ = ["ALL_ASSETS", "UPSTREAM_FILES", "build_definitions", "build_resources", "defs"]
 
 
-def executor() -> dg.ExecutorDefinition:
+def executor(environment: Environment) -> dg.ExecutorDefinition:
     """The multiprocess executor, at most ``$DAGSTER_MAX_CONCURRENT`` step processes (0: CPUs)."""
-    return dg.multiprocess_executor.configured(
-        {"max_concurrent": int(os.environ.get("DAGSTER_MAX_CONCURRENT") or 0)}
-    )
+    return dg.multiprocess_executor.configured({"max_concurrent": environment.max_concurrent})
 
 
-def _env_or_none(name: str) -> dg.EnvVar | None:
-    return dg.EnvVar(name) if os.environ.get(name) else None
-
-
-def build_resources(environment: Environment) -> dict[str, object]:
+def build_resources(
+    environment: Environment, settings: CurationSettings | None = None
+) -> dict[str, object]:
     """The resources for ``environment`` (the IO manager keeps stage tables in its Dagster home)."""
+
+    def secret(name: str) -> dg.EnvVar | None:
+        return dg.EnvVar(name) if name in environment.secrets_set else None
+
     aws = AwsCredentials(
-        endpoint_url=_env_or_none("AWS_ENDPOINT_URL"),
-        access_key_id=_env_or_none("AWS_ACCESS_KEY_ID"),
-        secret_access_key=_env_or_none("AWS_SECRET_ACCESS_KEY"),
-        region=_env_or_none("AWS_DEFAULT_REGION"),
+        endpoint_url=secret("AWS_ENDPOINT_URL"),
+        access_key_id=secret("AWS_ACCESS_KEY_ID"),
+        secret_access_key=secret("AWS_SECRET_ACCESS_KEY"),
+        region=secret("AWS_DEFAULT_REGION"),
     )
     tables = str(environment.dagster_home / "tables")
     return {
@@ -76,31 +70,58 @@ def build_resources(environment: Environment) -> dict[str, object]:
             aws=aws,
         ),
         "store": StoreResource(uri=environment.store_uri, aws=aws),
-        "settings": CurationSettings(),
-        "alerts": AlertsResource(webhook_url=_env_or_none("ALERT_WEBHOOK_URL")),
+        "settings": settings or CurationSettings(),
+        "alerts": AlertsResource(webhook_url=secret("ALERT_WEBHOOK_URL")),
         "io_manager": ArrowTableIOManager(base_dir=tables),
         OPTIONAL_INPUT_MANAGER: ArrowTableIOManager(base_dir=tables, allow_missing=True),
     }
 
 
+def build_assets(
+    environment: Environment,
+    settings: CurationSettings | None = None,
+    *,
+    keep_release_fresh: bool = True,
+) -> list[dg.AssetsDefinition]:
+    """The observable upstream files and the computed assets, with versions and conditions."""
+    return [
+        build_upstream_files(observation_condition(environment.refresh_cron)),
+        *with_operations(
+            COMPUTED_ASSETS, environment, settings, keep_release_fresh=keep_release_fresh
+        ),
+    ]
+
+
 def build_definitions(
-    environment: Environment | None = None, executor_def: dg.ExecutorDefinition | None = None
+    environment: Environment | None = None,
+    executor_def: dg.ExecutorDefinition | None = None,
+    *,
+    settings: CurationSettings | None = None,
+    keep_release_fresh: bool = True,
 ) -> dg.Definitions:
     """Definitions for ``environment`` (default: read from the process environment).
 
     ``executor_def`` replaces the multiprocess executor (``pipelines.local_run`` passes the
-    in-process one).
+    in-process one); ``settings`` replaces the default :class:`CurationSettings` (code versions
+    follow it); ``keep_release_fresh=False`` drops the release's cron re-publish condition
+    (``rlhf-curate refresh`` computes only what changed).
     """
     environment = environment or Environment.from_env()
+    resources = build_resources(environment, settings)
     return dg.Definitions(
-        assets=[*SOURCE_ASSETS, *ALL_ASSETS],
-        asset_checks=[*ALL_CHECKS, release_freshness],
-        jobs=[full_refresh_job, observe_sources_job, release_freshness_job],
-        schedules=build_schedules(),
-        sensors=build_sensors([*SOURCE_ASSETS, *ALL_ASSETS]),
-        resources=build_resources(environment),
-        executor=executor_def or executor(),
+        assets=build_assets(environment, settings, keep_release_fresh=keep_release_fresh),
+        asset_checks=ALL_CHECKS,
+        jobs=[full_refresh_job(environment)],
+        sensors=sensors(environment),
+        resources=resources,
+        executor=executor_def or executor(environment),
     )
 
 
 defs = build_definitions()
+ALL_ASSETS = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition) and not a.is_observable]
+"""The computed assets of ``defs``, with code versions, conditions and the freshness policy."""
+UPSTREAM_FILES = next(
+    a for a in defs.assets if isinstance(a, dg.AssetsDefinition) and a.is_observable
+)
+"""The observable source asset of the 15 upstream files, with its observation condition."""

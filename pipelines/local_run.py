@@ -11,11 +11,16 @@ instance like any other run.
 
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
 from filelock import FileLock
+
+from curation.gx_validate import warm_up
+from pipelines.definitions import build_definitions
+from pipelines.settings import Environment
 
 if TYPE_CHECKING:  # the result class is not exported by ``dagster``
     from dagster._core.execution.api import ExecuteJobResult
@@ -23,9 +28,13 @@ if TYPE_CHECKING:  # the result class is not exported by ``dagster``
 
 def in_process_full_refresh() -> dg.JobDefinition:
     """``full_refresh`` on the in-process executor, built from the process environment."""
-    from pipelines.definitions import build_definitions
+    return _in_process_job(Environment.from_env())
 
-    return build_definitions(executor_def=dg.in_process_executor).resolve_job_def("full_refresh")
+
+@cache
+def _in_process_job(environment: Environment) -> dg.JobDefinition:
+    """Built once per environment: ``execute_job`` reconstructs the job several times per run."""
+    return build_definitions(environment, dg.in_process_executor).resolve_job_def("full_refresh")
 
 
 #: Held while the persistent instance is opened (and, on first use, its SQLite files created).
@@ -34,12 +43,12 @@ INSTANCE_LOCK = ".instance.lock"
 
 @contextmanager
 def persistent_instance(dagster_home: Path) -> Iterator[dg.DagsterInstance]:
-    """The instance in ``dagster_home`` (``DAGSTER_HOME`` must point at it), opened under a file
+    """The instance in ``dagster_home``, opened under a file
     lock so that two processes starting at once do not both create its SQLite schema (one of
     them failed with ``table secondary_indexes already exists``). The storages are created or
     migrated while the lock is held; the lock (an OS file lock) dies with its process."""
     with FileLock(dagster_home / INSTANCE_LOCK, timeout=120):
-        instance = dg.DagsterInstance.get()
+        instance = dg.DagsterInstance.from_config(str(dagster_home))
         instance.get_runs(limit=1)  # run storage (and its secondary indexes)
         instance.get_latest_materialization_event(dg.AssetKey("release"))  # event log index
         instance.all_instigator_state()  # schedule storage
@@ -52,19 +61,22 @@ def run_full_refresh(
     instance: dg.DagsterInstance,
     run_config: Mapping | None = None,
     asset_selection: Iterable[dg.AssetKey] | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> Iterator["ExecuteJobResult"]:
     """Execute ``full_refresh`` (or the given subset of assets and their checks) in this process.
 
     Great Expectations (~3 s to import and set up) is loaded on a background thread meanwhile,
     so that the checks do not wait for it after ingest.
     """
-    from curation.gx_validate import warm_up
-
     warm_up()
     job = dg.reconstructable(in_process_full_refresh)
     if asset_selection is not None:
         job = job.get_subset(asset_selection=set(asset_selection))
     with dg.execute_job(
-        job, instance=instance, run_config=dict(run_config or {}), raise_on_error=False
+        job,
+        instance=instance,
+        run_config=dict(run_config or {}),
+        tags=dict(tags or {}),
+        raise_on_error=False,
     ) as result:
         yield result

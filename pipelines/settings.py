@@ -1,14 +1,29 @@
-"""The one place where the environment is read: defaults, env variables, and the Dagster home."""
+"""The one place where the environment is read: defaults, env variables, and the Dagster home.
+
+No other module reads ``os.environ``; nothing writes it. CLI flags and ``--config`` files
+become run config (``pipelines.commands``), not environment variables.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_data"
+DEFAULT_REFRESH_CRON = "0 3 * * *"
+DEFAULT_RELEASE_MAX_AGE_HOURS = 36.0
+#: Variables handed to resources as ``dg.EnvVar`` (secrets or endpoints), only when set.
+SECRET_VARIABLES = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_DEFAULT_REGION",
+    "ALERT_WEBHOOK_URL",
+)
 
 
 @dataclass(frozen=True)
@@ -21,11 +36,19 @@ class Environment:
     pku_saferlhf_revision: str | None
     store_uri: str
     dagster_home: Path
+    refresh_cron: str = DEFAULT_REFRESH_CRON
+    release_max_age_hours: float = DEFAULT_RELEASE_MAX_AGE_HOURS
+    max_concurrent: int = 0
+    secrets_set: frozenset[str] = field(default_factory=frozenset)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Environment:
-        """Read ``HH_RLHF_URI``, ``PKU_SAFERLHF_URI``, ``*_REVISION``, ``CURATED_STORE_URI``..."""
+        """Read ``HH_RLHF_URI``, ``PKU_SAFERLHF_URI``, ``*_REVISION``, ``CURATED_STORE_URI``,
+        ``DAGSTER_HOME``, ``REFRESH_CRON``, ``RELEASE_MAX_AGE_HOURS``, ``DAGSTER_MAX_CONCURRENT``
+        and which of :data:`SECRET_VARIABLES` are set (their values stay in the environment and
+        reach resources through ``dg.EnvVar``)."""
         env = os.environ if env is None else env
+        age = env.get("RELEASE_MAX_AGE_HOURS")
         return cls(
             hh_rlhf_uri=env.get("HH_RLHF_URI") or str(SAMPLE / "hh-rlhf"),
             pku_saferlhf_uri=env.get("PKU_SAFERLHF_URI") or str(SAMPLE / "PKU-SafeRLHF"),
@@ -33,15 +56,23 @@ class Environment:
             pku_saferlhf_revision=env.get("PKU_SAFERLHF_REVISION") or None,
             store_uri=env.get("CURATED_STORE_URI") or str(REPO / "warehouse"),
             dagster_home=Path(env.get("DAGSTER_HOME") or REPO / ".dagster_home"),
+            refresh_cron=env.get("REFRESH_CRON") or DEFAULT_REFRESH_CRON,
+            release_max_age_hours=float(age) if age else DEFAULT_RELEASE_MAX_AGE_HOURS,
+            max_concurrent=int(env.get("DAGSTER_MAX_CONCURRENT") or 0),
+            secrets_set=frozenset(name for name in SECRET_VARIABLES if env.get(name)),
         )
 
-    def activate_dagster_home(self) -> Path:
-        """Create the persistent Dagster home (telemetry off) and point ``DAGSTER_HOME`` at it."""
+    @property
+    def release_max_age(self) -> timedelta:
+        """How old the latest release may get before it fails freshness."""
+        return timedelta(hours=self.release_max_age_hours)
+
+    def prepare_dagster_home(self) -> Path:
+        """Create the persistent Dagster home (telemetry off) and return it (no env writes)."""
         self.dagster_home.mkdir(parents=True, exist_ok=True)
         instance_yaml = self.dagster_home / "dagster.yaml"
         if not instance_yaml.exists():
             instance_yaml.write_text("telemetry:\n  enabled: false\n")
-        os.environ["DAGSTER_HOME"] = str(self.dagster_home)
         return self.dagster_home
 
 

@@ -1,8 +1,9 @@
-"""Operations: the schedule, source sensors (local files and S3), release freshness, the run-failure
-alert, retry policies, and the incremental refresh that recomputes only what a source change made
-stale."""
+"""Declarative automation on the real sample files: observations (local sha256, S3 ETag through
+moto, hf commit), the conditions driven with ``dg.evaluate_automation_conditions`` (unchanged
+sources, one changed file, a code-version change, blocking checks, cron ticks), the incremental
+refresh, release freshness, the run-failure alert, per-stage code versions, and retries."""
 
-import asyncio
+import datetime
 import gzip
 import json
 import shutil
@@ -15,36 +16,39 @@ from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializa
 from dagster._core.instance.utils import RUNLESS_JOB_NAME, RUNLESS_RUN_ID
 
 import assets.ingest as ingest_module
+import curation.version as version_module
 from assets.alerting import AlertsResource
-from assets.ingest import (
-    INGEST_KEYS,
-    SOURCE_ASSETS,
-    ingest_asset_key,
-    source_fingerprint,
-    upstream_asset_key,
-)
+from assets.keys import INGEST_KEYS, RELEASE_KEY, UPSTREAM_KEYS, ingest_asset_key
 from assets.resources import AwsCredentials, SourcesResource
+from assets.upstream import observe_files
+from curation.gx_validate import warm_up
 from curation.sources import SourceError, hh_files, pku_files
-from pipelines import automation
+from curation.upstream import hf_commit, source_fingerprint
 from pipelines.automation import (
-    DATA_VERSION_TAG,
-    RELEASE_KEY,
-    build_schedules,
-    build_source_sensor,
-    refresh,
-    release_freshness,
-    release_freshness_job,
+    AUTOMATION_SENSOR,
+    freshness_state,
+    release_freshness_alert,
     run_failure_alert,
-    with_operations,
 )
-from pipelines.definitions import ALL_ASSETS, build_definitions, build_resources
+from pipelines.definitions import build_definitions
+from pipelines.refresh import refresh
 from pipelines.settings import SAMPLE
 from tests.pipeline_helpers import environment
 
-GRAPH = [*SOURCE_ASSETS, *ALL_ASSETS]
 HH_TEST = next(f for f in hh_files() if f.subset == "harmless-base" and f.split == "test")
 PKU_TEST = next(f for f in pku_files() if f.subset == "Alpaca-7B" and f.split == "test")
-DOWNSTREAM = {"normalized_pairs", "curated_pairs", "release", "source_files", "quarantine"}
+AFTER_NORMALIZE = {
+    "normalized_pairs",
+    "quarantine",
+    "red_team",
+    "source_files",
+    "deduplicated_pairs",
+    "dedup_removed",
+    "curated_pairs",
+    "decontam_removed",
+    "release",
+}
+AFTER_DECONTAM = {"curated_pairs", "decontam_removed", "release"}
 
 
 @pytest.fixture
@@ -54,6 +58,13 @@ def mirror(tmp_path: Path) -> Path:
     shutil.copytree(SAMPLE / "hh-rlhf", root / "hh-rlhf")
     shutil.copytree(SAMPLE / "PKU-SafeRLHF", root / "PKU-SafeRLHF")
     return root
+
+
+@pytest.fixture(autouse=True)
+def gx_imported():
+    """Finish the background Great Expectations import (``warm_up``, started by the checks)
+    before a test touches the instance: a half-imported sqlalchemy in another thread breaks it."""
+    warm_up().join()
 
 
 @pytest.fixture
@@ -78,201 +89,350 @@ def names(keys) -> set[str]:
     return {k.to_user_string() for k in keys}
 
 
-def mark_all_ingested(instance: dg.DagsterInstance) -> None:
-    """Pretend every ingest asset was materialized once (so only changes are requested)."""
-    for key in INGEST_KEYS:
-        instance.report_runless_asset_event(dg.AssetMaterialization(key))
+def mirror_env(tmp_path: Path, mirror: Path):
+    return environment(
+        tmp_path,
+        str(tmp_path / "store"),
+        hh_rlhf_uri=str(mirror / "hh-rlhf"),
+        pku_saferlhf_uri=str(mirror / "PKU-SafeRLHF"),
+    )
 
 
-def tick(sensor: dg.SensorDefinition, instance, resources, cursor=None):
-    with dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources=resources, sensor_name=sensor.name
-    ) as context:
-        return sensor.evaluate_tick(context)
+def requested(result) -> set[str]:
+    """Asset keys an ``evaluate_automation_conditions`` result requested."""
+    keys = [*UPSTREAM_KEYS, *INGEST_KEYS, *(dg.AssetKey(k) for k in AFTER_NORMALIZE)]
+    return {k.to_user_string() for k in keys if result.get_num_requested(k)}
 
 
-# --- schedule -------------------------------------------------------------------------------------
+def latest_release(store: Path) -> str:
+    return json.loads((store / "latest.json").read_text())["release_id"]
 
 
-def test_daily_schedule_requests_a_full_refresh(monkeypatch: pytest.MonkeyPatch):
-    schedule = next(s for s in build_schedules() if s.name == "daily_full_refresh")
-    assert schedule.cron_schedule == "0 3 * * *"
-    data = schedule.evaluate_tick(dg.build_schedule_context())
-    assert len(data.run_requests) == 1
-    assert schedule.job_name == "full_refresh"
-    assert data.run_requests[0].asset_selection is None  # the whole job
-    monkeypatch.setenv("REFRESH_CRON", "30 5 * * 1")
-    assert build_schedules()[0].cron_schedule == "30 5 * * 1"
+# --- the definitions ------------------------------------------------------------------------------
 
 
-def test_definitions_register_operations():
+def test_definitions_use_declarative_automation():
     defs = build_definitions(environment(Path("/tmp"), "/tmp/unused-store"))
-    assert {s.name for s in defs.sensors} == {
-        "hh_rlhf_source_sensor",
-        "pku_saferlhf_source_sensor",
-        "run_failure_alert",
-    }
-    assert {s.name for s in defs.schedules} == {"daily_full_refresh", "release_freshness_schedule"}
+    assert not defs.schedules
+    sensors = {s.name: s for s in defs.sensors}
+    assert set(sensors) == {AUTOMATION_SENSOR, "run_failure_alert", "release_freshness_alert"}
+    assert isinstance(sensors[AUTOMATION_SENSOR], dg.AutomationConditionSensorDefinition)
+    assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in sensors.values())
     graph = defs.resolve_asset_graph()
-    assert all(graph.get(k).code_version for a in ALL_ASSETS for k in a.keys)
-    ingest = graph.get(ingest_asset_key(HH_TEST))
-    assert ingest.parent_keys == {upstream_asset_key(HH_TEST)}
-    policy = graph.get(RELEASE_KEY).freshness_policy
-    assert policy.fail_window.to_timedelta().total_seconds() == 36 * 3600
-
-
-# --- source sensors: local files ------------------------------------------------------------------
-
-
-def local_resources(mirror: Path) -> dict:
-    aws = AwsCredentials()
-    return {
-        "sources": SourcesResource(
-            hh_rlhf_uri=str(mirror / "hh-rlhf"),
-            pku_saferlhf_uri=str(mirror / "PKU-SafeRLHF"),
-            aws=aws,
-        ),
-        "aws": aws,
+    # one observation step for the 15 upstream files, each with an on_cron condition
+    [observer] = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition) and a.is_observable]
+    assert set(observer.keys) == set(UPSTREAM_KEYS) and len(UPSTREAM_KEYS) == 15
+    assert "on_cron(0 3 * * *" in graph.get(UPSTREAM_KEYS[0]).automation_condition.get_label()
+    for key in [*INGEST_KEYS, dg.AssetKey("curated_pairs")]:
+        node = graph.get(key)
+        assert node.automation_condition.get_label() == "eager_or_code_version_changed"
+        assert node.code_version
+    assert graph.get(ingest_asset_key(HH_TEST)).parent_keys == {
+        dg.AssetKey(f"upstream_{HH_TEST.key}")
     }
+    assert graph.get(RELEASE_KEY).kinds == {"parquet", "file"}  # a local store
+    assert graph.get(dg.AssetKey("curated_pairs")).kinds == {"python", "arrow"}
+    assert (
+        graph.get(dg.AssetKey("curated_pairs"))
+        .metadata["dagster/uri"]
+        .endswith("tables/curated_pairs.arrow")
+    )
+    s3_graph = build_definitions(
+        environment(Path("/tmp"), "s3://bucket/curated")
+    ).resolve_asset_graph()
+    assert s3_graph.get(RELEASE_KEY).kinds == {"parquet", "s3"}
+    policy = graph.get(RELEASE_KEY).freshness_policy
+    assert isinstance(policy, dg.FreshnessPolicy)
+    assert policy.fail_window.to_timedelta().total_seconds() == 36 * 3600
+    # concurrency pools and run tags
+    job = defs.resolve_job_def("full_refresh")
+    pools = {node.name: node.definition.pool for node in job.graph.nodes}
+    assert pools["release"] == "rlhf_release"
+    assert {
+        pools[n] for n in ("ingest_files", "validate_and_normalize", "decontaminate_pairs")
+    } == {"rlhf_stage"}
+    assert job.tags["rlhf/store"] == "/tmp/unused-store"
+    assert job.tags["rlhf/hh_uri"].endswith("hh-rlhf")
+    assert sensors[AUTOMATION_SENSOR].run_tags["rlhf/store"] == "/tmp/unused-store"
 
 
-def test_local_sensor_requests_changed_file_and_downstream_only(mirror: Path, instance):
-    resources = local_resources(mirror)
-    hh_sensor = build_source_sensor("hh-rlhf", GRAPH)
-    pku_sensor = build_source_sensor("pku-saferlhf", GRAPH)
-    mark_all_ingested(instance)
+def test_refresh_cron_and_freshness_window_come_from_settings():
+    env = environment(Path("/tmp"), "/tmp/s", refresh_cron="30 5 * * 1", release_max_age_hours=12)
+    graph = build_definitions(env).resolve_asset_graph()
+    assert "on_cron(30 5 * * 1" in graph.get(UPSTREAM_KEYS[0]).automation_condition.get_label()
+    policy = graph.get(RELEASE_KEY).freshness_policy
+    assert policy.fail_window.to_timedelta().total_seconds() == 12 * 3600
 
-    first = tick(hh_sensor, instance, resources)  # nothing observed before: everything is new
-    assert len(first.run_requests) == 1
-    assert {f"raw_{f.key}" for f in hh_files()} <= names(first.run_requests[0].asset_selection)
-    hh_cursor = first.cursor
-    pku_cursor = tick(pku_sensor, instance, resources).cursor
 
-    unchanged = tick(hh_sensor, instance, resources, hh_cursor)
-    assert not unchanged.run_requests and "unchanged" in unchanged.skip_message
-    assert unchanged.cursor == hh_cursor
+# --- observations: the data version of each upstream file -------------------------------------------
 
-    drop_first_line(mirror / "hh-rlhf" / HH_TEST.relpath)
-    changed = tick(hh_sensor, instance, resources, hh_cursor)
-    assert len(changed.run_requests) == 1
-    selected = names(changed.run_requests[0].asset_selection)
-    assert f"raw_{HH_TEST.key}" in selected and selected >= DOWNSTREAM
-    assert not any(s.startswith("raw_") and s != f"raw_{HH_TEST.key}" for s in selected)
-    assert not any(s.startswith("upstream_") for s in selected)
-    assert changed.cursor != hh_cursor
-    [observation] = changed.asset_events
-    assert observation.asset_key == upstream_asset_key(HH_TEST)
-    expected = source_fingerprint(str(mirror / "hh-rlhf"), HH_TEST.relpath)
-    assert observation.tags[DATA_VERSION_TAG] == expected and expected.startswith("sha256:")
 
-    # the other source did not change: its sensor skips
-    other = tick(pku_sensor, instance, resources, pku_cursor)
-    assert not other.run_requests and other.skip_message
-    # a touch (new mtime, same bytes) is not a change for local files
+def local_sources(mirror: Path) -> SourcesResource:
+    return SourcesResource(
+        hh_rlhf_uri=str(mirror / "hh-rlhf"),
+        pku_saferlhf_uri=str(mirror / "PKU-SafeRLHF"),
+        aws=AwsCredentials(),
+    )
+
+
+def versions_of(results) -> dict[str, str]:
+    return {r.asset_key.to_user_string(): r.data_version.value for r in results}
+
+
+def test_local_observation_is_the_content_sha256(mirror: Path):
+    before = versions_of(observe_files(local_sources(mirror), AwsCredentials(), set(UPSTREAM_KEYS)))
+    assert len(before) == 15
+    key = f"upstream_{HH_TEST.key}"
+    assert before[key] == source_fingerprint(str(mirror / "hh-rlhf"), HH_TEST.relpath)
+    assert before[key].startswith("sha256:")
+    assert before["upstream_pku_saferlhf__alpaca2_7b__test"] == "absent"
     path = mirror / "PKU-SafeRLHF" / PKU_TEST.relpath
-    path.write_bytes(path.read_bytes())
-    assert not tick(pku_sensor, instance, resources, pku_cursor).run_requests
+    path.write_bytes(path.read_bytes())  # a touch is not a change
+    drop_first_line(mirror / "hh-rlhf" / HH_TEST.relpath)
+    after = versions_of(observe_files(local_sources(mirror), AwsCredentials(), set(UPSTREAM_KEYS)))
+    assert {k for k in after if after[k] != before[k]} == {key}
 
 
-def test_first_tick_after_a_run_compares_with_the_recorded_observations(mirror: Path, instance):
-    """No cursor yet, but the last run observed the same files: nothing to do."""
-    resources = local_resources(mirror)
-    mark_all_ingested(instance)
-    for source in pku_files():
-        fingerprint = source_fingerprint(str(mirror / "PKU-SafeRLHF"), source.relpath)
-        instance.report_runless_asset_event(
-            dg.AssetObservation(upstream_asset_key(source), tags={DATA_VERSION_TAG: fingerprint})
-        )
-    sensor = build_source_sensor("pku-saferlhf", GRAPH)
-    assert not tick(sensor, instance, resources).run_requests
-
-
-# --- source sensors: S3 (moto) ---------------------------------------------------------------------
-
-
-def test_s3_sensor_sees_a_changed_object(s3_env: dict, s3_client, s3_bucket: str, instance):
-    client = s3_client
+def test_s3_observation_is_the_etag(s3_env: dict, s3_client, s3_bucket: str):
     for local_root, prefix in ((SAMPLE / "hh-rlhf", "hh"), (SAMPLE / "PKU-SafeRLHF", "pku")):
         for path in local_root.rglob("*.*"):
             key = f"{prefix}/{path.relative_to(local_root)}"
-            client.put_object(Bucket=s3_bucket, Key=key, Body=path.read_bytes())
+            s3_client.put_object(Bucket=s3_bucket, Key=key, Body=path.read_bytes())
     aws = AwsCredentials(
         endpoint_url=s3_env["AWS_ENDPOINT_URL"],
         access_key_id=s3_env["AWS_ACCESS_KEY_ID"],
         secret_access_key=s3_env["AWS_SECRET_ACCESS_KEY"],
         region=s3_env["AWS_DEFAULT_REGION"],
     )
-    resources = {
-        "sources": SourcesResource(
-            hh_rlhf_uri=f"s3://{s3_bucket}/hh", pku_saferlhf_uri=f"s3://{s3_bucket}/pku", aws=aws
-        ),
-        "aws": aws,
-    }
-    mark_all_ingested(instance)
-    hh_sensor = build_source_sensor("hh-rlhf", GRAPH)
-    pku_sensor = build_source_sensor("pku-saferlhf", GRAPH)
-    hh_cursor = tick(hh_sensor, instance, resources).cursor
-    pku_cursor = tick(pku_sensor, instance, resources).cursor
-    fingerprints = json.loads(pku_cursor)
-    assert fingerprints[PKU_TEST.relpath].startswith("etag:")
-    assert fingerprints["data/Alpaca2-7B/test.jsonl"] == "absent"
-
-    assert not tick(pku_sensor, instance, resources, pku_cursor).run_requests
+    sources = SourcesResource(
+        hh_rlhf_uri=f"s3://{s3_bucket}/hh", pku_saferlhf_uri=f"s3://{s3_bucket}/pku", aws=aws
+    )
+    before = versions_of(observe_files(sources, aws, set(UPSTREAM_KEYS)))
+    key = f"upstream_{PKU_TEST.key}"
+    assert before[key].startswith("etag:")
+    assert before["upstream_pku_saferlhf__alpaca2_7b__test"] == "absent"
     body = (SAMPLE / "PKU-SafeRLHF" / PKU_TEST.relpath).read_bytes()
-    client.put_object(Bucket=s3_bucket, Key=f"pku/{PKU_TEST.relpath}", Body=body.split(b"\n", 1)[1])
-    changed = tick(pku_sensor, instance, resources, pku_cursor)
-    assert len(changed.run_requests) == 1
-    selected = names(changed.run_requests[0].asset_selection)
-    assert f"raw_{PKU_TEST.key}" in selected and "release" in selected
-    assert {s for s in selected if s.startswith("raw_")} == {f"raw_{PKU_TEST.key}"}
-    assert json.loads(changed.cursor)[PKU_TEST.relpath] != fingerprints[PKU_TEST.relpath]
-    # a new file appearing in the mirror is a change too
-    client.put_object(Bucket=s3_bucket, Key="pku/data/Alpaca2-7B/test.jsonl", Body=body)
-    appeared = tick(pku_sensor, instance, resources, changed.cursor)
-    assert "raw_pku_saferlhf__alpaca2_7b__test" in names(appeared.run_requests[0].asset_selection)
-    # HH did not change
-    unchanged = tick(hh_sensor, instance, resources, hh_cursor)
-    assert not unchanged.run_requests and "unchanged" in unchanged.skip_message
+    s3_client.put_object(
+        Bucket=s3_bucket, Key=f"pku/{PKU_TEST.relpath}", Body=body.split(b"\n", 1)[1]
+    )
+    s3_client.put_object(Bucket=s3_bucket, Key="pku/data/Alpaca2-7B/test.jsonl", Body=body)
+    after = versions_of(observe_files(sources, aws, set(UPSTREAM_KEYS)))
+    assert {k for k in after if after[k] != before[k]} == {
+        key,
+        "upstream_pku_saferlhf__alpaca2_7b__test",
+    }
 
 
-# --- source sensors: hf:// (the Hub API faked: no network) -----------------------------------------
-
-
-def test_hf_sensor_follows_the_dataset_commit(monkeypatch: pytest.MonkeyPatch, instance):
+def test_hf_observation_is_the_repo_commit(monkeypatch: pytest.MonkeyPatch):
     import huggingface_hub
 
-    commits = iter(["a" * 40, "a" * 40, "b" * 40])
     asked = []
 
-    class FakeApi:
+    class FakeApi:  # the real call needs the network
         def dataset_info(self, repo_id, revision=None):
             asked.append((repo_id, revision))
-            return type("Info", (), {"sha": next(commits)})()
+            return type("Info", (), {"sha": "a" * 40})()
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     aws = AwsCredentials()
-    resources = {
-        "sources": SourcesResource(
-            hh_rlhf_uri="hf://datasets/Anthropic/hh-rlhf",
-            pku_saferlhf_uri="hf://datasets/PKU-Alignment/PKU-SafeRLHF",
-            aws=aws,
-        ),
-        "aws": aws,
-    }
-    mark_all_ingested(instance)
-    sensor = build_source_sensor("hh-rlhf", GRAPH)
-    first = tick(sensor, instance, resources)
-    assert set(json.loads(first.cursor).values()) == {"hf-commit:" + "a" * 40}
-    assert not tick(sensor, instance, resources, first.cursor).run_requests
-    moved = tick(sensor, instance, resources, first.cursor)
-    selected = names(moved.run_requests[0].asset_selection)
-    assert {s for s in selected if s.startswith("raw_")} == {f"raw_{f.key}" for f in hh_files()}
-    assert asked == [("Anthropic/hh-rlhf", None)] * 3  # one Hub call per tick, not per file
-    # a pinned commit needs no call at all
-    assert automation.hf_commit("hf://datasets/Anthropic/hh-rlhf", "c" * 40) == "c" * 40
+    sources = SourcesResource(
+        hh_rlhf_uri="hf://datasets/Anthropic/hh-rlhf",
+        pku_saferlhf_uri="hf://datasets/PKU-Alignment/PKU-SafeRLHF",
+        aws=aws,
+    )
+    found = versions_of(observe_files(sources, aws, set(UPSTREAM_KEYS)))
+    assert set(found.values()) == {"hf-commit:" + "a" * 40}
+    assert sorted(asked) == [("Anthropic/hh-rlhf", None), ("PKU-Alignment/PKU-SafeRLHF", None)]
+    assert hf_commit("hf://datasets/Anthropic/hh-rlhf", "c" * 40) == "c" * 40  # pinned: no call
 
 
-# --- release freshness -------------------------------------------------------------------------------
+# --- the conditions, evaluated like the daemon does ------------------------------------------------------
+
+
+def observe(defs: dg.Definitions, instance) -> None:
+    result = defs.resolve_job_def("full_refresh").execute_in_process(
+        instance=instance, asset_selection=UPSTREAM_KEYS
+    )
+    assert result.success
+
+
+def test_conditions_on_real_files_unchanged_changed_and_code_change(
+    tmp_path: Path, mirror: Path, instance, monkeypatch: pytest.MonkeyPatch
+):
+    env = mirror_env(tmp_path, mirror)
+    defs = build_definitions(env, keep_release_fresh=False)
+    assert defs.resolve_job_def("full_refresh").execute_in_process(instance=instance).success
+    first = dg.evaluate_automation_conditions(defs, instance)
+    assert requested(first) == set()
+
+    observe(defs, instance)  # same bytes: same data versions, not an update
+    unchanged = dg.evaluate_automation_conditions(defs, instance, cursor=first.cursor)
+    assert requested(unchanged) == set()
+
+    drop_first_line(mirror / "PKU-SafeRLHF" / PKU_TEST.relpath)
+    observe(defs, instance)
+    changed = dg.evaluate_automation_conditions(defs, instance, cursor=unchanged.cursor)
+    assert requested(changed) == {f"raw_{PKU_TEST.key}"} | AFTER_NORMALIZE
+    idle = dg.evaluate_automation_conditions(defs, instance, cursor=changed.cursor)
+    assert requested(idle) == set()  # requested once, not again on the next tick
+
+    # a decontamination code change: decontamination and publish, not ingest, normalize, dedup
+    real = version_module.source_bytes
+    monkeypatch.setattr(
+        version_module,
+        "source_bytes",
+        lambda p: real(p) + (b"\n# changed\n" if p == "curation/decontam.py" else b""),
+    )
+    new_defs = build_definitions(env, keep_release_fresh=False)
+    code = dg.evaluate_automation_conditions(new_defs, instance, cursor=idle.cursor)
+    assert requested(code) == AFTER_DECONTAM
+    after = dg.evaluate_automation_conditions(new_defs, instance, cursor=code.cursor)
+    assert requested(after) == set()  # requested once, not on every tick
+
+
+def test_conditions_with_an_s3_mirror(
+    tmp_path: Path, s3_env: dict, s3_client, s3_bucket: str, instance
+):
+    """Observations through moto's S3: a replaced object requests its file and what follows."""
+    for local_root, prefix in ((SAMPLE / "hh-rlhf", "hh"), (SAMPLE / "PKU-SafeRLHF", "pku")):
+        for path in local_root.rglob("*.*"):
+            key = f"{prefix}/{path.relative_to(local_root)}"
+            s3_client.put_object(Bucket=s3_bucket, Key=key, Body=path.read_bytes())
+    env = environment(
+        tmp_path,
+        str(tmp_path / "store"),
+        hh_rlhf_uri=f"s3://{s3_bucket}/hh",
+        pku_saferlhf_uri=f"s3://{s3_bucket}/pku",
+        secrets_set=frozenset(s3_env),
+    )
+    defs = build_definitions(env, keep_release_fresh=False)
+    observe(defs, instance)
+    for key in [*INGEST_KEYS, *(dg.AssetKey(k) for k in AFTER_NORMALIZE)]:
+        instance.report_runless_asset_event(dg.AssetMaterialization(key))
+    first = dg.evaluate_automation_conditions(defs, instance)
+    observe(defs, instance)
+    unchanged = dg.evaluate_automation_conditions(defs, instance, cursor=first.cursor)
+    assert requested(unchanged) == set()
+    body = (SAMPLE / "PKU-SafeRLHF" / PKU_TEST.relpath).read_bytes()
+    s3_client.put_object(
+        Bucket=s3_bucket, Key=f"pku/{PKU_TEST.relpath}", Body=body.split(b"\n", 1)[1]
+    )
+    observe(defs, instance)
+    changed = dg.evaluate_automation_conditions(defs, instance, cursor=unchanged.cursor)
+    assert requested(changed) == {f"raw_{PKU_TEST.key}"} | AFTER_NORMALIZE
+
+
+def test_blocking_check_failure_holds_back_downstream(tmp_path: Path, instance):
+    defs = build_definitions(
+        environment(tmp_path, str(tmp_path / "store")), keep_release_fresh=False
+    )
+    for key in [*INGEST_KEYS, *(dg.AssetKey(k) for k in AFTER_NORMALIZE)]:
+        instance.report_runless_asset_event(dg.AssetMaterialization(key))
+    tick = dg.evaluate_automation_conditions(defs, instance)
+    assert requested(tick) == set()
+    raw = INGEST_KEYS[0]
+    instance.report_runless_asset_event(dg.AssetMaterialization(raw))
+    instance.report_runless_asset_event(
+        dg.AssetCheckEvaluation(
+            asset_key=raw,
+            check_name="schema_suite",
+            passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
+        )
+    )
+    held = dg.evaluate_automation_conditions(defs, instance, cursor=tick.cursor)
+    assert requested(held) == set()  # normalize waits for the failed blocking check
+    instance.report_runless_asset_event(
+        dg.AssetCheckEvaluation(asset_key=raw, check_name="schema_suite", passed=True)
+    )
+    released = dg.evaluate_automation_conditions(defs, instance, cursor=held.cursor)
+    assert requested(released) == AFTER_NORMALIZE
+
+
+def test_cron_tick_observes_sources_and_republishes_the_release(tmp_path: Path, instance):
+    defs = build_definitions(environment(tmp_path, str(tmp_path / "store")))
+    for key in [*INGEST_KEYS, *(dg.AssetKey(k) for k in AFTER_NORMALIZE)]:
+        instance.report_runless_asset_event(dg.AssetMaterialization(key))
+    day = datetime.datetime(2026, 11, 30, tzinfo=datetime.UTC)
+    before = dg.evaluate_automation_conditions(
+        defs, instance, evaluation_time=day + datetime.timedelta(hours=2, minutes=59)
+    )
+    assert requested(before) == set()
+    tick = dg.evaluate_automation_conditions(
+        defs,
+        instance,
+        cursor=before.cursor,
+        evaluation_time=day + datetime.timedelta(hours=3, minutes=1),
+    )
+    assert requested(tick) == {k.to_user_string() for k in UPSTREAM_KEYS} | {"release"}
+    later = dg.evaluate_automation_conditions(
+        defs,
+        instance,
+        cursor=tick.cursor,
+        evaluation_time=day + datetime.timedelta(hours=3, minutes=5),
+    )
+    assert "release" not in requested(later)
+
+
+# --- the incremental refresh ---------------------------------------------------------------------------
+
+
+def test_refresh_runs_only_what_changed_and_code_versions_name_releases(
+    tmp_path: Path, mirror: Path, instance, monkeypatch: pytest.MonkeyPatch
+):
+    store = tmp_path / "store"
+    env = mirror_env(tmp_path, mirror)
+    defs = build_definitions(env, keep_release_fresh=False)
+    full = defs.resolve_job_def("full_refresh").execute_in_process(instance=instance)
+    assert full.success
+    first_release = latest_release(store)
+    # every table asset shows its columns; the release says where it is
+    for key in [*INGEST_KEYS, *(dg.AssetKey(k) for k in AFTER_NORMALIZE)]:
+        metadata = instance.get_latest_materialization_event(key).asset_materialization.metadata
+        assert isinstance(metadata["dagster/column_schema"].value, dg.TableSchema), key
+    release_metadata = instance.get_latest_materialization_event(RELEASE_KEY)
+    uri = release_metadata.asset_materialization.metadata["dagster/uri"].value
+    assert uri.endswith(f"releases/{first_release}")
+    runs_before = len(instance.get_runs())
+
+    nothing = refresh(defs, instance)
+    assert nothing.success and nothing.requested == [] and nothing.run_id is None
+    assert len(instance.get_runs()) == runs_before + 1  # the observation run only
+    assert len(list((store / "releases").iterdir())) == 1
+
+    drop_first_line(mirror / "hh-rlhf" / HH_TEST.relpath)
+    changed = refresh(defs, instance)
+    assert changed.success and changed.run_id
+    assert set(changed.requested) == {f"raw_{HH_TEST.key}"} | AFTER_NORMALIZE
+    materialized = names(
+        e.asset_key for e in changed.result.all_events if e.is_step_materialization
+    )
+    assert f"raw_{HH_TEST.key}" in materialized and f"raw_{PKU_TEST.key}" not in materialized
+    second_release = latest_release(store)
+    assert second_release != first_release
+    assert refresh(defs, instance).requested == []
+
+    # an edit in assets/ (simulated: the hashed source text of assets/normalize.py changes)
+    real = version_module.source_bytes
+    monkeypatch.setattr(
+        version_module,
+        "source_bytes",
+        lambda p: real(p) + (b"\n# row order changed\n" if p == "assets/normalize.py" else b""),
+    )
+    edited_defs = build_definitions(env, keep_release_fresh=False)
+    graph, old_graph = edited_defs.resolve_asset_graph(), defs.resolve_asset_graph()
+    for key, same in ((INGEST_KEYS[0], True), (dg.AssetKey("normalized_pairs"), False)):
+        assert (graph.get(key).code_version == old_graph.get(key).code_version) is same
+    assert graph.get(RELEASE_KEY).code_version != old_graph.get(RELEASE_KEY).code_version
+    code = refresh(edited_defs, instance)
+    assert code.success and set(code.requested) == AFTER_NORMALIZE
+    third_release = latest_release(store)
+    assert third_release != second_release  # same rows, new code: a new release id
+    manifest = json.loads((store / "releases" / third_release / "manifest.json").read_text())
+    assert manifest["code_version"] == graph.get(RELEASE_KEY).code_version
+
+
+# --- freshness and alerts -------------------------------------------------------------------------------
 
 
 def record_release(instance: dg.DagsterInstance, hours_ago: float) -> None:
@@ -286,77 +446,48 @@ def record_release(instance: dg.DagsterInstance, hours_ago: float) -> None:
     )
 
 
-def run_freshness_check(tmp_path: Path, instance, url: str) -> dg.AssetCheckEvaluation:
-    resources = build_resources(environment(tmp_path, str(tmp_path / "store")))
-    resources["alerts"] = AlertsResource(webhook_url=url, retries=0)
-    defs = dg.Definitions(
-        assets=GRAPH,
-        asset_checks=[release_freshness],
-        jobs=[release_freshness_job],
-        resources=resources,
-    )
-    result = defs.resolve_job_def("check_release_freshness").execute_in_process(
-        instance=instance, raise_on_error=False
-    )
-    [evaluation] = result.get_asset_check_evaluations()
-    return evaluation
-
-
-def policy_state(instance: dg.DagsterInstance) -> str:
-    """What Dagster's freshness daemon (and so the UI) computes for the release's policy."""
-    from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
-    from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
-    from dagster._core.definitions.freshness_evaluator import TimeWindowFreshnessPolicyEvaluator
-    from dagster._time import get_current_datetime
-
-    graph = AssetGraph.from_assets(GRAPH)
-    view = AssetGraphView(
-        temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
+def freshness_tick(tmp_path: Path, instance, url: str, cursor: str | None = None):
+    sensor = release_freshness_alert(environment(tmp_path, str(tmp_path / "store")))
+    with dg.build_sensor_context(
         instance=instance,
-        asset_graph=graph,
-    )
-    evaluator = TimeWindowFreshnessPolicyEvaluator()
-    return asyncio.run(evaluator.evaluate_freshness(view, graph.get(RELEASE_KEY))).value
+        cursor=cursor,
+        resources={"alerts": AlertsResource(webhook_url=url, retries=0)},
+        sensor_name=sensor.name,
+    ) as context:
+        data = sensor.evaluate_tick(context)
+    return data
 
 
-def test_stale_release_fails_freshness_and_alerts(tmp_path: Path, instance, webhook):
+def test_stale_release_alerts_once(tmp_path: Path, instance, webhook):
     url, received = webhook
     record_release(instance, hours_ago=40)
-    assert policy_state(instance) == "FAIL"
-    evaluation = run_freshness_check(tmp_path, instance, url)
-    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
-    assert "40.0 h old" in evaluation.description
+    assert freshness_state(instance, datetime.timedelta(hours=36))[0] == "FAIL"
+    first = freshness_tick(tmp_path, instance, url)
     [alert] = received
     assert alert["asset"] == "release" and alert["check"] == "release_freshness"
     assert alert["severity"] == "ERROR" and alert["counts"]["max_age_hours"] == 36
+    assert "40.0 h old" in alert["message"]
+    freshness_tick(tmp_path, instance, url, first.cursor)
+    assert len(received) == 1  # the same state does not alert again
+    record_release(instance, hours_ago=1)
+    recovered = freshness_tick(tmp_path, instance, url, first.cursor)
+    assert len(received) == 1 and "PASS" in recovered.skip_message
 
 
-def test_fresh_release_passes_freshness(tmp_path: Path, instance, webhook):
+def test_fresh_release_passes_and_warns_at_two_thirds(tmp_path: Path, instance, webhook):
     url, received = webhook
     record_release(instance, hours_ago=30)
-    assert policy_state(instance) == "WARN"  # past 2/3 of the window
+    assert freshness_state(instance, datetime.timedelta(hours=36))[0] == "WARN"
     record_release(instance, hours_ago=1)
-    assert policy_state(instance) == "PASS"
-    evaluation = run_freshness_check(tmp_path, instance, url)
-    assert evaluation.passed
+    assert freshness_state(instance, datetime.timedelta(hours=36))[0] == "PASS"
+    freshness_tick(tmp_path, instance, url)
     assert received == []
 
 
-def test_never_published_fails_freshness(tmp_path: Path, instance, webhook):
+def test_never_published_alerts(tmp_path: Path, instance, webhook):
     url, received = webhook
-    assert not run_freshness_check(tmp_path, instance, url).passed
+    freshness_tick(tmp_path, instance, url)
     assert received[0]["message"] == "no release has ever been published"
-
-
-def test_freshness_window_is_configurable(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("RELEASE_MAX_AGE_HOURS", "12")
-    [release_def] = [a for a in with_operations(ALL_ASSETS) if RELEASE_KEY in a.keys]
-    policy = release_def.specs_by_key[RELEASE_KEY].freshness_policy
-    assert policy.fail_window.to_timedelta().total_seconds() == 12 * 3600
-    assert automation.release_max_age().total_seconds() == 12 * 3600
-
-
-# --- run-failure alert and retries ------------------------------------------------------------------
 
 
 def run_ingest(tmp_path: Path, instance, source, **env_changes) -> dg.ExecuteInProcessResult:
@@ -370,23 +501,32 @@ def event_types(result: dg.ExecuteInProcessResult) -> list[str]:
     return [e.event_type_value for e in result.all_events]
 
 
-def test_run_failure_sensor_posts_an_error_alert(tmp_path: Path, mirror: Path, instance, webhook):
+def test_run_failure_alert_covers_runs_made_outside_the_daemon(
+    tmp_path: Path, mirror: Path, instance, webhook
+):
     url, received = webhook
+    defs = build_definitions(mirror_env(tmp_path, mirror))
+    resources = {"alerts": AlertsResource(webhook_url=url, retries=0)}
+
+    def tick(cursor=None):
+        with dg.build_sensor_context(
+            instance=instance,
+            cursor=cursor,
+            resources=resources,
+            repository_def=defs.get_repository_def(),
+            sensor_name="run_failure_alert",
+        ) as context:
+            run_failure_alert.evaluate_tick(context)
+            return context.cursor
+
+    cursor = tick()  # the daemon's first tick starts from "now"
     path = mirror / "hh-rlhf" / HH_TEST.relpath
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # truncated gzip
     result = run_ingest(tmp_path, instance, HH_TEST, hh_rlhf_uri=str(mirror / "hh-rlhf"))
     assert not result.success
-    # a corrupt file is a validation failure: no retry
-    assert "STEP_UP_FOR_RETRY" not in event_types(result)
-
-    context = dg.build_run_status_sensor_context(
-        sensor_name="run_failure_alert",
-        dagster_event=result.get_run_failure_event(),
-        dagster_instance=instance,
-        dagster_run=result.dagster_run,
-        resources={"alerts": AlertsResource(webhook_url=url, retries=0)},
-    ).for_run_failure()
-    run_failure_alert(context)
+    assert "STEP_UP_FOR_RETRY" not in event_types(result)  # corrupt input: no retry
+    assert result.dagster_run.remote_job_origin is None  # executed in process, not launched
+    tick(cursor)
     [alert] = received
     assert alert["asset"] == "full_refresh" and alert["check"] == "run"
     assert alert["severity"] == "ERROR" and alert["run_id"] == result.run_id
@@ -410,41 +550,3 @@ def test_transient_read_error_is_retried(tmp_path: Path, instance, monkeypatch: 
     assert result.success, event_types(result)
     assert len(calls) == 2
     assert "STEP_UP_FOR_RETRY" in event_types(result)
-
-
-# --- incremental refresh ----------------------------------------------------------------------------
-
-
-def test_refresh_recomputes_only_what_a_change_made_stale(tmp_path: Path, mirror: Path, instance):
-    store = tmp_path / "store"
-    env = environment(
-        tmp_path,
-        str(store),
-        hh_rlhf_uri=str(mirror / "hh-rlhf"),
-        pku_saferlhf_uri=str(mirror / "PKU-SafeRLHF"),
-    )
-    defs = build_definitions(env)
-    full = defs.resolve_job_def("full_refresh").execute_in_process(instance=instance)
-    assert full.success
-    first_release = json.loads((store / "latest.json").read_text())["release_id"]
-    runs_before = len(instance.get_runs())
-
-    nothing = refresh(defs, instance)
-    assert nothing.success and nothing.stale == [] and nothing.run_id is None
-    assert len(instance.get_runs()) == runs_before + 1  # the observation run only
-    assert len(list((store / "releases").iterdir())) == 1
-
-    drop_first_line(mirror / "PKU-SafeRLHF" / PKU_TEST.relpath)
-    changed = refresh(defs, instance)
-    assert changed.success and changed.run_id
-    assert changed.stale == [f"raw_{PKU_TEST.key}"]
-    assert {s for s in changed.selected if s.startswith("raw_")} == {f"raw_{PKU_TEST.key}"}
-    assert "release" in changed.selected
-    materialized = names(
-        e.asset_key for e in changed.result.all_events if e.is_step_materialization
-    )
-    assert f"raw_{PKU_TEST.key}" in materialized and f"raw_{HH_TEST.key}" not in materialized
-    assert json.loads((store / "latest.json").read_text())["release_id"] != first_release
-
-    again = refresh(defs, instance)
-    assert again.stale == [] and again.run_id is None

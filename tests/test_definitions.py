@@ -1,9 +1,12 @@
-"""The code location loads with no credentials and no network, and has the whole graph."""
+"""The code location loads with no credentials and no network, validates through the real
+workspace file, and its imports point one way with all environment reading in one module."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.conftest import REPO
 
@@ -17,12 +20,26 @@ assert len([k for k in keys if k.startswith("raw_")]) == 15
 checks = {c.name for c in repo.asset_graph.asset_check_keys}
 assert {"schema_suite", "quarantine_rate", "row_accounting", "curated_pairs_suite"} <= checks, checks
 defs.resolve_job_def("full_refresh")
+# what a code server sends the webserver and daemon: the repository snapshot must serialize
+from dagster._core.remote_representation.external_data import RepositorySnap
+from dagster_shared.serdes import serialize_value
+serialize_value(RepositorySnap.from_def(repo))
 print("loaded", len(keys))
 """
+LAYERS = {"curation": set(), "assets": {"curation"}, "pipelines": {"curation", "assets"}}
+STAGE_MODULES = {"ingest", "normalize", "curate", "publish", "checks", "upstream"}
 
 
-def test_definitions_load_without_secrets():
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(REPO), "PYTHONPATH": str(REPO)}
+def minimal_env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "DAGSTER_HOME": str(tmp_path),
+    }
+
+
+def test_definitions_load_without_secrets(tmp_path: Path):
+    env = {**minimal_env(tmp_path), "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
         [sys.executable, "-c", LOAD], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
     )
@@ -30,6 +47,72 @@ def test_definitions_load_without_secrets():
     assert "loaded" in proc.stdout
 
 
-def test_workspace_yaml_points_at_the_definitions():
-    text = (REPO / "workspace.yaml").read_text()
-    assert "pipelines.definitions" in text
+def test_workspace_loads_and_validates(tmp_path: Path):
+    """``dagster definitions validate`` on workspace.yaml, as ``dagster dev`` loads it."""
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "definitions",
+            "validate",
+            "-w",
+            "workspace.yaml",
+        ],
+        env=minimal_env(tmp_path),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr
+    assert "Validation successful for code location pipelines.definitions" in output, output
+
+
+def project_imports(path: Path) -> list[tuple[str, bool]]:
+    """(imported project module, imported at module top level) for every import in ``path``."""
+    tree = ast.parse(path.read_text())
+    top = {id(node) for node in tree.body}
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            modules = [node.module]
+        else:
+            continue
+        out += [(m, id(node) in top) for m in modules if m.split(".")[0] in LAYERS]
+    return out
+
+
+def test_imports_point_one_way_and_sit_at_the_top():
+    problems = []
+    for package, allowed in LAYERS.items():
+        for path in sorted((REPO / package).glob("*.py")):
+            here = f"{package}.{path.stem}"
+            for module, at_top in project_imports(path):
+                layer = module.split(".")[0]
+                if layer != package and layer not in allowed:
+                    problems.append(f"{here} imports {module} (upward)")
+                if package != "curation" and not at_top:
+                    problems.append(f"{here} imports {module} inside a function")
+                if (
+                    package == "assets"
+                    and path.stem in STAGE_MODULES
+                    and module.startswith("assets.")
+                    and module.split(".")[-1] in STAGE_MODULES
+                ):
+                    problems.append(f"{here} imports the stage module {module} (sideways)")
+    assert problems == []
+
+
+def test_environment_is_read_only_in_settings():
+    readers = []
+    for package in ("assets", "pipelines"):
+        for path in sorted((REPO / package).glob("*.py")):
+            text = path.read_text()
+            if path.name != "settings.py" and ("os.environ" in text or "getenv" in text):
+                readers.append(f"{package}/{path.name}")
+    assert readers == []
+    settings = (REPO / "pipelines" / "settings.py").read_text()
+    assert "os.environ[" not in settings and "putenv" not in settings  # read, never written

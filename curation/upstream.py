@@ -1,0 +1,105 @@
+"""Upstream files: fingerprints that change when a file changes, and which read errors are transient.
+
+A fingerprint is the Dagster data version of an upstream file (see ``assets/upstream.py``):
+
+- ``hf://datasets/<org>/<name>``: the dataset repo's commit (one Hub call per dataset);
+- object stores and HTTP: the ETag plus the size;
+- local files: the content sha256 (a ``touch`` is not a change);
+- anything else: size and mtime; a missing file is ``absent``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import re
+
+import fsspec
+
+from curation.sources import file_uri
+
+ABSENT = "absent"
+_HF_REPO = re.compile(r"^hf://datasets/([^/@]+/[^/@]+)(?:@([^/]+))?")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+def hf_commit(root: str, revision: str | None = None) -> str:
+    """The commit the ``hf://datasets/<org>/<name>[@rev]`` mirror resolves to now (network)."""
+    match = _HF_REPO.match(root)
+    if not match:
+        raise ValueError(f"{root}: not an hf://datasets/<org>/<name> URI")
+    repo, pinned = match.group(1), match.group(2) or revision
+    if pinned and _COMMIT.match(pinned):
+        return pinned
+    from huggingface_hub import HfApi
+
+    return HfApi().dataset_info(repo, revision=pinned).sha
+
+
+def sha256_file(fs, path: str) -> str:
+    """The sha256 hex digest of ``path`` on the fsspec filesystem ``fs``, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with fs.open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def source_fingerprint(
+    root: str, relpath: str, revision: str | None = None, storage_options: dict | None = None
+) -> str:
+    """A short string that changes whenever the upstream file changes (its Dagster data version).
+
+    Cached listings are dropped first, so a long-running process sees the current state.
+    """
+    if root.startswith("hf://"):
+        return f"hf-commit:{hf_commit(root, revision)}"
+    uri = file_uri(root, relpath, revision)
+    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    fs.invalidate_cache()
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:
+        return ABSENT
+    if info.get("type") == "directory":
+        return ABSENT
+    etag = info.get("ETag") or info.get("etag")
+    if etag:
+        return f"etag:{str(etag).strip(chr(34))}:size:{info.get('size')}"
+    if "file" in fs.protocol or "local" in fs.protocol:
+        return f"sha256:{sha256_file(fs, path)}"
+    mtime = info.get("mtime") or info.get("LastModified") or info.get("last_modified")
+    return f"size:{info.get('size')}:mtime:{mtime}"
+
+
+def dataset_fingerprints(
+    relpaths: list[str],
+    root: str,
+    revision: str | None = None,
+    storage_options: dict | None = None,
+) -> dict[str, str]:
+    """``{relpath: fingerprint}`` of files of one mirror (one Hub call for ``hf://``)."""
+    if root.startswith("hf://"):
+        commit = f"hf-commit:{hf_commit(root, revision)}"
+        return dict.fromkeys(relpaths, commit)
+    return {p: source_fingerprint(root, p, revision, storage_options) for p in relpaths}
+
+
+_NOT_TRANSIENT = (
+    gzip.BadGzipFile,
+    FileNotFoundError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A read that failed on I/O (connection reset, timeout, throttling): worth retrying.
+
+    ``curation.sources`` wraps such ``OSError`` s in ``SourceError``; corrupt content
+    (bad or truncated gzip, empty file, malformed JSON) is a ``SourceError`` without an
+    ``OSError`` cause and is not retried.
+    """
+    cause = exc.__cause__
+    return isinstance(cause, OSError) and not isinstance(cause, _NOT_TRANSIENT)

@@ -1,0 +1,140 @@
+"""``rlhf-curate`` end to end in real subprocesses: run with a --config file, refresh, releases.
+
+Each command is the installed console script, with a temporary DAGSTER_HOME and store, and no
+credentials. Checks what the user sees (a line per stage, the release), what the instance
+records (run tags), and that a bad --config stops before any work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+from dagster import DagsterEventType
+
+from assets.keys import UPSTREAM_KEYS
+from pipelines.cli_releases import _default_store
+from pipelines.commands import settings_config
+from pipelines.definitions import defs
+from pipelines.settings import REPO, SAMPLE, Environment
+
+CLI = Path(sys.executable).parent / "rlhf-curate"
+LAUNCHPAD = {"resources": {"settings": {"config": {"dedup": {"prompt_dedup": True}}}}}
+
+
+def cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(CLI), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "PATH": f"{CLI.parent}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "DAGSTER_HOME": str(tmp_path / "home"),
+        "CURATED_STORE_URI": str(tmp_path / "store"),
+    }
+
+
+def test_run_refresh_and_releases(tmp_path: Path, env: dict[str, str]):
+    config = tmp_path / "settings.yaml"
+    config.write_text(yaml.safe_dump(LAUNCHPAD))  # the launchpad's shape works here too
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    run = cli(["run", "--config", str(config)], env, elsewhere)
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = run.stdout.splitlines()
+    for step in ("upstream_files", "ingest_files", "validate_and_normalize", "release"):
+        assert any(line.split()[0] == step and line.endswith(" s") for line in lines), run.stdout
+    assert any("decontaminate_pairs" in line and "removed" in line for line in lines)
+    release_id = next(line.split()[1] for line in lines if line.startswith("release "))
+    assert f"release {release_id} (published)" in run.stdout
+    store = tmp_path / "store"
+    manifest = json.loads((store / "releases" / release_id / "manifest.json").read_text())
+    assert manifest["config"]["dedup"]["prompt_dedup"] is True  # the --config file took effect
+
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        [record] = instance.get_runs()
+        assert record.tags["rlhf/store"] == str(store)
+        assert record.tags["rlhf/hh_uri"] == str(SAMPLE / "hh-rlhf")
+        assert record.tags["rlhf/pku_uri"] == str(SAMPLE / "PKU-SafeRLHF")
+        assert record.run_config["resources"]["settings"] == LAUNCHPAD["resources"]["settings"]
+
+    refresh = cli(["refresh", "--config", str(config)], env, elsewhere)
+    assert refresh.returncode == 0, refresh.stderr[-3000:]
+    assert "nothing changed" in refresh.stdout
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        runs = instance.get_runs()
+        assert len(runs) == 2  # the observation only
+        events = [
+            r.event_log_entry.dagster_event
+            for r in instance.get_records_for_run(
+                runs[0].run_id,
+                of_type={
+                    DagsterEventType.ASSET_OBSERVATION,
+                    DagsterEventType.ASSET_MATERIALIZATION,
+                },
+            ).records
+        ]
+        assert {e.asset_key for e in events} == set(UPSTREAM_KEYS)
+        assert all(e.event_type == DagsterEventType.ASSET_OBSERVATION for e in events)
+        assert runs[0].tags["rlhf/store"] == str(store)
+
+    listed = cli(["releases", "list"], env, elsewhere)  # no --store: the same store as `run`
+    assert listed.returncode == 0 and release_id in listed.stdout, listed.stderr
+    shown = cli(["releases", "show", "latest"], env, elsewhere)
+    assert shown.returncode == 0 and release_id in shown.stdout
+    verified = cli(["releases", "verify", "latest", "--no-progress"], env, elsewhere)
+    assert verified.returncode == 0 and "OK" in verified.stdout, verified.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("dedup: {prompt_dedupe: true}\n", "prompt_dedupe"),
+        ("decontam: {ngram_n: thirteen}\n", "decontam.ngram_n"),
+        ("dedupp: {prompt_dedup: true}\n", "dedupp"),
+        ("quarantine_error_rate: lots\n", "quarantine_error_rate"),
+        ("rule_levels: {sha256_mismatch: loud}\n", "loud"),
+        ("resources: {store: {config: {uri: /x}}}\n", "store"),
+    ],
+)
+def test_bad_config_stops_before_any_work(tmp_path: Path, env: dict[str, str], text, named):
+    config = tmp_path / "bad.yaml"
+    config.write_text(text)
+    proc = cli(["run", "--config", str(config)], env, tmp_path)
+    assert proc.returncode == 2
+    assert str(config) in proc.stderr and named in proc.stderr, proc.stderr
+    assert not Path(env["DAGSTER_HOME"]).exists() and not Path(env["CURATED_STORE_URI"]).exists()
+
+
+def test_config_file_forms(tmp_path: Path):
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("dedup:\n  prompt_dedup: true\ndecontam: {max_matches: 5}\n")
+    launchpad = tmp_path / "launchpad.yaml"
+    launchpad.write_text(yaml.safe_dump(LAUNCHPAD))
+    assert settings_config(str(plain)) == {
+        "dedup": {"prompt_dedup": True},
+        "decontam": {"max_matches": 5},
+    }
+    assert settings_config(str(launchpad)) == {"dedup": {"prompt_dedup": True}}
+    # the launchpad shape is valid run config of the job the UI launches
+    dg.validate_run_config(defs.resolve_job_def("full_refresh"), LAUNCHPAD)
+
+
+def test_releases_default_store_is_the_run_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("CURATED_STORE_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert _default_store() == Environment.from_env().store_uri == str(REPO / "warehouse")
+    monkeypatch.setenv("CURATED_STORE_URI", "s3://bucket/curated")
+    assert _default_store() == "s3://bucket/curated"
+    assert os.getcwd() == str(tmp_path)
