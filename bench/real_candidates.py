@@ -158,29 +158,25 @@ def _chars(text: str, k: int = 4) -> set[str]:
     return {t[i : i + k] for i in range(max(1, len(t) - k + 1))}
 
 
-def near(us: list[dict]) -> list[dict]:
-    cand: set[tuple[int, int]] = set()
-    sets = [_chars(u["norm"]) for u in us]
-    words = [u["norm"].split() for u in us]
+def _lsh_pairs(sets: list[set[str]], seed: int) -> set[tuple[int, int]]:
+    """Pairs ``(j, i)`` of non-empty sets whose MinHash LSH (J >= 0.4) buckets meet."""
+    pairs: set[tuple[int, int]] = set()
     lsh = MinHashLSH(threshold=0.4, num_perm=128)
     for i, s in enumerate(sets):
-        if not us[i]["norm"]:
-            continue
-        m = MinHash(num_perm=128, seed=1)
-        m.update_batch([x.encode() for x in s])
-        for j in lsh.query(m):
-            cand.add((j, i))
-        lsh.insert(i, m)
-    wsets = [set(w) for w in words]
-    lsh = MinHashLSH(threshold=0.4, num_perm=128)
-    for i, s in enumerate(wsets):
         if not s:
             continue
-        m = MinHash(num_perm=128, seed=2)
+        m = MinHash(num_perm=128, seed=seed)
         m.update_batch([x.encode() for x in s])
-        for j in lsh.query(m):
-            cand.add((j, i))
+        pairs.update((j, i) for j in lsh.query(m))
         lsh.insert(i, m)
+    return pairs
+
+
+def near(us: list[dict]) -> list[dict]:
+    sets = [_chars(u["norm"]) if u["norm"] else set() for u in us]
+    words = [u["norm"].split() for u in us]
+    wsets = [set(w) for w in words]
+    cand = _lsh_pairs(sets, seed=1) | _lsh_pairs(wsets, seed=2)
     by_len: dict[tuple[bool, int], list[int]] = defaultdict(list)
     for i, w in enumerate(words):
         if len(w) >= 4:

@@ -115,18 +115,28 @@ def _quiet(verbose: bool) -> None:
         warnings.simplefilter("ignore")
 
 
-def run_command(args: argparse.Namespace) -> int:
-    """``rlhf-curate run``: the whole graph in process, recorded in the persistent instance."""
+def _prepare(args: argparse.Namespace) -> tuple[Environment, dict, Path] | None:
+    """The checks both commands make before any work: the ``--config`` file, the store and the
+    source roots. ``None`` (after printing why) when one fails."""
     try:
         settings = settings_config(getattr(args, "config", None))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return None
     environment = environment_of(args)
     if not preflight_ok(environment):
-        return 2
+        return None
     home = environment.prepare_dagster_home()
     _quiet(args.verbose)
+    return environment, settings, home
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """``rlhf-curate run``: the whole graph in process, recorded in the persistent instance."""
+    prepared = _prepare(args)
+    if prepared is None:
+        return 2
+    environment, settings, home = prepared
     run_config = run_config_for(environment, settings, args.verbose)
     with (
         persistent_instance(home) as instance,
@@ -170,16 +180,10 @@ def report(result: ExecuteJobResult, store_uri: str) -> int:
 
 def refresh_command(args: argparse.Namespace) -> int:
     """``rlhf-curate refresh``: observe; run only what the automation conditions request."""
-    try:
-        settings = settings_config(getattr(args, "config", None))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    prepared = _prepare(args)
+    if prepared is None:
         return 2
-    environment = environment_of(args)
-    if not preflight_ok(environment):
-        return 2
-    home = environment.prepare_dagster_home()
-    _quiet(args.verbose)
+    environment, settings, home = prepared
     start = time.perf_counter()
     defs = build_definitions(environment, keep_release_fresh=False)
     run_config = run_config_for(environment, settings, args.verbose)
