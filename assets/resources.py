@@ -10,6 +10,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from curation import parallel
 from curation.contract import DEFAULT_SAMPLE_ROWS
 from curation.rules import resolve_levels
 
@@ -98,6 +99,11 @@ class CurationSettings(dg.ConfigurableResource):
     )
     quarantine_error_rate: float = 0.05
     quarantine_warn_rate: float = 0.005
+    threads: int = Field(
+        default=0,
+        description="Threads of the one curation thread pool (curation.parallel: ingest, "
+        "normalization, matching, release encoding); 0: one per CPU.",
+    )
     ingest_threads: int = Field(
         default=0, description="Files ingested at once in the ingest step (0: one per CPU)."
     )
@@ -106,6 +112,10 @@ class CurationSettings(dg.ConfigurableResource):
         description="Rows per table Great Expectations validates in full (plus every row the "
         "Arrow pass flagged); row-level expectations always cover every row. 0: GX on all rows.",
     )
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Size the shared curation thread pool from :attr:`threads` (once per run process)."""
+        parallel.configure(self.threads)
 
     def levels(self) -> dict[str, str]:
         """The effective level of every rule."""
