@@ -2,10 +2,12 @@
 
 ``execute_job`` on a reconstructable ``full_refresh`` job (each step re-imports the code location
 in its own process) against a persistent instance in a temporary DAGSTER_HOME. The source
-observations are separate steps and run side by side; the files' ingest assets are one subsettable
+observations are separate steps and run side by side, shown by the order of the run's events
+(every observation's process launched before any of them finished), not by timings; the files' ingest assets are one subsettable
 step (``ingest_files``, threads inside) that materializes exactly the selected files.
 """
 
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -43,37 +45,40 @@ def test_ingest_assets_run_in_parallel_processes(tmp_path: Path, monkeypatch: py
             assert result.success
             events = result.all_events
             run_id = result.run_id
-        records = instance.all_logs(run_id)
+        records = instance.get_records_for_run(run_id, ascending=True).records
     # the multiprocess executor ran the run
     assert any(
         "multiprocess" in (e.message or "") for e in events if e.event_type_value == "ENGINE_EVENT"
     )
-    spans: dict[str, list[float]] = {}
+    # Where each step's process was launched, started and finished, as positions in the run's
+    # event log (storage order): the order of events, not their timestamps, so a loaded machine
+    # cannot change the verdict.
+    launched: dict[str, int] = {}
+    succeeded: dict[str, int] = {}
     pids: dict[str, int] = {}
-    for record in records:
-        event = record.dagster_event
+    for position, record in enumerate(records):
+        event = record.event_log_entry.dagster_event
         if event is None or event.step_key is None:
             continue
         if event.event_type_value == "STEP_WORKER_STARTING":  # the executor launches the process
-            spans.setdefault(event.step_key, [0.0, 0.0])[0] = record.timestamp
-        elif event.event_type_value == "STEP_START":
-            spans.setdefault(event.step_key, [record.timestamp, 0.0])
+            launched[event.step_key] = position
+        elif event.event_type_value == "STEP_START":  # sent by the step's own process
             pids[event.step_key] = event.pid
         elif event.event_type_value == "STEP_SUCCESS":
-            spans.setdefault(event.step_key, [0.0, 0.0])[1] = record.timestamp
-    assert set(spans) == {k.path[-1] for k in observed} | {"ingest_files"}, spans
-    assert len(set(pids.values())) == len(spans)  # one process per step
-    observe = {k: v for k, v in spans.items() if k.startswith("upstream_")}
-    overlapping = [
-        (a, b)
-        for a in observe
-        for b in observe
-        if a < b and spans[a][0] < spans[b][1] and spans[b][0] < spans[a][1]
-    ]
-    assert overlapping, f"no two observation step processes overlapped in time: {spans}"
-    t0 = min(start for start, _ in spans.values())
-    for step, (start, end) in sorted(spans.items()):  # shown with pytest -s
-        print(f"{step}: {start - t0:5.2f} s -> {end - t0:5.2f} s (pid {pids[step]})")
+            succeeded[event.step_key] = position
+    steps = {k.path[-1] for k in observed} | {"ingest_files"}
+    assert set(launched) == set(pids) == set(succeeded) == steps, (launched, pids, succeeded)
+    assert len(set(pids.values())) == len(steps)  # one process per step...
+    assert os.getpid() not in pids.values()  # ...none of them this one
+    # the independent observation steps were all launched before any of them finished: their
+    # processes ran side by side (with one step at a time, each launch follows a success)
+    observe = sorted(k for k in steps if k.startswith("upstream_"))
+    assert max(launched[k] for k in observe) < min(succeeded[k] for k in observe), (
+        launched,
+        succeeded,
+    )
+    # the ingest step depends on them all: launched only after every observation finished
+    assert launched["ingest_files"] > max(succeeded[k] for k in observe)
     materialized = {e.asset_key for e in events if e.event_type_value == "ASSET_MATERIALIZATION"}
     assert materialized == keys  # only the selected files, from the one ingest step
     assert (home / "tables" / f"raw_{PRESENT[0].key}.arrow").exists()
