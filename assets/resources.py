@@ -12,6 +12,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field, TypeAdapter, ValidationError, field_validator
 
+from curation import parallel
 from curation.contract import DEFAULT_SAMPLE_ROWS
 from curation.decontam import DecontamConfig
 from curation.dedup import DedupConfig
@@ -103,6 +104,11 @@ class CurationSettings(dg.ConfigurableResource):
     )
     quarantine_error_rate: float = 0.05
     quarantine_warn_rate: float = 0.005
+    threads: int = Field(
+        default=0,
+        description="Threads of the one curation thread pool (curation.parallel: ingest, "
+        "normalization, matching, release encoding); 0: one per CPU.",
+    )
     ingest_threads: int = Field(
         default=0, description="Files ingested at once in the ingest step (0: one per CPU)."
     )
@@ -138,6 +144,10 @@ class CurationSettings(dg.ConfigurableResource):
     @classmethod
     def _decontam_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
         return overrides_of(DecontamConfig, value, "decontam")
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Size the shared curation thread pool from :attr:`threads` (once per run process)."""
+        parallel.configure(self.threads)
 
     def levels(self) -> dict[str, str]:
         """The effective level of every rule."""

@@ -16,6 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from huggingface_hub import DatasetCardData
 
 from curation.schema import HARM_CATEGORIES, HH_DATASET, PKU_DATASET
 
@@ -226,53 +227,41 @@ def _data_files(manifest: Mapping[str, Any]) -> dict[str, dict[str | None, list[
 
 
 def _front_matter(manifest: Mapping[str, Any]) -> str:
-    lines = [
-        "---",
-        "license:",
-        "- mit",
-        "- cc-by-nc-4.0",
-        f"pretty_name: Curated RLHF preference pairs (release {manifest.get('release_id')})",
-        "tags:",
-        "- rlhf",
-        "- preference",
-        "- safety",
-        "configs:",
-    ]
+    """The YAML front matter: licences, name, tags and one Hub ``configs`` entry per table.
+
+    Written by ``huggingface_hub.DatasetCardData``, so the Hub and ``datasets.load_dataset`` read
+    the same metadata we write; ``pairs`` is the default config and a table without a split
+    level is exposed as split ``train``.
+    """
+    configs: list[dict[str, Any]] = []
     for name, splits in _data_files(manifest).items():
         if not splits:
             continue
-        lines.append(f"- config_name: {name}")
+        config: dict[str, Any] = {"config_name": name}
         if name == "pairs":
-            lines.append("  default: true")
-        lines.append("  data_files:")
-        for split in sorted(splits, key=lambda s: "" if s is None else s):
-            path = f"{name}/{split}/*.parquet" if split is not None else f"{name}/*.parquet"
-            lines.append(f"  - split: {split if split is not None else 'train'}")
-            lines.append(f"    path: {path}")
-    lines.append("---")
-    return "\n".join(lines)
+            config["default"] = True
+        config["data_files"] = [
+            {
+                "split": split if split is not None else "train",
+                "path": f"{name}/{split}/*.parquet" if split is not None else f"{name}/*.parquet",
+            }
+            for split in sorted(splits, key=lambda s: "" if s is None else s)
+        ]
+        configs.append(config)
+    data = DatasetCardData(
+        license=["mit", "cc-by-nc-4.0"],
+        pretty_name=f"Curated RLHF preference pairs (release {manifest.get('release_id')})",
+        tags=["rlhf", "preference", "safety"],
+        configs=configs,
+    )
+    return f"---\n{data.to_yaml()}\n---"
 
 
-def render_card(
-    manifest: Mapping[str, Any],
-    tables: Mapping[str, pa.Table] | None = None,
-    *,
-    base_uri: str | None = None,
-) -> tuple[str, dict[str, bytes]]:
-    """The dataset card markdown and its charts (``{filename: png bytes}``).
-
-    ``tables`` are the release's tables (``pairs``, ``removed``, ``quarantine``...); counts fall
-    back to the manifest when a table is not given. ``base_uri`` is the release folder's URI used
-    in the loading snippets (default: ``releases/<release_id>`` relative to the store).
-    """
-    tables = tables or {}
+def _title_section(manifest: Mapping[str, Any]) -> list[str]:
+    """The title, what the release contains, and its identity (id, sequence, parent, versions)."""
     rid = manifest.get("release_id", "?")
-    base = (base_uri or f"releases/{rid}").rstrip("/")
-    is_s3 = base.startswith("s3://")
-    assets: dict[str, bytes] = {}
-    out: list[str] = [_front_matter(manifest), ""]
-
-    out += [
+    parent = manifest.get("parent_release_id")
+    return [
         f"# Curated RLHF preference pairs - release `{rid}`",
         "",
         "Preference pairs curated from Anthropic HH-RLHF and PKU-SafeRLHF: parsed, validated, "
@@ -288,114 +277,123 @@ def render_card(
             [
                 ["release id", f"`{rid}`"],
                 ["sequence", manifest.get("sequence")],
-                [
-                    "parent release",
-                    f"`{manifest['parent_release_id']}`"
-                    if manifest.get("parent_release_id")
-                    else "(none)",
-                ],
+                ["parent release", f"`{parent}`" if parent else "(none)"],
                 ["created at (UTC)", manifest.get("created_at")],
                 ["code version", f"`{manifest.get('code_version')}`"],
                 ["format version", manifest.get("format_version")],
             ],
         ),
         "",
-        "## Contents",
-        "",
     ]
+
+
+def _contents_section(manifest: Mapping[str, Any]) -> list[str]:
+    """One row per table: rows, files and rows per split (from the manifest)."""
     rows = []
     for name, info in manifest.get("tables", {}).items():
         splits = info.get("splits") or {}
         split_txt = ", ".join(f"{k}: {_fmt(v)}" for k, v in splits.items()) or "-"
         rows.append([f"`{name}`", info.get("rows", 0), len(info.get("files", [])), split_txt])
-    out += [_md_table(["table", "rows", "files", "rows per split"], rows), ""]
+    return ["## Contents", "", _md_table(["table", "rows", "files", "rows per split"], rows), ""]
 
+
+def _sources_section(manifest: Mapping[str, Any]) -> list[str]:
+    """One row per upstream source: URI, revision, files present and rows read (if any)."""
     sources = manifest.get("sources") or []
-    if sources:
-        out += ["## Sources", ""]
-        srows = []
-        for s in sources:
-            files = s.get("files") or []
-            srows.append(
-                [
-                    s.get("name") or s.get("dataset") or "-",
-                    s.get("uri") or s.get("url") or "-",
-                    s.get("revision") or "-",
-                    sum(1 for f in files if f.get("present", True)),
-                    sum(int(f.get("rows") or 0) for f in files),
-                ]
-            )
-        out += [_md_table(["source", "uri", "revision", "files", "rows"], srows), ""]
+    if not sources:
+        return []
+    rows = []
+    for s in sources:
+        files = s.get("files") or []
+        rows.append(
+            [
+                s.get("name") or s.get("dataset") or "-",
+                s.get("uri") or s.get("url") or "-",
+                s.get("revision") or "-",
+                sum(1 for f in files if f.get("present", True)),
+                sum(int(f.get("rows") or 0) for f in files),
+            ]
+        )
+    return ["## Sources", "", _md_table(["source", "uri", "revision", "files", "rows"], rows), ""]
 
-    pairs = tables.get("pairs")
-    if pairs is not None and pairs.num_rows:
-        out += ["## Pairs per dataset, subset, split and dimension", ""]
-        out += [
-            _md_table(
-                ["dataset", "subset", "split", "dimension", "pairs"],
-                _group_counts(pairs, ["dataset", "subset", "split", "dimension"]),
-            ),
-            "",
-        ]
 
-    removed = removal_counts(tables.get("removed"))
-    out += ["## Removals by reason", ""]
-    if removed:
-        by_method = _group_counts(tables["removed"], ["reason", "method", "dataset"])
-        out += [
-            _md_table(["reason", "pairs removed"], [list(r) for r in removed]),
-            "",
-            _md_table(["reason", "method", "dataset", "pairs"], by_method),
-            "",
-        ]
-        assets[REMOVALS_CHART] = _bar_chart(removed, "Pairs removed by reason", "pairs")
-        out += [f"![Pairs removed by reason]({REMOVALS_CHART})", ""]
-    else:
-        out += ["No pairs were removed by dedup or decontamination.", ""]
+def _pairs_section(pairs: pa.Table | None) -> list[str]:
+    """Pair counts per dataset, subset, split and dimension (only when ``pairs`` has rows)."""
+    if pairs is None or not pairs.num_rows:
+        return []
+    return [
+        "## Pairs per dataset, subset, split and dimension",
+        "",
+        _md_table(
+            ["dataset", "subset", "split", "dimension", "pairs"],
+            _group_counts(pairs, ["dataset", "subset", "split", "dimension"]),
+        ),
+        "",
+    ]
 
-    quarantined = quarantine_counts(tables.get("quarantine"))
-    out += ["## Quarantine by reason", ""]
-    if quarantined:
-        out += [
-            "A quarantined row counts once for each rule it failed.",
-            "",
-            _md_table(["reason", "rows"], [list(r) for r in quarantined]),
-            "",
-        ]
-    else:
-        out += ["No rows were quarantined.", ""]
 
-    harm = harm_severity_counts(pairs)
-    if harm:
-        assets[HARM_CHART] = _heatmap(harm)
-        out += [
-            "## PKU-SafeRLHF harm categories by severity",
-            "",
-            "Distinct PKU-SafeRLHF responses (chosen and rejected) per harm category and "
-            "severity level; a response tagged with several categories counts once per category.",
-            "",
-            f"![PKU harm category by severity]({HARM_CHART})",
-            "",
-        ]
+def _removals_section(removed: pa.Table | None) -> tuple[list[str], dict[str, bytes]]:
+    """Removed pairs by reason, and by reason, method and dataset, with a bar chart."""
+    counts = removal_counts(removed)
+    lines = ["## Removals by reason", ""]
+    if not counts or removed is None:
+        return [*lines, "No pairs were removed by dedup or decontamination.", ""], {}
+    lines += [
+        _md_table(["reason", "pairs removed"], [list(r) for r in counts]),
+        "",
+        _md_table(
+            ["reason", "method", "dataset", "pairs"],
+            _group_counts(removed, ["reason", "method", "dataset"]),
+        ),
+        "",
+        f"![Pairs removed by reason]({REMOVALS_CHART})",
+        "",
+    ]
+    return lines, {REMOVALS_CHART: _bar_chart(counts, "Pairs removed by reason", "pairs")}
 
-    counts = manifest.get("counts") or {}
-    if counts:
-        out += [
-            "## Pipeline counts",
-            "",
-            _md_table(["count", "value"], [list(r) for r in _flatten(counts)]),
-            "",
-        ]
-    checks = manifest.get("checks") or {}
-    if checks:
-        out += [
-            "## Checks",
-            "",
-            _md_table(["check", "result"], [list(r) for r in _flatten(checks)]),
-            "",
-        ]
 
-    out += [
+def _quarantine_section(quarantine: pa.Table | None) -> list[str]:
+    """Quarantined rows by reason (a row counts once per rule it failed)."""
+    counts = quarantine_counts(quarantine)
+    lines = ["## Quarantine by reason", ""]
+    if not counts:
+        return [*lines, "No rows were quarantined.", ""]
+    return [
+        *lines,
+        "A quarantined row counts once for each rule it failed.",
+        "",
+        _md_table(["reason", "rows"], [list(r) for r in counts]),
+        "",
+    ]
+
+
+def _harm_section(pairs: pa.Table | None) -> tuple[list[str], dict[str, bytes]]:
+    """The PKU harm category x severity heatmap (only when PKU pairs carry categories)."""
+    counts = harm_severity_counts(pairs)
+    if not counts:
+        return [], {}
+    lines = [
+        "## PKU-SafeRLHF harm categories by severity",
+        "",
+        "Distinct PKU-SafeRLHF responses (chosen and rejected) per harm category and "
+        "severity level; a response tagged with several categories counts once per category.",
+        "",
+        f"![PKU harm category by severity]({HARM_CHART})",
+        "",
+    ]
+    return lines, {HARM_CHART: _heatmap(counts)}
+
+
+def _flat_section(title: str, header: list[str], values: Mapping[str, Any] | None) -> list[str]:
+    """A two-column table of a nested mapping (keys joined with `` / ``); nothing if empty."""
+    if not values:
+        return []
+    return [f"## {title}", "", _md_table(header, [list(r) for r in _flatten(values)]), ""]
+
+
+def _licences_section() -> list[str]:
+    """The upstream licences and what they mean for the derived rows."""
+    return [
         "## Licences",
         "",
         _md_table(
@@ -413,8 +411,39 @@ def render_card(
         "",
     ]
 
-    out += _loading_section(manifest, base, is_s3)
-    return "\n".join(out).rstrip() + "\n", assets
+
+def render_card(
+    manifest: Mapping[str, Any],
+    tables: Mapping[str, pa.Table] | None = None,
+    *,
+    base_uri: str | None = None,
+) -> tuple[str, dict[str, bytes]]:
+    """The dataset card markdown and its charts (``{filename: png bytes}``).
+
+    ``tables`` are the release's tables (``pairs``, ``removed``, ``quarantine``...); counts fall
+    back to the manifest when a table is not given. ``base_uri`` is the release folder's URI used
+    in the loading snippets (default: ``releases/<release_id>`` relative to the store).
+    """
+    tables = tables or {}
+    base = (base_uri or f"releases/{manifest.get('release_id', '?')}").rstrip("/")
+    removals, removals_chart = _removals_section(tables.get("removed"))
+    harm, harm_chart = _harm_section(tables.get("pairs"))
+    sections = [
+        [_front_matter(manifest), ""],
+        _title_section(manifest),
+        _contents_section(manifest),
+        _sources_section(manifest),
+        _pairs_section(tables.get("pairs")),
+        removals,
+        _quarantine_section(tables.get("quarantine")),
+        harm,
+        _flat_section("Pipeline counts", ["count", "value"], manifest.get("counts")),
+        _flat_section("Checks", ["check", "result"], manifest.get("checks")),
+        _licences_section(),
+        _loading_section(manifest, base, base.startswith("s3://")),
+    ]
+    markdown = "\n".join(line for section in sections for line in section)
+    return markdown.rstrip() + "\n", {**removals_chart, **harm_chart}
 
 
 def _loading_section(manifest: Mapping[str, Any], base: str, is_s3: bool) -> list[str]:

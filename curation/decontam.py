@@ -62,7 +62,7 @@ from curation.near_dup import (
     ngram_hashes,
     tokenize,
 )
-from curation.parallel import in_threads
+from curation.parallel import parallel_map
 from curation.selection import RowSelection
 from curation.textnorm import normalize_array, normalized_prompts
 
@@ -472,8 +472,8 @@ def near_matches(units: Units, config: DecontamConfig) -> pl.DataFrame | None:
 
 def find_matches(units: Units, config: DecontamConfig = DecontamConfig()) -> pl.DataFrame:
     """Every match of every matcher (columns ``row, key, reason, partial, score, method,
-    probe_tid, ref_tid``): exact and turn matches, then n-gram and near matches on two threads
-    (they are independent and release the GIL in polars/numpy/rensa)."""
+    probe_tid, ref_tid``): exact and turn matches, then n-gram and near matches side by side on
+    the shared thread pool (they are independent and release the GIL in polars/numpy/rensa)."""
     lap = Laps("decontaminate")
     found = [exact_matches(units), turn_matches(units, config)]
     lap("exact and turn")
@@ -482,7 +482,7 @@ def find_matches(units: Units, config: DecontamConfig = DecontamConfig()) -> pl.
         jobs.append(lambda: ngram_matches(units, config))
     if config.near_dup:
         jobs.append(lambda: near_matches(units, config))
-    found.extend(m for _, m in in_threads(lambda job: job(), jobs, 2) if m is not None)
+    found.extend(m for m in parallel_map(lambda job: job(), jobs) if m is not None)
     lap("n-gram and near")
     return pl.concat(
         [m.cast({"score": pl.Float64, "key": pl.Int64, "row": pl.Int64}) for m in found]

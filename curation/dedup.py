@@ -364,87 +364,115 @@ def _distinct_texts(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 def _near(
     responses: _Responses,
-    df: pl.DataFrame,
-    p_norm: pa.Array,
+    sorted_rows: pl.DataFrame,
+    prompts: pa.Array,
     order: np.ndarray,
-    surv: np.ndarray,
+    remaining: np.ndarray,
     config: DedupConfig,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """The near-duplicate stage over the ``remaining`` rows (positions in ``sorted_rows``).
+
+    Returns ``(removed rows, scores, kept row each matched, method)``, rows as positions in
+    ``sorted_rows``. Prompts are clustered first (identical or near-duplicate normalized text,
+    within a split and dimension); with ``prompt_dedup`` a cluster keeps its first row. Otherwise
+    only rows of multi-row clusters are *candidates* (``candidate_pos`` in ``remaining_rows``,
+    ``candidate_row`` in ``sorted_rows``, ``candidate`` = 0..n-1 among themselves): two
+    candidates are near-duplicates when their chosen responses are identical or near-duplicates
+    within the cluster and their rejected responses pass the near-duplicate rule; each connected
+    group keeps its first row.
+    """
     params = config.near_params()
     empty = np.zeros(0, np.int64)
     method = f"{params.describe()}; " + (
         "prompt" if config.prompt_dedup else "prompt+chosen+rejected"
     )
-    if len(surv) < 2:
+    if len(remaining) < 2:
         return empty, np.zeros(0), empty, method
-    sdf = df[surv]
-    tid, first = _distinct_texts(sdf["p_hi"].to_numpy(), sdf["p_lo"].to_numpy())
-    texts = p_norm.take(pa.array(order[surv[first]], pa.int64()))
-    lap = Laps("deduplicate near")
-    words = tokenize(texts, config.seed)
-    lap("tokenize prompts")
-    edges, sk = near_duplicate_pairs(words, params)
-    lap("prompt pairs")
-    rows = sdf.select("i", "split", "dimension").with_columns(tid=pl.Series(tid))
-    cluster, _ = _clusters_prompt(rows, edges)
-    i = rows["i"].to_numpy()
-    if config.prompt_dedup:
-        survivor = _survivors(i, cluster)
-        gone = i != survivor
-        s_local = np.searchsorted(i, survivor[gone])  # i is sorted ascending
-        score = sk.jaccard(tid[gone], tid[s_local])
-        return i[gone], score, survivor[gone], method
-    # pair mode: only rows in multi-row prompt clusters can be near-duplicates
-    sizes = pl.DataFrame({"c": cluster}).select(pl.len().over("c")).to_series().to_numpy()
-    cand = np.flatnonzero(sizes > 1)
-    if len(cand) < 2:
-        return empty, np.zeros(0), empty, method
-    rows_c = i[cand]
-    m = len(cand)
-    cl = cluster[cand]
-    local = np.arange(m, dtype=np.int64)
-    # chosen responses: identical or near-duplicate (LSH) within the prompt cluster
-    c_hi, c_lo = responses.hashes("chosen", rows_c)
-    ctid, cfirst = _distinct_texts(c_hi, c_lo)
-    ctexts = responses.texts("chosen", rows_c[cfirst])
-    lap("normalize chosen")
-    cwords = tokenize(ctexts, config.seed)
-    cedges, csk = near_duplicate_pairs(cwords, params)
-    lap("chosen pairs")
-    a1, b1 = _bucket_pairs(_u64_pair_key(cl, ctid), local, params.max_bucket_size)
-    rdf = pl.DataFrame({"x": local, "cl": cl, "ct": ctid})
-    e2 = (
-        cedges.select("a", "b")
-        .join(rdf.rename({"ct": "a"}), on="a")
-        .join(rdf.rename({"ct": "b", "x": "y"}), on=["b", "cl"])
+    remaining_rows = sorted_rows[remaining]
+    prompt_tid, prompt_first = _distinct_texts(
+        remaining_rows["p_hi"].to_numpy(), remaining_rows["p_lo"].to_numpy()
     )
-    xa = np.concatenate([a1, e2["x"].to_numpy()])
-    ya = np.concatenate([b1, e2["y"].to_numpy()])
-    cand_pairs = pl.DataFrame({"x": np.minimum(xa, ya), "y": np.maximum(xa, ya)}).unique()
-    x, y = cand_pairs["x"].to_numpy(), cand_pairs["y"].to_numpy()
-    if len(x) == 0:
+    prompt_texts = prompts.take(pa.array(order[remaining[prompt_first]], pa.int64()))
+    lap = Laps("deduplicate near")
+    prompt_words = tokenize(prompt_texts, config.seed)
+    lap("tokenize prompts")
+    prompt_edges, prompt_sketches = near_duplicate_pairs(prompt_words, params)
+    lap("prompt pairs")
+    prompt_rows = remaining_rows.select("i", "split", "dimension").with_columns(
+        tid=pl.Series(prompt_tid)
+    )
+    prompt_cluster, _ = _clusters_prompt(prompt_rows, prompt_edges)
+    row = prompt_rows["i"].to_numpy()
+    if config.prompt_dedup:
+        kept_row = _survivors(row, prompt_cluster)
+        is_removed = row != kept_row
+        kept_pos = np.searchsorted(row, kept_row[is_removed])  # row is sorted ascending
+        score = prompt_sketches.jaccard(prompt_tid[is_removed], prompt_tid[kept_pos])
+        return row[is_removed], score, kept_row[is_removed], method
+    # pair mode: only rows in multi-row prompt clusters can be near-duplicates
+    cluster_size = (
+        pl.DataFrame({"c": prompt_cluster}).select(pl.len().over("c")).to_series().to_numpy()
+    )
+    candidate_pos = np.flatnonzero(cluster_size > 1)
+    if len(candidate_pos) < 2:
+        return empty, np.zeros(0), empty, method
+    candidate_row = row[candidate_pos]
+    n_candidates = len(candidate_pos)
+    candidate_cluster = prompt_cluster[candidate_pos]
+    candidate = np.arange(n_candidates, dtype=np.int64)
+    # chosen responses: identical or near-duplicate (LSH) within the prompt cluster
+    chosen_hi, chosen_lo = responses.hashes("chosen", candidate_row)
+    chosen_tid, chosen_first = _distinct_texts(chosen_hi, chosen_lo)
+    chosen_texts = responses.texts("chosen", candidate_row[chosen_first])
+    lap("normalize chosen")
+    chosen_words = tokenize(chosen_texts, config.seed)
+    chosen_edges, chosen_sketches = near_duplicate_pairs(chosen_words, params)
+    lap("chosen pairs")
+    same_chosen_a, same_chosen_b = _bucket_pairs(
+        _u64_pair_key(candidate_cluster, chosen_tid), candidate, params.max_bucket_size
+    )
+    candidate_chosen = pl.DataFrame({"x": candidate, "cl": candidate_cluster, "ct": chosen_tid})
+    near_chosen = (
+        chosen_edges.select("a", "b")
+        .join(candidate_chosen.rename({"ct": "a"}), on="a")
+        .join(candidate_chosen.rename({"ct": "b", "x": "y"}), on=["b", "cl"])
+    )
+    pair_a = np.concatenate([same_chosen_a, near_chosen["x"].to_numpy()])
+    pair_b = np.concatenate([same_chosen_b, near_chosen["y"].to_numpy()])
+    candidate_pairs = pl.DataFrame(
+        {"x": np.minimum(pair_a, pair_b), "y": np.maximum(pair_a, pair_b)}
+    ).unique()
+    first_of_pair, second_of_pair = candidate_pairs["x"].to_numpy(), candidate_pairs["y"].to_numpy()
+    if len(first_of_pair) == 0:
         return empty, np.zeros(0), empty, method
     # rejected responses: verify exactly these pairs
-    involved = np.unique(np.concatenate([x, y]))
-    r_hi, r_lo = responses.hashes("rejected", rows_c[involved])
-    rtid_inv, rfirst = _distinct_texts(r_hi, r_lo)
-    rtexts = responses.texts("rejected", rows_c[involved[rfirst]])
-    rwords = tokenize(rtexts, config.seed)
-    rtid = np.full(m, -1, np.int64)
-    rtid[involved] = rtid_inv
-    ok, _, rsk = verify_pairs(rwords, params, rtid[x], rtid[y])
-    lap("rejected pairs")
-    x, y = x[ok], y[ok]
-    labels = connected_components(m, x, y)  # smallest local index = first source row
-    gone = labels != local
-    if not gone.any():
-        return empty, np.zeros(0), empty, method
-    g, s = local[gone], labels[gone]
-    pt = tid[cand]
-    score = np.minimum.reduce(
-        [sk.jaccard(pt[g], pt[s]), csk.jaccard(ctid[g], ctid[s]), rsk.jaccard(rtid[g], rtid[s])]
+    involved = np.unique(np.concatenate([first_of_pair, second_of_pair]))
+    rejected_hi, rejected_lo = responses.hashes("rejected", candidate_row[involved])
+    involved_rejected_tid, rejected_first = _distinct_texts(rejected_hi, rejected_lo)
+    rejected_texts = responses.texts("rejected", candidate_row[involved[rejected_first]])
+    rejected_words = tokenize(rejected_texts, config.seed)
+    rejected_tid = np.full(n_candidates, -1, np.int64)
+    rejected_tid[involved] = involved_rejected_tid
+    verified, _, rejected_sketches = verify_pairs(
+        rejected_words, params, rejected_tid[first_of_pair], rejected_tid[second_of_pair]
     )
-    return rows_c[g], score, rows_c[s], method
+    lap("rejected pairs")
+    first_of_pair, second_of_pair = first_of_pair[verified], second_of_pair[verified]
+    # each group's label is its smallest candidate index, i.e. its first source row
+    component = connected_components(n_candidates, first_of_pair, second_of_pair)
+    is_removed = component != candidate
+    if not is_removed.any():
+        return empty, np.zeros(0), empty, method
+    removed, kept = candidate[is_removed], component[is_removed]
+    candidate_prompt_tid = prompt_tid[candidate_pos]
+    score = np.minimum.reduce(
+        [
+            prompt_sketches.jaccard(candidate_prompt_tid[removed], candidate_prompt_tid[kept]),
+            chosen_sketches.jaccard(chosen_tid[removed], chosen_tid[kept]),
+            rejected_sketches.jaccard(rejected_tid[removed], rejected_tid[kept]),
+        ]
+    )
+    return candidate_row[removed], score, candidate_row[kept], method
 
 
 def deduplicate(

@@ -28,40 +28,18 @@ same function (``tests/test_textnorm.py`` checks the fast path against the gener
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
-
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curation.parallel import parallel_map
+
 __all__ = ["normalize_array", "normalize_text", "parallel_map"]
 
-T = TypeVar("T")
-R = TypeVar("R")
-_THREAD_PREFIX = "curation-text"
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-#: Arrays larger than this are processed as two halves on two threads.
+#: Arrays larger than this are processed as two halves on the shared thread pool
+#: (:func:`curation.parallel.parallel_map`).
 PARALLEL_BYTES = 16 << 20
-
-
-def parallel_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
-    """``[fn(x) for x in items]`` on a shared 2-thread pool (serially when called from it).
-
-    Arrow, polars, numpy and rensa release the GIL in their kernels, so the two halves of a large
-    batch really run on the machine's two cores.
-    """
-    global _POOL
-    if len(items) < 2 or threading.current_thread().name.startswith(_THREAD_PREFIX):
-        return [fn(x) for x in items]
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix=_THREAD_PREFIX)
-    return list(_POOL.map(fn, items))
 
 
 def halves(values: pa.Array) -> list[pa.Array]:
@@ -152,7 +130,7 @@ def normalize_array(
     """Normalize every string of ``values`` (see the module docstring); nulls stay null.
 
     Returns a ``large_string`` array of the same length. Large inputs are normalized as two
-    halves on two threads.
+    halves on the shared thread pool.
     """
     values = _as_large_string(values)
     if len(values) == 0:
