@@ -38,7 +38,7 @@ from pathlib import Path
 import psycopg2
 from psycopg2 import sql
 
-from pipelines.settings import REPO, PostgresSettings
+from pipelines.settings import REPO, PostgresSettings, process_environment
 
 PROFILE = REPO / "deploy" / "dagster.yaml"
 #: The code location: module, and name (as ``[tool.dagster]`` in pyproject.toml).
@@ -237,7 +237,7 @@ def deployment_env(
     home: Path, pg: PostgresSettings, base: Mapping[str, str] | None = None
 ) -> dict[str, str]:
     """The environment of every process of the deployment: ``base`` + home + ``DAGSTER_PG_*``."""
-    env = dict(os.environ if base is None else base)
+    env = process_environment() if base is None else dict(base)
     env["DAGSTER_HOME"] = str(home)
     env.update(pg.as_env())
     return env

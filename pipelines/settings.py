@@ -124,3 +124,9 @@ class PostgresSettings:
         """The ``DAGSTER_PG_*`` variables for a child process (all five, as the profile needs)."""
         values = (self.host, str(self.port), self.user, self.password, self.db)
         return dict(zip(POSTGRES_ENV_VARS, values, strict=True))
+
+
+def process_environment() -> dict[str, str]:
+    """A copy of this process's environment, for the child processes of ``make prod`` (the one
+    place that hands the environment on; it is read, never written)."""
+    return dict(os.environ)
