@@ -65,7 +65,7 @@ def build_resources(environment: Environment) -> dict[str, object]:
         secret_access_key=_env_or_none("AWS_SECRET_ACCESS_KEY"),
         region=_env_or_none("AWS_DEFAULT_REGION"),
     )
-    tables = str(environment.dagster_home / "tables")
+    tables = environment.stage_store_uri or str(environment.dagster_home / "tables")
     return {
         "aws": aws,
         "sources": SourcesResource(

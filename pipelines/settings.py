@@ -21,6 +21,7 @@ class Environment:
     pku_saferlhf_revision: str | None
     store_uri: str
     dagster_home: Path
+    stage_store_uri: str | None = None  # stage tables; None: $DAGSTER_HOME/tables
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Environment:
@@ -33,6 +34,7 @@ class Environment:
             pku_saferlhf_revision=env.get("PKU_SAFERLHF_REVISION") or None,
             store_uri=env.get("CURATED_STORE_URI") or str(REPO / "warehouse"),
             dagster_home=Path(env.get("DAGSTER_HOME") or REPO / ".dagster_home"),
+            stage_store_uri=env.get("STAGE_STORE_URI") or None,
         )
 
     def activate_dagster_home(self) -> Path:
