@@ -337,7 +337,7 @@ class Store:
         """Delete temporary files under ``prefix`` left by killed writers (on S3 an interrupted
         upload never becomes an object, so there are none). Only call while holding the
         ``publish`` lock, so that no live writer's temp file is removed. Returns the keys."""
-        found = [k for k in self._find(prefix) if _is_tmp(k.rsplit("/", 1)[-1])]
+        found = [k for k in self._find(prefix) if _is_temp_file(k.rsplit("/", 1)[-1])]
         for key in found:
             self.delete(key)
         return found
@@ -747,6 +747,12 @@ class _S3Lease:
             self._renewer.join()
         if self._current_etag() is not None:
             self.store.delete(self.key)
+
+
+def _is_temp_file(name: str) -> bool:
+    """A writer's temporary file (``.<name>.tmp-<uuid>``); never a lock file, which must not be
+    deleted while held (a new file would let a second holder in)."""
+    return name.startswith(".") and ".tmp-" in name
 
 
 def _is_tmp(name: str) -> bool:
