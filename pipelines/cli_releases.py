@@ -2,24 +2,30 @@
 
 The main CLI registers it with ``add_release_commands(subparsers)`` and dispatches to
 ``run_releases_command(args)``; ``python -m pipelines.cli_releases releases list`` also works.
-No Dagster import here.
+No Dagster import here; every import at the top.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
+
+from curation import reader
+from curation.release import ReleaseError
+from curation.store import StoreError
+from pipelines.settings import Environment
 
 DEFAULT_STORE = "./warehouse"
 STORE_ENV = "CURATED_STORE_URI"
 
 
 def _default_store() -> str:
-    return os.environ.get(STORE_ENV) or DEFAULT_STORE
+    """The store ``rlhf-curate run`` publishes to (``$CURATED_STORE_URI``, else the repo's
+    ``warehouse``), wherever the command is started."""
+    return Environment.from_env().store_uri
 
 
 def add_release_commands(subparsers: Any) -> None:
@@ -95,8 +101,6 @@ Handler = Callable[[str, argparse.Namespace, TextIO], int]
 
 def list_command(store: str, args: argparse.Namespace, out: TextIO) -> int:
     """``releases list``: one row per published release, oldest first."""
-    from curation import reader
-
     rows = reader.list_releases(store)
     if getattr(args, "json", False):
         print(json.dumps(rows, indent=2), file=out)
@@ -158,8 +162,6 @@ def _show_sources(manifest: dict[str, Any], out: TextIO) -> None:
 
 def show_command(store: str, args: argparse.Namespace, out: TextIO) -> int:
     """``releases show``: a release's header, tables, sources, counts and checks."""
-    from curation import reader
-
     release = reader.open_release(store, args.release_id)
     manifest = release.manifest
     if getattr(args, "json", False):
@@ -184,8 +186,6 @@ def show_command(store: str, args: argparse.Namespace, out: TextIO) -> int:
 
 def verify_command(store: str, args: argparse.Namespace, out: TextIO) -> int:
     """``releases verify``: every listed file's size and sha256; 1 when problems were found."""
-    from curation import reader
-
     as_json = getattr(args, "json", False)
     release = reader.open_release(store, args.release_id)
     problems = release.verify(progress=not (as_json or getattr(args, "no_progress", False)))
@@ -208,8 +208,6 @@ def verify_command(store: str, args: argparse.Namespace, out: TextIO) -> int:
 
 def diff_command(store: str, args: argparse.Namespace, out: TextIO) -> int:
     """``releases diff``: pairs added/removed/changed per table and split, reasons' deltas."""
-    from curation import reader
-
     result = reader.diff_releases(store, args.a, args.b, examples=args.examples)
     if getattr(args, "json", False):
         print(json.dumps(result, indent=2), file=out)
@@ -248,8 +246,6 @@ def diff_command(store: str, args: argparse.Namespace, out: TextIO) -> int:
 
 def prune_command(store: str, args: argparse.Namespace, out: TextIO) -> int:
     """``releases prune``: delete all but the newest N, the pinned and the latest release."""
-    from curation import reader
-
     deleted = reader.prune(store, args.keep, args.pin, dry_run=args.dry_run)
     if getattr(args, "json", False):
         print(json.dumps({"deleted": deleted, "dry_run": args.dry_run}, indent=2), file=out)
@@ -266,9 +262,6 @@ def run_releases_command(args: argparse.Namespace, out: TextIO | None = None) ->
 
     0 = ok, 1 = verification problems found, 2 = error (bad id, unreachable store...).
     """
-    from curation.release import ReleaseError
-    from curation.store import StoreError
-
     out = out or sys.stdout
     store = getattr(args, "store", None) or _default_store()
     handler = getattr(args, "handler", None)
