@@ -1,20 +1,23 @@
 """Object-store abstraction over a *store URI*: a local folder (``/path``, ``file:///path``) or
 ``s3://bucket/prefix``.
 
-Data files are streamed through fsspec (``s3fs`` for S3; it picks ``AWS_ENDPOINT_URL`` and the
-credentials up from the environment, or from an explicit ``storage_options`` dict with
-``endpoint_url``/``key``/``secret``/``token``/``client_kwargs``/``config_kwargs``).
-
-Two atomic primitives make the release protocol safe (see ``docs/releases.md``):
+:class:`Store` is one implementation over an fsspec filesystem (``LocalFileSystem`` or ``s3fs``;
+s3fs picks ``AWS_ENDPOINT_URL`` and the credentials up from the environment, or from an explicit
+``storage_options`` dict with ``endpoint_url``/``key``/``secret``/``token``/``client_kwargs``/
+``config_kwargs``): reading, listing, deleting and streaming are the same code for both. Only what
+fsspec cannot express portably is delegated to a small backend (:class:`_LocalAtomic` or
+:class:`_S3Atomic`), the atomic primitives the release protocol needs (``docs/releases.md``):
 
 * :meth:`Store.put_if_absent` - create-only write. S3: ``PutObject`` with ``If-None-Match: *``;
-  local: the bytes go to a temporary file in the same folder which is then hard-linked to the
-  final name (``link(2)`` fails if the name exists), or created with ``O_EXCL`` where hard links
-  are unsupported.
+  local: a temporary file in the same folder hard-linked to the final name (``link(2)`` fails if
+  the name exists), or created with ``O_EXCL`` where hard links are unsupported.
 * :meth:`Store.compare_and_swap` - replace an object only if its current ETag is the one read
   before. S3: ``PutObject`` with ``If-Match: <etag>`` (``If-None-Match: *`` when no object is
-  expected); local: a lock file created with ``O_EXCL``, the current content hash (the local
-  "ETag") re-checked under the lock, then an atomic ``os.replace``.
+  expected); local: under an OS file lock (:mod:`filelock`), the content hash (the local "ETag")
+  is re-checked and the new bytes are put in place with ``os.replace``.
+* :meth:`Store.open_output` - an object that appears whole or not at all (temp file + rename;
+  S3: an upload that is aborted on failure).
+* :meth:`Store.lock` - a store-wide named lock (OS file lock; an S3 lease by conditional writes).
 
 Keys are ``/``-separated paths relative to the store root. Errors (:class:`StoreError`) name the
 store URI and the key; credentials are never logged or put into messages.
@@ -152,6 +155,9 @@ class Store:
         self._fs: Any = None
         self._client: Any = None
         self._init_lock = threading.Lock()
+        self._atomic: _LocalAtomic | _S3Atomic = (
+            _S3Atomic(self) if self.is_s3 else _LocalAtomic(self)
+        )
 
     # ------------------------------------------------------------------ plumbing
 
@@ -287,63 +293,21 @@ class Store:
         The ETag is S3's (quoted) ETag, or the sha256 of the content for local stores; pass it to
         :meth:`compare_and_swap` unchanged.
         """
-        if self.is_s3:
-            try:
-                resp = self.client.get_object(Bucket=self.bucket, Key=self._s3_key(key))
-                return resp["Body"].read(), resp["ETag"]
-            except Exception as exc:
-                if self._s3_code(exc) in ("NoSuchKey", "404", "NotFound"):
-                    return None
-                raise self._err("get", key, exc) from exc
         try:
-            with open(self.path(key), "rb") as fh:
-                data = fh.read()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
+            return self._atomic.get_with_etag(key)
+        except StoreError:
+            raise
+        except Exception as exc:
             raise self._err("get", key, exc) from exc
-        return data, sha256_bytes(data)
 
     def put(self, key: str, data: bytes) -> None:
         """Unconditional (atomic, whole-object) write."""
-        if self.is_s3:
-            try:
-                self.client.put_object(Bucket=self.bucket, Key=self._s3_key(key), Body=data)
-            except Exception as exc:
-                raise self._err("put", key, exc) from exc
-            return
         with self.open_output(key) as fh:
             fh.write(data)
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         """Create ``key`` with ``data`` only if it does not exist; ``False`` if it already did."""
-        if self.is_s3:
-            return self._s3_conditional_put(key, data, None, "create-only put")
-        final = self.path(key)
-        tmp = self._tmp_name(final)
-        try:
-            os.makedirs(os.path.dirname(final), exist_ok=True)
-            self._write_file(tmp, data)
-            try:
-                os.link(tmp, final)
-                return True
-            except FileExistsError:
-                return False
-            except OSError:  # no hard links here (some FUSE/SMB mounts): exclusive create
-                try:
-                    fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-                except FileExistsError:
-                    return False
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                return True
-        except OSError as exc:
-            raise self._err("create-only put", key, exc) from exc
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        return self._atomic.put_if_absent(key, data)
 
     def compare_and_swap(self, key: str, data: bytes, expected_etag: str | None) -> bool:
         """Replace ``key`` with ``data`` iff its current ETag is ``expected_etag``.
@@ -351,50 +315,7 @@ class Store:
         ``expected_etag=None`` means "only if it does not exist". Returns ``False`` when the
         object changed (or appeared) since the ETag was read; the caller re-reads and retries.
         """
-        if self.is_s3:
-            return self._s3_conditional_put(key, data, expected_etag, "compare-and-swap")
-        final = self.path(key)
-        try:
-            os.makedirs(os.path.dirname(final), exist_ok=True)
-            with FileLock(self._lock_path(key), timeout=_LOCK_TIMEOUT_S):
-                current = self.get_with_etag(key)
-                if expected_etag is None:
-                    if current is not None:
-                        return False
-                elif current is None or current[1] != expected_etag:
-                    return False
-                self._atomic_replace(final, data, key)
-                return True
-        except FileLockTimeout:
-            raise StoreError(f"{self.uri}: timed out waiting for the lock on {key!r}") from None
-        except OSError as exc:  # e.g. ENOSPC creating the lock or the temp file
-            raise self._err("compare-and-swap", key, exc) from exc
-
-    def _lock_path(self, key: str) -> str:
-        """The OS lock file guarding local writes of ``key`` (kept out of the data folders; a
-        left-over file is not a lock: ``flock`` locks die with their process)."""
-        path = self.path(f"{LOCKS_DIR}/{_clean_key(key).replace('/', '__')}.lock")
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        return path
-
-    def _s3_conditional_put(
-        self, key: str, data: bytes, expected_etag: str | None, action: str
-    ) -> bool:
-        """``PutObject`` with ``If-None-Match: *`` (``expected_etag=None``) or ``If-Match``;
-        ``False`` when the condition failed."""
-        cond = {"IfNoneMatch": "*"} if expected_etag is None else {"IfMatch": expected_etag}
-        try:
-            self.client.put_object(Bucket=self.bucket, Key=self._s3_key(key), Body=data, **cond)
-            return True
-        except Exception as exc:
-            code = self._s3_code(exc)
-            # 412 PreconditionFailed: exists / changed; 409 ConditionalRequestConflict: a
-            # concurrent conditional write to the same key is in flight (it wins or has won).
-            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
-                return False
-            if code in ("NoSuchKey", "404") and expected_etag is not None:
-                return False  # If-Match on a deleted object
-            raise self._err(action, key, exc) from exc
+        return self._atomic.compare_and_swap(key, data, expected_etag)
 
     # ------------------------------------------------------------------ checks & clean-up
 
@@ -402,19 +323,7 @@ class Store:
         """Check that the store can be used before any work starts: the bucket exists, and a
         probe object can be written, read back and deleted. Raises :class:`StoreError` with one
         line saying what is wrong (no bucket, refused credentials, read-only folder...)."""
-        if self.is_s3:
-            try:
-                self.client.head_bucket(Bucket=self.bucket)
-            except Exception as exc:
-                code = self._s3_code(exc)
-                if code in ("404", "NoSuchBucket", "NotFound"):
-                    raise StoreError(f"{self.uri}: bucket {self.bucket!r} does not exist") from None
-                if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-                    raise StoreError(
-                        f"{self.uri}: access to bucket {self.bucket!r} denied ({code}): "
-                        "check the AWS credentials"
-                    ) from None
-                raise self._err("check bucket", "", exc) from exc
+        self._atomic.check_root()
         probe = f"{LOCKS_DIR}/preflight-{uuid.uuid4().hex}"
         payload = b"rlhf-curation preflight"
         self.put(probe, payload)
@@ -425,20 +334,13 @@ class Store:
             self.delete(probe)
 
     def clean_temp(self, prefix: str = "") -> list[str]:
-        """Delete temporary files under ``prefix`` left by killed writers (local stores; on S3 an
-        interrupted upload never becomes an object). Only call while holding the ``publish``
-        lock, so that no live writer's temp file is removed. Returns the deleted paths."""
-        if self.is_s3:
-            return []
-        base = self.path(prefix) if prefix else self.root
-        deleted = []
-        for folder, _, files in os.walk(base):
-            for name in files:
-                if name.startswith(".") and ".tmp-" in name:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(os.path.join(folder, name))
-                    deleted.append(self._rel(os.path.join(folder, name)))
-        return deleted
+        """Delete temporary files under ``prefix`` left by killed writers (on S3 an interrupted
+        upload never becomes an object, so there are none). Only call while holding the
+        ``publish`` lock, so that no live writer's temp file is removed. Returns the keys."""
+        found = [k for k in self._find(prefix) if _is_temp_file(k.rsplit("/", 1)[-1])]
+        for key in found:
+            self.delete(key)
+        return found
 
     # ------------------------------------------------------------------ locks
 
@@ -453,19 +355,15 @@ class Store:
         expired (a killed holder stops renewing), deleted on exit. Waits at most ``timeout``
         seconds, then raises :class:`StoreError` naming the store and the lock.
         """
-        key = f"{LOCKS_DIR}/{name}"
-        if not self.is_s3:
-            os.makedirs(os.path.dirname(self.path(key)), exist_ok=True)
-            try:
-                with FileLock(self._lock_path(name), timeout=timeout):
-                    yield
-            except FileLockTimeout:
-                raise StoreError(
-                    f"{self.uri}: timed out after {timeout:.0f} s waiting for the {name!r} lock"
-                ) from None
-            return
-        with _S3Lease(self, key + ".json", timeout):
+        with self._atomic.lock(name, timeout):
             yield
+
+    def _lock_path(self, key: str) -> str:
+        """The OS lock file guarding local writes of ``key`` (kept out of the data folders; a
+        left-over file is not a lock: ``flock`` locks die with their process)."""
+        path = self.path(f"{LOCKS_DIR}/{_clean_key(key).replace('/', '__')}.lock")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return path
 
     # ------------------------------------------------------------------ streams
 
@@ -485,73 +383,32 @@ class Store:
         Local: a temporary file in the same folder, ``os.replace``\\ d on success. S3: an s3fs
         upload that is completed on success and aborted (multipart) / never sent on failure.
         """
-        if self.is_s3:
-            try:
-                fh = self.fs.open(self.path(key), "wb")
-            except Exception as exc:
-                raise self._err("open for writing", key, exc) from exc
-            try:
-                yield fh
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    fh.discard()
-                fh.closed = True  # do not let close() commit a partial object
-                raise
-            try:
-                fh.close()
-            except Exception as exc:
-                raise self._err("write", key, exc) from exc
-            return
-        final = self.path(key)
-        tmp = self._tmp_name(final)
-        try:
-            os.makedirs(os.path.dirname(final), exist_ok=True)
-            fh = open(tmp, "wb")  # noqa: SIM115 - closed below
-        except OSError as exc:
-            raise self._err("open for writing", key, exc) from exc
-        try:
-            try:
-                yield fh
-                fh.flush()
-                os.fsync(fh.fileno())
-            finally:
-                fh.close()
-            os.replace(tmp, final)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        with self._atomic.open_output(key) as fh:
+            yield fh
 
     # ------------------------------------------------------------------ listing & metadata
 
+    def _info(self, key: str) -> dict[str, Any] | None:
+        try:
+            info = self.fs.info(self.path(key))
+        except FileNotFoundError:
+            return None
+        except Exception as exc:
+            if self._s3_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise self._err("head", key, exc) from exc
+        return info if info.get("type") == "file" else None
+
     def exists(self, key: str) -> bool:
-        if self.is_s3:
-            try:
-                self.client.head_object(Bucket=self.bucket, Key=self._s3_key(key))
-                return True
-            except Exception as exc:
-                if self._s3_code(exc) in ("404", "NoSuchKey", "NotFound"):
-                    return False
-                raise self._err("head", key, exc) from exc
-        return os.path.isfile(self.path(key))
+        """Whether the object ``key`` exists (a folder is not an object)."""
+        return self._info(key) is not None
 
     def size(self, key: str) -> int:
         """Size in bytes; :class:`FileNotFoundError` if missing."""
-        if self.is_s3:
-            try:
-                return int(
-                    self.client.head_object(Bucket=self.bucket, Key=self._s3_key(key))[
-                        "ContentLength"
-                    ]
-                )
-            except Exception as exc:
-                if self._s3_code(exc) in ("404", "NoSuchKey", "NotFound"):
-                    raise FileNotFoundError(f"{self.uri}: no object {key!r}") from None
-                raise self._err("head", key, exc) from exc
-        try:
-            return os.path.getsize(self.path(key))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{self.uri}: no object {key!r}") from None
+        info = self._info(key)
+        if info is None:
+            raise FileNotFoundError(f"{self.uri}: no object {key!r}")
+        return int(info["size"])
 
     def sha256(self, key: str, progress: Any = None) -> str:
         """Streaming sha256 of an object; ``progress.update(n)`` is called per chunk if given."""
@@ -563,119 +420,276 @@ class Store:
                     progress.update(len(chunk))
         return digest.hexdigest()
 
-    def list(self, prefix: str = "") -> list[str]:
-        """All object keys under ``prefix`` (recursive, sorted), relative to the store root."""
-        base = self.path(prefix)
+    def _find(self, prefix: str) -> list[str]:
+        """Every key under ``prefix`` (temporary files included), sorted."""
         try:
-            if self.is_s3:
-                found = self.fs.find(base)
-            elif os.path.isdir(base):
-                found = [
-                    os.path.join(d, f)
-                    for d, _, files in os.walk(base)
-                    for f in files
-                    if not _is_tmp(f)
-                ]
-            elif os.path.isfile(base):
-                found = [base]
-            else:
-                found = []
+            found = self.fs.find(self.path(prefix))
         except FileNotFoundError:
             return []
         except Exception as exc:
             raise self._err("list", prefix, exc) from exc
         return sorted(self._rel(p) for p in found)
 
+    def list(self, prefix: str = "") -> list[str]:
+        """All object keys under ``prefix`` (recursive, sorted), relative to the store root;
+        temporary files of writers in progress are not listed."""
+        return [k for k in self._find(prefix) if not _is_tmp(k.rsplit("/", 1)[-1])]
+
     def list_dirs(self, prefix: str = "") -> list[str]:
         """Names of the immediate sub-folders of ``prefix`` (sorted)."""
-        base = self.path(prefix)
         try:
-            if self.is_s3:
-                entries = self.fs.ls(base, detail=True)
-                names = [
-                    e["name"].rstrip("/").rsplit("/", 1)[-1]
-                    for e in entries
-                    if e["type"] == "directory"
-                ]
-            else:
-                names = (
-                    [e.name for e in os.scandir(base) if e.is_dir()] if os.path.isdir(base) else []
-                )
-        except FileNotFoundError:
+            entries = self.fs.ls(self.path(prefix), detail=True)
+        except (FileNotFoundError, NotADirectoryError):
             return []
         except Exception as exc:
             raise self._err("list", prefix, exc) from exc
-        return sorted(names)
+        return sorted(
+            e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e["type"] == "directory"
+        )
 
     def delete(self, key: str) -> None:
         """Delete one object (no error if it is missing)."""
-        if self.is_s3:
-            try:
-                self.client.delete_object(Bucket=self.bucket, Key=self._s3_key(key))
-            except Exception as exc:
-                raise self._err("delete", key, exc) from exc
-            return
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path(key))
+        try:
+            self.fs.rm_file(self.path(key))
+        except FileNotFoundError:
+            pass
+        except Exception as exc:
+            raise self._err("delete", key, exc) from exc
 
     def delete_prefix(self, prefix: str) -> int:
         """Delete every object under ``prefix`` (a folder); returns how many were deleted."""
         if not _clean_key(prefix):
             raise StoreError(f"{self.uri}: refusing to delete the whole store")
-        keys = self.list(prefix)
+        keys = self._find(prefix)
         try:
-            if self.is_s3:
-                if keys:
-                    self.fs.rm([self.path(k) for k in keys])
-            else:
-                import shutil
-
-                base = self.path(prefix)
-                if os.path.isdir(base):
-                    shutil.rmtree(base)
-                elif os.path.isfile(base):
-                    os.unlink(base)
+            if keys:
+                self.fs.rm(self.path(prefix), recursive=True)
         except FileNotFoundError:
             pass
         except Exception as exc:
             raise self._err("delete", prefix, exc) from exc
-        return len(keys)
-
-    # ------------------------------------------------------------------ local helpers
+        return len([k for k in keys if not _is_tmp(k.rsplit("/", 1)[-1])])
 
     def _rel(self, path: str) -> str:
         path = path.replace("\\", "/")
         root = self.root.replace("\\", "/").rstrip("/") + "/"
         return path[len(root) :] if path.startswith(root) else path
 
-    @staticmethod
-    def _tmp_name(final: str) -> str:
-        head, tail = os.path.split(final)
-        return os.path.join(head, f".{tail}.tmp-{uuid.uuid4().hex}")
 
-    @staticmethod
-    def _write_file(path: str, data: bytes) -> None:
-        with open(path, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+# ---------------------------------------------------------------------------- backends
 
-    def _atomic_replace(self, final: str, data: bytes, key: str) -> None:
-        tmp = self._tmp_name(final)
+
+def _tmp_name(final: str) -> str:
+    head, tail = os.path.split(final)
+    return os.path.join(head, f".{tail}.tmp-{uuid.uuid4().hex}")
+
+
+def _write_file(path: str, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+class _LocalAtomic:
+    """The atomic primitives on a local folder: temp file + ``link``/``rename``, OS file locks."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def check_root(self) -> None:
         try:
-            self._write_file(tmp, data)
+            os.makedirs(self.store.root, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"{self.store.uri}: cannot create the folder: {exc.strerror}"
+            ) from None
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str] | None:
+        try:
+            with open(self.store.path(key), "rb") as fh:
+                data = fh.read()
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+        return data, sha256_bytes(data)
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        final = self.store.path(key)
+        tmp = _tmp_name(final)
+        try:
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            _write_file(tmp, data)
+            try:
+                os.link(tmp, final)
+                return True
+            except FileExistsError:
+                return False
+            except OSError:  # no hard links here (some FUSE/SMB mounts): exclusive create
+                try:
+                    fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                except FileExistsError:
+                    return False
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                return True
+        except OSError as exc:
+            raise self.store._err("create-only put", key, exc) from exc
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    def compare_and_swap(self, key: str, data: bytes, expected_etag: str | None) -> bool:
+        final = self.store.path(key)
+        try:
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            with FileLock(self.store._lock_path(key), timeout=_LOCK_TIMEOUT_S):
+                current = self.get_with_etag(key)
+                if expected_etag is None:
+                    if current is not None:
+                        return False
+                elif current is None or current[1] != expected_etag:
+                    return False
+                tmp = _tmp_name(final)
+                try:
+                    _write_file(tmp, data)
+                    os.replace(tmp, final)
+                finally:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(tmp)
+                return True
+        except FileLockTimeout:
+            raise StoreError(
+                f"{self.store.uri}: timed out waiting for the lock on {key!r}"
+            ) from None
+        except OSError as exc:  # e.g. ENOSPC writing the temp file or creating the lock
+            raise self.store._err("compare-and-swap", key, exc) from exc
+
+    @contextlib.contextmanager
+    def open_output(self, key: str) -> Iterator[IO[bytes]]:
+        final = self.store.path(key)
+        tmp = _tmp_name(final)
+        try:
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            fh = open(tmp, "wb")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise self.store._err("open for writing", key, exc) from exc
+        try:
+            try:
+                yield fh
+                fh.flush()
+                os.fsync(fh.fileno())
+            finally:
+                fh.close()
             os.replace(tmp, final)
         except OSError as exc:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-            raise self._err("replace", key, exc) from exc
+            raise self.store._err("write", key, exc) from exc
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    @contextlib.contextmanager
+    def lock(self, name: str, timeout: float) -> Iterator[None]:
+        try:
+            with FileLock(self.store._lock_path(name), timeout=timeout):
+                yield
+        except FileLockTimeout:
+            raise StoreError(
+                f"{self.store.uri}: timed out after {timeout:.0f} s waiting for the {name!r} lock"
+            ) from None
+
+
+class _S3Atomic:
+    """The atomic primitives on S3: conditional ``PutObject`` (boto3), s3fs uploads, leases."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def check_root(self) -> None:
+        store = self.store
+        try:
+            store.client.head_bucket(Bucket=store.bucket)
+        except Exception as exc:
+            code = store._s3_code(exc)
+            if code in ("404", "NoSuchBucket", "NotFound"):
+                raise StoreError(f"{store.uri}: bucket {store.bucket!r} does not exist") from None
+            if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                raise StoreError(
+                    f"{store.uri}: access to bucket {store.bucket!r} denied ({code}): "
+                    "check the AWS credentials"
+                ) from None
+            raise store._err("check bucket", "", exc) from exc
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str] | None:
+        store = self.store
+        try:
+            resp = store.client.get_object(Bucket=store.bucket, Key=store._s3_key(key))
+            return resp["Body"].read(), resp["ETag"]
+        except Exception as exc:
+            if store._s3_code(exc) in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise
+
+    def conditional_put(
+        self, key: str, data: bytes, expected_etag: str | None, action: str
+    ) -> bool:
+        """``PutObject`` with ``If-None-Match: *`` (``expected_etag=None``) or ``If-Match``;
+        ``False`` when the condition failed."""
+        store = self.store
+        cond = {"IfNoneMatch": "*"} if expected_etag is None else {"IfMatch": expected_etag}
+        try:
+            store.client.put_object(Bucket=store.bucket, Key=store._s3_key(key), Body=data, **cond)
+            return True
+        except Exception as exc:
+            code = store._s3_code(exc)
+            # 412 PreconditionFailed: exists / changed; 409 ConditionalRequestConflict: a
+            # concurrent conditional write to the same key is in flight (it wins or has won).
+            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                return False
+            if code in ("NoSuchKey", "404") and expected_etag is not None:
+                return False  # If-Match on a deleted object
+            raise store._err(action, key, exc) from exc
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        return self.conditional_put(key, data, None, "create-only put")
+
+    def compare_and_swap(self, key: str, data: bytes, expected_etag: str | None) -> bool:
+        return self.conditional_put(key, data, expected_etag, "compare-and-swap")
+
+    @contextlib.contextmanager
+    def open_output(self, key: str) -> Iterator[IO[bytes]]:
+        store = self.store
+        try:
+            fh = store.fs.open(store.path(key), "wb")
+        except Exception as exc:
+            raise store._err("open for writing", key, exc) from exc
+        try:
+            yield fh
+        except BaseException:
+            with contextlib.suppress(Exception):
+                fh.discard()
+            fh.closed = True  # do not let close() commit a partial object
+            raise
+        try:
+            fh.close()
+        except Exception as exc:
+            raise store._err("write", key, exc) from exc
+
+    @contextlib.contextmanager
+    def lock(self, name: str, timeout: float) -> Iterator[None]:
+        with _S3Lease(self, f"{LOCKS_DIR}/{name}.json", timeout):
+            yield
 
 
 class _S3Lease:
     """A lock on S3 built from conditional writes (see :meth:`Store.lock`)."""
 
-    def __init__(self, store: Store, key: str, timeout: float):
-        self.store, self.key, self.timeout = store, key, timeout
+    def __init__(self, backend: _S3Atomic, key: str, timeout: float):
+        self.backend, self.store, self.key, self.timeout = backend, backend.store, key, timeout
         self.token = f"{os.getpid()}-{uuid.uuid4().hex}"
         self.etag: str | None = None
         self._stop = threading.Event()
@@ -685,7 +699,7 @@ class _S3Lease:
         return json.dumps({"owner": self.token, "expires": time.time() + LEASE_S}).encode()
 
     def _try_acquire(self) -> bool:
-        if self.store._s3_conditional_put(self.key, self._body(), None, "lock"):
+        if self.backend.conditional_put(self.key, self._body(), None, "lock"):
             return True
         found = self.store.get_with_etag(self.key)
         if found is None:
@@ -697,7 +711,7 @@ class _S3Lease:
         if expires > time.time():
             return False
         log.warning("%s: taking over the expired lock %r", self.store.uri, self.key)
-        return self.store._s3_conditional_put(self.key, self._body(), found[1], "lock")
+        return self.backend.conditional_put(self.key, self._body(), found[1], "lock")
 
     def _current_etag(self) -> str | None:
         found = self.store.get_with_etag(self.key)
@@ -708,7 +722,7 @@ class _S3Lease:
     def _renew(self) -> None:
         while not self._stop.wait(LEASE_S / 3):
             etag = self._current_etag()
-            if etag is None or not self.store._s3_conditional_put(
+            if etag is None or not self.backend.conditional_put(
                 self.key, self._body(), etag, "lock renewal"
             ):
                 log.error("%s: lost the lock %r", self.store.uri, self.key)
@@ -733,6 +747,12 @@ class _S3Lease:
             self._renewer.join()
         if self._current_etag() is not None:
             self.store.delete(self.key)
+
+
+def _is_temp_file(name: str) -> bool:
+    """A writer's temporary file (``.<name>.tmp-<uuid>``); never a lock file, which must not be
+    deleted while held (a new file would let a second holder in)."""
+    return name.startswith(".") and ".tmp-" in name
 
 
 def _is_tmp(name: str) -> bool:

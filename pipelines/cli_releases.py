@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from curation import reader
@@ -38,7 +38,7 @@ def add_release_commands(subparsers: Any) -> None:
     sub = releases.add_subparsers(dest="releases_command", metavar="COMMAND")
     sub.required = True
 
-    def common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    def common(p: argparse.ArgumentParser, handler: Handler) -> argparse.ArgumentParser:
         p.add_argument(  # SUPPRESS: never clobber a --store given to the parent parser
             "--store",
             default=argparse.SUPPRESS,
@@ -50,23 +50,27 @@ def add_release_commands(subparsers: Any) -> None:
             default=argparse.SUPPRESS,
             help="machine-readable JSON output",
         )
-        p.set_defaults(func=run_releases_command)
+        p.set_defaults(func=run_releases_command, handler=handler)
         return p
 
-    common(sub.add_parser("list", help="published releases, oldest first"))
-    p = common(sub.add_parser("show", help="a release's manifest summary"))
+    common(sub.add_parser("list", help="published releases, oldest first"), list_command)
+    p = common(sub.add_parser("show", help="a release's manifest summary"), show_command)
     p.add_argument("release_id", nargs="?", default="latest", help="id, unique prefix or 'latest'")
-    p = common(sub.add_parser("verify", help="check every file's size and sha256"))
+    p = common(sub.add_parser("verify", help="check every file's size and sha256"), verify_command)
     p.add_argument("release_id", nargs="?", default="latest")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p = common(sub.add_parser("diff", help="pairs added/removed/changed from A to B"))
+    p = common(sub.add_parser("diff", help="pairs added/removed/changed from A to B"), diff_command)
     p.add_argument("a")
     p.add_argument("b", nargs="?", default="latest")
     p.add_argument("--examples", type=int, default=5, help="example ids per category (default 5)")
-    p = common(sub.add_parser("prune", help="delete old releases"))
+    p = common(sub.add_parser("prune", help="delete old releases"), prune_command)
     p.add_argument("--keep", type=int, required=True, help="keep the newest N releases")
     p.add_argument(
-        "--pin", action="append", default=[], metavar="ID", help="also keep this release"
+        "--pin",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="also keep this release (id, unique prefix or 'latest'; unknown: error, nothing deleted)",
     )
     p.add_argument("--dry-run", action="store_true", help="only report what would be deleted")
     releases.set_defaults(func=run_releases_command)
@@ -92,181 +96,183 @@ def _n(v: Any) -> str:
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
+Handler = Callable[[str, argparse.Namespace, TextIO], int]
+
+
+def list_command(store: str, args: argparse.Namespace, out: TextIO) -> int:
+    """``releases list``: one row per published release, oldest first."""
+    rows = reader.list_releases(store)
+    if getattr(args, "json", False):
+        print(json.dumps(rows, indent=2), file=out)
+        return 0
+    if not rows:
+        print(f"no published releases in {store}", file=out)
+        return 0
+    header = [
+        "",
+        "release_id",
+        "seq",
+        "created_at",
+        "code_version",
+        "pairs",
+        "removed",
+        "quarantine",
+    ]
+    _table(
+        header,
+        [
+            [
+                "*" if r["latest"] else "",
+                r["release_id"],
+                r["sequence"],
+                r["created_at"],
+                r["code_version"],
+                _n(r["rows"].get("pairs", "")),
+                _n(r["rows"].get("removed", "")),
+                _n(r["rows"].get("quarantine", "")),
+            ]
+            for r in rows
+        ],
+        out,
+    )
+    print("(* = latest)", file=out)
+    return 0
+
+
+def _show_tables(manifest: dict[str, Any], out: TextIO) -> None:
+    rows = []
+    for name, info in sorted(manifest.get("tables", {}).items()):
+        splits = ", ".join(f"{k}={v:,}" for k, v in (info.get("splits") or {}).items())
+        size = sum(int(f["bytes"]) for f in info.get("files", []))
+        rows.append([name, _n(info.get("rows", 0)), len(info.get("files", [])), _n(size), splits])
+    _table(["table", "rows", "files", "bytes", "splits"], rows, out)
+
+
+def _show_sources(manifest: dict[str, Any], out: TextIO) -> None:
+    print(file=out)
+    _table(
+        ["source", "uri", "revision", "files"],
+        [
+            [s.get("name", ""), s.get("uri", ""), s.get("revision", ""), len(s.get("files") or [])]
+            for s in manifest["sources"]
+        ],
+        out,
+    )
+
+
+def show_command(store: str, args: argparse.Namespace, out: TextIO) -> int:
+    """``releases show``: a release's header, tables, sources, counts and checks."""
+    release = reader.open_release(store, args.release_id)
+    manifest = release.manifest
+    if getattr(args, "json", False):
+        print(json.dumps(manifest, indent=2), file=out)
+        return 0
+    latest = reader.resolve_release_id(store, "latest")
+    tag = "  (latest)" if latest == release.release_id else ""
+    print(f"{'release_id':<18} {release.release_id}{tag}", file=out)
+    print(f"{'uri':<18} {release.uri}", file=out)
+    for key in ("sequence", "parent_release_id", "created_at", "code_version", "format_version"):
+        print(f"{key:<18} {manifest.get(key)}", file=out)
+    print(file=out)
+    _show_tables(manifest, out)
+    if manifest.get("sources"):
+        _show_sources(manifest, out)
+    if manifest.get("counts"):
+        print("\ncounts: " + json.dumps(manifest["counts"], sort_keys=True), file=out)
+    if manifest.get("checks"):
+        print("checks: " + json.dumps(manifest["checks"], sort_keys=True), file=out)
+    return 0
+
+
+def verify_command(store: str, args: argparse.Namespace, out: TextIO) -> int:
+    """``releases verify``: every listed file's size and sha256; 1 when problems were found."""
+    as_json = getattr(args, "json", False)
+    release = reader.open_release(store, args.release_id)
+    problems = release.verify(progress=not (as_json or getattr(args, "no_progress", False)))
+    if as_json:
+        report = {
+            "release_id": release.release_id,
+            "ok": not problems,
+            "problems": [p.to_dict() for p in problems],
+        }
+        print(json.dumps(report, indent=2), file=out)
+    elif problems:
+        print(f"release {release.release_id}: {len(problems)} problem(s)", file=out)
+        _table(["file", "kind", "detail"], [[p.path, p.kind, p.message] for p in problems], out)
+    else:
+        n = sum(len(i.get("files", [])) for i in release.manifest.get("tables", {}).values())
+        n += len(release.manifest.get("assets") or [])
+        print(f"release {release.release_id}: OK ({n} files match the manifest)", file=out)
+    return 1 if problems else 0
+
+
+def diff_command(store: str, args: argparse.Namespace, out: TextIO) -> int:
+    """``releases diff``: pairs added/removed/changed per table and split, reasons' deltas."""
+    result = reader.diff_releases(store, args.a, args.b, examples=args.examples)
+    if getattr(args, "json", False):
+        print(json.dumps(result, indent=2), file=out)
+        return 0
+    print(f"diff {result['a']} -> {result['b']}", file=out)
+    cv = result["code_version"]
+    if cv["a"] != cv["b"]:
+        print(f"code_version: {cv['a']} -> {cv['b']}", file=out)
+    for key, change in result["config_changes"].items():
+        print(f"config {key}: {change['a']!r} -> {change['b']!r}", file=out)
+    print(file=out)
+    rows = [
+        [
+            name,
+            "(all)" if split == "*" else split,
+            _n(d["added"]),
+            _n(d["removed"]),
+            _n(d["changed"]),
+            _n(d["unchanged"]),
+        ]
+        for name, per in result["tables"].items()
+        for split, d in per.items()
+    ]
+    _table(["table", "split", "added", "removed", "changed", "unchanged"], rows, out)
+    for name, reasons in result["reasons"].items():
+        changed = [
+            [r, _n(v["a"]), _n(v["b"]), f"{v['delta']:+,}"]
+            for r, v in reasons.items()
+            if v["delta"]
+        ]
+        if changed:
+            print(f"\n{name} by reason:", file=out)
+            _table(["reason", "a", "b", "delta"], changed, out)
+    return 0
+
+
+def prune_command(store: str, args: argparse.Namespace, out: TextIO) -> int:
+    """``releases prune``: delete all but the newest N, the pinned and the latest release."""
+    deleted = reader.prune(store, args.keep, args.pin, dry_run=args.dry_run)
+    if getattr(args, "json", False):
+        print(json.dumps({"deleted": deleted, "dry_run": args.dry_run}, indent=2), file=out)
+    elif deleted:
+        verb = "would delete" if args.dry_run else "deleted"
+        print(f"{verb} {len(deleted)} release(s): " + ", ".join(deleted), file=out)
+    else:
+        print("nothing to prune", file=out)
+    return 0
+
+
 def run_releases_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    """Run a parsed ``releases`` command; returns the process exit code.
+    """Run a parsed ``releases`` command (its ``handler``); returns the process exit code.
 
     0 = ok, 1 = verification problems found, 2 = error (bad id, unreachable store...).
     """
     out = out or sys.stdout
     store = getattr(args, "store", None) or _default_store()
-    command = getattr(args, "releases_command", None)
-    as_json = getattr(args, "json", False)
-    try:
-        if command == "list":
-            rows = reader.list_releases(store)
-            if as_json:
-                print(json.dumps(rows, indent=2), file=out)
-            elif not rows:
-                print(f"no published releases in {store}", file=out)
-            else:
-                _table(
-                    [
-                        "",
-                        "release_id",
-                        "seq",
-                        "created_at",
-                        "code_version",
-                        "pairs",
-                        "removed",
-                        "quarantine",
-                    ],
-                    [
-                        [
-                            "*" if r["latest"] else "",
-                            r["release_id"],
-                            r["sequence"],
-                            r["created_at"],
-                            r["code_version"],
-                            _n(r["rows"].get("pairs", "")),
-                            _n(r["rows"].get("removed", "")),
-                            _n(r["rows"].get("quarantine", "")),
-                        ]
-                        for r in rows
-                    ],
-                    out,
-                )
-                print("(* = latest)", file=out)
-            return 0
-
-        if command == "show":
-            release = reader.open_release(store, args.release_id)
-            manifest = release.manifest
-            if as_json:
-                print(json.dumps(manifest, indent=2), file=out)
-                return 0
-            latest = reader.resolve_release_id(store, "latest")
-            tag = "  (latest)" if latest == release.release_id else ""
-            print(f"{'release_id':<18} {release.release_id}{tag}", file=out)
-            print(f"{'uri':<18} {release.uri}", file=out)
-            for key in (
-                "sequence",
-                "parent_release_id",
-                "created_at",
-                "code_version",
-                "format_version",
-            ):
-                print(f"{key:<18} {manifest.get(key)}", file=out)
-            print(file=out)
-            rows = []
-            for name, info in sorted(manifest.get("tables", {}).items()):
-                splits = ", ".join(f"{k}={v:,}" for k, v in (info.get("splits") or {}).items())
-                size = sum(int(f["bytes"]) for f in info.get("files", []))
-                rows.append(
-                    [name, _n(info.get("rows", 0)), len(info.get("files", [])), _n(size), splits]
-                )
-            _table(["table", "rows", "files", "bytes", "splits"], rows, out)
-            if manifest.get("sources"):
-                print(file=out)
-                _table(
-                    ["source", "uri", "revision", "files"],
-                    [
-                        [
-                            s.get("name", ""),
-                            s.get("uri", ""),
-                            s.get("revision", ""),
-                            len(s.get("files") or []),
-                        ]
-                        for s in manifest["sources"]
-                    ],
-                    out,
-                )
-            if manifest.get("counts"):
-                print("\ncounts: " + json.dumps(manifest["counts"], sort_keys=True), file=out)
-            if manifest.get("checks"):
-                print("checks: " + json.dumps(manifest["checks"], sort_keys=True), file=out)
-            return 0
-
-        if command == "verify":
-            release = reader.open_release(store, args.release_id)
-            problems = release.verify(progress=not (as_json or getattr(args, "no_progress", False)))
-            if as_json:
-                print(
-                    json.dumps(
-                        {
-                            "release_id": release.release_id,
-                            "ok": not problems,
-                            "problems": [p.to_dict() for p in problems],
-                        },
-                        indent=2,
-                    ),
-                    file=out,
-                )
-            elif problems:
-                print(f"release {release.release_id}: {len(problems)} problem(s)", file=out)
-                _table(
-                    ["file", "kind", "detail"], [[p.path, p.kind, p.message] for p in problems], out
-                )
-            else:
-                n = sum(
-                    len(i.get("files", [])) for i in release.manifest.get("tables", {}).values()
-                )
-                n += len(release.manifest.get("assets") or [])
-                print(f"release {release.release_id}: OK ({n} files match the manifest)", file=out)
-            return 1 if problems else 0
-
-        if command == "diff":
-            result = reader.diff_releases(store, args.a, args.b, examples=args.examples)
-            if as_json:
-                print(json.dumps(result, indent=2), file=out)
-                return 0
-            print(f"diff {result['a']} -> {result['b']}", file=out)
-            cv = result["code_version"]
-            if cv["a"] != cv["b"]:
-                print(f"code_version: {cv['a']} -> {cv['b']}", file=out)
-            for key, change in result["config_changes"].items():
-                print(f"config {key}: {change['a']!r} -> {change['b']!r}", file=out)
-            print(file=out)
-            rows = []
-            for name, per in result["tables"].items():
-                for split, d in per.items():
-                    rows.append(
-                        [
-                            name,
-                            "(all)" if split == "*" else split,
-                            _n(d["added"]),
-                            _n(d["removed"]),
-                            _n(d["changed"]),
-                            _n(d["unchanged"]),
-                        ]
-                    )
-            _table(["table", "split", "added", "removed", "changed", "unchanged"], rows, out)
-            for name, reasons in result["reasons"].items():
-                changed = [
-                    [r, _n(v["a"]), _n(v["b"]), f"{v['delta']:+,}"]
-                    for r, v in reasons.items()
-                    if v["delta"]
-                ]
-                if changed:
-                    print(f"\n{name} by reason:", file=out)
-                    _table(["reason", "a", "b", "delta"], changed, out)
-            return 0
-
-        if command == "prune":
-            deleted = reader.prune(store, args.keep, args.pin, dry_run=args.dry_run)
-            if as_json:
-                print(json.dumps({"deleted": deleted, "dry_run": args.dry_run}, indent=2), file=out)
-            elif deleted:
-                verb = "would delete" if args.dry_run else "deleted"
-                print(f"{verb} {len(deleted)} release(s): " + ", ".join(deleted), file=out)
-            else:
-                print("nothing to prune", file=out)
-            return 0
-
+    handler = getattr(args, "handler", None)
+    if handler is None:
         print("releases: choose a command: list, show, verify, diff, prune", file=sys.stderr)
         return 2
+    try:
+        return handler(store, args, out)
     except (ReleaseError, StoreError, KeyError, ValueError, FileNotFoundError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        if as_json:
+        if getattr(args, "json", False):
             print(json.dumps({"error": str(message)}), file=out)
         print(f"error: {message}", file=sys.stderr)
         return 2

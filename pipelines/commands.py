@@ -85,7 +85,7 @@ def run_config_for(environment: Environment, settings: dict, verbose: bool) -> d
         sources["hh_rlhf_revision"] = environment.hh_rlhf_revision
     if environment.pku_saferlhf_revision:
         sources["pku_saferlhf_revision"] = environment.pku_saferlhf_revision
-    tables = str(environment.dagster_home / "tables")
+    tables = environment.stage_tables
     resources = {
         "sources": {"config": sources},
         "store": {"config": {"uri": environment.store_uri}},

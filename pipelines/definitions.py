@@ -59,7 +59,7 @@ def build_resources(
         secret_access_key=secret("AWS_SECRET_ACCESS_KEY"),
         region=secret("AWS_DEFAULT_REGION"),
     )
-    tables = str(environment.dagster_home / "tables")
+    tables = environment.stage_tables
     return {
         "aws": aws,
         "sources": SourcesResource(

@@ -40,6 +40,7 @@ class Environment:
     release_max_age_hours: float = DEFAULT_RELEASE_MAX_AGE_HOURS
     max_concurrent: int = 0
     secrets_set: frozenset[str] = field(default_factory=frozenset)
+    stage_store_uri: str | None = None  # stage tables; None: $DAGSTER_HOME/tables
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Environment:
@@ -60,7 +61,13 @@ class Environment:
             release_max_age_hours=float(age) if age else DEFAULT_RELEASE_MAX_AGE_HOURS,
             max_concurrent=int(env.get("DAGSTER_MAX_CONCURRENT") or 0),
             secrets_set=frozenset(name for name in SECRET_VARIABLES if env.get(name)),
+            stage_store_uri=env.get("STAGE_STORE_URI") or None,
         )
+
+    @property
+    def stage_tables(self) -> str:
+        """Where stage tables go: ``STAGE_STORE_URI``, else ``$DAGSTER_HOME/tables``."""
+        return self.stage_store_uri or str(self.dagster_home / "tables")
 
     @property
     def release_max_age(self) -> timedelta:

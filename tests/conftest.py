@@ -1,4 +1,5 @@
-"""Shared fixtures: a real S3 endpoint (moto's threaded server on loopback) and sample paths."""
+"""Shared fixtures: a real S3 endpoint (moto's threaded server on loopback), stores on both
+backends, free ports, fast chart rendering and sample paths."""
 
 from __future__ import annotations
 
@@ -26,6 +27,12 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    return _free_port()
 
 
 @pytest.fixture(scope="session")
@@ -69,6 +76,25 @@ def s3_bucket(s3_client) -> str:
     name = f"test-{uuid.uuid4().hex[:12]}"
     s3_client.create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path):
+    """A fresh empty store: a local folder, or a prefix in a fresh moto bucket."""
+    from curation.store import Store
+
+    if request.param == "local":
+        return Store(tmp_path / "store")
+    return Store(f"s3://{request.getfixturevalue('s3_bucket')}/curated")
+
+
+@pytest.fixture
+def fast_charts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rendering a chart costs ~0.3 s of CPU: a fixed placeholder PNG instead (still
+    deterministic, so the publishing protocol is unaffected)."""
+    from curation import card
+
+    monkeypatch.setattr(card, "_png", lambda fig: b"\x89PNG\r\n\x1a\nplaceholder")
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from tests.test_release import (  # shared synthetic data and fixtures
     SOURCES,
     Boom,
     Clock,
-    fast_charts,  # noqa: F401 - autouse fixture
     latest_id,
     make_pairs,
     make_quarantine,
@@ -29,13 +28,7 @@ from tests.test_release import (  # shared synthetic data and fixtures
     release_ids,
 )
 
-
-@pytest.fixture(params=["local", "s3"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    """A fresh empty store: a local folder, or a prefix in a fresh moto bucket."""
-    if request.param == "local":
-        return Store(tmp_path / "store")
-    return Store(f"s3://{request.getfixturevalue('s3_bucket')}/curated")
+pytestmark = pytest.mark.usefixtures("fast_charts")
 
 
 # ---------------------------------------------------------------------------- open & read

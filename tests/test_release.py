@@ -7,7 +7,6 @@ The synthetic table builders here are also used by ``test_reader.py``.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -199,22 +198,10 @@ REAL_CHARTS = {"test_publish_layout_manifest_and_read_back", "test_card_contents
 
 
 @pytest.fixture(autouse=True)
-def fast_charts(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Rendering a chart costs ~0.3 s of CPU; tests not in ``REAL_CHARTS`` get a fixed
-    placeholder PNG (still deterministic, so the protocol is unaffected)."""
+def _charts(request: pytest.FixtureRequest) -> None:
+    """Placeholder charts (``fast_charts`` in conftest) except in the tests of ``REAL_CHARTS``."""
     if getattr(request.node, "originalname", request.node.name) not in REAL_CHARTS:
-        from curation import card
-
-        monkeypatch.setattr(card, "_png", lambda fig: b"\x89PNG\r\n\x1a\nplaceholder")
-
-
-@pytest.fixture(params=["local", "s3"])
-def store(request: pytest.FixtureRequest, tmp_path) -> Store:
-    """A fresh empty store: a local folder, or a prefix in a fresh moto bucket."""
-    if request.param == "local":
-        return Store(tmp_path / "store")
-    bucket = request.getfixturevalue("s3_bucket")
-    return Store(f"s3://{bucket}/curated")
+        request.getfixturevalue("fast_charts")
 
 
 def snapshot(store: Store) -> dict[str, str]:
@@ -506,17 +493,13 @@ def test_fault_before_pointer_swap(store: Store, monkeypatch: pytest.MonkeyPatch
     assert latest_id(store) == bad_id
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def test_moto_server_stopped_mid_upload(s3_env, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_moto_server_stopped_mid_upload(
+    s3_env, monkeypatch: pytest.MonkeyPatch, free_port: int
+) -> None:
     """A private moto server dies after two data files; restarted, it shows the old state."""
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port
     endpoint = f"http://127.0.0.1:{port}"
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

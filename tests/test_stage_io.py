@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
+import pytest
 
 from assets.io import ArrowTableIOManager
 
@@ -61,3 +63,68 @@ def test_run_folders_subset_runs_and_clean_up(tmp_path: Path) -> None:
             third.run_id: {"numbers.arrow", "doubled.arrow"},
             fourth.run_id: {"numbers.arrow"},
         }
+
+
+def full_refresh_job() -> dg.JobDefinition:
+    """The production job on the multiprocess executor, rebuilt from the environment in every
+    step process (so every step reads STAGE_STORE_URI itself)."""
+    from pipelines.definitions import build_definitions
+
+    return build_definitions().resolve_job_def("full_refresh")
+
+
+def _table_files(store: Path, release_id: str) -> dict[str, str]:
+    manifest = json.loads((store / "releases" / release_id / "manifest.json").read_text())
+    return {
+        f"{name}/{f['path']}": f["sha256"]
+        for name, info in manifest["tables"].items()
+        for f in info["files"]
+    }
+
+
+def test_stage_tables_on_s3_with_the_multiprocess_executor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, s3_env: dict[str, str], s3_client
+) -> None:
+    """The whole job, one process per step, stage tables only on a moto S3 endpoint (zstd
+    Arrow IPC; loads copy to a private temp file and memory-map it): the release is identical
+    to the one an in-process run with local stage tables publishes."""
+    from tests.pipeline_helpers import environment, materialize, release_metadata
+
+    local = materialize(environment(tmp_path / "local", str(tmp_path / "local_store")))
+    assert local.success
+    local_id = release_metadata(local)["release_id"]
+
+    s3_client.create_bucket(Bucket="stage-tables")
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("STAGE_STORE_URI", "s3://stage-tables/stage")
+    monkeypatch.setenv("CURATED_STORE_URI", str(tmp_path / "s3_run_store"))
+    monkeypatch.setenv("DAGSTER_MAX_CONCURRENT", "2")
+    with (
+        dg.instance_for_test(temp_dir=str(home)) as instance,
+        dg.execute_job(dg.reconstructable(full_refresh_job), instance=instance) as result,
+    ):
+        assert result.success, [e.message for e in result.all_events if e.is_failure]
+        run_id = result.run_id
+        engine = [
+            e.message or "" for e in result.all_events if e.event_type_value == "ENGINE_EVENT"
+        ]
+        metadata = {
+            k: v.value
+            for m in result.asset_materializations_for_node("release")
+            for k, v in m.metadata.items()
+        }
+    assert any("multiprocess" in m for m in engine)
+    stored = s3_client.list_objects_v2(Bucket="stage-tables", Prefix=f"stage/runs/{run_id}/")
+    names = {o["Key"].rsplit("/", 1)[-1] for o in stored.get("Contents", [])}
+    assert {"curated_pairs.arrow", "source_files.arrow", "quarantine.arrow"} <= names
+    assert not list(home.rglob("*.arrow"))  # nothing shared through the local disk
+    body = s3_client.get_object(
+        Bucket="stage-tables", Key=f"stage/runs/{run_id}/curated_pairs.arrow"
+    )["Body"].read()
+    reader = pa.ipc.open_file(pa.py_buffer(body))
+    assert reader.num_record_batches > 0
+    assert metadata["release_id"] == local_id
+    assert _table_files(tmp_path / "s3_run_store", local_id) == _table_files(
+        tmp_path / "local_store", local_id
+    )

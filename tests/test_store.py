@@ -11,15 +11,6 @@ from botocore.exceptions import ClientError
 
 from curation.store import Store, StoreError, sha256_bytes
 
-
-@pytest.fixture(params=["local", "s3"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    if request.param == "local":
-        return Store(tmp_path / "store")
-    bucket = request.getfixturevalue("s3_bucket")
-    return Store(f"s3://{bucket}/some/prefix")
-
-
 # ---------------------------------------------------------------------------- moto itself
 
 
