@@ -233,15 +233,18 @@ def run_failure_alert(context: dg.RunFailureSensorContext, alerts: AlertsResourc
 
 def freshness_state(
     instance: dg.DagsterInstance, max_age: timedelta, now: float | None = None
-) -> tuple[str, float | None]:
-    """(``PASS`` | ``WARN`` | ``FAIL``, age in hours) of the latest release, as the policy says."""
+) -> tuple[str, float | None, str]:
+    """(``PASS`` | ``WARN`` | ``FAIL``, age in hours, run id) of the latest release, as the
+    policy judges it (WARN after 2/3 of the window)."""
     event = instance.get_latest_materialization_event(RELEASE_KEY)
     if event is None:
-        return "FAIL", None
+        return "FAIL", None, ""
     age = (now or time.time()) - event.timestamp
     if age > max_age.total_seconds():
-        return "FAIL", age / 3600
-    return ("WARN" if age > max_age.total_seconds() * 2 / 3 else "PASS"), age / 3600
+        state = "FAIL"
+    else:
+        state = "WARN" if age > max_age.total_seconds() * 2 / 3 else "PASS"
+    return state, age / 3600, event.run_id
 
 
 def release_freshness_alert(environment: Environment) -> dg.SensorDefinition:
@@ -256,7 +259,7 @@ def release_freshness_alert(environment: Environment) -> dg.SensorDefinition:
         "$RELEASE_MAX_AGE_HOURS (or none was ever published); silent while the state holds.",
     )
     def _sensor(context: dg.SensorEvaluationContext, alerts: AlertsResource) -> dg.SkipReason:
-        state, age = freshness_state(context.instance, max_age)
+        state, age, run_id = freshness_state(context.instance, max_age)
         previous = json.loads(context.cursor)["state"] if context.cursor else None
         context.update_cursor(json.dumps({"state": state}))
         hours = max_age.total_seconds() / 3600
@@ -274,7 +277,7 @@ def release_freshness_alert(environment: Environment) -> dg.SensorDefinition:
                     "age_hours": round(age, 2) if age is not None else None,
                     "max_age_hours": hours,
                 },
-                run_id="",
+                run_id=run_id,  # the run that published the stale release ("" if none)
                 message=message,
             )
             return dg.SkipReason(f"alerted: {message}")

@@ -18,7 +18,6 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy.orm  # noqa: F401  (fully imported before GX's warm-up thread imports it too)
 import yaml
 
 from assets.resources import settings_from_mapping

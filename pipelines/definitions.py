@@ -3,13 +3,19 @@
 ``workspace.yaml`` and ``dagster dev`` load ``defs`` from here. Secrets are wired as
 ``dg.EnvVar`` only when the variable is set, so loading needs no credentials. Automation
 conditions, code versions and sensors come from ``pipelines/automation.py``. Runs launched from
-the UI or by the daemon use the multiprocess executor (``$DAGSTER_MAX_CONCURRENT`` step processes,
-default one per CPU).
+the UI or by the daemon run every step in the run's process by default (on the sample a process
+per step cost more than twice the work); ``DAGSTER_EXECUTOR=multiprocess`` gives a process per
+step (``$DAGSTER_MAX_CONCURRENT`` at once, default one per CPU).
 """
 
 from __future__ import annotations
 
 import dagster as dg
+
+# Fully imported here, in the main thread, before any step starts Great Expectations' warm-up
+# thread (curation.gx_validate.warm_up), which imports sqlalchemy.orm too: two threads importing
+# it at once left "partially initialized module 'sqlalchemy.orm.exc'" errors in ingest_checks.
+import sqlalchemy.orm  # noqa: F401
 
 from assets.alerting import AlertsResource
 from assets.checks import ALL_CHECKS
@@ -41,8 +47,11 @@ __all__ = ["ALL_ASSETS", "UPSTREAM_FILES", "build_definitions", "build_resources
 
 
 def executor(environment: Environment) -> dg.ExecutorDefinition:
-    """The multiprocess executor, at most ``$DAGSTER_MAX_CONCURRENT`` step processes (0: CPUs)."""
-    return dg.multiprocess_executor.configured({"max_concurrent": environment.max_concurrent})
+    """``$DAGSTER_EXECUTOR``: ``in_process`` (default: every step in the run's process) or
+    ``multiprocess`` (a process per step, at most ``$DAGSTER_MAX_CONCURRENT``, 0: CPUs)."""
+    if environment.executor == "multiprocess":
+        return dg.multiprocess_executor.configured({"max_concurrent": environment.max_concurrent})
+    return dg.in_process_executor
 
 
 def build_resources(

@@ -39,13 +39,15 @@ class Environment:
     refresh_cron: str = DEFAULT_REFRESH_CRON
     release_max_age_hours: float = DEFAULT_RELEASE_MAX_AGE_HOURS
     max_concurrent: int = 0
+    executor: str = "in_process"
     secrets_set: frozenset[str] = field(default_factory=frozenset)
     stage_store_uri: str | None = None  # stage tables; None: $DAGSTER_HOME/tables
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Environment:
         """Read ``HH_RLHF_URI``, ``PKU_SAFERLHF_URI``, ``*_REVISION``, ``CURATED_STORE_URI``,
-        ``DAGSTER_HOME``, ``REFRESH_CRON``, ``RELEASE_MAX_AGE_HOURS``, ``DAGSTER_MAX_CONCURRENT``
+        ``DAGSTER_HOME``, ``REFRESH_CRON``, ``RELEASE_MAX_AGE_HOURS``, ``DAGSTER_EXECUTOR``,
+        ``DAGSTER_MAX_CONCURRENT``
         and which of :data:`SECRET_VARIABLES` are set (their values stay in the environment and
         reach resources through ``dg.EnvVar``)."""
         env = os.environ if env is None else env
@@ -60,6 +62,7 @@ class Environment:
             refresh_cron=env.get("REFRESH_CRON") or DEFAULT_REFRESH_CRON,
             release_max_age_hours=float(age) if age else DEFAULT_RELEASE_MAX_AGE_HOURS,
             max_concurrent=int(env.get("DAGSTER_MAX_CONCURRENT") or 0),
+            executor=_executor(env.get("DAGSTER_EXECUTOR")),
             secrets_set=frozenset(name for name in SECRET_VARIABLES if env.get(name)),
             stage_store_uri=env.get("STAGE_STORE_URI") or None,
         )
@@ -81,6 +84,17 @@ class Environment:
         if not instance_yaml.exists():
             instance_yaml.write_text("telemetry:\n  enabled: false\n")
         return self.dagster_home
+
+
+EXECUTORS = ("in_process", "multiprocess")
+
+
+def _executor(value: str | None) -> str:
+    """``$DAGSTER_EXECUTOR``: ``in_process`` (default) or ``multiprocess``."""
+    value = (value or "in_process").strip().lower().replace("-", "_")
+    if value not in EXECUTORS:
+        raise ValueError(f"DAGSTER_EXECUTOR={value!r}: expected one of {EXECUTORS}")
+    return value
 
 
 def console_run_config(verbose: bool) -> dict:

@@ -7,6 +7,7 @@ records (run tags), and that a bad --config stops before any work.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -22,9 +23,19 @@ from assets.keys import UPSTREAM_KEYS
 from pipelines.cli_releases import _default_store
 from pipelines.commands import settings_config
 from pipelines.definitions import defs
+from pipelines.progress import StepPrinter
 from pipelines.settings import REPO, SAMPLE, Environment
 
 CLI = Path(sys.executable).parent / "rlhf-curate"
+
+
+class TerminalOutput(io.StringIO):
+    """A text stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
 LAUNCHPAD = {"resources": {"settings": {"config": {"dedup": {"prompt_dedup": True}}}}}
 
 
@@ -68,6 +79,15 @@ def test_run_refresh_and_releases(tmp_path: Path, env: dict[str, str]):
         assert record.tags["rlhf/hh_uri"] == str(SAMPLE / "hh-rlhf")
         assert record.tags["rlhf/pku_uri"] == str(SAMPLE / "PKU-SafeRLHF")
         assert record.run_config["resources"]["settings"] == LAUNCHPAD["resources"]["settings"]
+        # on a terminal the same events also drive a progress bar over the 15 ingested files
+        tty = TerminalOutput()
+        printer = StepPrinter(tty, tty=tty.isatty())
+        for entry in instance.all_logs(record.run_id):
+            if entry.dagster_event is not None:
+                printer.handle(entry.dagster_event)
+        shown = tty.getvalue()
+        assert "\r  ingest_files:" in shown and "/15 [" in shown  # the bar (files done / 15)
+        assert "rows in 15 assets" in shown  # and the stage line after it
 
     refresh = cli(["refresh", "--config", str(config)], env, elsewhere)
     assert refresh.returncode == 0, refresh.stderr[-3000:]

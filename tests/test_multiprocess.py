@@ -35,6 +35,7 @@ def test_full_refresh_on_the_multiprocess_executor(tmp_path: Path, monkeypatch: 
     home = tmp_path / "dagster_home"
     home.mkdir()
     monkeypatch.setenv("CURATED_STORE_URI", str(tmp_path / "store"))
+    monkeypatch.setenv("DAGSTER_EXECUTOR", "multiprocess")
     monkeypatch.setenv("DAGSTER_MAX_CONCURRENT", "4")
     job = dg.reconstructable(full_refresh_job)
     with dg.instance_for_test(temp_dir=str(home)) as instance:  # sets DAGSTER_HOME for the steps
