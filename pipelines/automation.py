@@ -38,6 +38,7 @@ from pipelines.settings import Environment
 from pipelines.versions import STAGE_OF_OP, stage_versions
 
 AUTOMATION_SENSOR = "rlhf_automation"
+CODE_VERSION_TAG = "dagster/code_version"
 _READY = (
     ~dg.AutomationCondition.any_deps_missing()
     & ~dg.AutomationCondition.any_deps_in_progress()
@@ -89,6 +90,31 @@ class UpstreamChecksAllow(dg.AutomationCondition):
         return dg.AutomationResult(context=context, true_subset=context.candidate_subset)
 
 
+class MaterializedWithOtherCode(dg.AutomationCondition):
+    """True when the asset's latest materialization was made with another code version.
+
+    ``code_version_changed()`` compares with the previous *tick*, so a first evaluation (a new
+    sensor, the first ``rlhf-curate refresh`` of a home) cannot see a change made before it;
+    the code version recorded on the materialization can.
+    """
+
+    @property
+    def name(self) -> str:
+        return "materialized_with_other_code"
+
+    def evaluate(self, context):  # AutomationContext[AssetKey] -> AutomationResult
+        current = context.asset_graph.get(context.key).code_version
+        event = context.asset_graph_view.instance.get_latest_materialization_event(context.key)
+        recorded = (
+            (event.asset_materialization.tags or {}).get(CODE_VERSION_TAG)
+            if event is not None and event.asset_materialization is not None
+            else None
+        )
+        differs = recorded is not None and current is not None and recorded != current
+        subset = context.candidate_subset if differs else context.get_empty_subset()
+        return dg.AutomationResult(context=context, true_subset=subset)
+
+
 def observation_condition(cron: str) -> dg.AutomationCondition:
     """Observe the upstream files once per ``cron`` tick."""
     return dg.AutomationCondition.on_cron(cron)
@@ -97,7 +123,11 @@ def observation_condition(cron: str) -> dg.AutomationCondition:
 def computed_condition() -> dg.AutomationCondition:
     """``eager()`` or a new code version, and no dependency's blocking check failed (ERROR)."""
     code_changed = (
-        dg.AutomationCondition.code_version_changed().since_last_handled() & _READY
+        (
+            dg.AutomationCondition.code_version_changed().since_last_handled()
+            | MaterializedWithOtherCode().newly_true()  # also seen on a first evaluation
+        )
+        & _READY
     ).with_label("code_version_changed")
     return ((dg.AutomationCondition.eager() | code_changed) & UpstreamChecksAllow()).with_label(
         "eager_or_code_version_changed"

@@ -288,6 +288,10 @@ def test_conditions_on_real_files_unchanged_changed_and_code_change(
     assert requested(code) == AFTER_DECONTAM
     after = dg.evaluate_automation_conditions(new_defs, instance, cursor=code.cursor)
     assert requested(after) == set()  # requested once, not on every tick
+    # a first evaluation (new sensor, first refresh of a home) sees it through the code version
+    # recorded on the materializations
+    first_tick = dg.evaluate_automation_conditions(new_defs, instance)
+    assert requested(first_tick) == AFTER_DECONTAM
 
 
 def test_conditions_with_an_s3_mirror(
