@@ -100,6 +100,7 @@ def test_stage_tables_on_s3_with_the_multiprocess_executor(
     monkeypatch.setenv("STAGE_STORE_URI", "s3://stage-tables/stage")
     monkeypatch.setenv("CURATED_STORE_URI", str(tmp_path / "s3_run_store"))
     monkeypatch.setenv("DAGSTER_MAX_CONCURRENT", "2")
+    monkeypatch.setenv("DAGSTER_EXECUTOR", "multiprocess")  # the default is in process
     with (
         dg.instance_for_test(temp_dir=str(home)) as instance,
         dg.execute_job(dg.reconstructable(full_refresh_job), instance=instance) as result,
