@@ -270,15 +270,10 @@ def advance_latest(
                     log.warning(
                         "%s: latest points at %s which has no manifest", store.uri, current_id
                     )
-                elif _pointer_time(store, current) > started or (
-                    _pointer_time(store, current) == started
-                    and current_id == manifest["release_id"]
+                elif (set_at := _pointer_time(store, current)) > started or (
+                    set_at == started and current_id == manifest["release_id"]
                 ):
-                    log.info(
-                        "%s: latest stays on %s (set by a run that started later)",
-                        store.uri,
-                        current_id,
-                    )
+                    log.info("%s: latest stays on %s (set by a newer run)", store.uri, current_id)
                     return False
         new = _pointer(manifest, started)
         if store.compare_and_swap(LATEST_KEY, _pretty_json(new), etag):

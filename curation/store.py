@@ -334,13 +334,14 @@ class Store:
             self.delete(probe)
 
     def clean_temp(self, prefix: str = "") -> list[str]:
-        """Delete temporary files under ``prefix`` left by killed writers (on S3 an interrupted
-        upload never becomes an object, so there are none). Only call while holding the
-        ``publish`` lock, so that no live writer's temp file is removed. Returns the keys."""
+        """Delete what killed writers left under ``prefix``: temporary files (local) and
+        unfinished multipart uploads (S3: invisible, but stored and billed). Only call while
+        holding the ``publish`` lock, so that no live writer's upload is removed. Returns the
+        keys."""
         found = [k for k in self._find(prefix) if _is_temp_file(k.rsplit("/", 1)[-1])]
         for key in found:
             self.delete(key)
-        return found
+        return found + self._atomic.abort_uploads(prefix)
 
     # ------------------------------------------------------------------ locks
 
@@ -497,6 +498,9 @@ class _LocalAtomic:
     def __init__(self, store: Store):
         self.store = store
 
+    def abort_uploads(self, prefix: str) -> list[str]:
+        return []  # local writes have no uploads (their temp files are files)
+
     def check_root(self) -> None:
         try:
             os.makedirs(self.store.root, exist_ok=True)
@@ -608,6 +612,27 @@ class _S3Atomic:
 
     def __init__(self, store: Store):
         self.store = store
+
+    def abort_uploads(self, prefix: str) -> list[str]:
+        """Abort the unfinished multipart uploads under ``prefix``; returns their keys."""
+        store = self.store
+        full = (
+            store._s3_key(prefix) + "/" if prefix else (f"{store.prefix}/" if store.prefix else "")
+        )
+        aborted = []
+        try:
+            pages = store.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=store.bucket, Prefix=full
+            )
+            for page in pages:
+                for upload in page.get("Uploads") or []:
+                    store.client.abort_multipart_upload(
+                        Bucket=store.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                    )
+                    aborted.append(store._rel(f"{store.bucket}/{upload['Key']}"))
+        except Exception as exc:
+            raise store._err("abort uploads", prefix, exc) from exc
+        return aborted
 
     def check_root(self) -> None:
         store = self.store

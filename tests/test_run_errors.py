@@ -204,3 +204,19 @@ def test_full_disk_at_the_pointer_swap(tmp_path: Path, monkeypatch: pytest.Monke
         assert again.status == "unchanged" and again.latest_moved
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_unfinished_s3_uploads_are_aborted_by_the_next_publish(
+    s3_env: dict[str, str], s3_bucket: str, s3_client
+) -> None:
+    """A writer killed in the middle of a multipart upload leaves an invisible, billed upload;
+    the next publish (under the publish lock) aborts it. Uploads outside the store are kept."""
+    store = Store(f"s3://{s3_bucket}/curated")
+    for key in ("curated/releases/0123456789abcdef/pairs/train/part-00000.parquet", "other/x"):
+        upload = s3_client.create_multipart_upload(Bucket=s3_bucket, Key=key)
+        s3_client.upload_part(
+            Bucket=s3_bucket, Key=key, UploadId=upload["UploadId"], PartNumber=1, Body=b"x" * 1024
+        )
+    publish(store, {"v": 1})
+    left = s3_client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads") or []
+    assert [u["Key"] for u in left] == ["other/x"]
