@@ -88,9 +88,17 @@ def test_stage_tables_on_s3_with_the_multiprocess_executor(
     """The whole job, one process per step, stage tables only on a moto S3 endpoint (zstd
     Arrow IPC; loads copy to a private temp file and memory-map it): the release is identical
     to the one an in-process run with local stage tables publishes."""
-    from tests.pipeline_helpers import environment, materialize, release_metadata
+    from pipelines.definitions import build_definitions
+    from tests.pipeline_helpers import environment, release_metadata
 
-    local = materialize(environment(tmp_path / "local", str(tmp_path / "local_store")))
+    # the reference: the same definitions (per-stage code versions name the release), in process,
+    # with local stage tables
+    local_env = environment(tmp_path / "local", str(tmp_path / "local_store"))
+    local = (
+        build_definitions(local_env)
+        .resolve_job_def("full_refresh")
+        .execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    )
     assert local.success
     local_id = release_metadata(local)["release_id"]
 
