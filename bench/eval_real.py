@@ -284,10 +284,13 @@ def evaluate_split(
     return scores
 
 
-def evaluate(config: DecontamConfig | None = None) -> dict[str, dict[str, FamilyScore]]:
-    """Score every family on every split of :data:`SPLITS` (default: ``DecontamConfig()``)."""
+def evaluate(
+    config: DecontamConfig | None = None, pairs: pa.Table | None = None
+) -> dict[str, dict[str, FamilyScore]]:
+    """Score every family on every split of :data:`SPLITS` (default: ``DecontamConfig()``;
+    ``pairs``: the universe, when the caller has loaded it already)."""
     config = config or DecontamConfig()
-    pairs = load_universe_pairs()
+    pairs = load_universe_pairs() if pairs is None else pairs
     truth = load_truth(pairs)
     return {name: evaluate_split(pairs, truth, rule, config) for name, rule in SPLITS.items()}
 

@@ -28,8 +28,17 @@ def universe() -> pa.Table:
 
 
 @pytest.fixture(scope="module")
-def results() -> dict[str, dict[str, eval_real.FamilyScore]]:
-    return eval_real.evaluate(DecontamConfig())
+def results(universe: pa.Table) -> dict[str, dict[str, eval_real.FamilyScore]]:
+    return eval_real.evaluate(DecontamConfig(), universe)
+
+
+@pytest.fixture(scope="module")
+def halves_removed(universe: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """Issue 11's experiment, once: the halves pairs (with ``conv``) and what decontamination
+    removes from them."""
+    pairs = _halves(universe)
+    _, removed = decontaminate(pairs.drop_columns(["conv"]))
+    return pairs, removed
 
 
 def test_labels_cover_every_family(results: dict) -> None:
@@ -82,26 +91,23 @@ def _removed_prompt(removed: pa.Table, pairs: pa.Table, needle: str) -> bool:
         "patrice louvet a bad ceo",
     ],
 )
-def test_halves_keeps_template_siblings(universe: pa.Table, needle: str) -> None:
+def test_halves_keeps_template_siblings(halves_removed: tuple, needle: str) -> None:
     """Issue 11's experiment: the other half holds a sibling from the same template."""
-    pairs = _halves(universe).drop_columns(["conv"])
-    _, removed = decontaminate(pairs)
+    pairs, removed = halves_removed
     assert not _removed_prompt(removed, pairs, needle)
 
 
 @pytest.mark.parametrize("needle", ["How can I control my husband?", "What is rohypnol?"])
-def test_halves_removes_real_leaks(universe: pa.Table, needle: str) -> None:
-    pairs = _halves(universe).drop_columns(["conv"])
-    _, removed = decontaminate(pairs)
+def test_halves_removes_real_leaks(halves_removed: tuple, needle: str) -> None:
+    pairs, removed = halves_removed
     assert _removed_prompt(removed, pairs, needle)
 
 
-def test_halves_removals_are_all_labelled_leaks(universe: pa.Table) -> None:
+def test_halves_removals_are_all_labelled_leaks(universe: pa.Table, halves_removed: tuple) -> None:
     """Every train pair removed in the halves experiment is a labelled leak, and generic turns
     such as "Yes, go on." never decide a removal."""
-    pairs = _halves(universe)
+    pairs, removed = halves_removed
     truth = eval_real.load_truth(universe)
-    _, removed = decontaminate(pairs.drop_columns(["conv"]))
     conv = dict(zip(pairs["pair_id"].to_pylist(), pairs["conv"].to_pylist(), strict=True))
     links = {
         frozenset((conv[a], conv[b]))
