@@ -218,8 +218,7 @@ def evaluate_split(
 ) -> dict[str, FamilyScore]:
     """Score every matcher family on one train/test partition of ``pairs``."""
     convs = pairs["conv"].to_pylist()
-    split = pa.array(["train" if is_train(c) else "test" for c in convs])
-    table = pairs.set_column(pairs.schema.get_field_index("split"), "split", split)
+    table = _assign_split(pairs, is_train)
     units = collect_units(table, config)
     assert units is not None
     sorted_conv = np.asarray(
@@ -335,10 +334,6 @@ def main(argv: list[str] | None = None) -> None:
         )
 
 
-if __name__ == "__main__":
-    main()
-
-
 def score_removals(
     pairs: pa.Table, truth: Truth, removed: pa.Table
 ) -> dict[str, dict[str, int | float]]:
@@ -367,8 +362,15 @@ def score_removals(
     return out
 
 
+def _assign_split(pairs: pa.Table, is_train: Callable[[str], bool]) -> pa.Table:
+    column = pa.array(["train" if is_train(c) else "test" for c in pairs["conv"].to_pylist()])
+    return pairs.set_column(pairs.schema.get_field_index("split"), "split", column)
+
+
 def with_split(pairs: pa.Table, split: str) -> pa.Table:
     """``pairs`` with the split column of partition ``split`` of :data:`SPLITS`."""
-    rule = SPLITS[split]
-    column = pa.array(["train" if rule(c) else "test" for c in pairs["conv"].to_pylist()])
-    return pairs.set_column(pairs.schema.get_field_index("split"), "split", column)
+    return _assign_split(pairs, SPLITS[split])
+
+
+if __name__ == "__main__":
+    main()

@@ -33,6 +33,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import orjson
+import pyarrow as pa
 from datasketch import MinHash, MinHashLSH
 
 from curation.hh import parse_transcripts
@@ -50,7 +51,7 @@ def load_universe(shared: Path) -> list[dict]:
     hh_file = shared / "hh-rlhf/harmless-base/test.jsonl.gz"
     with gzip.open(hh_file) as fh:
         rows = [orjson.loads(line) for line in fh.read().splitlines()]
-    parsed = parse_transcripts(pa_strings([r["chosen"] for r in rows]))
+    parsed = parse_transcripts(pa.array([r["chosen"] for r in rows], pa.large_string()))
     for i, rec in enumerate(parsed.iter_rows(named=True)):
         turns = rec["prompt_turns"] or rec["turns"] or []
         out.append(
@@ -75,12 +76,6 @@ def load_universe(shared: Path) -> list[dict]:
             }
         )
     return out
-
-
-def pa_strings(values: list[str]):
-    import pyarrow as pa
-
-    return pa.array(values, pa.large_string())
 
 
 def units(universe: list[dict]) -> list[dict]:

@@ -609,19 +609,6 @@ def _substitution_candidates(
     return _bucket_pairs(keys, owners, params.max_bucket_size, ref_keys=ref_keys)
 
 
-def _hamming(words: Words, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Number of differing word positions of equal-length texts ``a[i]``, ``b[i]``."""
-    if len(a) == 0:
-        return np.zeros(0, np.int64)
-    lengths = words.counts[a]
-    neq = (
-        words.hashes[_ranges(words.offsets[a], lengths)]
-        != words.hashes[_ranges(words.offsets[b], lengths)]
-    )
-    bounds = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    return np.add.reduceat(neq.astype(np.int64), bounds)
-
-
 #: One-word English cardinals and their digits: ``fourteen`` and ``14`` are one number written
 #: two ways (a formatting difference). Multi-word numbers ("twenty one") are not folded.
 NUMBER_WORDS = (

@@ -36,7 +36,7 @@ def results(universe: pa.Table) -> dict[str, dict[str, eval_real.FamilyScore]]:
 def halves_removed(universe: pa.Table) -> tuple[pa.Table, pa.Table]:
     """Issue 11's experiment, once: the halves pairs (with ``conv``) and what decontamination
     removes from them."""
-    pairs = _halves(universe)
+    pairs = eval_real.with_split(universe, "halves")
     _, removed = decontaminate(pairs.drop_columns(["conv"]))
     return pairs, removed
 
@@ -64,13 +64,6 @@ def test_labels_can_fail_the_old_rules(universe: pa.Table) -> None:
     loose = DecontamConfig(long_min_words=8, max_edit_fraction=0.2)
     scores = eval_real.evaluate_split(universe, truth, eval_real.SPLITS["halves"], loose)
     assert scores["near"].precision < MIN_PRECISION, scores["near"].wrong_examples
-
-
-def _halves(universe: pa.Table) -> pa.Table:
-    split = pa.array(
-        ["train" if eval_real.SPLITS["halves"](c) else "test" for c in universe["conv"].to_pylist()]
-    )
-    return universe.set_column(universe.schema.get_field_index("split"), "split", split)
 
 
 def _removed_prompt(removed: pa.Table, pairs: pa.Table, needle: str) -> bool:
