@@ -38,6 +38,7 @@ import dagster as dg
 import pyarrow as pa
 
 from curation.selection import RowSelection
+from curation.stage_table import StageTable
 
 if TYPE_CHECKING:
     from upath import UPath
@@ -116,6 +117,22 @@ def read_table(path: UPath | Path, scratch_dir: str | None = None) -> pa.Table:
             os.unlink(local)
 
 
+def open_stage_table(path: UPath | Path, scratch_dir: str | None = None) -> StageTable:
+    """A :class:`StageTable` handle on ``path`` (a remote object is copied to scratch first and
+    the copy is deleted with the handle)."""
+    if _is_local(path):
+        return StageTable(_local_path(path))
+    fd, local = tempfile.mkstemp(suffix=SUFFIX, prefix="stage-", dir=scratch_dir)
+    os.close(fd)
+    try:
+        path.fs.get_file(path.path, local)
+        return StageTable(local, owned=True)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(local)
+        raise
+
+
 def release_memory() -> None:
     """Hand freed memory back to the OS between steps (in-process runs share one process).
 
@@ -127,6 +144,11 @@ def release_memory() -> None:
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
             ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _wants_handle(context: dg.InputContext) -> bool:
+    dagster_type = context.dagster_type
+    return dagster_type is not None and dagster_type.typing_type is StageTable
 
 
 class RunScopedArrowIOManager(dg.UPathIOManager):
@@ -178,13 +200,17 @@ class RunScopedArrowIOManager(dg.UPathIOManager):
             return
         super().handle_output(context, obj)
 
-    def load_from_path(self, context: dg.InputContext, path: UPath) -> pa.Table | None:
+    def load_from_path(self, context: dg.InputContext, path: UPath) -> pa.Table | StageTable | None:
+        """The stored table: memory-mapped, or a :class:`StageTable` handle when the step's input
+        is annotated ``StageTable`` (it reads columns and batches on demand)."""
         if not self.path_exists(path):
             if self.allow_missing:
                 return None
             raise FileNotFoundError(
                 f"{context.asset_key.to_user_string()}: no stored table at {path}; materialize it first"
             )
+        if _wants_handle(context):
+            return open_stage_table(path, self.scratch_dir)
         return read_table(path, self.scratch_dir)
 
     def make_directory(self, path: UPath) -> None:

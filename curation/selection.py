@@ -14,12 +14,15 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from curation.stage_table import StageTable
+
 
 @dataclass(frozen=True)
 class RowSelection:
-    """The rows of ``table`` where ``keep`` is true, in table order."""
+    """The rows of ``table`` (a table or a :class:`StageTable` handle) where ``keep`` is true, in
+    table order."""
 
-    table: pa.Table
+    table: pa.Table | StageTable
     keep: np.ndarray
 
     def __post_init__(self) -> None:

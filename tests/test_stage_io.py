@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 
 from assets.io import ArrowTableIOManager
+from curation.stage_table import StageTable
 
 
 @dg.asset
@@ -20,6 +21,14 @@ def numbers() -> pa.Table:
 @dg.asset
 def doubled(numbers: pa.Table) -> pa.Table:
     return pa.table({"n": [2 * v for v in numbers.column("n").to_pylist()]})
+
+
+@dg.asset
+def tripled(numbers: StageTable) -> pa.Table:
+    """Reads its input as a handle, batch by batch, one column."""
+    assert isinstance(numbers, StageTable)
+    values = [v for b in numbers.to_batches(["n"]) for v in b.column(0).to_pylist()]
+    return pa.table({"n": [3 * v for v in values]})
 
 
 def _files(base: Path) -> dict[str, set[str]]:
@@ -137,3 +146,45 @@ def test_stage_tables_on_s3_with_the_multiprocess_executor(
     assert _table_files(tmp_path / "s3_run_store", local_id) == _table_files(
         tmp_path / "local_store", local_id
     )
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_inputs_annotated_stage_table_get_a_handle(
+    where: str, tmp_path: Path, s3_env: dict[str, str], s3_client
+) -> None:
+    """A step that annotates its input ``StageTable`` reads it on demand; others get the table.
+    On S3 the handle reads a private local copy that is deleted with the handle."""
+    if where == "s3":
+        s3_client.create_bucket(Bucket="handles")
+        base = "s3://handles/stage"
+    else:
+        base = str(tmp_path / "tables")
+    resources = {"io_manager": ArrowTableIOManager(base_dir=base, scratch_dir=str(tmp_path))}
+    (tmp_path / "home").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
+        result = dg.materialize([numbers, doubled, tripled], resources=resources, instance=instance)
+    assert result.success
+    assert result.output_for_node("tripled").column("n").to_pylist() == [3, 6, 9]
+    assert result.output_for_node("doubled").column("n").to_pylist() == [2, 4, 6]
+    assert not list(tmp_path.glob("stage-*.arrow"))  # scratch copies are gone
+
+
+def test_stage_table_reads_columns_and_batches(tmp_path: Path) -> None:
+    from assets.io import write_table
+
+    table = pa.table(
+        {"a": list(range(200_000)), "b": [str(i) for i in range(200_000)]},
+        metadata={b"k": b"v"},
+    )
+    write_table(table, tmp_path / "t.arrow")
+    handle = StageTable(tmp_path / "t.arrow")
+    assert handle.num_rows == 200_000 and handle.column_names == ["a", "b"]
+    assert handle.read_all().equals(table)
+    assert handle.select(["b"]).schema.metadata == {b"k": b"v"}
+    assert handle.column("a").to_pylist() == list(range(200_000))
+    batches = list(handle.to_batches(["b"], max_chunksize=50_000))
+    assert {b.num_rows for b in batches} <= {50_000, 200_000 - 3 * 65_536, 65_536 - 50_000}
+    assert sum(b.num_rows for b in batches) == 200_000
+    assert all(b.schema.names == ["b"] for b in batches)
+    with pytest.raises(KeyError, match="no column"):
+        handle.column("c")

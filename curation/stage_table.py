@@ -1,0 +1,104 @@
+"""A stage table read on demand: columns and record batches from an Arrow IPC file (Dagster-free).
+
+A memory-mapped table costs nothing to open, but every page a step touches stays resident (and
+counts in the process's RSS) until the whole table is dropped: a step that hashes every text of
+a ~1 GB pair table holds ~1 GB even when it only needs one batch at a time. A
+:class:`StageTable` instead reads what is asked for, when it is asked for, into ordinary memory
+that is freed with the returned arrays:
+
+* :meth:`StageTable.to_batches` streams record batches, optionally of a few columns only (the IPC
+  reader skips the other columns' buffers);
+* :meth:`StageTable.column` and :meth:`StageTable.select` read whole columns;
+* :meth:`StageTable.read_all` is the plain table, for small tables and tests.
+
+Steps declare that they want one by annotating the input (``normalized_pairs: StageTable``); the
+stage IO manager then hands over a handle instead of a mapped table.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+
+class StageTable:
+    """An Arrow IPC file, read column- and batch-wise on demand.
+
+    ``owned=True`` deletes the file when the handle is garbage-collected (a local copy of a
+    remote stage table).
+    """
+
+    def __init__(self, path: str | os.PathLike, *, owned: bool = False):
+        self.path = str(path)
+        with pa.memory_map(self.path, "r") as source:  # batch headers only: no data pages read
+            reader = ipc.open_file(source)
+            self.schema: pa.Schema = reader.schema
+            self.num_rows: int = sum(
+                reader.get_batch(i).num_rows for i in range(reader.num_record_batches)
+            )
+        if owned:
+            weakref.finalize(self, _unlink, self.path)
+
+    def __repr__(self) -> str:
+        return f"StageTable({self.path!r}, {len(self.schema)} columns)"
+
+    @property
+    def column_names(self) -> list[str]:
+        """The column names, in schema order."""
+        return self.schema.names
+
+    def _options(self, columns: Sequence[str] | None) -> ipc.IpcReadOptions:
+        if columns is None:
+            return ipc.IpcReadOptions()
+        missing = [c for c in columns if c not in self.schema.names]
+        if missing:
+            raise KeyError(f"{self.path}: no column {missing} (has {self.schema.names})")
+        return ipc.IpcReadOptions(included_fields=[self.schema.get_field_index(c) for c in columns])
+
+    def to_batches(
+        self, columns: Sequence[str] | None = None, max_chunksize: int | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        """Record batches in file order, of ``columns`` only (default all), each freshly read.
+
+        ``max_chunksize`` splits stored batches further (zero-copy slices).
+        """
+        with pa.OSFile(self.path, "rb") as source:
+            reader = ipc.open_file(source, options=self._options(columns))
+            for i in range(reader.num_record_batches):
+                batch = reader.get_batch(i)
+                if max_chunksize is None or batch.num_rows <= max_chunksize:
+                    yield batch
+                else:
+                    for start in range(0, batch.num_rows, max_chunksize):
+                        yield batch.slice(start, max_chunksize)
+
+    def select(self, columns: Sequence[str]) -> pa.Table:
+        """A table of ``columns`` only (read now, in memory)."""
+        batches = list(self.to_batches(columns))
+        schema = pa.schema([self.schema.field(c) for c in columns], metadata=self.schema.metadata)
+        return pa.Table.from_batches(batches, schema=schema)
+
+    def column(self, name: str) -> pa.ChunkedArray:
+        """One column (read now, in memory)."""
+        return self.select([name]).column(0)
+
+    def read_all(self) -> pa.Table:
+        """The whole table (read now, in memory)."""
+        return self.select(self.schema.names)
+
+    def take(self, indices: pa.Array | Sequence[int]) -> pa.Table:
+        """Rows by position (reads the whole table: small tables and tests)."""
+        return self.read_all().take(indices)
+
+    def filter(self, mask: pa.Array) -> pa.Table:
+        """Rows where ``mask`` is true (reads the whole table: small tables and tests)."""
+        return self.read_all().filter(mask)
+
+
+def _unlink(path: str) -> None:
+    Path(path).unlink(missing_ok=True)
