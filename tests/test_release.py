@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation import schema as S
+from curation import store as store_module
 from curation.card import HARM_CHART, REMOVALS_CHART, render_card
 from curation.reader import list_releases, open_release
 from curation.release import (
@@ -496,8 +497,13 @@ def test_fault_before_pointer_swap(store: Store, monkeypatch: pytest.MonkeyPatch
 def test_moto_server_stopped_mid_upload(
     s3_env, monkeypatch: pytest.MonkeyPatch, free_port: int
 ) -> None:
-    """A private moto server dies after two data files; restarted, it shows the old state."""
+    """A private moto server dies after two data files; restarted, it shows the old state.
+
+    The dead publish cannot delete its lock lease, so the rerun waits for the lease to expire:
+    shortened here from 60 s to 5 s."""
     from moto.server import ThreadedMotoServer
+
+    monkeypatch.setattr(store_module, "LEASE_S", 5.0)
 
     port = free_port
     endpoint = f"http://127.0.0.1:{port}"
