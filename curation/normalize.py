@@ -474,13 +474,14 @@ def _empty_batch() -> pa.RecordBatch:
 
 
 def _slices(pairs: pa.Table, counts: list[int]) -> Iterator[pa.RecordBatch]:
-    """``pairs`` as one record batch per stored raw batch (its valid rows)."""
+    """``pairs`` as one record batch per stored raw batch with valid rows (its valid rows)."""
     batch = pairs.combine_chunks().to_batches()
     whole = batch[0] if batch else _empty_batch()
     offset = 0
     for count in counts:
-        yield whole.slice(offset, count)
-        offset += count
+        if count:  # a stored batch without valid rows left no chunk in the written table
+            yield whole.slice(offset, count)
+            offset += count
 
 
 def _file_batches(parts: Iterator[tuple[_Group, _Part]]) -> Iterator[pa.RecordBatch]:
