@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 import pyarrow as pa
 
+from curation.batches import BatchStream
 from curation.selection import RowSelection
 from curation.stage_table import StageTable
 
@@ -64,10 +65,12 @@ def _local_path(path: UPath | Path) -> str:
     return path.path if hasattr(path, "path") else os.fspath(path)
 
 
-def _write_ipc(table: pa.Table | RowSelection, sink: Any, compression: str | None) -> None:
+def _write_ipc(
+    table: pa.Table | RowSelection | BatchStream, sink: Any, compression: str | None
+) -> None:
     options = pa.ipc.IpcWriteOptions(compression=compression)
     with pa.ipc.new_file(sink, table.schema, options=options) as writer:
-        if isinstance(table, RowSelection):
+        if isinstance(table, RowSelection | BatchStream):
             for batch in table.batches():
                 writer.write_batch(batch)
         else:
@@ -190,7 +193,7 @@ class RunScopedArrowIOManager(dg.UPathIOManager):
         return self.run_folder(run_id).joinpath(*context.asset_key.path)
 
     def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
-        if not isinstance(obj, pa.Table | RowSelection):
+        if not isinstance(obj, pa.Table | RowSelection | BatchStream):
             raise TypeError(f"{context.asset_key}: expected a pyarrow.Table, got {type(obj)}")
         write_table(obj, path)
         release_memory()

@@ -1,7 +1,6 @@
 """Stage 2, validate + normalize: split quarantined rows off and map both datasets to one pair table."""
 
 import json
-import os
 
 import dagster as dg
 import pyarrow as pa
@@ -10,10 +9,17 @@ from assets.keys import INGEST_KEYS
 from assets.metadata import counts_markdown, preview, stage_out, table_metadata
 from assets.resources import CurationSettings
 from curation.ingest import require_recognisable
-from curation.normalize import PAIRS_STAGE, normalize_file
-from curation.parallel import in_threads
-from curation.schema import QUARANTINE, RED_TEAM
+from curation.normalize import (
+    is_red_team,
+    pair_files_in_order,
+    pair_preview_rows,
+    pair_stream,
+    quarantine_table,
+    red_team_table,
+)
+from curation.report import report_of
 from curation.sources import SourceError
+from curation.stage_table import StageTable
 
 VALIDATE_GROUP = "validate"
 SOURCE_FILES = pa.schema([("report", pa.string())])
@@ -21,7 +27,7 @@ SOURCE_FILES = pa.schema([("report", pa.string())])
 
 @dg.multi_asset(
     pool="rlhf_stage",
-    ins={key.path[-1]: dg.AssetIn(key) for key in INGEST_KEYS},
+    ins={key.path[-1]: dg.AssetIn(key, dagster_type=StageTable) for key in INGEST_KEYS},
     outs={
         "normalized_pairs": stage_out(
             VALIDATE_GROUP,
@@ -37,48 +43,35 @@ SOURCE_FILES = pa.schema([("report", pa.string())])
     },
 )
 def validate_and_normalize(
-    context: dg.AssetExecutionContext, settings: CurationSettings, **raw_tables: pa.Table
+    context: dg.AssetExecutionContext, settings: CurationSettings, **raw_tables: StageTable
 ):
     """Split every ingested file into curated-bound rows and quarantine, then normalize.
 
-    Files are independent (a ``pair_id`` repeat suffix never spans two files), so they are
-    normalized on ``settings.ingest_threads`` threads and concatenated in name order.
+    The raw tables are read as handles, group of record batches by group of record batches:
+    the pair table is computed while the IO manager writes it (groups normalized on
+    ``settings.ingest_threads`` threads), never held whole.
     """
-    pairs, quarantined, red_team, reports = [], [], [], []
-    workers = settings.ingest_threads or os.cpu_count() or 1
-    done = dict(
-        in_threads(
-            lambda n: normalize_file(raw_tables[n]), sorted(raw_tables), workers, ordered=False
-        )
-    )
-    for name in sorted(done):
-        report, bad, good = done.pop(name)
-        reports.append(report)
-        quarantined.append(bad)
-        if "transcript_id" in good.column_names:
-            red_team.append(good)
-        else:
-            pairs.append((report["split"] or "", len(pairs), good))
+    names = sorted(raw_tables)
+    reports = [report_of(raw_tables[n]) for n in names]
     try:
         require_recognisable(reports)
     except SourceError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
     # test files first, then train: each split is one contiguous run of rows, so the release
     # writes its split folders from zero-copy slices
-    pair_table = pa.concat_tables([PAIRS_STAGE.empty_table(), *(t for *_, t in sorted(pairs))])
-    quarantine = pa.concat_tables([QUARANTINE.empty_table(), *quarantined])
-    red_team_table = pa.concat_tables([RED_TEAM.empty_table(), *red_team])
-    source_files = pa.table({"report": [json.dumps(r) for r in reports]}, schema=SOURCE_FILES)
+    pair_files = pair_files_in_order(raw_tables)
+    pairs = pair_stream(pair_files, settings.ingest_threads or None)
+    yield dg.Output(
+        pairs,
+        "normalized_pairs",
+        metadata={**table_metadata(pairs), "preview": preview(pair_preview_rows(pair_files))},
+    )
+    del pairs
+    quarantine = quarantine_table([raw_tables[n] for n in names])
     by_reason: dict[str, int] = {}
     for r in reports:
         for code, n in r["quarantine_by_reason"].items():
             by_reason[code] = by_reason.get(code, 0) + n
-    absent = [r["relpath"] for r in reports if not r["present"]]
-    yield dg.Output(
-        pair_table,
-        "normalized_pairs",
-        metadata={**table_metadata(pair_table), "preview": preview(pair_table)},
-    )
     yield dg.Output(
         quarantine,
         "quarantine",
@@ -87,7 +80,12 @@ def validate_and_normalize(
             "by_reason": counts_markdown(by_reason),
         },
     )
-    yield dg.Output(red_team_table, "red_team", metadata=table_metadata(red_team_table))
+    del quarantine
+    red_team = red_team_table([raw_tables[n] for n in names if is_red_team(raw_tables[n])])
+    yield dg.Output(red_team, "red_team", metadata=table_metadata(red_team))
+    del red_team
+    absent = [r["relpath"] for r in reports if not r["present"]]
+    source_files = pa.table({"report": [json.dumps(r) for r in reports]}, schema=SOURCE_FILES)
     yield dg.Output(
         source_files,
         "source_files",

@@ -108,16 +108,18 @@ def ingest_file(
     report.compression = raw.compression
     if raw.size == 0:
         raise SourceError(f"{uri}: file is empty (0 bytes)")
+    holder = [raw]  # the only reference from here: the stored bytes are freed once decompressed
+    del raw
     data: bytes | None = None  # decompressed JSON Lines, kept to copy quarantined raw lines
     variant = "current"
     try:
         if source.kind == "hh_red_team":
-            parsed = _parse_array_or_lines(raw, hh.RED_TEAM_FIELDS)
+            parsed = _parse_array_or_lines(holder, uri, hh.RED_TEAM_FIELDS)
         elif source.kind == "pku":
-            data = raw.decompress()
+            data = holder.pop().decompress()
             parsed, variant = _parse_pku(data)
         else:
-            data = raw.decompress()
+            data = holder.pop().decompress()
             parsed = parse_jsonl(data, _specs(source, variant))
     except (pa.ArrowException, ValueError) as exc:  # never a bare Arrow error without the file
         raise SourceError(f"{uri}: cannot parse: {exc}") from exc
@@ -162,14 +164,26 @@ def _empty(specs: list[FieldSpec]) -> pa.Table:
     return arrow_schema(specs).empty_table().append_column(SOURCE_LINE, pa.array([], pa.int64()))
 
 
+#: Rows the row rules see at once: the rules are row-wise, and their intermediates (HH turn
+#: lists are several times the text) stay small when a file is checked slice by slice.
+RULE_SLICE_ROWS = 2048
+
+
 def _masks(source: SourceFile, table: pa.Table) -> dict[str, np.ndarray]:
+    """The rule masks of every row, computed on zero-copy slices of ``table``."""
     if table.num_rows == 0:
         return {}
     if source.kind == "hh_preference":
-        return rules.hh_preference_masks(table)
-    if source.kind == "hh_red_team":
-        return rules.red_team_masks(table)
-    return rules.pku_masks(table)
+        rule = rules.hh_preference_masks
+    elif source.kind == "hh_red_team":
+        rule = rules.red_team_masks
+    else:
+        rule = rules.pku_masks
+    parts = [
+        rule(table.slice(start, RULE_SLICE_ROWS))
+        for start in range(0, table.num_rows, RULE_SLICE_ROWS)
+    ]
+    return {code: np.concatenate([part[code] for part in parts]) for code in parts[0]}
 
 
 def _finish(
@@ -234,8 +248,9 @@ def _raw_lines(table: pa.Table, quarantined: pa.Array, data: bytes | None) -> pa
     return pa.array(values, pa.string())
 
 
-def _parse_array_or_lines(raw: RawFile, specs: list[FieldSpec]) -> ParsedFile:
-    """Parse a JSON array (upstream red-team layout) or JSON Lines into a table.
+def _parse_array_or_lines(holder: list[RawFile], uri: str, specs: list[FieldSpec]) -> ParsedFile:
+    """Parse the file in ``holder`` (taken out of it, so that its bytes are freed as soon as they
+    are decoded), a JSON array (upstream red-team layout) or JSON Lines, into a table.
 
     Keys are normalized first (:func:`curation.hh.normalize_red_team`); keys outside the spec are
     counted in :attr:`ParsedFile.unknown_keys`.
@@ -245,7 +260,8 @@ def _parse_array_or_lines(raw: RawFile, specs: list[FieldSpec]) -> ParsedFile:
     lines: list[int] = []
     bad: list[BadLine] = []
     unknown: dict[str, int] = {}
-    values = iter_json_values(raw.decompress())  # lazily: one element's text at a time
+    # lazily, one element's text at a time; the generator holds the only reference to the bytes
+    values = iter_json_values(holder.pop().decompress())
     try:
         for index, value, text in values:
             if isinstance(value, BadLine):
@@ -265,7 +281,7 @@ def _parse_array_or_lines(raw: RawFile, specs: list[FieldSpec]) -> ParsedFile:
             for name in names:
                 columns[name].append(value.get(name))
     except (UnicodeDecodeError, ValueError) as exc:  # a malformed array: the file is unreadable
-        raise SourceError(f"{raw.uri}: unreadable JSON array or stream: {exc}") from exc
+        raise SourceError(f"{uri}: unreadable JSON array or stream: {exc}") from exc
     schema = arrow_schema(specs)
     table = pa.table({n: pa.array(columns[n], schema.field(n).type) for n in names}, schema=schema)
     table = table.append_column(SOURCE_LINE, pa.array(lines, pa.int64()))

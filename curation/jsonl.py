@@ -544,7 +544,9 @@ def iter_json_values(data: bytes) -> Iterator[tuple[int, object, str]]:
     decoder = _Decoder()
     head = data[:4096].lstrip()
     if head[:1] == b"[":
-        yield from _array_values(data.decode("utf-8"), decoder)
+        text = data.decode("utf-8")
+        del data  # freed here when the caller passed the only reference
+        yield from _array_values(text, decoder)
         return
     starts, ends, nonblank = line_bounds(data)
     for index in np.flatnonzero(nonblank).tolist():

@@ -14,6 +14,10 @@ independent of row order; exact repeats inside one file get ``-1``, ``-2``... in
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -21,8 +25,10 @@ import pyarrow.compute as pc
 import xxhash
 
 from curation import hh
-from curation.ingest import RAW_LINE, REASONS
+from curation.batches import BatchStream
+from curation.ingest import RAW_LINE, REASONS, WARNINGS
 from curation.jsonl import SOURCE_LINE
+from curation.parallel import in_threads
 from curation.report import report_of
 from curation.schema import (
     HARM_CATEGORIES,
@@ -32,9 +38,13 @@ from curation.schema import (
     RED_TEAM,
     TURN,
 )
+from curation.stage_table import StageTable
 from curation.textnorm import NORMALIZED_PROMPT, normalize_array
 
 HARMLESS_SUBSETS = frozenset({"harmless-base"})
+#: PKU: the column naming the chosen response of each dimension, in output order.
+PKU_CHOSEN_ID = {"helpful": "better_response_id", "harmless": "safer_response_id"}
+PKU_DIMENSIONS = tuple(PKU_CHOSEN_ID)
 #: Pairs between stages: :data:`~curation.schema.PAIRS` plus the normalized prompt.
 PAIRS_STAGE = PAIRS.append(pa.field(NORMALIZED_PROMPT, pa.large_string()))
 _KEY_SEP = "\x1f"
@@ -109,54 +119,63 @@ def _categories(column: pa.ChunkedArray) -> pa.Array:
     return lists.to_arrow().cast(pa.list_(pa.string()))
 
 
-def pku_pairs(table: pa.Table) -> pa.Table:
-    """PKU rows (validated) → a helpful and a harmless pair per row, without ``pair_id``."""
-    n = table.num_rows
-    has_labels = "response_0_severity_level" in table.column_names
-    prompt = table.column("prompt")
-    turns = pa.ListArray.from_arrays(
+def _pku_turns(prompt: pa.ChunkedArray) -> pa.ListArray:
+    """One human turn per PKU prompt."""
+    n = len(prompt)
+    return pa.ListArray.from_arrays(
         pa.array(range(n + 1), pa.int32()),
         pa.StructArray.from_arrays(
             [_constant("human", n), prompt.combine_chunks()], fields=list(TURN)
         ),
     )
-    parts = []
-    for dimension, id_column in (
-        ("helpful", "better_response_id"),
-        ("harmless", "safer_response_id"),
-    ):
-        first = pc.equal(table.column(id_column), 0)
 
-        def pick(name: str, chosen: bool, first=first) -> pa.ChunkedArray:
-            zero, one = table.column(name.format(0)), table.column(name.format(1))
-            return pc.if_else(first, zero, one) if chosen else pc.if_else(first, one, zero)
 
-        labels = _null_labels(n)
-        labels["chosen_is_safe"] = pick("is_response_{}_safe", True)
-        labels["rejected_is_safe"] = pick("is_response_{}_safe", False)
-        if has_labels:
-            for side, chosen in (("chosen", True), ("rejected", False)):
-                severity = pick("response_{}_severity_level", chosen)
-                labels[f"{side}_severity"] = pc.cast(severity, pa.int8())
-                labels[f"{side}_harm_categories"] = _categories(
-                    pick("response_{}_harm_category", chosen)
-                )
-        columns = {
-            "pair_id": _constant("", n),
-            "dataset": table.column("dataset"),
-            "subset": table.column("subset"),
-            "split": table.column("split"),
-            "source_file": table.column("source_file"),
-            "source_line": table.column(SOURCE_LINE),
-            "dimension": _constant(dimension, n),
-            "prompt": prompt,
-            "prompt_turns": turns,
-            "chosen": pick("response_{}", True),
-            "rejected": pick("response_{}", False),
-            **labels,
-        }
-        parts.append(pa.table(columns, schema=PAIRS))
-    return pa.concat_tables(parts)
+def _pku_first(table: pa.Table, dimension: str) -> pa.ChunkedArray:
+    """Where the chosen response of ``dimension`` is ``response_0``."""
+    return pc.equal(table.column(PKU_CHOSEN_ID[dimension]), 0)
+
+
+def _pku_dimension(table: pa.Table, dimension: str, turns: pa.Array) -> pa.Table:
+    """The ``dimension`` pairs of PKU rows (validated), without ``pair_id``."""
+    n = table.num_rows
+    has_labels = "response_0_severity_level" in table.column_names
+    first = _pku_first(table, dimension)
+
+    def pick(name: str, chosen: bool) -> pa.ChunkedArray:
+        zero, one = table.column(name.format(0)), table.column(name.format(1))
+        return pc.if_else(first, zero, one) if chosen else pc.if_else(first, one, zero)
+
+    labels = _null_labels(n)
+    labels["chosen_is_safe"] = pick("is_response_{}_safe", True)
+    labels["rejected_is_safe"] = pick("is_response_{}_safe", False)
+    if has_labels:
+        for side, chosen in (("chosen", True), ("rejected", False)):
+            severity = pick("response_{}_severity_level", chosen)
+            labels[f"{side}_severity"] = pc.cast(severity, pa.int8())
+            labels[f"{side}_harm_categories"] = _categories(
+                pick("response_{}_harm_category", chosen)
+            )
+    columns = {
+        "pair_id": _constant("", n),
+        "dataset": table.column("dataset"),
+        "subset": table.column("subset"),
+        "split": table.column("split"),
+        "source_file": table.column("source_file"),
+        "source_line": table.column(SOURCE_LINE),
+        "dimension": _constant(dimension, n),
+        "prompt": table.column("prompt"),
+        "prompt_turns": turns,
+        "chosen": pick("response_{}", True),
+        "rejected": pick("response_{}", False),
+        **labels,
+    }
+    return pa.table(columns, schema=PAIRS)
+
+
+def pku_pairs(table: pa.Table) -> pa.Table:
+    """PKU rows (validated) → a helpful and a harmless pair per row, without ``pair_id``."""
+    turns = _pku_turns(table.column("prompt"))
+    return pa.concat_tables([_pku_dimension(table, d, turns) for d in PKU_DIMENSIONS])
 
 
 _HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
@@ -186,13 +205,56 @@ def hex_digests128(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     return pa.array(text.view("S32").ravel(), pa.binary(32)).cast(pa.string())
 
 
-def content_ids(keys: list[pa.ChunkedArray | pa.Array], order: pa.ChunkedArray) -> pa.Array:
-    """xxh3-128 hex ids of the joined ``keys`` per row; repeats get ``-1``, ``-2``... by ``order``."""
+def base_ids(keys: list[pa.ChunkedArray | pa.Array]) -> pa.Array:
+    """xxh3-128 hex digests of the ``keys`` joined per row (nulls as ``""``), without the repeat
+    suffix of :func:`content_ids`."""
     joined = pc.binary_join_element_wise(
         *[pc.fill_null(pc.cast(k, pa.large_string()), "") for k in keys],
         pa.scalar(_KEY_SEP, pa.large_string()),
     )
-    frame = pl.DataFrame({"id": hex_digests128(joined), "order": order.to_numpy()})
+    return hex_digests128(joined)
+
+
+class RepeatCounter:
+    """Repeat suffixes of :func:`content_ids` computed part by part.
+
+    Parts must come in ``order`` (``source_line``) order: a row's suffix is the number of rows
+    with the same base id before it, in this part (by ``order``) and in earlier parts.
+    """
+
+    def __init__(self) -> None:
+        self._seen = pl.DataFrame(schema={"id": pl.String, "seen": pl.UInt32})
+        self._last: int | None = None
+
+    def ids(self, base: pa.Array, order: pa.ChunkedArray | pa.Array) -> pa.Array:
+        """The ids of one part: ``base`` with ``-1``, ``-2``... on repeats."""
+        order_np = np.asarray(order.to_numpy() if isinstance(order, pa.Array) else order)
+        if len(order_np):
+            if self._last is not None and int(order_np.min()) <= self._last:
+                raise ValueError("parts must come in increasing order")
+            self._last = int(order_np.max())
+        frame = pl.DataFrame({"id": pl.Series(base, dtype=pl.String), "order": order_np})
+        frame = frame.with_columns(rank=pl.col("order").rank("ordinal").over("id") - 1)
+        if self._seen.height:
+            frame = frame.join(self._seen, on="id", how="left", maintain_order="left")
+            frame = frame.with_columns(rank=pl.col("rank") + pl.col("seen").fill_null(0))
+        counts = frame.group_by("id").agg(seen=pl.len().cast(pl.UInt32))
+        self._seen = (
+            pl.concat([self._seen, counts]).group_by("id").agg(pl.col("seen").sum())
+            if self._seen.height
+            else counts
+        )
+        ids = frame.select(
+            pl.when(pl.col("rank") == 0)
+            .then(pl.col("id"))
+            .otherwise(pl.col("id") + "-" + pl.col("rank").cast(pl.String))
+        ).to_series()
+        return ids.to_arrow().cast(pa.string())
+
+
+def content_ids(keys: list[pa.ChunkedArray | pa.Array], order: pa.ChunkedArray) -> pa.Array:
+    """xxh3-128 hex ids of the joined ``keys`` per row; repeats get ``-1``, ``-2``... by ``order``."""
+    frame = pl.DataFrame({"id": base_ids(keys), "order": order.to_numpy()})
     rank = frame.select(pl.col("order").rank("ordinal").over("id") - 1).to_series()
     ids = frame.select(
         pl.when(rank == 0).then(pl.col("id")).otherwise(pl.col("id") + "-" + rank.cast(pl.String))
@@ -240,9 +302,264 @@ def pairs_from(table: pa.Table) -> pa.Table:
 
 def normalize_file(table: pa.Table) -> tuple[dict, pa.Table, pa.Table]:
     """One ingested file -> (its report, its quarantine rows, its pairs or red-team rows)."""
-    good, bad = split_verdicts(table)
-    if "transcript" in table.column_names:
-        out = red_team_rows(good)
+    if is_red_team(table):
+        out = red_team_table([table])
     else:
-        out = with_pair_ids(pairs_from(good))
-    return report_of(table), quarantine_rows(bad), out
+        out = pair_stream([table], workers=1).to_table()
+    return report_of(table), quarantine_table([table]), out
+
+
+# ------------------------------------------------------------------ streaming, file by file
+
+#: An ingested table: in memory, or a stage-table handle read batch by batch.
+RawTable = pa.Table | StageTable
+#: Stored batches of a raw table normalized together, up to about this many rows: one work
+#: item on the thread pool (~8 MB of HH text; larger groups only hold more memory).
+GROUP_ROWS = 2048
+#: Raw columns that normalization never reads.
+_UNUSED = (RAW_LINE, WARNINGS)
+
+
+def is_red_team(raw: RawTable) -> bool:
+    """Whether an ingested table holds HH red-team transcripts (not preference pairs)."""
+    return "transcript" in raw.schema.names
+
+
+def pair_files_in_order(raw_tables: Mapping[str, RawTable]) -> list[RawTable]:
+    """The ingested tables that give pairs, in the order of the pair table: test files first,
+    then train, each split in name order (so each split is one contiguous run of rows)."""
+    names = [n for n in sorted(raw_tables) if not is_red_team(raw_tables[n])]
+    return [
+        raw_tables[n] for n in sorted(names, key=lambda n: report_of(raw_tables[n])["split"] or "")
+    ]
+
+
+def _select(raw: RawTable, columns: Sequence[str]) -> pa.Table:
+    """``columns`` of a raw table, in its stored batches."""
+    return raw.select(list(columns))
+
+
+def _used_columns(raw: RawTable) -> list[str]:
+    return [c for c in raw.schema.names if c not in _UNUSED]
+
+
+def _valid(reasons: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    return pc.equal(pc.list_value_length(reasons), 0)
+
+
+def quarantine_table(raws: Sequence[RawTable]) -> pa.Table:
+    """The quarantined rows of every raw table, in order (:data:`~curation.schema.QUARANTINE`)."""
+    parts = []
+    for raw in raws:
+        columns = ["dataset", "subset", "split", "source_file", SOURCE_LINE, REASONS, RAW_LINE]
+        parts.append(quarantine_rows(split_verdicts(_select(raw, columns))[1]))
+    return pa.concat_tables([QUARANTINE.empty_table(), *parts])
+
+
+def red_team_table(raws: Sequence[RawTable]) -> pa.Table:
+    """The validated red-team rows of the red-team raw tables, in order."""
+    parts = [red_team_rows(split_verdicts(_select(raw, _used_columns(raw)))[0]) for raw in raws]
+    return pa.concat_tables([RED_TEAM.empty_table(), *parts])
+
+
+def _pairs_per_row(raw: RawTable) -> int:
+    return 1 if "chosen" in raw.schema.names else 2
+
+
+def _stored_batch_rows(raw: RawTable) -> list[int]:
+    """Rows of each stored record batch (a table's batches as the IO manager writes them)."""
+    if isinstance(raw, StageTable):
+        with pa.memory_map(raw.path, "r") as source:  # batch headers only
+            reader = pa.ipc.open_file(source)
+            return [reader.get_batch(i).num_rows for i in range(reader.num_record_batches)]
+    return [b.num_rows for b in raw.to_batches()]
+
+
+def _read_stored(raw: RawTable, columns: list[str], start: int, stop: int) -> pa.Table:
+    """Stored batches ``start:stop`` of ``columns`` (one chunk per stored batch)."""
+    schema = pa.schema([raw.schema.field(c) for c in columns])
+    if isinstance(raw, StageTable):
+        options = pa.ipc.IpcReadOptions(
+            included_fields=[raw.schema.get_field_index(c) for c in columns]
+        )
+        with pa.OSFile(raw.path, "rb") as source:
+            reader = pa.ipc.open_file(source, options=options)
+            batches = [reader.get_batch(i) for i in range(start, stop)]
+    else:
+        batches = raw.select(columns).to_batches()[start:stop]
+    return pa.Table.from_batches(batches, schema=schema)
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Stored batches ``start:stop`` of one raw table: one work item."""
+
+    raw: RawTable
+    start: int
+    stop: int
+    first: bool
+    last: bool
+
+
+def _groups(raw: RawTable, group_rows: int) -> list[_Group]:
+    sizes = _stored_batch_rows(raw)
+    bounds, rows = [0], 0
+    for i, size in enumerate(sizes):
+        rows += size
+        if rows >= group_rows and i + 1 < len(sizes):
+            bounds.append(i + 1)
+            rows = 0
+    bounds.append(len(sizes))
+    pairs = list(itertools.pairwise(bounds))
+    return [_Group(raw, a, b, i == 0, i == len(pairs) - 1) for i, (a, b) in enumerate(pairs)]
+
+
+@dataclass
+class _Part:
+    """One group's pairs per dimension (``pair_id`` not filled) with their base ids, and the
+    valid rows of each of its stored batches."""
+
+    dimensions: list[tuple[str, pa.Table, pa.Array]]
+    counts: list[int]
+    empty: bool
+
+
+def _hh_group(good: pa.Table) -> list[tuple[str, pa.Table, pa.Array]]:
+    pairs = hh_pairs(good)
+    prompt = normalize_array(pairs.column("prompt"))
+    keys = [pairs.column(c) for c in ("dataset", "subset", "split", "dimension")]
+    keys += [
+        prompt,
+        normalize_array(pairs.column("chosen")),
+        normalize_array(pairs.column("rejected")),
+    ]
+    pairs = pairs.append_column(PAIRS_STAGE.field(NORMALIZED_PROMPT), prompt)
+    return [("", pairs, base_ids(keys))]
+
+
+def _pku_group(good: pa.Table) -> list[tuple[str, pa.Table, pa.Array]]:
+    """Both dimensions of PKU rows; the prompt and the two responses are normalized once."""
+    prompt = normalize_array(good.column("prompt"))
+    responses = [normalize_array(good.column(f"response_{i}")) for i in (0, 1)]
+    turns = _pku_turns(good.column("prompt"))
+    out = []
+    for dimension in PKU_DIMENSIONS:
+        pairs = _pku_dimension(good, dimension, turns)
+        first = _pku_first(good, dimension)
+        chosen = pc.if_else(first, responses[0], responses[1])
+        rejected = pc.if_else(first, responses[1], responses[0])
+        keys = [pairs.column(c) for c in ("dataset", "subset", "split", "dimension")]
+        keys += [prompt, chosen, rejected]
+        pairs = pairs.append_column(PAIRS_STAGE.field(NORMALIZED_PROMPT), prompt)
+        out.append((dimension, pairs, base_ids(keys)))
+    return out
+
+
+def _group_pairs(group: _Group) -> _Part:
+    """The pairs of one group of stored batches (runs on the thread pool)."""
+    table = _read_stored(group.raw, _used_columns(group.raw), group.start, group.stop)
+    valid = _valid(table.column(REASONS))
+    mask = np.asarray(valid.to_numpy(zero_copy_only=False), bool)
+    bounds = np.cumsum([0, *(len(c) for c in table.column(REASONS).chunks)])
+    counts = [int(mask[a:b].sum()) for a, b in itertools.pairwise(bounds.tolist())]
+    good = table.filter(valid)
+    if good.num_rows == 0:
+        return _Part([], counts, True)
+    make = _hh_group if _pairs_per_row(group.raw) == 1 else _pku_group
+    return _Part(make(good), counts, False)
+
+
+def _empty_batch() -> pa.RecordBatch:
+    return pa.RecordBatch.from_pylist([], schema=PAIRS_STAGE)
+
+
+def _slices(pairs: pa.Table, counts: list[int]) -> Iterator[pa.RecordBatch]:
+    """``pairs`` as one record batch per stored raw batch with valid rows (its valid rows)."""
+    batch = pairs.combine_chunks().to_batches()
+    whole = batch[0] if batch else _empty_batch()
+    offset = 0
+    for count in counts:
+        if count:  # a stored batch without valid rows left no chunk in the written table
+            yield whole.slice(offset, count)
+            offset += count
+
+
+def _file_batches(parts: Iterator[tuple[_Group, _Part]]) -> Iterator[pa.RecordBatch]:
+    """Record batches of the pair table from groups in file order: per file and dimension, one
+    batch per stored raw batch (the layout the concatenated per-file tables were written in)."""
+    counters: dict[str, RepeatCounter] = {}
+    later: list[pa.RecordBatch] = []  # the second PKU dimension, after the file's first
+    empty = True
+    for group, part in parts:
+        if group.first:
+            counters, later, empty = {}, [], True
+        empty &= part.empty
+        for index, (dimension, pairs, base) in enumerate(part.dimensions):
+            counter = counters.setdefault(dimension, RepeatCounter())
+            ids = counter.ids(base, pairs.column(SOURCE_LINE))
+            pairs = pairs.set_column(0, PAIRS_STAGE.field("pair_id"), ids)
+            batches = _slices(pairs, part.counts)
+            if index == 0:
+                yield from batches
+            else:
+                later.extend(batches)
+        if group.last:
+            if empty:  # no valid row: an empty table, as for an absent file
+                yield _empty_batch()
+            yield from later
+            later = []
+
+
+def _like_written_table(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """The batches as writing one concatenated table would store them: an empty leading batch
+    (the empty table the parts were concatenated to), empty batches kept except at the end."""
+    pending = 1
+    for batch in batches:
+        if batch.num_rows == 0:
+            pending += 1
+            continue
+        for _ in range(pending):
+            yield _empty_batch()
+        pending = 0
+        yield batch
+
+
+def pair_stream(
+    raws: Sequence[RawTable], workers: int | None = None, group_rows: int = GROUP_ROWS
+) -> BatchStream:
+    """The :data:`PAIRS_STAGE` table of the ingested tables ``raws`` (pair files, in pair-table
+    order: :func:`pair_files_in_order`), computed group by group while it is written.
+
+    Groups of stored batches are normalized on ``workers`` threads and come back in order;
+    repeat suffixes are counted per file across its groups (:class:`RepeatCounter`). At most a
+    few groups and, for a PKU file, its second dimension are in memory at once.
+    """
+    rows = sum(
+        _pairs_per_row(raw) * int(pc.sum(_valid(raw.column(REASONS))).as_py() or 0) for raw in raws
+    )
+
+    def produce() -> Iterator[pa.RecordBatch]:
+        groups = [g for raw in raws for g in _groups(raw, group_rows)]
+        parts = in_threads(_group_pairs, groups, workers, ordered=True)
+        return _like_written_table(_file_batches(parts))
+
+    return BatchStream(PAIRS_STAGE, rows, produce)
+
+
+def pair_preview_rows(raws: Sequence[RawTable], n: int = 5) -> pa.Table:
+    """The first ``n`` rows of :func:`pair_stream` without computing the others.
+
+    A pair's id depends only on the rows of its file before it, so the first ``n`` valid rows
+    of a file give its first ``n`` pairs.
+    """
+    parts, rows = [], 0
+    for raw in raws:
+        if rows >= n:
+            break
+        head = _select(raw, _used_columns(raw))
+        head = head.filter(_valid(head.column(REASONS))).slice(0, n)
+        if head.num_rows:
+            table = pair_stream([head], workers=1).to_table()
+            parts.append(table.slice(0, n - rows))
+            rows += parts[-1].num_rows
+    return pa.concat_tables([PAIRS_STAGE.empty_table(), *parts])
