@@ -464,7 +464,7 @@ def _near(
     return candidate_row[removed], score, candidate_row[kept], method
 
 
-def _read_prompts(pairs: pa.Table | StageTable, rows: np.ndarray) -> pa.Array:
+def read_prompts(pairs: pa.Table | StageTable, rows: np.ndarray) -> pa.Array:
     """The normalized prompts of input rows ``rows`` (read again for the few aligned pairs)."""
     return batch_prompts(take_rows(pairs, prompt_columns(pairs), rows))
 
@@ -515,7 +515,7 @@ def deduplicate(
             responses,
             df,
             prompts,
-            lambda rows: _read_prompts(pairs, rows),
+            lambda rows: read_prompts(pairs, rows),
             np.flatnonzero(~removed),
             config,
         )

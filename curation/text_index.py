@@ -80,8 +80,7 @@ def stage_batches(table: StageTable, columns: Sequence[str]) -> Iterator[pa.Tabl
     :data:`MAP_BYTES` so that the pages touched do not accumulate in the process's RSS.
     """
     fields = [table.schema.get_field_index(c) for c in columns]
-    options = ipc.IpcReadOptions(included_fields=fields)
-    schema = pa.schema([table.schema.field(c) for c in columns])
+    options = ipc.IpcReadOptions(included_fields=sorted(fields))  # read in file order
     index, count = 0, None
     while count is None or index < count:
         with pa.memory_map(table.path, "r") as source:
@@ -92,7 +91,8 @@ def stage_batches(table: StageTable, columns: Sequence[str]) -> Iterator[pa.Tabl
                 index += 1
                 mapped += batch.nbytes
                 # a copy (concatenating with an empty batch allocates new buffers)
-                yield pa.Table.from_batches([batch, batch.slice(0, 0)], schema).combine_chunks()
+                both = pa.Table.from_batches([batch, batch.slice(0, 0)])
+                yield both.select(list(columns)).replace_schema_metadata(None).combine_chunks()
 
 
 def _combined(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
@@ -121,6 +121,8 @@ def take_rows(pairs: pa.Table | StageTable, columns: Sequence[str], rows: np.nda
     wanted, inverse = np.unique(rows, return_inverse=True)
     parts, start = [], 0
     for batch in table_batches(pairs, columns):
+        if len(wanted) == 0 or start > wanted[-1]:
+            break
         lo, hi = np.searchsorted(wanted, [start, start + batch.num_rows])
         if hi > lo:
             parts.append(batch.take(pa.array(wanted[lo:hi] - start, pa.int64())))
