@@ -85,6 +85,8 @@ REASONS = ("contaminated_exact", "contaminated_turn", "contaminated_ngram", "con
 _PRECEDENCE = {reason: i for i, reason in enumerate(REASONS)}
 #: Unit codes of an occurrence.
 WHOLE, OPENING, LATER = 0, 1, 2
+#: Probe texts whose n-grams are hashed at a time (bounds the n-gram arrays).
+NGRAM_CHUNK = 50_000
 _MATCH_COLUMNS = ["row", "key", "reason", "partial", "score", "method", "probe_tid", "ref_tid"]
 
 
@@ -433,11 +435,16 @@ def ngram_matches(units: Units, config: DecontamConfig) -> pl.DataFrame | None:
         return None
     r_h, r_off = ngram_hashes(units.words, nn, r_t, short=False)
     ref_ng = pl.DataFrame({"h": r_h, "ref_tid": np.repeat(r_t, np.diff(r_off))}).unique()
-    p_h, p_off = ngram_hashes(units.words, nn, p_t, short=False)
-    # only probe n-grams that some reference has (a hash-set probe before any group-by)
-    hit = pl.Series(p_h).is_in(ref_ng["h"].implode()).to_numpy()
-    owner = np.repeat(p_t, np.diff(p_off))[hit]
-    probe_ng = pl.DataFrame({"h": p_h[hit], "probe_tid": owner}).unique()
+    # only probe n-grams that some reference has (a hash-set probe before any group-by), one
+    # slice of probes at a time: the n-grams of every probe at once would be ~25 M hashes
+    ref_set = ref_ng["h"].implode()
+    found = []
+    for chunk in np.array_split(p_t, max(1, len(p_t) // NGRAM_CHUNK)):
+        p_h, p_off = ngram_hashes(units.words, nn, chunk, short=False)
+        hit = pl.Series(p_h).is_in(ref_set).to_numpy()
+        owner = np.repeat(chunk, np.diff(p_off))[hit]
+        found.append(pl.DataFrame({"h": p_h[hit], "probe_tid": owner}))
+    probe_ng = pl.concat(found).unique()
     if config.max_matches > 0:  # template n-grams: in many train prompts or many references
         rows_per_tid = probes.group_by("tid").agg(pl.col("row").n_unique().alias("n_rows"))
         spread = (
