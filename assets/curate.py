@@ -1,17 +1,26 @@
 """Stage 3, curate: exact/near-duplicate removal, then train-vs-test decontamination."""
 
 import dagster as dg
+import numpy as np
 import pyarrow as pa
 
-from assets.metadata import counts_markdown, preview, stage_out, table_metadata
+from assets.metadata import PREVIEW_COLUMNS, counts_markdown, preview, stage_out, table_metadata
 from assets.resources import AwsCredentials, CurationSettings
 from curation.accounting import reason_counts
 from curation.decontam import decontaminate
 from curation.dedup import deduplicate
 from curation.references import load_reference_set
 from curation.selection import RowSelection
+from curation.stage_table import StageTable
+from curation.text_index import take_rows
 
 CURATE_GROUP = "curate"
+
+
+def _head(kept: RowSelection, n: int = 5) -> pa.Table:
+    """The first ``n`` kept rows, preview columns only (reads just the first batch)."""
+    columns = [c for c in PREVIEW_COLUMNS if c in kept.schema.names] or kept.schema.names[:6]
+    return take_rows(kept.table, columns, np.flatnonzero(kept.keep)[:n])
 
 
 def _outputs(kept: RowSelection, removed: pa.Table, kept_name: str, removed_name: str):
@@ -20,7 +29,7 @@ def _outputs(kept: RowSelection, removed: pa.Table, kept_name: str, removed_name
     yield dg.Output(
         kept,
         kept_name,
-        metadata={**table_metadata(kept), "preview": preview(kept.head())},
+        metadata={**table_metadata(kept), "preview": preview(_head(kept))},
     )
     yield dg.Output(
         removed,
@@ -45,8 +54,9 @@ def _outputs(kept: RowSelection, removed: pa.Table, kept_name: str, removed_name
         ),
     },
 )
-def deduplicate_pairs(settings: CurationSettings, normalized_pairs: pa.Table):
-    """Deduplicate within each split, across subsets and datasets."""
+def deduplicate_pairs(settings: CurationSettings, normalized_pairs: StageTable):
+    """Deduplicate within each split, across subsets and datasets (reads the pairs batch by
+    batch: ids and hashes are kept, texts re-read only for candidates)."""
     kept, removed = deduplicate(normalized_pairs, settings.dedup_config(), lazy=True)
     yield from _outputs(kept, removed, "deduplicated_pairs", "dedup_removed")
 
@@ -66,7 +76,7 @@ def deduplicate_pairs(settings: CurationSettings, normalized_pairs: pa.Table):
     },
 )
 def decontaminate_pairs(
-    settings: CurationSettings, aws: AwsCredentials, deduplicated_pairs: pa.Table
+    settings: CurationSettings, aws: AwsCredentials, deduplicated_pairs: StageTable
 ):
     """Remove train pairs whose prompt matches any test prompt (or an extra reference set)."""
     extras = [

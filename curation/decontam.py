@@ -37,7 +37,7 @@ The work is split into named phases, each testable on its own: :func:`collect_un
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,12 +46,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.dedup import (
-    _distinct_texts,
+    batch_prompts,
     empty_removed,
     keep_in_input_order,
+    prompt_columns,
+    read_prompts,
     removed_table,
     sorted_pairs,
-    text_hash128,
 )
 from curation.informative import informative, rare_word_counts
 from curation.near_dup import (
@@ -60,11 +61,12 @@ from curation.near_dup import (
     Words,
     near_duplicate_pairs,
     ngram_hashes,
-    tokenize,
 )
 from curation.parallel import parallel_map
 from curation.selection import RowSelection
-from curation.textnorm import normalize_array, normalized_prompts
+from curation.stage_table import StageTable
+from curation.text_index import DistinctTexts, table_batches, take_rows
+from curation.textnorm import normalize_array
 
 __all__ = [
     "DecontamConfig",
@@ -83,6 +85,8 @@ REASONS = ("contaminated_exact", "contaminated_turn", "contaminated_ngram", "con
 _PRECEDENCE = {reason: i for i, reason in enumerate(REASONS)}
 #: Unit codes of an occurrence.
 WHOLE, OPENING, LATER = 0, 1, 2
+#: Probe texts whose n-grams are hashed at a time (bounds the n-gram arrays).
+NGRAM_CHUNK = 50_000
 _MATCH_COLUMNS = ["row", "key", "reason", "partial", "score", "method", "probe_tid", "ref_tid"]
 
 
@@ -137,6 +141,7 @@ class Units:
     sorted by ``pair_id``; ``-1`` for extras), ``key`` (order key of a reference: its row, or
     ``n + i`` for the i-th extra prompt), ``unit`` (``WHOLE``/``OPENING``/``LATER``) and
     ``probe`` (a train occurrence). ``inf_open``/``inf_turn`` flag informative texts by ``tid``.
+    ``words.texts`` reads the texts again on demand (:class:`~curation.near_dup.LazyTexts`).
     """
 
     tbl: pa.Table
@@ -200,14 +205,54 @@ def _human_turns(pairs: pa.Table) -> tuple[np.ndarray, np.ndarray, pa.Array]:
     )
 
 
+#: Bits of a text locator below the input row: 0 for a whole prompt, ``i + 1`` for human turn
+#: ``i``; extra reference prompt ``j`` is ``-(j + 1)``.
+_TURN_BITS = 20
+
+
+def _turn_locators(rows: np.ndarray, index: np.ndarray) -> np.ndarray:
+    return (rows << _TURN_BITS) | (index + 1)
+
+
+def _text_reader(
+    pairs: pa.Table | StageTable, extras: list[str]
+) -> Callable[[np.ndarray], pa.Array]:
+    """``fetch(locators)``: the normalized unit texts at ``locators``, read again from ``pairs``
+    (only the rows asked for are kept) or from the extra prompts."""
+
+    def fetch(locators: np.ndarray) -> pa.Array:
+        out = np.empty(len(locators), object)
+        is_extra = locators < 0
+        sub = locators & ((1 << _TURN_BITS) - 1)
+        rows = locators >> _TURN_BITS
+        whole = ~is_extra & (sub == 0)
+        turn = ~is_extra & (sub > 0)
+        if whole.any():
+            out[whole] = read_prompts(pairs, rows[whole]).to_pylist()
+        if turn.any():
+            wanted = np.flatnonzero(turn)
+            src, index, texts = _human_turns(take_rows(pairs, ["prompt_turns"], rows[wanted]))
+            pick = index == sub[wanted][src] - 1  # the human turn each request asked for
+            out[wanted[src[pick]]] = texts.filter(pa.array(pick)).to_pylist()
+        if is_extra.any():
+            chosen = [extras[i] or "" for i in (-locators[is_extra] - 1).tolist()]
+            out[is_extra] = normalize_array(pa.array(chosen, pa.large_string())).to_pylist()
+        return pa.array(out.tolist(), pa.large_string())
+
+    return fetch
+
+
 def collect_units(
-    pairs: pa.Table,
+    pairs: pa.Table | StageTable,
     config: DecontamConfig,
     extra_references: Sequence[tuple[str, Sequence[str]]] = (),
 ) -> Units | None:
     """Phase 1: the distinct unit texts of train and reference prompts and where they occur.
 
-    Returns ``None`` when there is nothing to compare (no train rows, or no references).
+    ``pairs`` (a table or a :class:`~curation.stage_table.StageTable`) is read batch by batch:
+    each unit text is normalized, hashed and (when new) tokenized once, and only ids, hashes and
+    word hashes are kept. Returns ``None`` when there is nothing to compare (no train rows, or
+    no references).
     """
     lap = Laps("decontaminate units")
     tbl, order = sorted_pairs(pairs)
@@ -221,24 +266,43 @@ def collect_units(
         return None
     inv = np.empty(n, np.int64)
     inv[order] = np.arange(n)  # input row -> sorted row
-    p_rows = inv
-    p_norm = normalized_prompts(pairs)
-    t_src, t_index, t_norm = _human_turns(pairs)
-    t_rows = inv[t_src]
-    keep_p, keep_t = used[p_rows], used[t_rows]
-    p_norm, p_rows = p_norm.filter(pa.array(keep_p)), p_rows[keep_p]
-    t_norm, t_rows, t_index = t_norm.filter(pa.array(keep_t)), t_rows[keep_t], t_index[keep_t]
-    e_norm = normalize_array(
-        pa.array([t if t is not None else "" for _, p in extras for t in p], pa.large_string())
+    extra_texts = [t if t is not None else "" for _, p in extras for t in p]
+    texts = DistinctTexts(config.seed)
+    # occurrences: whole prompts, then human turns, then extras (hash, sorted row, turn index)
+    p_parts: list[tuple[np.ndarray, ...]] = []
+    t_parts: list[tuple[np.ndarray, ...]] = []
+    columns = prompt_columns(pairs)
+    if "prompt_turns" in pairs.column_names:
+        columns.append("prompt_turns")
+    start = 0
+    for batch in table_batches(pairs, columns):
+        table = pa.Table.from_batches([batch])
+        p_src = np.flatnonzero(used[inv[start : start + batch.num_rows]])
+        p_norm = batch_prompts(table).take(pa.array(p_src, pa.int64()))
+        t_src, t_index, t_norm = _human_turns(table)
+        keep_t = used[inv[start + t_src]]
+        t_src, t_index, t_norm = t_src[keep_t], t_index[keep_t], t_norm.filter(pa.array(keep_t))
+        locators = np.concatenate(
+            [(start + p_src) << _TURN_BITS, _turn_locators(start + t_src, t_index)]
+        )
+        hi, lo = texts.add(pa.concat_arrays([p_norm, t_norm]), locators)
+        k = len(p_src)
+        p_parts.append((hi[:k], lo[:k], inv[start + p_src]))
+        t_parts.append((hi[k:], lo[k:], inv[start + t_src], t_index))
+        start += batch.num_rows
+    e_hi, e_lo = texts.add(
+        normalize_array(pa.array(extra_texts, pa.large_string())),
+        -np.arange(1, n_extra + 1, dtype=np.int64),
     )
-    texts = pa.concat_arrays([p_norm, t_norm, e_norm])
-    lap("normalize")
-    hi, lo = text_hash128(texts)
-    tid, first = _distinct_texts(hi, lo)
-    lap("hash")
-    words = tokenize(texts.take(pa.array(first, pa.int64())), config.seed)
+    lap("normalize, hash and tokenize")
+    p_rows = np.concatenate([p[2] for p in p_parts] + [np.zeros(0, np.int64)])
+    t_rows = np.concatenate([t[2] for t in t_parts] + [np.zeros(0, np.int64)])
+    t_index = np.concatenate([t[3] for t in t_parts] + [np.zeros(0, np.int64)])
+    hi = np.concatenate([p[0] for p in p_parts] + [t[0] for t in t_parts] + [e_hi])
+    lo = np.concatenate([p[1] for p in p_parts] + [t[1] for t in t_parts] + [e_lo])
+    tid, _, words = texts.words(hi, lo, _text_reader(pairs, extra_texts))
     del texts
-    lap("tokenize")
+    lap("words")
     row = np.concatenate([p_rows, t_rows, np.full(n_extra, -1, np.int64)])
     key = np.concatenate([p_rows, t_rows, n + np.arange(n_extra, dtype=np.int64)])
     unit = np.concatenate(
@@ -371,11 +435,16 @@ def ngram_matches(units: Units, config: DecontamConfig) -> pl.DataFrame | None:
         return None
     r_h, r_off = ngram_hashes(units.words, nn, r_t, short=False)
     ref_ng = pl.DataFrame({"h": r_h, "ref_tid": np.repeat(r_t, np.diff(r_off))}).unique()
-    p_h, p_off = ngram_hashes(units.words, nn, p_t, short=False)
-    # only probe n-grams that some reference has (a hash-set probe before any group-by)
-    hit = pl.Series(p_h).is_in(ref_ng["h"].implode()).to_numpy()
-    owner = np.repeat(p_t, np.diff(p_off))[hit]
-    probe_ng = pl.DataFrame({"h": p_h[hit], "probe_tid": owner}).unique()
+    # only probe n-grams that some reference has (a hash-set probe before any group-by), one
+    # slice of probes at a time: the n-grams of every probe at once would be ~25 M hashes
+    ref_set = ref_ng["h"].implode()
+    found = []
+    for chunk in np.array_split(p_t, max(1, len(p_t) // NGRAM_CHUNK)):
+        p_h, p_off = ngram_hashes(units.words, nn, chunk, short=False)
+        hit = pl.Series(p_h).is_in(ref_set).to_numpy()
+        owner = np.repeat(chunk, np.diff(p_off))[hit]
+        found.append(pl.DataFrame({"h": p_h[hit], "probe_tid": owner}))
+    probe_ng = pl.concat(found).unique()
     if config.max_matches > 0:  # template n-grams: in many train prompts or many references
         rows_per_tid = probes.group_by("tid").agg(pl.col("row").n_unique().alias("n_rows"))
         spread = (

@@ -27,13 +27,13 @@ row order.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-import xxhash
 
 from curation.near_dup import (
     _M1,
@@ -48,7 +48,16 @@ from curation.near_dup import (
 )
 from curation.schema import REMOVED
 from curation.selection import RowSelection
-from curation.textnorm import normalize_array, normalized_prompts
+from curation.stage_table import StageTable
+from curation.text_index import (
+    DistinctTexts,
+    distinct_texts,
+    read_columns,
+    table_batches,
+    take_rows,
+    text_hash128,
+)
+from curation.textnorm import NORMALIZED_PROMPT, normalize_array, normalized_prompts
 
 __all__ = ["EXACT_METHOD", "DedupConfig", "deduplicate", "text_hash128"]
 
@@ -102,53 +111,42 @@ SOURCE_ORDER = ("dataset", "subset", "split", "source_file", "source_line", "pai
 
 
 def sorted_pairs(
-    pairs: pa.Table, extra_columns: tuple[str, ...] = (), *, by: tuple[str, ...] = ("pair_id",)
+    pairs: pa.Table | StageTable,
+    extra_columns: tuple[str, ...] = (),
+    *,
+    by: tuple[str, ...] = ("pair_id",),
 ) -> tuple[pa.Table, np.ndarray]:
     """Check ``pairs`` and sort it by ``by`` (default ``pair_id``; :data:`SOURCE_ORDER` for dedup).
 
     Returns ``(meta, order)``: ``meta`` holds the identifying columns in that order and
-    ``order`` the input row of each ``meta`` row. Text columns are taken from ``pairs`` only
-    where needed (:func:`take_column`), so the large response columns are copied at most once.
-    Both orders are independent of the input order (``pair_id`` is unique).
+    ``order`` the input row of each ``meta`` row. Only the identifying columns are read (a
+    :class:`~curation.stage_table.StageTable` reads nothing else); texts are read where needed
+    (:func:`~curation.text_index.take_rows`, :func:`~curation.text_index.table_batches`). Both
+    orders are independent of the input order (``pair_id`` is unique).
     """
     missing = [c for c in (*_REQUIRED, "prompt", *extra_columns) if c not in pairs.column_names]
     if missing:
         raise ValueError(f"pairs table lacks columns {missing}")
-    ids = pairs["pair_id"]
+    meta = read_columns(pairs, _REQUIRED)
+    ids = meta["pair_id"]
     if ids.null_count:
         raise ValueError("pair_id must not be null")
     if pc.count_distinct(ids).as_py() != pairs.num_rows:
         raise ValueError("pair_id must be unique")
-    order = pc.sort_indices(pairs, sort_keys=[(c, "ascending") for c in by]).to_numpy()
+    order = pc.sort_indices(meta, sort_keys=[(c, "ascending") for c in by]).to_numpy()
     order = order.astype(np.int64)
-    meta = pairs.select(list(_REQUIRED)).take(pa.array(order)).combine_chunks()
-    return meta, order
+    return meta.take(pa.array(order)).combine_chunks(), order
 
 
-def take_column(pairs: pa.Table, name: str, order: np.ndarray, rows: np.ndarray | None = None):
-    """Column ``name`` of ``pairs`` for the sorted rows ``rows`` (default: all)."""
-    idx = order if rows is None else order[rows]
-    return pairs[name].take(pa.array(idx, pa.int64())).combine_chunks()
+def prompt_columns(pairs: pa.Table | StageTable) -> list[str]:
+    """The columns :func:`batch_prompts` reads: the stored normalized prompt, else the prompt."""
+    return [NORMALIZED_PROMPT if NORMALIZED_PROMPT in pairs.column_names else "prompt"]
 
 
-def text_hash128(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """xxh3-128 of every string of ``values`` (nulls hash like ``""``) as ``(high, low)`` u64."""
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    if values.type != pa.large_string():
-        values = values.cast(pa.large_string())
-    n = len(values)
-    if n == 0:
-        return np.zeros(0, np.uint64), np.zeros(0, np.uint64)
-    offs = np.frombuffer(values.buffers()[1], np.int64, n + 1, values.offset * 8)
-    data = values.buffers()[2]
-    mv = memoryview(data) if data is not None else memoryview(b"")
-    digest = xxhash.xxh3_128_digest
-    raw = b"".join(
-        [digest(mv[a:b]) for a, b in zip(offs[:-1].tolist(), offs[1:].tolist(), strict=True)]
-    )
-    both = np.frombuffer(raw, ">u8").reshape(n, 2).astype(np.uint64)
-    return both[:, 0].copy(), both[:, 1].copy()
+def batch_prompts(batch: pa.RecordBatch | pa.Table) -> pa.LargeStringArray:
+    """The normalized prompts of one batch of :func:`prompt_columns`."""
+    table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+    return normalized_prompts(table)
 
 
 def removed_table(
@@ -209,7 +207,7 @@ def removed_table(
 
 
 def keep_in_input_order(
-    pairs: pa.Table, order: np.ndarray, keep_sorted: np.ndarray, lazy: bool = False
+    pairs: pa.Table | StageTable, order: np.ndarray, keep_sorted: np.ndarray, lazy: bool = False
 ) -> pa.Table | RowSelection:
     """The rows of ``pairs`` whose sorted position is flagged in ``keep_sorted``, in input order
     (a :class:`~curation.selection.RowSelection` when ``lazy``)."""
@@ -244,7 +242,7 @@ def _scope_frame(tbl: pa.Table) -> pl.DataFrame:
 class _Responses:
     """Normalized responses (and their xxh3-128) of sorted rows, computed at most once."""
 
-    def __init__(self, pairs: pa.Table, order: np.ndarray) -> None:
+    def __init__(self, pairs: pa.Table | StageTable, order: np.ndarray) -> None:
         self.pairs, self.order = pairs, order
         n = len(order)
         self._pos = {c: np.full(n, -1, np.int64) for c in ("chosen", "rejected")}
@@ -270,7 +268,7 @@ class _Responses:
         missing = np.unique(rows[self._pos[col][rows] < 0])
         if len(missing) == 0:
             return
-        norm = normalize_array(take_column(self.pairs, col, self.order, missing))
+        norm = normalize_array(take_rows(self.pairs, [col], self.order[missing]).column(0))
         hi, lo = text_hash128(norm)
         self._hi[col][missing], self._lo[col][missing] = hi, lo
         self._pos[col][missing] = self._size[col] + np.arange(len(missing))
@@ -352,25 +350,18 @@ def _survivors(i: np.ndarray, cluster: np.ndarray) -> np.ndarray:
     return df.select(pl.col("i").min().over("c")).to_series().to_numpy()
 
 
-def _distinct_texts(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Text ids sorted by hash: returns (text id per input, first input index per text id)."""
-    df = pl.DataFrame({"hi": hi, "lo": lo}).with_row_index("k")
-    uniq = df.group_by("hi", "lo").agg(pl.col("k").min()).sort("hi", "lo").with_row_index("tid")
-    tid = df.join(
-        uniq.select("hi", "lo", "tid"), on=["hi", "lo"], how="left", maintain_order="left"
-    )
-    return tid["tid"].to_numpy().astype(np.int64), uniq["k"].to_numpy().astype(np.int64)
-
-
 def _near(
     responses: _Responses,
     sorted_rows: pl.DataFrame,
-    prompts: pa.Array,
-    order: np.ndarray,
+    prompts: DistinctTexts,
+    fetch_prompts: Callable[[np.ndarray], pa.Array],
     remaining: np.ndarray,
     config: DedupConfig,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     """The near-duplicate stage over the ``remaining`` rows (positions in ``sorted_rows``).
+
+    ``prompts`` holds the tokenized distinct prompts; ``fetch_prompts(sorted rows)`` reads the
+    normalized prompts of the few rows whose prompts are aligned word by word.
 
     Returns ``(removed rows, scores, kept row each matched, method)``, rows as positions in
     ``sorted_rows``. Prompts are clustered first (identical or near-duplicate normalized text,
@@ -389,13 +380,11 @@ def _near(
     if len(remaining) < 2:
         return empty, np.zeros(0), empty, method
     remaining_rows = sorted_rows[remaining]
-    prompt_tid, prompt_first = _distinct_texts(
-        remaining_rows["p_hi"].to_numpy(), remaining_rows["p_lo"].to_numpy()
-    )
-    prompt_texts = prompts.take(pa.array(order[remaining[prompt_first]], pa.int64()))
     lap = Laps("deduplicate near")
-    prompt_words = tokenize(prompt_texts, config.seed)
-    lap("tokenize prompts")
+    prompt_tid, _, prompt_words = prompts.words(
+        remaining_rows["p_hi"].to_numpy(), remaining_rows["p_lo"].to_numpy(), fetch_prompts
+    )
+    lap("prompt words")
     prompt_edges, prompt_sketches = near_duplicate_pairs(prompt_words, params)
     lap("prompt pairs")
     prompt_rows = remaining_rows.select("i", "split", "dimension").with_columns(
@@ -422,7 +411,7 @@ def _near(
     candidate = np.arange(n_candidates, dtype=np.int64)
     # chosen responses: identical or near-duplicate (LSH) within the prompt cluster
     chosen_hi, chosen_lo = responses.hashes("chosen", candidate_row)
-    chosen_tid, chosen_first = _distinct_texts(chosen_hi, chosen_lo)
+    chosen_tid, chosen_first = distinct_texts(chosen_hi, chosen_lo)
     chosen_texts = responses.texts("chosen", candidate_row[chosen_first])
     lap("normalize chosen")
     chosen_words = tokenize(chosen_texts, config.seed)
@@ -448,7 +437,7 @@ def _near(
     # rejected responses: verify exactly these pairs
     involved = np.unique(np.concatenate([first_of_pair, second_of_pair]))
     rejected_hi, rejected_lo = responses.hashes("rejected", candidate_row[involved])
-    involved_rejected_tid, rejected_first = _distinct_texts(rejected_hi, rejected_lo)
+    involved_rejected_tid, rejected_first = distinct_texts(rejected_hi, rejected_lo)
     rejected_texts = responses.texts("rejected", candidate_row[involved[rejected_first]])
     rejected_words = tokenize(rejected_texts, config.seed)
     rejected_tid = np.full(n_candidates, -1, np.int64)
@@ -475,11 +464,18 @@ def _near(
     return candidate_row[removed], score, candidate_row[kept], method
 
 
+def read_prompts(pairs: pa.Table | StageTable, rows: np.ndarray) -> pa.Array:
+    """The normalized prompts of input rows ``rows`` (read again for the few aligned pairs)."""
+    return batch_prompts(take_rows(pairs, prompt_columns(pairs), rows))
+
+
 def deduplicate(
-    pairs: pa.Table, config: DedupConfig = DedupConfig(), *, lazy: bool = False
+    pairs: pa.Table | StageTable, config: DedupConfig = DedupConfig(), *, lazy: bool = False
 ) -> tuple[pa.Table | RowSelection, pa.Table]:
     """Remove exact and near-duplicate pairs; returns ``(kept, removed)``.
 
+    ``pairs`` is a table or a :class:`~curation.stage_table.StageTable` handle (read batch by
+    batch: only ids, hashes and word hashes are kept; texts are read again for candidates).
     With ``lazy=True`` ``kept`` is a :class:`~curation.selection.RowSelection` of ``pairs`` (no
     copy of the kept rows).
 
@@ -493,11 +489,17 @@ def deduplicate(
     n = tbl.num_rows
     if n == 0:
         return (RowSelection(pairs, np.ones(0, bool)) if lazy else pairs), empty_removed()
-    # normalized prompts stay in input order (no copy of the column); row i is input order[i]
-    p_norm = normalized_prompts(pairs)
-    lap("normalize prompts")
-    p_hi, p_lo = text_hash128(p_norm)
-    p_hi, p_lo = p_hi[order], p_lo[order]
+    # one pass over the normalized prompts, batch by batch: hashes of every prompt and the word
+    # hashes of every distinct one (the texts themselves are not kept)
+    prompts = DistinctTexts(config.seed, tokenize=config.near_dup)
+    p_hi, p_lo, start = [], [], 0
+    for batch in table_batches(pairs, prompt_columns(pairs)):
+        hi, lo = prompts.add(batch_prompts(batch), np.arange(start, start + batch.num_rows))
+        p_hi.append(hi)
+        p_lo.append(lo)
+        start += batch.num_rows
+    lap("hash and tokenize prompts")
+    p_hi, p_lo = np.concatenate(p_hi)[order], np.concatenate(p_lo)[order]
     df = _scope_frame(tbl).with_columns(p_hi=pl.Series(p_hi), p_lo=pl.Series(p_lo))
 
     responses = _Responses(pairs, order)
@@ -510,7 +512,12 @@ def deduplicate(
     ]
     if config.near_dup:
         nd_rows, nd_score, nd_matched, method = _near(
-            responses, df, p_norm, order, np.flatnonzero(~removed), config
+            responses,
+            df,
+            prompts,
+            lambda rows: read_prompts(pairs, rows),
+            np.flatnonzero(~removed),
+            config,
         )
         removed[nd_rows] = True
         parts.append(

@@ -54,8 +54,13 @@ def rare_word_counts(words: Words, ids: np.ndarray, seed: int) -> np.ndarray:
         return np.zeros(len(ids), np.int64)
     common = pl.Series(_common_hashes(seed), dtype=pl.UInt64).implode()
     rare = (~pl.Series(words.hashes, dtype=pl.UInt64).is_in(common)).to_numpy()  # a hash set
-    prefix = np.concatenate([[0], np.cumsum(rare, dtype=np.int64)])
-    return prefix[words.offsets[ids + 1]] - prefix[words.offsets[ids]]
+    # rare words before each text boundary (positions of rare words, not a prefix sum over
+    # every word: a third of the memory)
+    positions = np.flatnonzero(rare)
+    del rare
+    return np.searchsorted(positions, words.offsets[ids + 1]) - np.searchsorted(
+        positions, words.offsets[ids]
+    )
 
 
 def informative(

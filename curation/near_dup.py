@@ -41,6 +41,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from functools import cached_property
 
@@ -56,9 +57,11 @@ from curation.textnorm import halves, parallel_map
 
 __all__ = [
     "Laps",
+    "LazyTexts",
     "NearDupParams",
     "Sketches",
     "Words",
+    "compact_keys",
     "connected_components",
     "edit_verdict",
     "is_typo",
@@ -219,6 +222,34 @@ _MINV = _U64(pow(0x9E3779B97F4A7C15, -1, 2**64))
 _POW = [_U64(pow(0x9E3779B97F4A7C15, t, 2**64)) for t in range(8)]
 
 
+class LazyTexts:
+    """Texts fetched on demand: ``take(ids)`` returns the ``large_string`` texts ``ids`` from
+    ``fetch`` (e.g. re-read from a stage table), so that only candidate pairs' texts are ever in
+    memory. Stands in for the Arrow array of :attr:`Words.texts`."""
+
+    def __init__(self, n: int, fetch: Callable[[np.ndarray], pa.Array]) -> None:
+        self.n, self.fetch = n, fetch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def take(self, indices: pa.Array | np.ndarray) -> pa.Array:
+        """The texts ``indices`` (in that order)."""
+        ids = indices.to_numpy() if isinstance(indices, pa.Array) else np.asarray(indices)
+        return self.fetch(ids.astype(np.int64))
+
+
+def compact_keys(texts: pa.Array, seed: int) -> np.ndarray:
+    """Hash of each text with its spaces removed (the key of spacing-level near-duplicates)."""
+    compact = pl.Series(texts).str.replace_all(" ", "", literal=True)
+    return compact.hash(seed=seed).to_numpy().astype(_U64)
+
+
+#: Texts per slice when n-gram or segment hashes are computed from local prefix sums (bounds
+#: the prefix arrays to the slice instead of the whole word array).
+SPAN_CHUNK = 50_000
+
+
 @dataclass
 class Words:
     """Word hashes of a batch of normalized texts: text ``i`` has words
@@ -226,9 +257,13 @@ class Words:
 
     hashes: np.ndarray
     offsets: np.ndarray
-    #: the normalized texts the words were cut from (kept by reference; used to verify
-    #: candidate pairs character by character)
-    texts: pa.Array | None = None
+    #: the normalized texts the words were cut from, used to verify candidate pairs character
+    #: by character: an Arrow array (kept by reference) or :class:`LazyTexts`
+    texts: pa.Array | LazyTexts | None = None
+    #: :func:`compact_keys` of every text when computed ahead (with ``compact_seed``); else they
+    #: are computed from ``texts`` when needed
+    compact: np.ndarray | None = None
+    compact_seed: int | None = None
 
     @property
     def counts(self) -> np.ndarray:
@@ -236,6 +271,22 @@ class Words:
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
+
+    def subset(self, ids: np.ndarray) -> Words:
+        """The words of texts ``ids`` only (text ``j`` of the result is ``ids[j]``; no texts)."""
+        ids = np.asarray(ids, np.int64)
+        starts = self.offsets[ids]
+        counts = self.offsets[ids + 1] - starts
+        local = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        return Words(self.hashes[_ranges(starts, counts)], local)
+
+    def compact_keys(self, ids: np.ndarray, seed: int) -> np.ndarray:
+        """:func:`compact_keys` of texts ``ids``."""
+        if self.compact is not None and self.compact_seed == seed:
+            return self.compact[ids]
+        if self.texts is None:
+            raise ValueError("compact keys need the texts")
+        return compact_keys(self.texts.take(pa.array(ids, pa.int64())), seed)
 
     @cached_property
     def _prefix(self) -> tuple[np.ndarray, np.ndarray]:
@@ -325,24 +376,19 @@ def ngram_hashes(words: Words, n: int, ids: np.ndarray | None = None, *, short: 
     one shingle made of all its words when ``short`` is true (none otherwise); an empty text
     yields none.
     """
-    if ids is not None:
+    if ids is not None:  # slices of the texts, each with its own (small) prefix sums
         ids = np.asarray(ids, np.int64)
-        starts = words.offsets[ids]
-        counts = words.offsets[ids + 1] - starts
-        if n > 4:  # long n-grams of a subset: O(1) per n-gram from the (shared) prefix sums
-            is_short = (counts > 0) & (counts < n) if short else np.zeros(len(counts), bool)
-            n_full = np.where(counts >= n, counts - n + 1, 0)
-            out_offsets = np.concatenate([[0], np.cumsum(n_full + is_short)]).astype(np.int64)
-            pos = _ranges(starts, n_full)
-            out = np.empty(int(out_offsets[-1]), _U64)
-            out[_ranges(out_offsets[:-1], n_full)] = words.span_hash(pos, pos + n)
-            if is_short.any():
-                s0 = starts[is_short]
-                out[out_offsets[:-1][is_short]] = words.span_hash(s0, s0 + counts[is_short])
-            return out, out_offsets
-        local = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        sub = Words(words.hashes[_ranges(starts, counts)], local)
-        return ngram_hashes(sub, n, short=short)
+        parts = [
+            ngram_hashes(words.subset(chunk), n, short=short)
+            for chunk in np.array_split(ids, max(1, -(-len(ids) // SPAN_CHUNK)))
+        ]
+        if len(parts) == 1:
+            return parts[0]
+        base = np.cumsum([0] + [len(h) for h, _ in parts[:-1]])
+        offsets = np.concatenate(
+            [[0]] + [o[1:] + b for (_, o), b in zip(parts, base.tolist(), strict=True)]
+        )
+        return np.concatenate([h for h, _ in parts]), offsets.astype(np.int64)
     starts = words.offsets[:-1]
     counts = words.counts
     total = len(words.hashes)
@@ -390,20 +436,21 @@ class Sketches:
 
     def __init__(self, words: Words, params: NearDupParams) -> None:
         self.params = params
-        self.tokens, self.token_offsets = ngram_hashes(words, params.shingle_words)
+        self.words = words
         self.n = len(words)
         self._sig = np.zeros((0, params.num_perm), np.uint32)
         self._row = np.full(self.n, -1, np.int64)
 
     @property
     def nonempty(self) -> np.ndarray:
-        return np.diff(self.token_offsets) > 0
+        """Texts with at least one shingle (every text with a word: short texts have one)."""
+        return self.words.counts > 0
 
     def _matrix(self, ids: np.ndarray):
-        starts = self.token_offsets[ids]
-        counts = self.token_offsets[ids + 1] - starts
-        toks = np.ascontiguousarray(self.tokens[_ranges(starts, counts)])
-        offs = np.concatenate([[0], np.cumsum(counts)]).astype(_U64)
+        # shingles of these texts only, folded from their word hashes when needed (never the
+        # shingles of every text at once)
+        toks, offs = ngram_hashes(self.words, self.params.shingle_words, ids)
+        toks, offs = np.ascontiguousarray(toks), offs.astype(_U64)
         return rensa.RMinHash.digest_matrix_from_flat_token_hashes(
             toks, offs, self.params.num_perm, self.params.seed
         )
@@ -566,6 +613,21 @@ def _blocking_k(lengths: np.ndarray, params: NearDupParams) -> np.ndarray:
     return np.minimum(np.maximum(1, lengths // params.typo_words), params.max_word_substitutions)
 
 
+def _segment_hashes(words: Words, ids: np.ndarray, segs: int) -> np.ndarray:
+    """``(len(ids), segs)`` hashes of the ``segs`` segments of each text ``ids[i]``: segment
+    ``j`` of a text of ``L`` words covers words ``[ceil(j*L/segs), ceil((j+1)*L/segs))``.
+    Computed per slice of texts from the slice's own prefix sums."""
+    out = np.empty((len(ids), segs), _U64)
+    for start in range(0, len(ids), SPAN_CHUNK):
+        sub = words.subset(ids[start : start + SPAN_CHUNK])
+        starts, lengths = sub.offsets[:-1], sub.counts
+        bounds = starts[:, None] + (-((-np.arange(segs + 1)[None, :] * lengths[:, None]) // segs))
+        out[start : start + len(starts)] = sub.span_hash(
+            bounds[:, :-1].ravel(), bounds[:, 1:].ravel()
+        ).reshape(-1, segs)
+    return out
+
+
 def _substitution_keys(words: Words, ids: np.ndarray, params: NearDupParams):
     """Pigeonhole blocking keys of the eligible texts among ``ids``: ``(keys, owners)``.
 
@@ -582,11 +644,8 @@ def _substitution_keys(words: Words, ids: np.ndarray, params: NearDupParams):
     for k in np.unique(all_k).tolist():
         group = ids[all_k == k]
         segs = k + 2
-        starts = words.offsets[group]
-        lengths = words.offsets[group + 1] - starts
-        # segment j of a text of L words covers words [ceil(j*L/segs), ceil((j+1)*L/segs))
-        bounds = starts[:, None] + (-((-np.arange(segs + 1)[None, :] * lengths[:, None]) // segs))
-        seg_hash = words.span_hash(bounds[:, :-1].ravel(), bounds[:, 1:].ravel()).reshape(-1, segs)
+        lengths = words.counts[group]
+        seg_hash = _segment_hashes(words, group, segs)
         for c, combo in enumerate(itertools.combinations(range(segs), 2)):
             acc = lengths.astype(_U64) * _P2 + _U64(c + 1)
             for j in combo:
@@ -774,10 +833,9 @@ def _compact_candidates(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pairs of texts that are equal once spaces are removed (spacing-level edits)."""
     every = ids if refs is None else np.concatenate([ids, refs])
-    if len(every) < 2 or words.texts is None:
+    if len(every) < 2 or (words.texts is None and words.compact is None):
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    compact = pl.Series(words.texts.take(pa.array(every))).str.replace_all(" ", "", literal=True)
-    keys = compact.hash(seed=params.seed).to_numpy().astype(_U64)
+    keys = words.compact_keys(every, params.seed)
     ref_keys = None if refs is None else keys[len(ids) :]
     return _bucket_pairs(keys, every, params.max_bucket_size, ref_keys=ref_keys)
 
