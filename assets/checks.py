@@ -20,6 +20,7 @@ from curation.contract import SuiteRun
 from curation.gx_validate import SuiteResult, warm_up
 from curation.ingest import RAW_LINE, REASONS, UPSTREAM_ROWS, WARNINGS, upstream_row_differences
 from curation.report import report_of, suite_for
+from curation.stage_table import StageTable
 
 BOOKKEEPING = [REASONS, WARNINGS, RAW_LINE, "dataset", "subset", "split"]
 
@@ -90,6 +91,10 @@ def _absent_result(key: dg.AssetKey) -> dg.AssetCheckResult:
         passed=True,
         description="source absent: nothing to validate",
     )
+
+
+def _as_table(table: StageTable | pa.Table) -> pa.Table:
+    return table.read_all() if isinstance(table, StageTable) else table
 
 
 def _clean_rows(table: pa.Table) -> tuple[pa.Table, np.ndarray]:
@@ -171,20 +176,24 @@ def ingest_checks(
     context: dg.AssetCheckExecutionContext,
     alerts: AlertsResource,
     settings: CurationSettings,
-    **tables: pa.Table | None,
+    **tables: StageTable | None,
 ):
-    """The quarantine rate and the GX schema suite of every selected ingested file."""
+    """The quarantine rate and the GX schema suite of every selected ingested file.
+
+    The tables come as :class:`StageTable` handles (see ``OPTIONAL_INPUT_MANAGER``): each file
+    is read when its turn comes and dropped after its Arrow pass, so the step holds one file,
+    not all fifteen."""
     selected = context.selected_asset_check_keys
     gx_ready = warm_up()  # GX imports while the Arrow passes below run
     runs: dict[str, SuiteRun] = {}
     for name in sorted(tables):
-        key, table = INGEST_BY_NAME[name], tables[name]
+        key, handle = INGEST_BY_NAME[name], tables.pop(name)
         wanted = {dg.AssetCheckKey(key, c) for c in ("quarantine_rate", "schema_suite")}
         if not wanted & selected:
             continue
-        if table is None:
+        if handle is None:
             raise dg.Failure(f"{key.to_user_string()}: checks selected but never materialized")
-        report = report_of(table)
+        report = report_of(handle)
         if dg.AssetCheckKey(key, "quarantine_rate") in selected:
             yield _quarantine_rate(context, alerts, settings, key, report)
         if dg.AssetCheckKey(key, "schema_suite") not in selected:
@@ -195,7 +204,8 @@ def ingest_checks(
         suite = suite_for(report)
         if suite not in runs:
             runs[suite] = SuiteRun(suite, sample_rows=settings.gx_sample_rows)
-        runs[suite].add(name, *_clean_rows(table))
+        runs[suite].add(name, *_clean_rows(_as_table(handle)))
+        del handle
     for suite in sorted(runs):
         for name, result in sorted(runs[suite].results().items()):
             yield _suite_result(context, alerts, INGEST_BY_NAME[name], "schema_suite", result)

@@ -46,7 +46,8 @@ if TYPE_CHECKING:
 
 SUFFIX = ".arrow"
 RUNS_DIR = "runs"
-#: Resource key of the input manager that loads a never-materialized table as ``None``.
+#: Resource key of the input manager that loads a never-materialized table as ``None`` and every
+#: other one as a :class:`StageTable` handle (the ingest checks read one file at a time).
 OPTIONAL_INPUT_MANAGER = "optional_table_loader"
 #: Runs in these states may still read stage tables: no clean-up while one of them exists.
 _EXECUTING = [
@@ -166,6 +167,7 @@ class RunScopedArrowIOManager(dg.UPathIOManager):
         instance: dg.DagsterInstance | None,
         allow_missing: bool = False,
         scratch_dir: str | None = None,
+        handles: bool = False,
     ):
         super().__init__(base_path=base_path)
         self.base = base_path
@@ -173,6 +175,7 @@ class RunScopedArrowIOManager(dg.UPathIOManager):
         self.instance = instance
         self.allow_missing = allow_missing
         self.scratch_dir = scratch_dir
+        self.handles = handles
 
     def run_folder(self, run_id: str) -> UPath:
         """The folder of one run's stage tables."""
@@ -212,7 +215,7 @@ class RunScopedArrowIOManager(dg.UPathIOManager):
             raise FileNotFoundError(
                 f"{context.asset_key.to_user_string()}: no stored table at {path}; materialize it first"
             )
-        if _wants_handle(context):
+        if self.handles or _wants_handle(context):
             return open_stage_table(path, self.scratch_dir)
         return read_table(path, self.scratch_dir)
 
@@ -273,6 +276,9 @@ class ArrowTableIOManager(dg.ConfigurableIOManagerFactory):
     base_dir: str
     allow_missing: bool = False  # load a table that was never stored as None (input managers)
     scratch_dir: str | None = None  # node-local copies of remote tables (default: $TMPDIR)
+    # load every input as a StageTable handle (for steps whose inputs Dagster cannot type, such
+    # as the **kwargs of a multi-asset check)
+    handles: bool = False
 
     def create_io_manager(self, context: dg.InitResourceContext) -> RunScopedArrowIOManager:
         from upath import UPath
@@ -283,6 +289,7 @@ class ArrowTableIOManager(dg.ConfigurableIOManagerFactory):
             instance=context.instance,
             allow_missing=self.allow_missing,
             scratch_dir=self.scratch_dir,
+            handles=self.handles,
         )
         if not self.allow_missing:  # one of the two managers is enough
             deleted = manager.clean_up()

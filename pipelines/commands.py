@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from assets.io import OPTIONAL_INPUT_MANAGER
 from assets.resources import settings_from_mapping
 from curation.preflight import preflight
 from pipelines.automation import run_tags
@@ -89,7 +90,9 @@ def run_config_for(environment: Environment, settings: dict, verbose: bool) -> d
         "sources": {"config": sources},
         "store": {"config": {"uri": environment.store_uri}},
         "io_manager": {"config": {"base_dir": tables}},
-        "optional_table_loader": {"config": {"base_dir": tables, "allow_missing": True}},
+        OPTIONAL_INPUT_MANAGER: {
+            "config": {"base_dir": tables, "allow_missing": True, "handles": True}
+        },
     }
     if settings:
         resources["settings"] = {"config": settings}

@@ -82,7 +82,9 @@ def build_resources(
         "settings": settings or CurationSettings(),
         "alerts": AlertsResource(webhook_url=secret("ALERT_WEBHOOK_URL")),
         "io_manager": ArrowTableIOManager(base_dir=tables),
-        OPTIONAL_INPUT_MANAGER: ArrowTableIOManager(base_dir=tables, allow_missing=True),
+        OPTIONAL_INPUT_MANAGER: ArrowTableIOManager(
+            base_dir=tables, allow_missing=True, handles=True
+        ),
     }
 
 
