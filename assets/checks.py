@@ -19,7 +19,7 @@ from curation.accounting import account
 from curation.contract import SuiteRun
 from curation.gx_validate import SuiteResult, warm_up
 from curation.ingest import RAW_LINE, REASONS, UPSTREAM_ROWS, WARNINGS, upstream_row_differences
-from curation.report import report_of, suite_for
+from curation.report import quarantine_rate, report_of, suite_for
 
 BOOKKEEPING = [REASONS, WARNINGS, RAW_LINE, "dataset", "subset", "split"]
 
@@ -108,7 +108,7 @@ def _quarantine_rate(
     report: dict,
 ) -> dg.AssetCheckResult:
     read, bad = report["rows_read"], report["rows_quarantined"]
-    rate = bad / read if read else 0.0
+    rate = quarantine_rate(report)
     severity = (
         dg.AssetCheckSeverity.ERROR
         if rate > settings.quarantine_error_rate
