@@ -1,9 +1,15 @@
-"""The per-file ingest report carried in an ingested table's schema metadata, and what it implies."""
+"""Reports: the per-file ingest report carried in an ingested table's schema metadata and what
+it implies, and the one renderer of tables of figures (Markdown for the card and Dagster
+metadata, plain text for the CLI).
+
+A table is a header and rows of cells (any values); :func:`markdown_table` and
+:func:`plain_table` render the same rows, each with its own cell formatting.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -46,3 +52,54 @@ def quarantine_rate(report: Mapping[str, Any]) -> float:
     """The share of a file's rows read that were quarantined (0 for a file with no rows)."""
     read = report["rows_read"]
     return report["rows_quarantined"] / read if read else 0.0
+
+
+def format_value(value: Any) -> str:
+    """A figure as text: integers with thousands separators, floats to 4 significant digits."""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.4g}"
+    return str(value)
+
+
+def markdown_escape(text: str) -> str:
+    """Text that stays inside one Markdown table cell (``|`` escaped, newlines as spaces)."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_cell(value: Any) -> str:
+    """The default Markdown cell: :func:`format_value`, escaped."""
+    return markdown_escape(format_value(value))
+
+
+def markdown_table(
+    header: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    right: Sequence[int] = (),
+    cell: Callable[[Any], str] = markdown_cell,
+) -> str:
+    """A Markdown table; ``right``: indexes of right-aligned columns; ``cell`` formats a value."""
+    rule = ["---:" if i in right else "---" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(rule) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def plain_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain-text table for a terminal: columns padded to their widest cell, two spaces apart,
+    numbers right-aligned, a dashed rule under the header (``None`` is an empty cell)."""
+    cells = [[("" if v is None else str(v)) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(header)]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(
+            v.rjust(w) if v.replace(",", "").lstrip("+-").isdigit() else v.ljust(w)
+            for v, w in zip(values, widths, strict=True)
+        ).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(list(header)), rule, *(line(r) for r in cells)])
