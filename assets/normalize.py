@@ -9,6 +9,7 @@ import pyarrow as pa
 from assets.keys import INGEST_KEYS
 from assets.metadata import counts_markdown, preview, stage_out, table_metadata
 from assets.resources import CurationSettings
+from curation.accounting import sum_counts
 from curation.ingest import require_recognisable
 from curation.normalize import PAIRS_STAGE, normalize_file
 from curation.parallel import in_threads
@@ -69,10 +70,7 @@ def validate_and_normalize(
     quarantine = pa.concat_tables([QUARANTINE.empty_table(), *quarantined])
     red_team_table = pa.concat_tables([RED_TEAM.empty_table(), *red_team])
     source_files = pa.table({"report": [json.dumps(r) for r in reports]}, schema=SOURCE_FILES)
-    by_reason: dict[str, int] = {}
-    for r in reports:
-        for code, n in r["quarantine_by_reason"].items():
-            by_reason[code] = by_reason.get(code, 0) + n
+    by_reason = sum_counts(reports, "quarantine_by_reason")
     absent = [r["relpath"] for r in reports if not r["present"]]
     yield dg.Output(
         pair_table,
