@@ -15,12 +15,16 @@ from assets.io import OPTIONAL_INPUT_MANAGER
 from assets.keys import INGEST_KEYS
 from assets.metadata import counts_markdown
 from assets.resources import CurationSettings
-from curation.accounting import account
+from curation.accounting import account_release
 from curation.contract import SuiteRun
 from curation.gx_validate import SuiteResult, warm_up
 from curation.ingest import RAW_LINE, REASONS, UPSTREAM_ROWS, WARNINGS, upstream_row_differences
+<<<<<<< HEAD
 from curation.report import report_of, suite_for
 from curation.stage_table import StageTable
+=======
+from curation.report import quarantine_rate, report_of, suite_for
+>>>>>>> maint2
 
 BOOKKEEPING = [REASONS, WARNINGS, RAW_LINE, "dataset", "subset", "split"]
 
@@ -113,7 +117,7 @@ def _quarantine_rate(
     report: dict,
 ) -> dg.AssetCheckResult:
     read, bad = report["rows_read"], report["rows_quarantined"]
-    rate = bad / read if read else 0.0
+    rate = quarantine_rate(report)
     severity = (
         dg.AssetCheckSeverity.ERROR
         if rate > settings.quarantine_error_rate
@@ -257,12 +261,12 @@ def row_accounting(
     decontam_removed: pa.Table,
 ) -> dg.AssetCheckResult:
     """Every row read is accounted for."""
-    figures = account(
+    figures = account_release(
         [json.loads(r) for r in source_files.column("report").to_pylist()],
-        pairs_kept=curated_pairs.num_rows,
-        pairs_removed=dedup_removed.num_rows + decontam_removed.num_rows,
-        quarantine_rows=quarantine.num_rows,
-        red_team_rows=red_team.num_rows,
+        pairs=curated_pairs,
+        removed=[dedup_removed, decontam_removed],
+        quarantine=quarantine,
+        red_team=red_team,
     )
     counts = {k: v for k, v in figures.items() if isinstance(v, int) and not isinstance(v, bool)}
     return _result(

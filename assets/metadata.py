@@ -1,9 +1,12 @@
 """Helpers that turn counts and tables into Dagster metadata (Markdown tables, previews)."""
 
 from collections.abc import Mapping
+from typing import Any
 
 import dagster as dg
 import pyarrow as pa
+
+from curation.report import markdown_escape, markdown_table
 
 PREVIEW_COLUMNS = ("pair_id", "dataset", "subset", "split", "dimension", "prompt", "chosen")
 
@@ -12,23 +15,19 @@ def counts_markdown(counts: Mapping[str, int], key: str = "reason") -> dg.Markdo
     """A two-column Markdown table of counts (``_none_`` when empty)."""
     if not counts:
         return dg.MetadataValue.md("_none_")
-    lines = [f"| {key} | rows |", "|---|---:|"]
-    lines += [f"| `{name}` | {count:,} |" for name, count in sorted(counts.items())]
-    return dg.MetadataValue.md("\n".join(lines))
+    rows = [[f"`{name}`", count] for name, count in sorted(counts.items())]
+    return dg.MetadataValue.md(markdown_table([key, "rows"], rows, right=[1]))
 
 
 def preview(table: pa.Table, n: int = 5, width: int = 80) -> dg.MarkdownMetadataValue:
     """The first ``n`` rows of a few columns as a Markdown table, texts cut to ``width``."""
     columns = [c for c in PREVIEW_COLUMNS if c in table.column_names] or table.column_names[:6]
-    rows = table.select(columns).slice(0, n).to_pylist()
-    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns)
-    body = [
-        "| "
-        + " | ".join(str(r[c]).replace("\n", " ").replace("|", "\\|")[:width] for c in columns)
-        + " |"
-        for r in rows
-    ]
-    return dg.MetadataValue.md("\n".join([head, *body]))
+    rows = [[r[c] for c in columns] for r in table.select(columns).slice(0, n).to_pylist()]
+
+    def cut(value: Any) -> str:
+        return markdown_escape(str(value))[:width]
+
+    return dg.MetadataValue.md(markdown_table(columns, rows, cell=cut))
 
 
 def column_schema(schema: pa.Schema) -> dg.TableSchema:

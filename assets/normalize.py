@@ -8,6 +8,7 @@ import pyarrow as pa
 from assets.keys import INGEST_KEYS
 from assets.metadata import counts_markdown, preview, stage_out, table_metadata
 from assets.resources import CurationSettings
+from curation.accounting import sum_counts
 from curation.ingest import require_recognisable
 from curation.normalize import (
     is_red_team,
@@ -68,10 +69,7 @@ def validate_and_normalize(
     )
     del pairs
     quarantine = quarantine_table([raw_tables[n] for n in names])
-    by_reason: dict[str, int] = {}
-    for r in reports:
-        for code, n in r["quarantine_by_reason"].items():
-            by_reason[code] = by_reason.get(code, 0) + n
+    by_reason = sum_counts(reports, "quarantine_by_reason")
     yield dg.Output(
         quarantine,
         "quarantine",

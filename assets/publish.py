@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from assets.metadata import column_schema, counts_markdown
 from assets.resources import CurationSettings, StoreResource
-from curation.accounting import account, reason_counts
+from curation.accounting import account_release, reason_counts, sum_counts
 from curation.ingest import manifest_sources
 from curation.release import ReleaseError, publish_release
 from curation.schema import REMOVED
@@ -25,14 +25,6 @@ def run_created_at(context: dg.AssetExecutionContext) -> datetime:
         return datetime.now(UTC)
     created = record.create_timestamp
     return created if created.tzinfo else created.replace(tzinfo=UTC)
-
-
-def _sum_counts(reports: list[dict], key: str) -> dict[str, int]:
-    total: dict[str, int] = {}
-    for report in reports:
-        for code, n in report[key].items():
-            total[code] = total.get(code, 0) + n
-    return dict(sorted(total.items()))
 
 
 @dg.asset(
@@ -59,12 +51,12 @@ def release(
     """Publish the curated tables with a manifest; report 'unchanged' when nothing changed."""
     reports = [json.loads(r) for r in source_files.column("report").to_pylist()]
     removed = pa.concat_tables([REMOVED.empty_table(), dedup_removed, decontam_removed])
-    accounting = account(
+    accounting = account_release(
         reports,
-        pairs_kept=curated_pairs.num_rows,
-        pairs_removed=removed.num_rows,
-        quarantine_rows=quarantine.num_rows,
-        red_team_rows=red_team.num_rows,
+        pairs=curated_pairs,
+        removed=[dedup_removed, decontam_removed],
+        quarantine=quarantine,
+        red_team=red_team,
     )
     if not accounting["ok"]:
         raise dg.Failure(
@@ -73,8 +65,8 @@ def release(
             allow_retries=False,
         )
     counts = {
-        "quarantine_by_reason": _sum_counts(reports, "quarantine_by_reason"),
-        "warnings_by_reason": _sum_counts(reports, "warnings_by_reason"),
+        "quarantine_by_reason": sum_counts(reports, "quarantine_by_reason"),
+        "warnings_by_reason": sum_counts(reports, "warnings_by_reason"),
         "removed_by_reason": reason_counts(removed),
         "accounting": accounting,
     }

@@ -16,6 +16,7 @@ from curation import parallel
 from curation.contract import DEFAULT_SAMPLE_ROWS
 from curation.decontam import DecontamConfig
 from curation.dedup import DedupConfig
+from curation.report import QUARANTINE_ERROR_RATE, QUARANTINE_WARN_RATE
 from curation.rules import resolve_levels
 
 
@@ -102,8 +103,16 @@ class CurationSettings(dg.ConfigurableResource):
         default_factory=list,
         description="Extra evaluation-prompt sets: 'uri#field' (JSONL or parquet) to decontaminate against",
     )
-    quarantine_error_rate: float = 0.05
-    quarantine_warn_rate: float = 0.005
+    quarantine_error_rate: float = Field(
+        default=QUARANTINE_ERROR_RATE,
+        description="quarantine_rate check: ERROR above this share of a file's rows quarantined "
+        "(curation.report.QUARANTINE_ERROR_RATE: the measured real rate and why).",
+    )
+    quarantine_warn_rate: float = Field(
+        default=QUARANTINE_WARN_RATE,
+        description="quarantine_rate check: WARN above this share of a file's rows quarantined "
+        "(curation.report.QUARANTINE_WARN_RATE).",
+    )
     threads: int = Field(
         default=0,
         description="Threads of the one curation thread pool (curation.parallel: ingest, "

@@ -7,8 +7,9 @@ Red-team rows: ``rows_read = red_team_rows + rows_quarantined``.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -57,6 +58,43 @@ def account(
         "identities": identities,
         "ok": all(identities.values()),
     }
+
+
+class HasRows(Protocol):
+    """A table or a row selection: anything with a row count."""
+
+    @property
+    def num_rows(self) -> int: ...
+
+
+def account_release(
+    reports: Iterable[Mapping[str, Any]],
+    *,
+    pairs: HasRows,
+    removed: Iterable[HasRows],
+    quarantine: HasRows,
+    red_team: HasRows,
+) -> dict[str, Any]:
+    """The accounting of a release's tables: :func:`account` over their row counts.
+
+    ``removed`` are the removal audit tables (dedup, decontamination). The ``row_accounting``
+    check and the publisher both call this, so they cannot disagree.
+    """
+    return account(
+        reports,
+        pairs_kept=pairs.num_rows,
+        pairs_removed=sum(table.num_rows for table in removed),
+        quarantine_rows=quarantine.num_rows,
+        red_team_rows=red_team.num_rows,
+    )
+
+
+def sum_counts(reports: Iterable[Mapping[str, Any]], key: str) -> dict[str, int]:
+    """The ``{code: count}`` mappings under ``key`` of every report, summed, sorted by code."""
+    total: Counter[str] = Counter()
+    for report in reports:
+        total.update(report[key])
+    return dict(sorted(total.items()))
 
 
 def reason_counts(removed: pa.Table) -> dict[str, int]:

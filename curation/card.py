@@ -18,7 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from huggingface_hub import DatasetCardData
 
-from curation.schema import HARM_CATEGORIES, HH_DATASET, PKU_DATASET
+from curation.report import format_value, markdown_table
+from curation.schema import HARM_CATEGORIES, HH_DATASET, PKU_DATASET, SEVERITY_LEVELS
 
 REMOVALS_CHART = "removals_by_reason.png"
 HARM_CHART = "pku_harm_category_by_severity.png"
@@ -40,25 +41,6 @@ LICENCES = {
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def _fmt(n: Any) -> str:
-    if isinstance(n, bool):
-        return str(n)
-    if isinstance(n, int):
-        return f"{n:,}"
-    if isinstance(n, float):
-        return f"{n:,.4g}"
-    return str(n)
-
-
-def _md_table(header: list[str], rows: list[list[Any]]) -> str:
-    def cell(v: Any) -> str:
-        return _fmt(v).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
@@ -180,7 +162,7 @@ def _heatmap(counts: Counter[tuple[str, int | None]]) -> bytes:
     categories = [c for c in HARM_CATEGORIES if c in present] + sorted(
         present - set(HARM_CATEGORIES)
     )
-    levels = {s for _, s in counts} | {1, 2, 3}  # PKU severity levels; 0 = safe (no category)
+    levels = {s for _, s in counts} | set(SEVERITY_LEVELS[1:])  # 0 = safe (no category)
     severities = sorted(levels, key=lambda s: (s is None, s if s is not None else 0))
     grid = [[counts.get((c, s), 0) for s in severities] for c in categories]
     label_in = 0.3 + 0.06 * max((len(c) for c in categories), default=0)
@@ -272,7 +254,7 @@ def _title_section(manifest: Mapping[str, Any]) -> list[str]:
         "decontamination in `removed` (with what they matched), and the HH red-team transcripts "
         "in `red_team`. This card is generated from the release manifest.",
         "",
-        _md_table(
+        markdown_table(
             ["field", "value"],
             [
                 ["release id", f"`{rid}`"],
@@ -292,9 +274,14 @@ def _contents_section(manifest: Mapping[str, Any]) -> list[str]:
     rows = []
     for name, info in manifest.get("tables", {}).items():
         splits = info.get("splits") or {}
-        split_txt = ", ".join(f"{k}: {_fmt(v)}" for k, v in splits.items()) or "-"
+        split_txt = ", ".join(f"{k}: {format_value(v)}" for k, v in splits.items()) or "-"
         rows.append([f"`{name}`", info.get("rows", 0), len(info.get("files", [])), split_txt])
-    return ["## Contents", "", _md_table(["table", "rows", "files", "rows per split"], rows), ""]
+    return [
+        "## Contents",
+        "",
+        markdown_table(["table", "rows", "files", "rows per split"], rows),
+        "",
+    ]
 
 
 def _sources_section(manifest: Mapping[str, Any]) -> list[str]:
@@ -314,7 +301,12 @@ def _sources_section(manifest: Mapping[str, Any]) -> list[str]:
                 sum(int(f.get("rows") or 0) for f in files),
             ]
         )
-    return ["## Sources", "", _md_table(["source", "uri", "revision", "files", "rows"], rows), ""]
+    return [
+        "## Sources",
+        "",
+        markdown_table(["source", "uri", "revision", "files", "rows"], rows),
+        "",
+    ]
 
 
 def _pairs_section(pairs: pa.Table | None) -> list[str]:
@@ -324,7 +316,7 @@ def _pairs_section(pairs: pa.Table | None) -> list[str]:
     return [
         "## Pairs per dataset, subset, split and dimension",
         "",
-        _md_table(
+        markdown_table(
             ["dataset", "subset", "split", "dimension", "pairs"],
             _group_counts(pairs, ["dataset", "subset", "split", "dimension"]),
         ),
@@ -339,9 +331,9 @@ def _removals_section(removed: pa.Table | None) -> tuple[list[str], dict[str, by
     if not counts or removed is None:
         return [*lines, "No pairs were removed by dedup or decontamination.", ""], {}
     lines += [
-        _md_table(["reason", "pairs removed"], [list(r) for r in counts]),
+        markdown_table(["reason", "pairs removed"], [list(r) for r in counts]),
         "",
-        _md_table(
+        markdown_table(
             ["reason", "method", "dataset", "pairs"],
             _group_counts(removed, ["reason", "method", "dataset"]),
         ),
@@ -362,7 +354,7 @@ def _quarantine_section(quarantine: pa.Table | None) -> list[str]:
         *lines,
         "A quarantined row counts once for each rule it failed.",
         "",
-        _md_table(["reason", "rows"], [list(r) for r in counts]),
+        markdown_table(["reason", "rows"], [list(r) for r in counts]),
         "",
     ]
 
@@ -388,7 +380,7 @@ def _flat_section(title: str, header: list[str], values: Mapping[str, Any] | Non
     """A two-column table of a nested mapping (keys joined with `` / ``); nothing if empty."""
     if not values:
         return []
-    return [f"## {title}", "", _md_table(header, [list(r) for r in _flatten(values)]), ""]
+    return [f"## {title}", "", markdown_table(header, [list(r) for r in _flatten(values)]), ""]
 
 
 def _licences_section() -> list[str]:
@@ -396,7 +388,7 @@ def _licences_section() -> list[str]:
     return [
         "## Licences",
         "",
-        _md_table(
+        markdown_table(
             ["source", "licence", "copyright holder", "upstream"],
             [[v["name"], v["licence"], v["holder"], v["url"]] for v in LICENCES.values()],
         ),

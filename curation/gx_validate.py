@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from curation.schema import DATASETS, DIMENSIONS, HARM_CATEGORIES, PAIRS, SPLITS
+from curation.schema import DATASETS, DIMENSIONS, HARM_CATEGORIES, PAIRS, SEVERITY_LEVELS, SPLITS
 from expectations import SUITE_DIR
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -203,7 +203,7 @@ def build_suites() -> dict[str, gx.ExpectationSuite]:
     b.exists(*severity)
     b.types(INT_TYPES, *severity)
     b.not_null(*severity)
-    b.between(0, 3, *severity)
+    b.between(min(SEVERITY_LEVELS), max(SEVERITY_LEVELS), *severity)
     sha = ("response_0_sha256", "response_1_sha256")
     b.exists(*sha)
     b.types(STR_TYPES, *sha)
@@ -239,7 +239,9 @@ def build_suites() -> dict[str, gx.ExpectationSuite]:
     b.between(0, None, "source_line")
     b.types(BOOL_TYPES, "chosen_is_safe", "rejected_is_safe")
     b.types(LIST_TYPES, "prompt_turns", "chosen_harm_categories", "rejected_harm_categories")
-    b.between(0, 3, "chosen_severity", "rejected_severity")  # nulls allowed (HH has none)
+    b.between(
+        min(SEVERITY_LEVELS), max(SEVERITY_LEVELS), "chosen_severity", "rejected_severity"
+    )  # nulls allowed (HH has none)
     defs["curated_pairs"] = (
         "Curated preference pairs (curation.schema.PAIRS); chosen != rejected is a row rule.",
         b,

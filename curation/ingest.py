@@ -204,7 +204,7 @@ def _finish(
     if bad:
         failed = {
             SOURCE_LINE: pa.array([b.line for b in bad], pa.int64()),
-            REASONS: pa.array([[b.reason] for b in bad], REASON_LIST),
+            REASONS: pa.array([[rules.parse_failure(b.reason)] for b in bad], REASON_LIST),
             WARNINGS: pa.array([[] for _ in bad], REASON_LIST),
             RAW_LINE: pa.array([b.raw for b in bad], pa.string()),
         }

@@ -4,12 +4,19 @@ Each rule maps a table of parsed source rows to a boolean mask (True = the row b
 A rule's level decides what happens: ``error`` quarantines the row, ``warn`` only counts it,
 ``off`` skips it. Parse failures (``invalid_json`` etc.) are always errors: such a row has no
 fields to curate.
+
+Declarations and checks are linked, not only named alike: every format's rules form a
+:class:`RuleFamily` with the one function computing their masks, and each call checks that the
+masks are exactly the family's rules that apply to the table (a rule applies when the table has
+every column it declares, so the PKU v0 layout legitimately skips the severity, harm-category
+and sha256 rules). Parse failures become verdicts through :func:`parse_failure`, which refuses a
+code :data:`PARSE_RULES` does not declare.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation import hh
-from curation.schema import HARM_CATEGORIES
+from curation.schema import HARM_CATEGORIES, SEVERITY_LEVELS
 
 ERROR, WARN, OFF = "error", "warn", "off"
 LEVELS = (ERROR, WARN, OFF)
@@ -26,12 +33,28 @@ LEVELS = (ERROR, WARN, OFF)
 
 @dataclass(frozen=True)
 class Rule:
-    """A reason code, its default level and what it means."""
+    """A reason code, its default level, what it means and the input columns it reads."""
 
     code: str
     default: str
     description: str
+    #: Columns the rule reads; a table without one of them skips the rule (PKU v0 layout).
+    columns: tuple[str, ...] = ()
 
+    def applies_to(self, columns: Collection[str]) -> bool:
+        """Whether a table with ``columns`` has every column this rule reads."""
+        return set(self.columns) <= set(columns)
+
+
+_HH = ("chosen", "rejected")
+_TRANSCRIPT = ("transcript",)
+_RESPONSES = ("response_0", "response_1")
+_IDS = ("better_response_id", "safer_response_id")
+_SAFE = ("is_response_0_safe", "is_response_1_safe")
+#: PKU label columns of the current layout only (absent in v0, see :mod:`curation.pku`).
+PKU_SEVERITY = ("response_0_severity_level", "response_1_severity_level")
+PKU_HARM = ("response_0_harm_category", "response_1_harm_category")
+PKU_SHA256 = ("response_0_sha256", "response_1_sha256")
 
 PARSE_RULES = (
     Rule("invalid_utf8", ERROR, "line is not valid UTF-8"),
@@ -48,42 +71,135 @@ PARSE_RULES = (
 )
 HH_RULES = (
     Rule(
-        "bad_turn_order", ERROR, "transcript must start with Human, alternate, end with Assistant"
+        "bad_turn_order",
+        ERROR,
+        "transcript must start with Human, alternate, end with Assistant",
+        _HH,
     ),
-    Rule("context_mismatch", ERROR, "chosen and rejected differ before the final Assistant turn"),
-    Rule("empty_response", ERROR, "final chosen or rejected response is empty or whitespace"),
-    Rule("identical_responses", ERROR, "chosen and rejected responses are identical"),
+    Rule(
+        "context_mismatch",
+        ERROR,
+        "chosen and rejected differ before the final Assistant turn",
+        _HH,
+    ),
+    Rule("empty_response", ERROR, "final chosen or rejected response is empty or whitespace", _HH),
+    Rule("identical_responses", ERROR, "chosen and rejected responses are identical", _HH),
 )
 PKU_RULES = (
-    Rule("empty_prompt", ERROR, "prompt is empty or whitespace"),
-    Rule("empty_response", ERROR, "response_0 or response_1 is empty or whitespace"),
-    Rule("identical_responses", ERROR, "response_0 equals response_1"),
-    Rule("bad_response_id", ERROR, "better_response_id or safer_response_id not in {0, 1}"),
-    Rule("bad_severity", ERROR, "a severity level outside 0..3"),
-    Rule("sha256_mismatch", ERROR, "response_N_sha256 != sha256(prompt + response_N)"),
-    Rule("safe_with_severity", ERROR, "a response flagged safe has severity > 0"),
-    Rule("safe_with_harm_category", ERROR, "a response flagged safe has a harm category set"),
+    Rule("empty_prompt", ERROR, "prompt is empty or whitespace", ("prompt",)),
+    Rule("empty_response", ERROR, "response_0 or response_1 is empty or whitespace", _RESPONSES),
+    Rule("identical_responses", ERROR, "response_0 equals response_1", _RESPONSES),
+    Rule("bad_response_id", ERROR, "better_response_id or safer_response_id not in {0, 1}", _IDS),
+    Rule("bad_severity", ERROR, "a severity level outside 0..3", PKU_SEVERITY),
+    Rule(
+        "sha256_mismatch",
+        ERROR,
+        "response_N_sha256 != sha256(prompt + response_N)",
+        ("prompt", *_RESPONSES, *PKU_SHA256),
+    ),
+    Rule(
+        "safe_with_severity",
+        ERROR,
+        "a response flagged safe has severity > 0",
+        (*_SAFE, *PKU_SEVERITY),
+    ),
+    Rule(
+        "safe_with_harm_category",
+        ERROR,
+        "a response flagged safe has a harm category set",
+        (*_SAFE, *PKU_HARM),
+    ),
     Rule(
         "unsafe_without_harm",
         ERROR,
         "a response flagged unsafe has severity 0 or no harm category",
+        (*_SAFE, *PKU_SEVERITY, *PKU_HARM),
     ),
     Rule(
         "safer_contradicts_flags",
         ERROR,
         "exactly one response is safe but safer_response_id points at the other",
+        (*_SAFE, *_IDS),
     ),
     Rule(
         "safer_has_higher_severity",
         WARN,
         "both responses unsafe and the 'safer' one has the higher severity",
+        (*_SAFE, *_IDS, *PKU_SEVERITY),
     ),
 )
-RED_TEAM_RULES = (Rule("bad_turn_order", ERROR, "transcript must start with Human and alternate"),)
+RED_TEAM_RULES = (
+    Rule("bad_turn_order", ERROR, "transcript must start with Human and alternate", _TRANSCRIPT),
+)
 
 ALL_RULES: dict[str, Rule] = {
     r.code: r for r in (*PARSE_RULES, *HH_RULES, *PKU_RULES, *RED_TEAM_RULES)
 }
+PARSE_CODES = frozenset(r.code for r in PARSE_RULES)
+
+
+class RuleMismatchError(RuntimeError):
+    """A check produced a reason code its rules do not declare, or a declared rule got no check."""
+
+
+def parse_failure(code: str) -> str:
+    """``code`` when :data:`PARSE_RULES` declares it; a line failing to parse for an undeclared
+    reason raises :class:`RuleMismatchError` (where the verdict is recorded)."""
+    if code not in PARSE_CODES:
+        raise RuleMismatchError(f"parse failure {code!r} is not declared in PARSE_RULES")
+    return code
+
+
+Masks = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class RuleFamily:
+    """The rules of one source format and the one vectorized function that evaluates them.
+
+    Calling the family evaluates the masks and checks them against the declarations: a mask for
+    a code the family does not declare, a declared rule that applies to the table (see
+    :meth:`Rule.applies_to`) but got no mask, a mask for a rule that does not apply, or a mask
+    of the wrong length raise :class:`RuleMismatchError`. The masks keep the function's order
+    (the order of the reason codes in a row's verdict).
+    """
+
+    kind: str
+    rules: tuple[Rule, ...]
+    evaluate: Callable[[pa.Table], Masks]
+
+    def applicable(self, columns: Collection[str]) -> list[str]:
+        """Codes of the rules that apply to a table with ``columns``."""
+        return [r.code for r in self.rules if r.applies_to(columns)]
+
+    def skipped(self, columns: Collection[str]) -> list[str]:
+        """Codes of the rules a table with ``columns`` skips (it lacks a column they read)."""
+        return [r.code for r in self.rules if not r.applies_to(columns)]
+
+    def __call__(self, table: pa.Table) -> Masks:
+        masks = self.evaluate(table)
+        self.check(masks, table)
+        return masks
+
+    def check(self, masks: Mapping[str, np.ndarray], table: pa.Table) -> None:
+        """Raise :class:`RuleMismatchError` unless ``masks`` are exactly the applicable rules'."""
+        expected = set(self.applicable(table.column_names))
+        declared = {r.code for r in self.rules}
+        problems = [
+            *(f"{c!r} has a mask but no declared rule" for c in sorted(set(masks) - declared)),
+            *(f"{c!r} is declared but has no mask" for c in sorted(expected - set(masks))),
+            *(
+                f"{c!r} has a mask but the table lacks a column it declares"
+                for c in sorted((set(masks) & declared) - expected)
+            ),
+            *(
+                f"{c!r} mask has {len(m)} entries for {table.num_rows} rows"
+                for c, m in masks.items()
+                if len(m) != table.num_rows
+            ),
+        ]
+        if problems:
+            raise RuleMismatchError(f"{self.kind} rules: " + "; ".join(problems))
 
 
 def default_levels() -> dict[str, str]:
@@ -99,7 +215,7 @@ def resolve_levels(overrides: Mapping[str, str] | None = None) -> dict[str, str]
             raise ValueError(f"unknown rule {code!r}; known: {sorted(ALL_RULES)}")
         if level not in LEVELS:
             raise ValueError(f"rule {code!r}: level {level!r} not in {LEVELS}")
-        if code in {r.code for r in PARSE_RULES} and level != ERROR:
+        if code in PARSE_CODES and level != ERROR:
             raise ValueError(f"rule {code!r} is a parse failure and is always an error")
         levels[code] = level
     return levels
@@ -113,7 +229,11 @@ def _blank(array: pa.ChunkedArray) -> np.ndarray:
     return _np(pc.equal(pc.utf8_trim_whitespace(array), "")).astype(bool)
 
 
-def hh_preference_masks(table: pa.Table) -> dict[str, np.ndarray]:
+def _has(table: pa.Table, columns: Collection[str]) -> bool:
+    return set(columns) <= set(table.column_names)
+
+
+def _hh_preference_masks(table: pa.Table) -> Masks:
     """HH preference-line rules over a table with ``chosen`` and ``rejected`` columns."""
     chosen = hh.parse_transcripts(table.column("chosen"))
     rejected = hh.parse_transcripts(table.column("rejected"))
@@ -135,7 +255,7 @@ def hh_preference_masks(table: pa.Table) -> dict[str, np.ndarray]:
     }
 
 
-def red_team_masks(table: pa.Table) -> dict[str, np.ndarray]:
+def _red_team_masks(table: pa.Table) -> Masks:
     """Red-team transcript rules: must start with Human and alternate (may end with either)."""
     parsed = hh.parse_transcripts(table.column("transcript"))
     ok = (
@@ -154,53 +274,73 @@ def sha256_hex(prompts: pa.ChunkedArray, responses: pa.ChunkedArray) -> list[str
     ]
 
 
-def pku_masks(table: pa.Table) -> dict[str, np.ndarray]:
-    """PKU-SafeRLHF rules; rules needing columns absent in the v0 schema are skipped."""
-    cols = set(table.column_names)
-    r0, r1 = table.column("response_0"), table.column("response_1")
+def _pku_masks(table: pa.Table) -> Masks:
+    """PKU-SafeRLHF rules; the label and sha256 rules only when the layout has their columns
+    (the v0 layout has neither)."""
+    masks = _pku_core_masks(table)
+    if _has(table, (*PKU_SEVERITY, *PKU_HARM)):
+        masks |= _pku_label_masks(table)
+    if _has(table, PKU_SHA256):
+        masks["sha256_mismatch"] = _sha256_mismatch(table)
+    return masks
+
+
+def _ids_and_flags(table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``safer_response_id``, the bad-id mask and the two ``is_response_N_safe`` flags."""
     better, safer = _np(table.column("better_response_id")), _np(table.column("safer_response_id"))
     safe0, safe1 = _np(table.column("is_response_0_safe")), _np(table.column("is_response_1_safe"))
     bad_id = ~np.isin(better, (0, 1)) | ~np.isin(safer, (0, 1))
+    return safer, bad_id, safe0, safe1
+
+
+def _pku_core_masks(table: pa.Table) -> Masks:
+    """The PKU rules every layout can evaluate (texts, response ids, safety flags)."""
+    r0, r1 = table.column("response_0"), table.column("response_1")
+    safer, bad_id, safe0, safe1 = _ids_and_flags(table)
     one_safe = safe0 != safe1
-    masks = {
+    return {
         "empty_prompt": _blank(table.column("prompt")),
         "empty_response": _blank(r0) | _blank(r1),
         "identical_responses": _np(pc.equal(r0, r1)).astype(bool),
         "bad_response_id": bad_id,
         "safer_contradicts_flags": one_safe & ~bad_id & (safer != np.where(safe0, 0, 1)),
     }
-    if "response_0_severity_level" in cols:
-        sev0 = _np(table.column("response_0_severity_level"))
-        sev1 = _np(table.column("response_1_severity_level"))
-        harm0 = _any_category(table.column("response_0_harm_category"))
-        harm1 = _any_category(table.column("response_1_harm_category"))
-        both_unsafe = ~safe0 & ~safe1
-        sev_safer = np.where(safer == 1, sev1, sev0)
-        sev_other = np.where(safer == 1, sev0, sev1)
-        masks |= {
-            "bad_severity": ~np.isin(sev0, (0, 1, 2, 3)) | ~np.isin(sev1, (0, 1, 2, 3)),
-            "safe_with_severity": (safe0 & (sev0 > 0)) | (safe1 & (sev1 > 0)),
-            "safe_with_harm_category": (safe0 & harm0) | (safe1 & harm1),
-            "unsafe_without_harm": (~safe0 & ((sev0 == 0) | ~harm0))
-            | (~safe1 & ((sev1 == 0) | ~harm1)),
-            "safer_has_higher_severity": both_unsafe & ~bad_id & (sev_safer > sev_other),
-        }
-    if "response_0_sha256" in cols:
-        prompt = table.column("prompt")
-        masks["sha256_mismatch"] = np.array(
-            [
-                a != b or c != d
-                for a, b, c, d in zip(
-                    sha256_hex(prompt, r0),
-                    table.column("response_0_sha256").to_pylist(),
-                    sha256_hex(prompt, r1),
-                    table.column("response_1_sha256").to_pylist(),
-                    strict=True,
-                )
-            ],
-            dtype=bool,
-        )
-    return masks
+
+
+def _pku_label_masks(table: pa.Table) -> Masks:
+    """The PKU rules on severity levels and harm categories (current layout only)."""
+    safer, bad_id, safe0, safe1 = _ids_and_flags(table)
+    sev0, sev1 = (_np(table.column(name)) for name in PKU_SEVERITY)
+    harm0, harm1 = (_any_category(table.column(name)) for name in PKU_HARM)
+    both_unsafe = ~safe0 & ~safe1
+    sev_safer = np.where(safer == 1, sev1, sev0)
+    sev_other = np.where(safer == 1, sev0, sev1)
+    return {
+        "bad_severity": ~np.isin(sev0, SEVERITY_LEVELS) | ~np.isin(sev1, SEVERITY_LEVELS),
+        "safe_with_severity": (safe0 & (sev0 > 0)) | (safe1 & (sev1 > 0)),
+        "safe_with_harm_category": (safe0 & harm0) | (safe1 & harm1),
+        "unsafe_without_harm": (~safe0 & ((sev0 == 0) | ~harm0))
+        | (~safe1 & ((sev1 == 0) | ~harm1)),
+        "safer_has_higher_severity": both_unsafe & ~bad_id & (sev_safer > sev_other),
+    }
+
+
+def _sha256_mismatch(table: pa.Table) -> np.ndarray:
+    """Rows whose ``response_N_sha256`` is not sha256(prompt + response_N) for either N."""
+    prompt, r0, r1 = table.column("prompt"), table.column("response_0"), table.column("response_1")
+    return np.array(
+        [
+            a != b or c != d
+            for a, b, c, d in zip(
+                sha256_hex(prompt, r0),
+                table.column(PKU_SHA256[0]).to_pylist(),
+                sha256_hex(prompt, r1),
+                table.column(PKU_SHA256[1]).to_pylist(),
+                strict=True,
+            )
+        ],
+        dtype=bool,
+    )
 
 
 def _any_category(column: pa.ChunkedArray) -> np.ndarray:
@@ -208,6 +348,15 @@ def _any_category(column: pa.ChunkedArray) -> np.ndarray:
     for index in range(len(HARM_CATEGORIES)):
         result |= _np(pc.fill_null(pc.struct_field(column, [index]), False)).astype(bool)
     return result
+
+
+#: The rule families, callable on a table (masks checked against the declarations).
+hh_preference_masks = RuleFamily("hh_preference", HH_RULES, _hh_preference_masks)
+red_team_masks = RuleFamily("hh_red_team", RED_TEAM_RULES, _red_team_masks)
+pku_masks = RuleFamily("pku", PKU_RULES, _pku_masks)
+FAMILIES: dict[str, RuleFamily] = {
+    f.kind: f for f in (hh_preference_masks, red_team_masks, pku_masks)
+}
 
 
 def reasons_by_level(

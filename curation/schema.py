@@ -43,6 +43,14 @@ HARM_CATEGORIES = (
     "Animal Abuse",
 )
 
+#: PKU-SafeRLHF severity levels of a response: 0 for a safe response, then the paper's three
+#: levels "ranging from minor to severe" (Ji et al. 2024, "PKU-SafeRLHF: Towards Multi-Level
+#: Safety Alignment for LLMs with Human Preference", arXiv:2406.15513, abstract; the
+#: ``response_N_severity_level`` columns added to the Hugging Face dataset in commit 3fa35d0,
+#: "Add harm category label and severity level label"). The 90 responses of the 45 real rows in
+#: ``../shared/data`` use 0 (50 safe), 1 (4), 2 (32) and 3 (4).
+SEVERITY_LEVELS = (0, 1, 2, 3)
+
 TURN = pa.struct([("role", pa.string()), ("text", pa.string())])
 
 #: Curated preference pairs: one row per (source row, dimension).

@@ -193,18 +193,22 @@ def release_kinds(store_uri: str) -> set[str]:
     return {"parquet", "s3" if store_uri.startswith(("s3://", "s3a://")) else "file"}
 
 
+#: Run tag of each source setting (:meth:`Environment.sources_config`).
+SOURCE_TAGS = {
+    "hh_rlhf_uri": "rlhf/hh_uri",
+    "pku_saferlhf_uri": "rlhf/pku_uri",
+    "hh_rlhf_revision": "rlhf/hh_revision",
+    "pku_saferlhf_revision": "rlhf/pku_revision",
+}
+
+
 def run_tags(environment: Environment) -> dict[str, str]:
     """Tags every run carries: the store and the sources (and pinned revisions)."""
-    tags = {
+    sources = environment.sources_config()
+    return {
         "rlhf/store": environment.store_uri,
-        "rlhf/hh_uri": environment.hh_rlhf_uri,
-        "rlhf/pku_uri": environment.pku_saferlhf_uri,
+        **{SOURCE_TAGS[name]: value for name, value in sources.items()},
     }
-    if environment.hh_rlhf_revision:
-        tags["rlhf/hh_revision"] = environment.hh_rlhf_revision
-    if environment.pku_saferlhf_revision:
-        tags["rlhf/pku_revision"] = environment.pku_saferlhf_revision
-    return tags
 
 
 # --- sensors ----------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 from curation import reader
 from curation.release import ReleaseError
+from curation.report import plain_table
 from curation.store import StoreError
 from pipelines.settings import Environment
 
@@ -77,19 +78,7 @@ def add_release_commands(subparsers: Any) -> None:
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO) -> None:
-    cells = [[("" if v is None else str(v)) for v in row] for row in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(header)]
-
-    def line(values: Sequence[str]) -> str:
-        return "  ".join(
-            v.rjust(w) if v.replace(",", "").lstrip("+-").isdigit() else v.ljust(w)
-            for v, w in zip(values, widths, strict=True)
-        ).rstrip()
-
-    print(line(list(header)), file=out)
-    print("  ".join("-" * w for w in widths), file=out)
-    for r in cells:
-        print(line(r), file=out)
+    print(plain_table(header, rows), file=out)
 
 
 def _n(v: Any) -> str:

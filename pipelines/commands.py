@@ -77,17 +77,9 @@ def environment_of(args: argparse.Namespace) -> Environment:
 
 def run_config_for(environment: Environment, settings: dict, verbose: bool) -> dict:
     """Run config carrying the sources, store, stage-table folder and settings of this run."""
-    sources = {
-        "hh_rlhf_uri": environment.hh_rlhf_uri,
-        "pku_saferlhf_uri": environment.pku_saferlhf_uri,
-    }
-    if environment.hh_rlhf_revision:
-        sources["hh_rlhf_revision"] = environment.hh_rlhf_revision
-    if environment.pku_saferlhf_revision:
-        sources["pku_saferlhf_revision"] = environment.pku_saferlhf_revision
     tables = environment.stage_tables
     resources = {
-        "sources": {"config": sources},
+        "sources": {"config": environment.sources_config()},
         "store": {"config": {"uri": environment.store_uri}},
         "io_manager": {"config": {"base_dir": tables}},
         OPTIONAL_INPUT_MANAGER: {

@@ -67,6 +67,18 @@ class Environment:
             stage_store_uri=env.get("STAGE_STORE_URI") or None,
         )
 
+    def sources_config(self) -> dict[str, str]:
+        """The source URIs and the revisions pinned (only those set), by ``SourcesResource``
+        field: ``hh_rlhf_uri``, ``pku_saferlhf_uri``, ``hh_rlhf_revision``,
+        ``pku_saferlhf_revision``. Run config and run tags both come from it."""
+        values = {
+            "hh_rlhf_uri": self.hh_rlhf_uri,
+            "pku_saferlhf_uri": self.pku_saferlhf_uri,
+            "hh_rlhf_revision": self.hh_rlhf_revision,
+            "pku_saferlhf_revision": self.pku_saferlhf_revision,
+        }
+        return {name: value for name, value in values.items() if value}
+
     @property
     def stage_tables(self) -> str:
         """Where stage tables go: ``STAGE_STORE_URI``, else ``$DAGSTER_HOME/tables``."""

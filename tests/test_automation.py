@@ -29,6 +29,7 @@ from pipelines.automation import (
     freshness_state,
     release_freshness_alert,
     run_failure_alert,
+    run_tags,
 )
 from pipelines.definitions import build_definitions
 from pipelines.refresh import refresh
@@ -554,3 +555,25 @@ def test_transient_read_error_is_retried(tmp_path: Path, instance, monkeypatch: 
     assert result.success, event_types(result)
     assert len(calls) == 2
     assert "STEP_UP_FOR_RETRY" in event_types(result)
+
+
+@pytest.mark.parametrize(
+    "pinned", [{}, {"HH_RLHF_REVISION": "354e5c3", "PKU_SAFERLHF_REVISION": "d79b19b"}]
+)
+def test_run_tags_and_run_config_name_the_same_sources(pinned: dict[str, str]):
+    """Both come from Environment.sources_config: a revision is in both or in neither."""
+    from pipelines.commands import run_config_for
+    from pipelines.settings import Environment
+
+    env = Environment.from_env({"HH_RLHF_URI": "s3://mirror/hh", **pinned})
+    sources = run_config_for(env, {}, False)["resources"]["sources"]["config"]
+    tags = run_tags(env)
+    assert sources["hh_rlhf_uri"] == tags["rlhf/hh_uri"] == "s3://mirror/hh"
+    assert sources["pku_saferlhf_uri"] == tags["rlhf/pku_uri"] == str(SAMPLE / "PKU-SafeRLHF")
+    assert (
+        sources.get("hh_rlhf_revision")
+        == tags.get("rlhf/hh_revision")
+        == pinned.get("HH_RLHF_REVISION")
+    )
+    assert sources.get("pku_saferlhf_revision") == tags.get("rlhf/pku_revision")
+    assert len(tags) == len(sources) + 1  # + rlhf/store

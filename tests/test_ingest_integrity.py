@@ -18,6 +18,7 @@ import pytest
 from curation.ingest import ingest_file
 from curation.normalize import pairs_from, red_team_rows, split_verdicts
 from curation.pku import CURRENT_MARKERS, V0_FIELDS
+from curation.report import QUARANTINE_ERROR_RATE, QUARANTINE_WARN_RATE, quarantine_rate
 from curation.sources import hh_files, pku_files
 from pipelines.settings import SAMPLE
 
@@ -286,3 +287,17 @@ def test_the_real_files_parse_without_unknown_keys_or_new_quarantine(tmp_path: P
         "empty_response": 4,
     }
     assert hashlib.sha256(hh).hexdigest() == result.report.sha256
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="needs ../shared/data")
+def test_quarantine_rate_thresholds_against_the_measured_real_rates(tmp_path: Path):
+    """The figures QUARANTINE_WARN_RATE / QUARANTINE_ERROR_RATE cite (curation/report.py)."""
+    write(tmp_path, HH_TEST.relpath, (SHARED / "hh-rlhf/harmless-base/test.jsonl.gz").read_bytes())
+    hh = ingest_file(HH_TEST, str(tmp_path)).report.to_dict()
+    pku_data = (SHARED / "PKU-SafeRLHF/data/Alpaca-7B/test.sample.jsonl").read_bytes()
+    write(tmp_path, PKU_TRAIN.relpath, pku_data)
+    pku = ingest_file(PKU_TRAIN, str(tmp_path)).report.to_dict()
+    assert (hh["rows_quarantined"], hh["rows_read"]) == (13, 2312)
+    assert f"{quarantine_rate(hh):.2%}" == "0.56%" and quarantine_rate(pku) == 0.0
+    # WARN sits at the real HH rate (it warns there); ERROR is far above it
+    assert QUARANTINE_WARN_RATE < quarantine_rate(hh) < QUARANTINE_ERROR_RATE / 5

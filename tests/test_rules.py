@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -150,9 +151,82 @@ def test_levels_override_and_validation():
 
 
 def test_reasons_by_level_splits_errors_and_warnings():
-    import numpy as np
-
     masks = {"a_err": np.array([True, False]), "b_warn": np.array([True, True])}
     errors, warnings = rules.reasons_by_level(masks, {"a_err": "error", "b_warn": "warn"}, 2)
     assert errors.to_pylist() == [["a_err"], []]
     assert warnings.to_pylist() == [["b_warn"], ["b_warn"]]
+
+
+# --- declarations and checks are one structure (issue 14) ----------------------------------------
+
+V0_SKIPPED = {
+    "bad_severity",
+    "sha256_mismatch",
+    "safe_with_severity",
+    "safe_with_harm_category",
+    "unsafe_without_harm",
+    "safer_has_higher_severity",
+}
+
+
+def _v0_table() -> pa.Table:
+    row = {k: v for k, v in pku_row().items() if k in {f.name for f in V0_FIELDS}}
+    return parse_jsonl(json.dumps(row).encode() + b"\n", V0_FIELDS).table
+
+
+FAMILY_TABLES = {
+    "hh_preference": (lambda: pa.Table.from_pylist([hh_row()]), set()),
+    "hh_red_team": (lambda: pa.table({"transcript": [f"{H} hi{A} hello"]}), set()),
+    "pku": (
+        lambda: parse_jsonl(json.dumps(pku_row()).encode() + b"\n", CURRENT_FIELDS).table,
+        set(),
+    ),
+    "pku_v0": (_v0_table, V0_SKIPPED),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(FAMILY_TABLES))
+def test_every_family_masks_exactly_its_applicable_rules(layout: str):
+    """Each family's masks are its declared rules minus those the layout legitimately skips."""
+    family = rules.FAMILIES[layout.removesuffix("_v0")]
+    make_table, skipped = FAMILY_TABLES[layout]
+    table = make_table()
+    masks = family(table)
+    assert set(family.skipped(table.column_names)) == skipped
+    assert set(masks) == {r.code for r in family.rules} - skipped
+    assert all(len(mask) == table.num_rows for mask in masks.values())
+
+
+def test_every_family_is_tested_and_every_rule_belongs_to_one():
+    assert {layout.removesuffix("_v0") for layout in FAMILY_TABLES} == set(rules.FAMILIES)
+    in_families = {r.code for f in rules.FAMILIES.values() for r in f.rules}
+    assert in_families | rules.PARSE_CODES == set(rules.ALL_RULES)
+    assert not in_families & rules.PARSE_CODES
+
+
+def test_a_mask_without_a_rule_or_a_rule_without_a_mask_is_an_error():
+    declared = (rules.Rule("a", rules.ERROR, "a rule", ("x",)), rules.Rule("b", rules.WARN, "b"))
+    table = pa.table({"x": [1, 2]})
+    ok = rules.RuleFamily("t", declared, lambda t: {"a": np.zeros(2, bool), "b": np.ones(2, bool)})
+    assert set(ok(table)) == {"a", "b"}
+    undeclared = rules.RuleFamily(
+        "t", declared, lambda t: {**ok.evaluate(t), "c": np.ones(2, bool)}
+    )
+    with pytest.raises(rules.RuleMismatchError, match="'c' has a mask but no declared rule"):
+        undeclared(table)
+    missing = rules.RuleFamily("t", declared, lambda t: {"b": np.ones(2, bool)})
+    with pytest.raises(rules.RuleMismatchError, match="'a' is declared but has no mask"):
+        missing(table)
+    with pytest.raises(rules.RuleMismatchError, match="'a' has a mask but the table lacks"):
+        ok(pa.table({"y": [1, 2]}))
+    short = rules.RuleFamily(
+        "t", declared, lambda t: {"a": np.zeros(1, bool), "b": np.ones(2, bool)}
+    )
+    with pytest.raises(rules.RuleMismatchError, match="'a' mask has 1 entries for 2 rows"):
+        short(table)
+
+
+def test_parse_failures_must_be_declared():
+    assert all(rules.parse_failure(code) == code for code in rules.PARSE_CODES)
+    with pytest.raises(rules.RuleMismatchError, match="'truncated' is not declared"):
+        rules.parse_failure("truncated")
