@@ -19,12 +19,8 @@ from curation.accounting import account_release
 from curation.contract import SuiteRun
 from curation.gx_validate import SuiteResult, warm_up
 from curation.ingest import RAW_LINE, REASONS, UPSTREAM_ROWS, WARNINGS, upstream_row_differences
-<<<<<<< HEAD
-from curation.report import report_of, suite_for
-from curation.stage_table import StageTable
-=======
 from curation.report import quarantine_rate, report_of, suite_for
->>>>>>> maint2
+from curation.stage_table import StageTable
 
 BOOKKEEPING = [REASONS, WARNINGS, RAW_LINE, "dataset", "subset", "split"]
 

@@ -26,11 +26,12 @@ REPORT_KEY = b"rlhf_curation.report"
 #:   (0.50 %) and 9 of 1,512 (0.60 %);
 #: * PKU-SafeRLHF ``Alpaca-7B/test.jsonl``, first 45 rows: 0 of 45 (1 warning).
 #:
-#: WARN above 0.5 % sits at the real HH rate, so a clean upstream HH file can warn (the complete
-#: ``harmless-base/test`` does, at 0.56 %): a prompt to read the file's ``by_reason`` table,
-#: never blocking. ERROR above 5 % is nine times the measured rate and five times the top of its
-#: interval: only a format change or a parser regression quarantines that many rows.
-QUARANTINE_WARN_RATE = 0.005
+#: WARN above 1 % is just above the top of that interval, so clean upstream HH files stay quiet
+#: (0.5 %, the earlier value, sat at the measured rate and warned on every real HH file) while a
+#: file that quarantines about twice its usual share warns (non-blocking: a prompt to read its
+#: ``by_reason`` table). ERROR above 5 % is nine times the measured rate and five times the top
+#: of its interval: only a format change or a parser regression quarantines that many rows.
+QUARANTINE_WARN_RATE = 0.01
 QUARANTINE_ERROR_RATE = 0.05
 
 
