@@ -237,10 +237,6 @@ def test_every_declared_parse_failure_is_produced(tmp_path: Path, code: str):
     assert reasons_by_line(result.table) == {2: [code]}
 
 
-@pytest.mark.xfail(
-    reason="the pyarrow fast path of curation.jsonl keeps invalid UTF-8 inside a "
-    "string when no other line of the file fails (an invalid Arrow string column); reported"
-)
 def test_invalid_utf8_alone_in_a_jsonl_file_is_quarantined(tmp_path: Path):
     good = json.dumps(GOOD).encode()
     write_hh(tmp_path, [good, good, b'{"chosen": "\xff\xfe", "rejected": "x"}'])
