@@ -20,6 +20,7 @@ from curation.contract import SuiteRun
 from curation.gx_validate import SuiteResult, warm_up
 from curation.ingest import RAW_LINE, REASONS, UPSTREAM_ROWS, WARNINGS, upstream_row_differences
 from curation.report import report_of, suite_for
+from curation.stage_table import StageTable
 
 BOOKKEEPING = [REASONS, WARNINGS, RAW_LINE, "dataset", "subset", "split"]
 
@@ -212,7 +213,7 @@ def curated_pairs_suite(
     context: dg.AssetCheckExecutionContext,
     alerts: AlertsResource,
     settings: CurationSettings,
-    curated_pairs: pa.Table,
+    curated_pairs: StageTable,
 ) -> dg.AssetCheckResult:
     """The curated pair table meets its data contract."""
     run = SuiteRun("curated_pairs", sample_rows=settings.gx_sample_rows)
@@ -239,7 +240,7 @@ def curated_pairs_suite(
 def row_accounting(
     context: dg.AssetCheckExecutionContext,
     alerts: AlertsResource,
-    curated_pairs: pa.Table,
+    curated_pairs: StageTable,
     source_files: pa.Table,
     quarantine: pa.Table,
     red_team: pa.Table,
