@@ -38,6 +38,7 @@ import logging
 import os
 import random
 import re
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -81,6 +82,7 @@ KNOWN_SCHEMAS: dict[str, pa.Schema] = {
 }
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _ROW_GROUP_ROWS = 64 * 1024
+_COPY_BYTES = 8 << 20  # chunk size when storing an encoded part
 #: The pair columns the dataset card reads (``curation.card``): of a pair table given as a
 #: :class:`StageTable`, the card gets only these (``tests/test_release.py`` checks that the card
 #: comes out the same as from the whole table).
@@ -478,25 +480,57 @@ def encode_part(part: pa.Table) -> pa.Buffer:
 
 
 def encode_rows(schema: pa.Schema, num_rows: int, read: RowReader) -> pa.Buffer:
-    """One release data file from ``read(offset, length)``, one row group read at a time.
+    """One release data file from ``read(offset, length)``, in memory (see :func:`_encode`)."""
+    sink = pa.BufferOutputStream()
+    _encode(sink, schema, num_rows, read)
+    return sink.getvalue()
+
+
+def _encode(sink: Any, schema: pa.Schema, num_rows: int, read: RowReader) -> None:
+    """Write one release data file to ``sink``, reading one row group at a time.
 
     The same bytes as ``pq.write_table(rows, row_group_size=_ROW_GROUP_ROWS)`` on the whole
     part: that call writes each row group from the same slice of the table.
     """
-    sink = pa.BufferOutputStream()
     with pq.ParquetWriter(sink, schema, compression="zstd", write_statistics=True) as writer:
         for start in range(0, max(num_rows, 1), _ROW_GROUP_ROWS):
             rows = read(start, min(_ROW_GROUP_ROWS, num_rows - start))
             writer.write_table(rows, row_group_size=_ROW_GROUP_ROWS)
             del rows
-    return sink.getvalue()
 
 
-def _write_part(store: Store, key: str, data: pa.Buffer) -> tuple[int, str]:
-    view = memoryview(data)
-    with store.open_output(key) as raw:
-        raw.write(view)
-    return len(view), hashlib.sha256(view).hexdigest()
+def _encode_to_file(schema: pa.Schema, num_rows: int, read: RowReader, folder: str) -> str:
+    """One release data file encoded into a new file in the local ``folder`` (its name):
+    encoded parts waiting to be stored wait in the page cache, not in the process's memory."""
+    fd, name = tempfile.mkstemp(prefix="part-", suffix=".parquet", dir=folder)
+    os.close(fd)
+    try:
+        with pa.OSFile(name, "wb") as sink:
+            _encode(sink, schema, num_rows, read)
+    except BaseException:
+        os.unlink(name)
+        raise
+    return name
+
+
+def _write_part(store: Store, key: str, data: pa.Buffer | str) -> tuple[int, str]:
+    """Store one data file (a buffer, or the name of a local file, which is then deleted);
+    returns its size and sha256."""
+    if not isinstance(data, str):
+        view = memoryview(data)
+        with store.open_output(key) as raw:
+            raw.write(view)
+        return len(view), hashlib.sha256(view).hexdigest()
+    digest, size = hashlib.sha256(), 0
+    try:
+        with open(data, "rb") as source, store.open_output(key) as raw:
+            while chunk := source.read(_COPY_BYTES):
+                raw.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+    finally:
+        os.unlink(data)
+    return size, digest.hexdigest()
 
 
 def _write_table(
@@ -534,27 +568,31 @@ def _write_table(
                 )
             )
 
-    def encode(job: tuple[str | None, str, int, RowReader]) -> pa.Buffer | Exception:
-        try:
-            return encode_rows(schema, job[2], job[3])
-        except Exception as exc:  # reported in order, like a failed write
-            return exc
+    # encoded parts wait in local files (page cache), not in memory; whatever an aborted
+    # publish leaves there goes with the folder
+    with tempfile.TemporaryDirectory(prefix="release-parts-", ignore_cleanup_errors=True) as tmp:
 
-    for (split, rel, part_rows, _read), data in in_threads(encode, jobs, workers):
-        abort_if_published()
-        try:
-            if isinstance(data, Exception):
-                raise data
-            nbytes, digest = _write_part(store, f"{release_prefix(release_id)}/{rel}", data)
-        except StoreError:
-            raise
-        except Exception as exc:
-            raise ReleaseError(
-                f"{store.uri}: release {release_id}: writing {rel} failed: {exc}"
-            ) from exc
-        files.append(
-            {"path": rel, "split": split, "rows": part_rows, "bytes": nbytes, "sha256": digest}
-        )
+        def encode(job: tuple[str | None, str, int, RowReader]) -> str | Exception:
+            try:
+                return _encode_to_file(schema, job[2], job[3], tmp)
+            except Exception as exc:  # reported in order, like a failed write
+                return exc
+
+        for (split, rel, part_rows, _read), data in in_threads(encode, jobs, workers):
+            abort_if_published()
+            try:
+                if isinstance(data, Exception):
+                    raise data
+                nbytes, digest = _write_part(store, f"{release_prefix(release_id)}/{rel}", data)
+            except StoreError:
+                raise
+            except Exception as exc:
+                raise ReleaseError(
+                    f"{store.uri}: release {release_id}: writing {rel} failed: {exc}"
+                ) from exc
+            files.append(
+                {"path": rel, "split": split, "rows": part_rows, "bytes": nbytes, "sha256": digest}
+            )
     return {
         "schema": schema_to_json(schema),
         "arrow_schema": schema_to_b64(schema),
