@@ -222,7 +222,7 @@ def curated_pairs_suite(
     context: dg.AssetCheckExecutionContext,
     alerts: AlertsResource,
     settings: CurationSettings,
-    curated_pairs: pa.Table,
+    curated_pairs: StageTable,
 ) -> dg.AssetCheckResult:
     """The curated pair table meets its data contract."""
     run = SuiteRun("curated_pairs", sample_rows=settings.gx_sample_rows)
@@ -249,7 +249,7 @@ def curated_pairs_suite(
 def row_accounting(
     context: dg.AssetCheckExecutionContext,
     alerts: AlertsResource,
-    curated_pairs: pa.Table,
+    curated_pairs: StageTable,
     source_files: pa.Table,
     quarantine: pa.Table,
     red_team: pa.Table,

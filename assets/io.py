@@ -202,9 +202,32 @@ class RunScopedArrowIOManager(dg.UPathIOManager):
         release_memory()
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        """Store the table; its path is the output's ``path`` metadata. (Unlike
+        ``UPathIOManager``, no "Writing file at" debug message: one event log write fewer per
+        output, and the path is in the metadata anyway.)"""
         if obj is None:  # assets that return nothing (e.g. release) store nothing
             return
-        super().handle_output(context, obj)
+        if context.has_asset_partitions:
+            super().handle_output(context, obj)
+            return
+        path = self._with_extension(self._get_path_without_extension(context))
+        self.make_directory(path.parent)
+        self.dump_to_path(context=context, obj=obj, path=path)
+        context.add_output_metadata(
+            {"path": dg.MetadataValue.path(str(path)), **self.get_metadata(context, obj)}
+        )
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        """Load the table; a debug message names it only when it is another run's (one of this
+        run is named by this run's ``path`` output metadata: one event log write fewer per input).
+        """
+        if context.has_asset_partitions:
+            return super().load_input(context)
+        run_id = self._run_of_input(context)
+        path = self._with_extension(self.run_folder(run_id).joinpath(*context.asset_key.path))
+        if run_id != self.run_id:
+            context.log.debug(self.get_loading_input_log_message(path))
+        return self.load_from_path(context=context, path=path)
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> pa.Table | StageTable | None:
         """The stored table: memory-mapped, or a :class:`StageTable` handle when the step's input

@@ -12,6 +12,7 @@ from curation.accounting import account_release, reason_counts, sum_counts
 from curation.ingest import manifest_sources
 from curation.release import ReleaseError, publish_release
 from curation.schema import REMOVED
+from curation.stage_table import StageTable
 from curation.store import StoreError
 from curation.version import code_version
 
@@ -41,7 +42,7 @@ def release(
     context: dg.AssetExecutionContext,
     store: StoreResource,
     settings: CurationSettings,
-    curated_pairs: pa.Table,
+    curated_pairs: StageTable,
     quarantine: pa.Table,
     red_team: pa.Table,
     dedup_removed: pa.Table,

@@ -24,6 +24,19 @@ records ``/proc/self/status`` ``VmRSS`` and the process CPU time every 20 ms, wh
 CPU time and peak RSS inside each step. ``startup`` is process start -> run start (imports,
 definitions, instance), ``dagster`` the part of the run outside steps.
 
+Two more measurements put the pipeline's time in proportion, each in its own subprocess:
+
+5. ``parse_floor`` (per corpus, unless ``--no-floor``): reading, decompressing (ISA-L, as the
+   pipeline) and decoding every source file of the corpus with ``pyarrow.json`` (the red-team
+   file is one JSON array, which ``pyarrow.json`` cannot read: ``json.loads``), files on one
+   thread per CPU. The pipeline's ``first`` wall and CPU are reported as multiples of it (target:
+   wall at most 8x).
+6. ``fixed_cost`` (once, unless ``--no-fixed-cost``): the ``first`` run on a tiny corpus
+   (``bench.synth`` at scale 0.001, ~400 rows), i.e. what a run costs whatever its size:
+   interpreter and Dagster start, run creation and event log, GX and the card. With two corpora
+   the **linear cost** is ``(t_big - fixed) / (t_small - fixed)`` of the ``first`` runs (target:
+   at most the ratio of their scales, 10 for 1.0 over 0.1).
+
 The page cache is warmed (every corpus file read once) before the first measurement, so every
 run reads from memory. ``--in-process`` does one measurement in the current process (what the
 subprocesses run; also the entry point for profiling, see ``bench/README.md``).
@@ -49,7 +62,9 @@ __all__ = [
     "Sampler",
     "Stages",
     "cpu_s",
+    "linear_cost",
     "measure_stages",
+    "parse_floor",
     "process_start_epoch",
     "rss_mb",
     "run_in_process",
@@ -67,13 +82,17 @@ SUBSTAGE_GROUP = {
     "decontam": "curate",
     "publish": "publish",
 }
-#: Targets of the issue 'Performance at full scale' (scale 1.0).
+#: Targets of the issue 'Performance at full scale' (scale 1.0), and of its second round.
 TARGETS = {
     "speedup_vs_reference": 5.0,
     "peak_rss_mb": 1536.0,  # 1.5 GiB
     "no_change_refresh_s": 5.0,
     "scale_ratio_1_0_over_0_1": 11.0,
+    "wall_over_parse_floor": 8.0,
+    "linear_cost_over_scale_ratio": 1.0,  # (t1.0 - fixed) / (t0.1 - fixed) <= 10
 }
+#: Scale of the tiny corpus whose run measures the fixed cost (~400 preference rows).
+FIXED_COST_SCALE = 0.001
 
 
 # --------------------------------------------------------------------------------------------
@@ -360,6 +379,61 @@ def process_start_epoch() -> float | None:
 
 
 # --------------------------------------------------------------------------------------------
+# The parse floor, in this process
+# --------------------------------------------------------------------------------------------
+
+
+def _decode_file(path: Path) -> tuple[int, int, int]:
+    """Read, decompress and decode one source file; ``(bytes, decompressed bytes, rows)``."""
+    import json as stdlib_json
+
+    import pyarrow as pa
+    import pyarrow.json as pj
+    from isal import igzip
+
+    raw = path.read_bytes()
+    data = igzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    if data.lstrip()[:1] == b"[":  # the red-team transcripts: one JSON array
+        rows = len(stdlib_json.loads(data))
+    else:
+        rows = pj.read_json(pa.BufferReader(data)).num_rows
+    return len(raw), len(data), rows
+
+
+def source_paths(corpus: Path) -> list[Path]:
+    """The corpus files the pipeline reads (its source list), largest first."""
+    from curation.sources import hh_files, pku_files
+
+    roots = [(corpus / "hh-rlhf", hh_files()), (corpus / "PKU-SafeRLHF", pku_files())]
+    paths = [root / f.relpath for root, files in roots for f in files]
+    return sorted((p for p in paths if p.exists()), key=lambda p: -p.stat().st_size)
+
+
+def parse_floor(corpus: Path) -> dict:
+    """Wall and CPU seconds to read, decompress and decode every source file of ``corpus``
+    (``pyarrow.json``; ``json.loads`` for the red-team JSON array), one thread per CPU."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = source_paths(corpus)
+    import isal.igzip  # noqa: F401  (imports outside the measured time)
+    import pyarrow.json  # noqa: F401
+
+    start, cpu0 = time.perf_counter(), cpu_s()
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        sizes = list(pool.map(_decode_file, paths))
+    wall, cpu = time.perf_counter() - start, cpu_s() - cpu0
+    return {
+        "files": len(paths),
+        "bytes": sum(s[0] for s in sizes),
+        "decompressed_bytes": sum(s[1] for s in sizes),
+        "rows": sum(s[2] for s in sizes),
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "threads": os.cpu_count(),
+    }
+
+
+# --------------------------------------------------------------------------------------------
 # Orchestration: one subprocess per measurement
 # --------------------------------------------------------------------------------------------
 
@@ -407,7 +481,12 @@ def synth_info(corpus: Path) -> dict:
 
 
 def measure_corpus(
-    corpus: Path, workroot: Path, compare: bool, refresh: bool, code_dir: Path = REPO
+    corpus: Path,
+    workroot: Path,
+    compare: bool,
+    refresh: bool,
+    code_dir: Path = REPO,
+    floor: bool = True,
 ) -> dict:
     """All measurements of one corpus (see the module docstring)."""
     info = synth_info(corpus)
@@ -450,6 +529,24 @@ def measure_corpus(
             "use --snapshot HEAD",
             file=sys.stderr,
         )
+    if floor:
+        result_file = work / "parse_floor.json"
+        print(f"[{corpus.name}] parse floor ...", file=sys.stderr, flush=True)
+        out["parse_floor"] = _child(
+            [
+                "-m",
+                "bench.run_pipeline",
+                "--parse-floor",
+                "--corpus",
+                str(corpus),
+                "--result",
+                str(result_file),
+            ],
+            result_file,
+            code_dir,
+        )
+        out["wall_over_parse_floor"] = out["first"]["process_wall_s"] / out["parse_floor"]["wall_s"]
+        out["cpu_over_parse_floor"] = out["first"]["process_cpu_s"] / out["parse_floor"]["cpu_s"]
     if compare:
         result_file = work / "reference.json"
         print(f"[{corpus.name}] reference ...", file=sys.stderr, flush=True)
@@ -474,6 +571,57 @@ def measure_corpus(
             out["reference"]["process_cpu_s"] / out["first"]["process_cpu_s"]
         )
     shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def measure_fixed_cost(workroot: Path, code_dir: Path = REPO) -> dict:
+    """The ``first`` run on a tiny corpus (:data:`FIXED_COST_SCALE`): a run's fixed cost."""
+    work = Path(tempfile.mkdtemp(prefix="run_pipeline_fixed_", dir=workroot))
+    corpus = work / "corpus"
+    print(f"fixed cost (corpus at scale {FIXED_COST_SCALE:g}) ...", file=sys.stderr, flush=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.synth",
+            "--out",
+            str(corpus),
+            "--scale",
+            str(FIXED_COST_SCALE),
+            "--seed",
+            "0",
+        ],
+        cwd=code_dir,
+        check=True,
+        capture_output=True,
+    )
+    try:
+        out = measure_corpus(
+            corpus, work, compare=False, refresh=False, code_dir=code_dir, floor=False
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def linear_cost(small: dict, big: dict, fixed: dict) -> dict:
+    """``(t_big - fixed) / (t_small - fixed)`` of the ``first`` runs' process wall and CPU
+    seconds, next to the ratio of the corpora's scales (what a linear cost gives)."""
+    fixed_wall = fixed["first"]["process_wall_s"]
+    fixed_cpu = fixed["first"]["process_cpu_s"]
+    out = {
+        "scales": f"{big['scale']:g}/{small['scale']:g}",
+        "scale_ratio": big["scale"] / small["scale"],
+        "fixed_wall_s": fixed_wall,
+        "fixed_cpu_s": fixed_cpu,
+    }
+    for kind, fixed_s in (("wall", fixed_wall), ("cpu", fixed_cpu)):
+        key = f"process_{kind}_s"
+        variable_small = small["first"][key] - fixed_s
+        variable_big = big["first"][key] - fixed_s
+        out[f"{kind}_small_minus_fixed_s"] = variable_small
+        out[f"{kind}_big_minus_fixed_s"] = variable_big
+        out[kind] = variable_big / variable_small if variable_small > 0 else None
     return out
 
 
@@ -518,8 +666,9 @@ def machine() -> dict:
     }
 
 
-def targets(results: list[dict]) -> dict:
-    """The issue's targets, evaluated on the largest corpus (and the scale ratio on two)."""
+def targets(results: list[dict], fixed: dict | None = None) -> dict:
+    """The issue's targets, evaluated on the largest corpus (the scale ratio and, given the fixed
+    cost measurement, the linear cost on the smallest and largest)."""
     if not results:
         return {}
     ordered = sorted(results, key=lambda r: r.get("scale") or 0)
@@ -534,10 +683,23 @@ def targets(results: list[dict]) -> dict:
         if name in big:
             v = big[name]["process_wall_s"]
             out[f"no_change_refresh_{name}_s"] = {"value": v, "target": "<= 5", "met": v <= 5.0}
+    if "wall_over_parse_floor" in big:
+        v = big["wall_over_parse_floor"]
+        out["wall_over_parse_floor"] = {"value": v, "target": "<= 8", "met": v <= 8.0}
     if len(ordered) >= 2 and ordered[0].get("scale") and big.get("scale"):
         v = big["first"]["process_wall_s"] / ordered[0]["first"]["process_wall_s"]
         scales = f"{big['scale']:g}/{ordered[0]['scale']:g}"
         out["scale_ratio"] = {"value": v, "scales": scales, "target": "<= 11", "met": v <= 11.0}
+        if fixed is not None:
+            lin = linear_cost(ordered[0], big, fixed)
+            v, limit = lin["wall"], lin["scale_ratio"]
+            out["linear_cost"] = {
+                "value": v,
+                "scales": scales,
+                "fixed_s": lin["fixed_wall_s"],
+                "target": f"<= {limit:g}",
+                "met": v is not None and v <= limit,
+            }
     return out
 
 
@@ -624,18 +786,45 @@ def format_report(report: dict) -> str:
         for name in ("first", "rerun", "incremental"):
             if name in r:
                 lines += format_pipeline(name, r[name])
+        if "parse_floor" in r:
+            f = r["parse_floor"]
+            lines.append(
+                f"  parse floor: {f['files']} files, {f['decompressed_bytes'] / 1e6:,.0f} MB "
+                f"decoded, {f['rows']:,} rows: wall {f['wall_s']:.2f} s, CPU {f['cpu_s']:.2f} s "
+                f"({f['threads']} threads); pipeline first run / floor: wall "
+                f"{r['wall_over_parse_floor']:.1f}x, CPU {r['cpu_over_parse_floor']:.1f}x"
+            )
         if "reference" in r:
             lines += format_reference(r["reference"])
             lines.append(
                 f"  reference / pipeline: wall {r['speedup_vs_reference']:.2f}x, "
                 f"CPU {r['cpu_ratio_vs_reference']:.2f}x"
             )
+    if report.get("fixed_cost"):
+        fixed = report["fixed_cost"]["first"]
+        lines.append("")
+        lines.append(
+            f"fixed cost (first run on a scale-{report['fixed_cost']['scale']} corpus, "
+            f"{report['fixed_cost']['preference_rows']} preference rows): wall "
+            f"{fixed['process_wall_s']:.1f} s, CPU {fixed['process_cpu_s']:.1f} s, peak RSS "
+            f"{fixed['peak_rss_mb']:,.0f} MiB"
+        )
+        lines += format_pipeline("first", fixed)
+    if report.get("linear_cost"):
+        lin = report["linear_cost"]
+        lines.append(
+            f"linear cost {lin['scales']}: (t_big - fixed) / (t_small - fixed) = wall "
+            f"{_f(lin['wall'], 2)} ({_f(lin['wall_big_minus_fixed_s'])} / "
+            f"{_f(lin['wall_small_minus_fixed_s'])} s), CPU {_f(lin['cpu'], 2)} "
+            f"({_f(lin['cpu_big_minus_fixed_s'])} / {_f(lin['cpu_small_minus_fixed_s'])} s); "
+            f"scale ratio {lin['scale_ratio']:g}"
+        )
     if report.get("targets"):
         lines.append("")
         lines.append("targets (largest corpus):")
         for name, t in report["targets"].items():
             lines.append(
-                f"  {name:34s} {t['value']:10.2f}  target {t['target']:18s} "
+                f"  {name:34s} {_f(t['value'], 2):>10s}  target {t['target']:18s} "
                 f"{'MET' if t['met'] else 'NOT MET'}"
             )
     return "\n".join(lines)
@@ -646,6 +835,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", action="append", required=True, help="bench.synth mirror")
     parser.add_argument("--compare", action="store_true", help="also run bench.reference_pipeline")
     parser.add_argument("--no-refresh", action="store_true", help="skip the two no-change runs")
+    parser.add_argument("--no-floor", action="store_true", help="skip the parse floor")
+    parser.add_argument(
+        "--no-fixed-cost", action="store_true", help="skip the tiny-corpus run (fixed cost)"
+    )
     parser.add_argument("--out", help="write the results JSON here")
     parser.add_argument("--workroot", default=tempfile.gettempdir(), help="temp folders go here")
     parser.add_argument(
@@ -658,7 +851,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=["full", "incremental"], default="full")
     parser.add_argument("--result", help=argparse.SUPPRESS)
+    parser.add_argument("--parse-floor", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.parse_floor:
+        started = process_start_epoch()
+        out = parse_floor(Path(args.corpus[0]).resolve())
+        out["startup_s"] = time.time() - started if started else None
+        out["peak_rss_mb"] = rss_mb()
+        text = json.dumps(out, indent=1)
+        if args.result:
+            Path(args.result).write_text(text)
+        else:
+            print(text)
+        return 0
     if args.in_process:
         workdir = Path(args.workdir or tempfile.mkdtemp(prefix="run_pipeline_"))
         out = run_in_process(Path(args.corpus[0]).resolve(), workdir, args.mode)
@@ -687,13 +892,23 @@ def main(argv: list[str] | None = None) -> int:
         for corpus in args.corpus:
             report["corpora"].append(
                 measure_corpus(
-                    Path(corpus).resolve(), workroot, args.compare, not args.no_refresh, code_dir
+                    Path(corpus).resolve(),
+                    workroot,
+                    args.compare,
+                    not args.no_refresh,
+                    code_dir,
+                    floor=not args.no_floor,
                 )
             )
+        if not args.no_fixed_cost:
+            report["fixed_cost"] = measure_fixed_cost(workroot, code_dir)
     finally:
         if code_dir != REPO:
             shutil.rmtree(code_dir, ignore_errors=True)
-    report["targets"] = targets(report["corpora"])
+    scaled = sorted((r for r in report["corpora"] if r.get("scale")), key=lambda r: r["scale"])
+    if report.get("fixed_cost") and len(scaled) >= 2:
+        report["linear_cost"] = linear_cost(scaled[0], scaled[-1], report["fixed_cost"])
+    report["targets"] = targets(report["corpora"], report.get("fixed_cost"))
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1, default=str) + "\n")
     print(format_report(report))

@@ -17,12 +17,16 @@ pandas copy of the frame; on the full corpus the per-file suites took ~17 s of a
   and the same Arrow schema share one GX run (a ``_member`` column attributes failing rows).
 
 A table fails when GX fails on its rows or when the Arrow pass finds an unexpected row anywhere.
+
+A table may be given as a :class:`~curation.stage_table.StageTable`: the Arrow pass then reads
+one column at a time in blocks of rows (``unique`` reads its whole column) and the sample rows
+batch by batch, so the table is never in memory whole.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -39,11 +43,14 @@ from curation.gx_validate import (
     load_suite_json,
     validate_frame,
 )
+from curation.stage_table import StageTable
 
 __all__ = ["DEFAULT_SAMPLE_ROWS", "SuiteRun", "row_failures", "validate_tables"]
 
 #: Rows of each table GX validates (plus flagged rows); GX's cost barely depends on it.
 DEFAULT_SAMPLE_ROWS = 5_000
+#: Rows of a column the Arrow pass evaluates at once (elementwise expectations).
+BLOCK_ROWS = 1 << 16
 MEMBER = "_member"
 
 ROW_LEVEL = (
@@ -97,8 +104,85 @@ def _unexpected(column: pa.ChunkedArray, kind: str, kwargs: Mapping[str, Any]) -
     return None
 
 
-def _row_sample(table: pa.Table, column: str, rows: np.ndarray) -> list[dict[str, Any]]:
-    picked = table.take(pa.array(rows, pa.int64()))
+def _flat(table: pa.Table | StageTable) -> pa.Table | StageTable:
+    """Struct columns flattened (:func:`flattened`); a stage table without struct columns is
+    left as it is (one with struct columns is read whole)."""
+    if isinstance(table, StageTable):
+        if not any(pa.types.is_struct(f.type) for f in table.schema):
+            return table
+        table = table.read_all()
+    return flattened(table)
+
+
+def _blocks(table: pa.Table | StageTable, columns: Sequence[str]) -> Iterator[pa.Table]:
+    """``columns`` of ``table`` in blocks of about :data:`BLOCK_ROWS` rows, in row order (a stage
+    table reads only these columns, one block at a time)."""
+    if isinstance(table, pa.Table):
+        picked = table.select(list(columns))
+        for start in range(0, picked.num_rows, BLOCK_ROWS):
+            yield picked.slice(start, BLOCK_ROWS)
+        return
+    block: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in table.to_batches(columns):
+        block.append(batch)
+        rows += batch.num_rows
+        if rows >= BLOCK_ROWS:
+            yield pa.Table.from_batches(block)
+            block, rows = [], 0
+    if block:
+        yield pa.Table.from_batches(block)
+
+
+def _elementwise_masks(
+    table: pa.Table | StageTable, checks: Sequence[tuple[str, dict[str, Any], str]]
+) -> list[pa.Array | None]:
+    """Per ``(kind, kwargs, column)`` check, the boolean mask of the unexpected rows (``None``
+    when the column type does not apply), evaluated block by block in one pass over the checked
+    columns."""
+    columns = [c for c in table.column_names if any(c == check[2] for check in checks)]
+    masks: list[list[pa.Array] | None] = [[] for _ in checks]
+    for block in _blocks(table, columns):
+        for i, (kind, kwargs, column) in enumerate(checks):
+            parts = masks[i]
+            if parts is None:
+                continue
+            mask = _unexpected(block.column(column), kind, kwargs)
+            if mask is None:
+                masks[i] = None
+            else:
+                parts.append(mask)
+    return [None if m is None else pa.concat_arrays(m) for m in masks]
+
+
+def take_rows(
+    table: pa.Table | StageTable, rows: np.ndarray, columns: Sequence[str] | None = None
+) -> pa.Table:
+    """The rows at the ascending positions ``rows`` (of ``columns``, default all); a stage table
+    is read batch by batch, keeping only the taken rows."""
+    rows = np.asarray(rows, np.int64)
+    if len(rows) > 1 and np.any(np.diff(rows) < 0):
+        raise ValueError("take_rows needs ascending row positions")
+    if isinstance(table, pa.Table):
+        picked = table if columns is None else table.select(list(columns))
+        return picked.take(pa.array(rows, pa.int64()))
+    names = table.column_names if columns is None else list(columns)
+    schema = pa.schema([table.schema.field(c) for c in names], metadata=table.schema.metadata)
+    parts, start = [], 0
+    for batch in table.to_batches(columns):
+        stop = start + batch.num_rows
+        lo, hi = np.searchsorted(rows, [start, stop])
+        if hi > lo:
+            parts.append(batch.take(pa.array(rows[lo:hi] - start, pa.int64())))
+        start = stop
+    return pa.Table.from_batches(parts, schema=schema)
+
+
+def _row_sample(
+    table: pa.Table | StageTable, column: str, rows: np.ndarray
+) -> list[dict[str, Any]]:
+    wanted = [c for c in table.column_names if c in ID_COLUMNS or c == column]
+    picked = take_rows(table, rows, wanted)
     out = []
     for i in range(len(rows)):
         entry: dict[str, Any] = {
@@ -111,7 +195,10 @@ def _row_sample(table: pa.Table, column: str, rows: np.ndarray) -> list[dict[str
 
 
 def row_failures(
-    table: pa.Table, suite_name: str, sample_size: int = 10, rows: np.ndarray | None = None
+    table: pa.Table | StageTable,
+    suite_name: str,
+    sample_size: int = 10,
+    rows: np.ndarray | None = None,
 ) -> tuple[list[dict[str, Any]], np.ndarray]:
     """The suite's row-level expectations evaluated on every row of ``table`` (Arrow/polars).
 
@@ -120,34 +207,31 @@ def row_failures(
     missing columns or columns of another type are left to GX. ``rows`` (a boolean mask)
     restricts the check to those rows without copying the table.
     """
-    table = flattened(table)
-    selected = None if rows is None else pa.array(np.asarray(rows, bool))
+    table = _flat(table)
     n = table.num_rows if rows is None else int(np.count_nonzero(rows))
-    failures, flagged = [], []
+    checks = []
     for expectation in load_suite_json(suite_name)["expectations"]:
         kind, kwargs = expectation["type"], _kwargs(expectation)
         column = kwargs.get("column")
-        if kind not in ROW_LEVEL or column not in table.column_names or n == 0:
-            continue
-        if selected is not None and kind == "expect_column_values_to_be_unique":
-            positions = np.flatnonzero(np.asarray(rows, bool))
-            inner = _unexpected(table[column].filter(selected), kind, kwargs)
-            if inner is None:
-                continue
-            full = np.zeros(table.num_rows, bool)
-            full[positions] = np.asarray(inner.to_numpy(zero_copy_only=False), bool)
-            mask = pa.array(full)
+        if kind in ROW_LEVEL and column in table.column_names and n > 0:
+            checks.append((kind, kwargs, column))
+    unique = "expect_column_values_to_be_unique"
+    masks = iter(_elementwise_masks(table, [c for c in checks if c[0] != unique]))
+    failures, flagged = [], []
+    for kind, kwargs, column in checks:
+        if kind == unique:
+            mask = _unique_mask(table, column, kwargs, rows)
         else:
-            mask = _unexpected(table[column], kind, kwargs)
-            if mask is None:
-                continue
-            if selected is not None:
-                mask = pc.and_(mask, selected)
+            mask = next(masks)
+            if mask is not None and rows is not None:
+                mask = pc.and_(mask, pa.array(np.asarray(rows, bool)))
+        if mask is None:
+            continue
         count = int(pc.sum(mask).as_py() or 0)
         if count == 0:
             continue
-        rows = np.flatnonzero(np.asarray(mask.to_numpy(zero_copy_only=False), bool))
-        flagged.append(rows[:sample_size])
+        unexpected = np.flatnonzero(np.asarray(mask.to_numpy(zero_copy_only=False), bool))
+        flagged.append(unexpected[:sample_size])
         failures.append(
             {
                 "expectation": kind,
@@ -155,14 +239,33 @@ def row_failures(
                 "kwargs": _jsonable(kwargs),
                 "unexpected_count": count,
                 "unexpected_percent": 100.0 * count / n,
-                "sample": _row_sample(table, column, rows[:sample_size]),
+                "sample": _row_sample(table, column, unexpected[:sample_size]),
                 "observed_value": None,
                 "exception": None,
                 "scope": "all rows (Arrow)",
             }
         )
-    rows = np.unique(np.concatenate(flagged)) if flagged else np.zeros(0, np.int64)
-    return failures, rows
+    picked = np.unique(np.concatenate(flagged)) if flagged else np.zeros(0, np.int64)
+    return failures, picked
+
+
+def _unique_mask(
+    table: pa.Table | StageTable,
+    column: str,
+    kwargs: Mapping[str, Any],
+    rows: np.ndarray | None,
+) -> pa.Array | None:
+    """The members of duplicate groups of ``column`` (among the rows of the mask ``rows``)."""
+    kind = "expect_column_values_to_be_unique"
+    if rows is None:
+        return _unexpected(table.column(column), kind, kwargs)
+    keep = np.asarray(rows, bool)
+    inner = _unexpected(table.column(column).filter(pa.array(keep)), kind, kwargs)
+    if inner is None:
+        return None
+    full = np.zeros(table.num_rows, bool)
+    full[np.flatnonzero(keep)] = np.asarray(inner.to_numpy(zero_copy_only=False), bool)
+    return pa.array(full)
 
 
 def _sample_rows(candidates: np.ndarray, flagged: np.ndarray, sample_rows: int, seed: int):
@@ -218,15 +321,15 @@ class SuiteRun:
         self._samples: dict[str, pa.Table] = {}
         self._rows: dict[str, int] = {}
 
-    def add(self, name: str, table: pa.Table, rows: np.ndarray | None = None) -> None:
+    def add(self, name: str, table: pa.Table | StageTable, rows: np.ndarray | None = None) -> None:
         """Check every row of ``table`` (or the rows flagged in the mask ``rows``), keep a sample."""
-        table = flattened(table)
+        table = _flat(table)
         self._arrow[name], flagged = row_failures(table, self.suite_name, self.sample_size, rows)
         candidates = (
             np.arange(table.num_rows) if rows is None else np.flatnonzero(np.asarray(rows, bool))
         )
         picks = _sample_rows(candidates, flagged, self.sample_rows, self.seed)
-        self._samples[name] = table.take(pa.array(picks, pa.int64())).combine_chunks()
+        self._samples[name] = take_rows(table, picks).combine_chunks()
         self._rows[name] = len(candidates)
 
     def results(self) -> dict[str, SuiteResult]:

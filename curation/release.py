@@ -38,19 +38,23 @@ import logging
 import os
 import random
 import re
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from curation import schema as S
 from curation.card import render_card
 from curation.parallel import in_threads
+from curation.stage_table import StageTable
 from curation.store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -78,6 +82,27 @@ KNOWN_SCHEMAS: dict[str, pa.Schema] = {
 }
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _ROW_GROUP_ROWS = 64 * 1024
+_COPY_BYTES = 8 << 20  # chunk size when storing an encoded part
+#: The pair columns the dataset card reads (``curation.card``): of a pair table given as a
+#: :class:`StageTable`, the card gets only these (``tests/test_release.py`` checks that the card
+#: comes out the same as from the whole table).
+CARD_PAIR_COLUMNS = (
+    "dataset",
+    "subset",
+    "split",
+    "dimension",
+    "source_file",
+    "source_line",
+    "chosen_harm_categories",
+    "chosen_severity",
+    "rejected_harm_categories",
+    "rejected_severity",
+)
+
+#: A table to publish: in memory, or a stage table read row group by row group while encoding.
+ReleaseTable = pa.Table | StageTable
+#: Rows ``[offset, offset + length)`` of a table, conformed to its release schema.
+RowReader = Callable[[int, int], pa.Table]
 
 
 class ReleaseError(RuntimeError):
@@ -327,10 +352,7 @@ def _split_slices(table: pa.Table, split_col: str | None) -> list[tuple[str | No
     if split_col is None:
         return [(None, table)]
     col = table.column(split_col)
-    values = sorted(pc.unique(col).to_pylist(), key=lambda v: (v is None, str(v)))
-    folders = [_safe_dir(v) for v in values]
-    if len(set(folders)) != len(folders):
-        raise ReleaseError(f"split values {values} do not map to distinct folders {folders}")
+    values = _split_values(col)
     runs = _contiguous_runs(col)
     out = []
     for value in values:
@@ -341,6 +363,91 @@ def _split_slices(table: pa.Table, split_col: str | None) -> list[tuple[str | No
         mask = pc.is_null(col) if value is None else pc.fill_null(pc.equal(col, value), False)
         out.append((_safe_dir(value), table.filter(mask)))
     return out
+
+
+def _split_values(col: pa.ChunkedArray) -> list[Any]:
+    """The distinct split values (sorted; ``None`` last); their folders must be distinct."""
+    values = sorted(pc.unique(col).to_pylist(), key=lambda v: (v is None, str(v)))
+    folders = [_safe_dir(v) for v in values]
+    if len(set(folders)) != len(folders):
+        raise ReleaseError(f"split values {values} do not map to distinct folders {folders}")
+    return values
+
+
+class _StageRows:
+    """A stage table's rows read on demand (record batches by position), conformed to the
+    table's release schema: encoding a part reads one row group of it at a time.
+
+    A range of rows is built from the stored record batches it overlaps and sliced, so its
+    chunks are exactly those of the same slice of the whole (memory-mapped) table: parquet
+    files come out byte-identical to those written from the whole table.
+    """
+
+    def __init__(self, name: str, stage: StageTable) -> None:
+        self.name, self.stage = name, stage
+        self.schema = _conform(name, stage.schema.empty_table()).schema  # checks it conforms
+        expected = KNOWN_SCHEMAS.get(name)
+        names = stage.schema.names if expected is None else expected.names
+        self._fields = sorted(stage.schema.get_field_index(c) for c in names)  # in file order
+        with pa.memory_map(stage.path, "r") as source:  # batch headers only: no data pages read
+            reader = ipc.open_file(source)
+            lengths = [reader.get_batch(i).num_rows for i in range(reader.num_record_batches)]
+        self._starts = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+        self.num_rows = int(self._starts[-1])
+
+    def read(self, offset: int, length: int) -> pa.Table:
+        """Rows ``[offset, offset + length)``, read now into memory."""
+        ends, starts = self._starts[1:], self._starts[:-1]
+        first = int(np.searchsorted(ends, offset, side="right"))  # first batch ending after offset
+        last = int(np.searchsorted(starts, offset + length, side="left"))  # batches starting before
+        schema = pa.schema([self.stage.schema.field(i) for i in self._fields])
+        if length <= 0 or first >= last:
+            return _conform(self.name, schema.empty_table())
+        # one mapping per range (see StageTable.to_batches): its pages leave the RSS with it
+        with pa.memory_map(self.stage.path, "r") as source:
+            reader = ipc.open_file(source)
+            batches = [reader.get_batch(i).select(self._fields) for i in range(first, last)]
+        rows = pa.Table.from_batches(batches, schema=schema)
+        return _conform(self.name, rows).slice(offset - int(starts[first]), length)
+
+    def column(self, name: str) -> pa.ChunkedArray:
+        """One column of every row, read now."""
+        return self.stage.column(name)
+
+
+def _split_readers(
+    name: str, table: ReleaseTable, split_col: str | None
+) -> tuple[pa.Schema, int, list[tuple[str | None, int, RowReader]]]:
+    """``(schema, rows, [(split folder, rows, reader)])`` of a table conformed to its schema.
+
+    A stage table is read lazily when its split values are contiguous runs of rows (as the
+    pipeline writes them); otherwise (and for in-memory tables) see :func:`_split_slices`.
+    """
+    if isinstance(table, StageTable):
+        rows = _StageRows(name, table)
+        col = None if split_col is None else rows.column(split_col)
+        runs = None if col is None else _contiguous_runs(col)
+        if split_col is None:
+            return rows.schema, rows.num_rows, [(None, rows.num_rows, rows.read)]
+        if runs is not None:
+            readers = []
+            for value in _split_values(col):
+                start, stop = runs[value]
+                readers.append((_safe_dir(value), stop - start, _offset_reader(rows.read, start)))
+            return rows.schema, rows.num_rows, readers
+        table = table.read_all()  # scattered splits: filtered copies, as for in-memory tables
+    conformed = _conform(name, table)
+    slices = _split_slices(conformed, split_col)
+    return (
+        conformed.schema,
+        conformed.num_rows,
+        [(split, sub.num_rows, sub.slice) for split, sub in slices],
+    )
+
+
+def _offset_reader(read: RowReader, start: int) -> RowReader:
+    """``read`` shifted by ``start`` rows (the reader of one split's run of rows)."""
+    return lambda offset, length: read(start + offset, length)
 
 
 def _contiguous_runs(col: pa.ChunkedArray) -> dict[Any, tuple[int, int]] | None:
@@ -369,25 +476,68 @@ def _contiguous_runs(col: pa.ChunkedArray) -> dict[Any, tuple[int, int]] | None:
 
 def encode_part(part: pa.Table) -> pa.Buffer:
     """One release data file: zstd parquet with statistics, in memory."""
+    return encode_rows(part.schema, part.num_rows, part.slice)
+
+
+def encode_rows(schema: pa.Schema, num_rows: int, read: RowReader) -> pa.Buffer:
+    """One release data file from ``read(offset, length)``, in memory (see :func:`_encode`)."""
     sink = pa.BufferOutputStream()
-    pq.write_table(
-        part, sink, compression="zstd", row_group_size=_ROW_GROUP_ROWS, write_statistics=True
-    )
+    _encode(sink, schema, num_rows, read)
     return sink.getvalue()
 
 
-def _write_part(store: Store, key: str, data: pa.Buffer) -> tuple[int, str]:
-    view = memoryview(data)
-    with store.open_output(key) as raw:
-        raw.write(view)
-    return len(view), hashlib.sha256(view).hexdigest()
+def _encode(sink: Any, schema: pa.Schema, num_rows: int, read: RowReader) -> None:
+    """Write one release data file to ``sink``, reading one row group at a time.
+
+    The same bytes as ``pq.write_table(rows, row_group_size=_ROW_GROUP_ROWS)`` on the whole
+    part: that call writes each row group from the same slice of the table.
+    """
+    with pq.ParquetWriter(sink, schema, compression="zstd", write_statistics=True) as writer:
+        for start in range(0, max(num_rows, 1), _ROW_GROUP_ROWS):
+            rows = read(start, min(_ROW_GROUP_ROWS, num_rows - start))
+            writer.write_table(rows, row_group_size=_ROW_GROUP_ROWS)
+            del rows
+
+
+def _encode_to_file(schema: pa.Schema, num_rows: int, read: RowReader, folder: str) -> str:
+    """One release data file encoded into a new file in the local ``folder`` (its name):
+    encoded parts waiting to be stored wait in the page cache, not in the process's memory."""
+    fd, name = tempfile.mkstemp(prefix="part-", suffix=".parquet", dir=folder)
+    os.close(fd)
+    try:
+        with pa.OSFile(name, "wb") as sink:
+            _encode(sink, schema, num_rows, read)
+    except BaseException:
+        os.unlink(name)
+        raise
+    return name
+
+
+def _write_part(store: Store, key: str, data: pa.Buffer | str) -> tuple[int, str]:
+    """Store one data file (a buffer, or the name of a local file, which is then deleted);
+    returns its size and sha256."""
+    if not isinstance(data, str):
+        view = memoryview(data)
+        with store.open_output(key) as raw:
+            raw.write(view)
+        return len(view), hashlib.sha256(view).hexdigest()
+    digest, size = hashlib.sha256(), 0
+    try:
+        with open(data, "rb") as source, store.open_output(key) as raw:
+            while chunk := source.read(_COPY_BYTES):
+                raw.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+    finally:
+        os.unlink(data)
+    return size, digest.hexdigest()
 
 
 def _write_table(
     store: Store,
     release_id: str,
     name: str,
-    table: pa.Table,
+    table: ReleaseTable,
     split_col: str | None,
     max_rows: int,
     abort_if_published: Callable[[], None],
@@ -395,43 +545,59 @@ def _write_table(
 ) -> dict[str, Any]:
     """Write one table's parts. Parts are encoded on ``workers`` threads (zstd dominates and
     releases the GIL) and stored one after another in order, so the store sees the same writes
-    in the same order whatever the thread count."""
+    in the same order whatever the thread count. A part reads its rows one row group at a time
+    (a :class:`StageTable` is never read whole)."""
     files: list[dict[str, Any]] = []
     splits: dict[str, int] = {}
-    jobs: list[tuple[str | None, str, pa.Table]] = []
-    for split, sub in _split_slices(table, split_col):
+    jobs: list[tuple[str | None, str, int, RowReader]] = []
+    try:
+        schema, num_rows, readers = _split_readers(name, table, split_col)
+    except ReleaseError as exc:
+        raise ReleaseError(f"{store.uri}: release {release_id}: {exc}") from exc
+    for split, rows, read in readers:
         folder = name if split is None else f"{name}/{split}"
         if split is not None:
-            splits[split] = sub.num_rows
-        for i, start in enumerate(range(0, sub.num_rows, max_rows)):
-            jobs.append((split, f"{folder}/part-{i:05d}.parquet", sub.slice(start, max_rows)))
+            splits[split] = rows
+        for i, start in enumerate(range(0, rows, max_rows)):
+            jobs.append(
+                (
+                    split,
+                    f"{folder}/part-{i:05d}.parquet",
+                    min(max_rows, rows - start),
+                    _offset_reader(read, start),
+                )
+            )
 
-    def encode(job: tuple[str | None, str, pa.Table]) -> pa.Buffer | Exception:
-        try:
-            return encode_part(job[2])
-        except Exception as exc:  # reported in order, like a failed write
-            return exc
+    # encoded parts wait in local files (page cache), not in memory; whatever an aborted
+    # publish leaves there goes with the folder
+    with tempfile.TemporaryDirectory(prefix="release-parts-", ignore_cleanup_errors=True) as tmp:
 
-    for (split, rel, part), data in in_threads(encode, jobs, workers):
-        abort_if_published()
-        try:
-            if isinstance(data, Exception):
-                raise data
-            nbytes, digest = _write_part(store, f"{release_prefix(release_id)}/{rel}", data)
-        except StoreError:
-            raise
-        except Exception as exc:
-            raise ReleaseError(
-                f"{store.uri}: release {release_id}: writing {rel} failed: {exc}"
-            ) from exc
-        files.append(
-            {"path": rel, "split": split, "rows": part.num_rows, "bytes": nbytes, "sha256": digest}
-        )
+        def encode(job: tuple[str | None, str, int, RowReader]) -> str | Exception:
+            try:
+                return _encode_to_file(schema, job[2], job[3], tmp)
+            except Exception as exc:  # reported in order, like a failed write
+                return exc
+
+        for (split, rel, part_rows, _read), data in in_threads(encode, jobs, workers):
+            abort_if_published()
+            try:
+                if isinstance(data, Exception):
+                    raise data
+                nbytes, digest = _write_part(store, f"{release_prefix(release_id)}/{rel}", data)
+            except StoreError:
+                raise
+            except Exception as exc:
+                raise ReleaseError(
+                    f"{store.uri}: release {release_id}: writing {rel} failed: {exc}"
+                ) from exc
+            files.append(
+                {"path": rel, "split": split, "rows": part_rows, "bytes": nbytes, "sha256": digest}
+            )
     return {
-        "schema": schema_to_json(table.schema),
-        "arrow_schema": schema_to_b64(table.schema),
+        "schema": schema_to_json(schema),
+        "arrow_schema": schema_to_b64(schema),
         "split_column": split_col,
-        "rows": table.num_rows,
+        "rows": num_rows,
         "splits": splits,
         "files": files,
     }
@@ -460,15 +626,28 @@ def _write_assets(
     return assets
 
 
+def card_tables(tables: Mapping[str, ReleaseTable]) -> dict[str, pa.Table]:
+    """The tables the dataset card is rendered from: a stage table as the columns the card reads
+    (:data:`CARD_PAIR_COLUMNS` for ``pairs``; all columns of the other, small, tables)."""
+    out = {}
+    for name, table in tables.items():
+        if isinstance(table, StageTable):
+            wanted = CARD_PAIR_COLUMNS if name == "pairs" else table.column_names
+            table = table.select([c for c in table.column_names if c in wanted])
+        out[name] = table
+    return out
+
+
 def _card_for(
-    manifest: Mapping[str, Any], tables: Mapping[str, pa.Table], store: Store
+    manifest: Mapping[str, Any], tables: Mapping[str, ReleaseTable], store: Store
 ) -> tuple[str, dict[str, bytes]]:
     body = {k: v for k, v in manifest.items() if k != "assets"}
-    return render_card(body, tables, base_uri=store.url(release_prefix(manifest["release_id"])))
+    base_uri = store.url(release_prefix(manifest["release_id"]))
+    return render_card(body, card_tables(tables), base_uri=base_uri)
 
 
 def repair_assets(
-    store: Store, manifest: Mapping[str, Any], tables: Mapping[str, pa.Table] | None
+    store: Store, manifest: Mapping[str, Any], tables: Mapping[str, ReleaseTable] | None
 ) -> list[str]:
     """Rewrite card/charts whose bytes differ from the manifest (e.g. overwritten by a racing
     publisher of the same release). Cards render deterministically from the manifest, so this
@@ -521,7 +700,10 @@ def remove_unlisted(store: Store, manifest: Mapping[str, Any]) -> list[str]:
 
 
 def _check_same_release(
-    store: Store, ours: Mapping[str, Any], theirs: Mapping[str, Any], tables: Mapping[str, pa.Table]
+    store: Store,
+    ours: Mapping[str, Any],
+    theirs: Mapping[str, Any],
+    tables: Mapping[str, ReleaseTable],
 ) -> None:
     """After losing the create-only race: the winner's files must match what we computed."""
     rid = ours["release_id"]
@@ -551,7 +733,7 @@ def _check_same_release(
 
 def publish_release(
     store: Store | str,
-    tables: Mapping[str, pa.Table],
+    tables: Mapping[str, ReleaseTable],
     *,
     storage_options: Mapping[str, Any] | None = None,
     lock_timeout: float = 1800.0,
@@ -590,7 +772,7 @@ def remove_leftovers(store: Store) -> list[str]:
 
 def _publish(
     store: Store,
-    tables: Mapping[str, pa.Table],
+    tables: Mapping[str, ReleaseTable],
     *,
     sources: list[dict[str, Any]],
     config: dict[str, Any],
@@ -643,12 +825,13 @@ def _publish(
     try:
         table_entries: dict[str, Any] = {}
         for name in sorted(tables):
+            table = tables[name]
             try:
-                table = _conform(name, tables[name])
+                schema = _conform(name, table.schema.empty_table()).schema
             except ReleaseError as exc:
                 raise ReleaseError(f"{store.uri}: release {release_id}: {exc}") from exc
-            col = split_cols.get(name, "split" if "split" in table.column_names else None)
-            if col is not None and col not in table.column_names:
+            col = split_cols.get(name, "split" if "split" in schema.names else None)
+            if col is not None and col not in schema.names:
                 raise ReleaseError(
                     f"{store.uri}: release {release_id}: table {name!r} has no split column {col!r}"
                 )
@@ -684,7 +867,7 @@ def _publish(
         # Normalise through JSON (tuples -> lists, ...): the card is rendered from exactly what
         # readers (and a later repair) will see.
         manifest = json.loads(_pretty_json(manifest))
-        card, charts = render_card(manifest, tables, base_uri=uri)
+        card, charts = render_card(manifest, card_tables(tables), base_uri=uri)
         abort_if_published()
         manifest["assets"] = _write_assets(store, release_id, card, charts)
         # The commit point: the release becomes visible iff this create-only write succeeds.

@@ -6,8 +6,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from curation import contract
 from curation import gx_validate as gv
-from curation.contract import SuiteRun, row_failures, validate_tables
+from curation.contract import SuiteRun, row_failures, take_rows, validate_tables
+from curation.stage_table import StageTable
 from tests.test_gx_validate import CLEAN, pku_table
 
 
@@ -126,3 +128,36 @@ def test_row_mask_checks_only_the_rows_that_passed_the_row_rules():
     [failure] = masked.failures
     assert failure["unexpected_count"] == 1 and masked.rows == table.num_rows - 1
     assert [s["value"] for s in failure["sample"]] == [6]
+
+
+def _stage(table: pa.Table, path, batch_rows: int) -> StageTable:
+    """``table`` as an Arrow IPC file of record batches of ``batch_rows`` rows."""
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=batch_rows)
+    return StageTable(path)
+
+
+def test_a_stage_table_gives_the_failures_of_the_table(tmp_path, monkeypatch):
+    """Column blocks of a StageTable (read on demand) flag the same rows, with the same samples,
+    as the whole table; blocks span several stored batches and end inside one."""
+    monkeypatch.setattr(contract, "BLOCK_ROWS", 7)
+    pairs = pa.Table.from_pandas(CLEAN["curated_pairs"](), preserve_index=False)
+    pairs = pa.concat_tables([pairs] * (40 // pairs.num_rows + 1)).slice(0, 40)
+    ids = [f"id{i}" for i in range(pairs.num_rows)]
+    ids[31] = ids[3]
+    prompts = pairs["prompt"].to_pylist()
+    prompts[5], prompts[17] = "  ", None
+    splits = pairs["split"].to_pylist()
+    splits[38] = "validation"
+    bad = _with(_with(_with(pairs, "pair_id", ids), "prompt", prompts), "split", splits)
+    stage = _stage(bad, tmp_path / "pairs.arrow", 3)
+    table_failures, table_rows = row_failures(bad, "curated_pairs")
+    stage_failures, stage_rows = row_failures(stage, "curated_pairs")
+    assert stage_failures == table_failures
+    assert stage_rows.tolist() == table_rows.tolist() == [3, 5, 17, 31, 38]
+    kinds = {f["expectation"] for f in stage_failures}
+    assert "expect_column_values_to_be_unique" in kinds
+    picks = np.array([0, 4, 5, 6, 20, 39])
+    assert take_rows(stage, picks).equals(bad.take(pa.array(picks)))
+    with pytest.raises(ValueError, match="ascending"):
+        take_rows(stage, np.array([5, 4]))

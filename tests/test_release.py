@@ -6,6 +6,7 @@ The synthetic table builders here are also used by ``test_reader.py``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import uuid
@@ -31,6 +32,7 @@ from curation.release import (
     read_latest,
     read_manifest,
 )
+from curation.stage_table import StageTable
 from curation.store import Store, StoreError
 
 # ---------------------------------------------------------------------------- synthetic data
@@ -738,3 +740,92 @@ def test_harm_counts_deduplicate_dimensions() -> None:
     counts = harm_severity_counts(doubled)
     assert sum(counts.values()) == 2
     assert counts[(S.HARM_CATEGORIES[1], 2)] == 1 and counts[(S.HARM_CATEGORIES[3], 1)] == 1
+
+
+# ---------------------------------------------------------------------------- stage tables
+
+
+def _stage_table(table: pa.Table, path, batch_rows: list[int]) -> StageTable:
+    """``table`` written as an Arrow IPC file in record batches of ``batch_rows`` rows."""
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        start = 0
+        for n in batch_rows:
+            part = table.slice(start, n).combine_chunks()
+            columns = [c.chunk(0) if c.num_chunks else pa.array([], c.type) for c in part.columns]
+            writer.write_batch(pa.record_batch(columns, schema=table.schema))
+            start += n
+        assert start == table.num_rows
+    return StageTable(path)
+
+
+def test_a_stage_table_publishes_the_same_bytes_as_the_table(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parts written row group by row group from a StageTable equal those written from the whole
+    (memory-mapped) table: same files, same bytes, same row groups, whatever the batch layout."""
+    import curation.release as R
+
+    monkeypatch.setattr(R, "_ROW_GROUP_ROWS", 7)  # several row groups per part
+    sizes = [0, 5, 9, 1, 0, 13, 2, 20, 3, 17, 0, 6, 11, 4, 8, 0, 12, 10, 15, 3, 6]
+    pairs = make_pairs(sum(sizes), text=" and some more words")
+    pairs = pairs.sort_by([("split", "ascending")])  # splits in runs of rows, as the pipeline
+    extra = pa.array([f"norm {i}" for i in range(pairs.num_rows)], pa.large_string())
+    pairs = pairs.append_column("prompt_normalized", extra)  # not released
+    stage = _stage_table(pairs, tmp_path / "pairs.arrow", sizes)
+    mapped = pa.ipc.open_file(pa.memory_map(str(tmp_path / "pairs.arrow"))).read_all()
+    results = {}
+    for kind, table in (("table", mapped), ("stage", stage)):
+        store = Store(tmp_path / kind)
+        tables = make_tables(pairs=table)
+        results[kind] = publish(store, tables, max_rows_per_part=30, clock=Clock())
+    files = {
+        kind: {
+            f["path"]: (f["rows"], f["sha256"])
+            for info in r.manifest["tables"].values()
+            for f in info["files"]
+        }
+        for kind, r in results.items()
+    }
+    assert files["stage"] == files["table"]
+    assert len([p for p in files["stage"] if p.startswith("pairs/")]) >= 5
+    first = results["stage"].uri + "/pairs/train/part-00000.parquet"
+    assert pq.ParquetFile(first).metadata.num_row_groups == 5  # 30 rows in groups of 7
+    # and the bytes pq.write_table gives each part sliced from the whole mapped table
+    conformed = mapped.select(S.PAIRS.names).cast(S.PAIRS)
+    for split, sub in R._split_slices(conformed, "split"):
+        for i, start in enumerate(range(0, sub.num_rows, 30)):
+            sink = pa.BufferOutputStream()
+            pq.write_table(
+                sub.slice(start, 30),
+                sink,
+                compression="zstd",
+                row_group_size=7,
+                write_statistics=True,
+            )
+            digest = hashlib.sha256(sink.getvalue()).hexdigest()
+            assert files["stage"][f"pairs/{split}/part-{i:05d}.parquet"][1] == digest
+    manifests = {k: {**r.manifest, "assets": None} for k, r in results.items()}
+    assert manifests["stage"] == manifests["table"]
+    cards = {
+        k: Store(tmp_path / k)
+        .get(f"releases/{r.release_id}/README.md")
+        .decode()
+        .replace(str(tmp_path / k), "STORE")
+        for k, r in results.items()
+    }
+    assert cards["stage"] == cards["table"]
+
+
+def test_the_card_columns_render_the_card_of_the_whole_table(tmp_path) -> None:
+    """The card rendered from CARD_PAIR_COLUMNS of a stage table is the card of the whole table."""
+    from curation.release import CARD_PAIR_COLUMNS, card_tables
+
+    tables = make_tables(60)
+    stage = _stage_table(tables["pairs"], tmp_path / "pairs.arrow", [25, 0, 35])
+    narrow = card_tables({**tables, "pairs": stage})
+    assert narrow["pairs"].column_names == [
+        c for c in tables["pairs"].column_names if c in CARD_PAIR_COLUMNS
+    ]
+    manifest = publish(Store(tmp_path / "s"), tables).manifest
+    body = {k: v for k, v in manifest.items() if k != "assets"}
+    assert render_card(body, narrow) == render_card(body, tables)
