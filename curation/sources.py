@@ -85,6 +85,15 @@ def all_files() -> list[SourceFile]:
     return hh_files() + pku_files()
 
 
+def source_file(subset: str, split: str | None = None) -> SourceFile:
+    """The upstream file of ``subset`` (an HH subset or a PKU config) and ``split`` (``None`` for
+    the red-team file); KeyError if there is none."""
+    for f in all_files():
+        if f.subset == subset and f.split == split:
+            return f
+    raise KeyError(f"no upstream file for subset {subset!r}, split {split!r}")
+
+
 def file_uri(root: str, relpath: str, revision: str | None = None) -> str:
     """The URI of ``relpath`` inside the mirror at ``root`` (pinning ``hf://`` to ``revision``)."""
     root = root.rstrip("/")

@@ -22,7 +22,7 @@ from assets.keys import INGEST_KEYS, RELEASE_KEY, UPSTREAM_KEYS, ingest_asset_ke
 from assets.resources import AwsCredentials, SourcesResource
 from assets.upstream import observe_files
 from curation.gx_validate import warm_up
-from curation.sources import SourceError, hh_files, pku_files
+from curation.sources import SourceError, source_file
 from curation.upstream import hf_commit, source_fingerprint
 from pipelines.automation import (
     AUTOMATION_SENSOR,
@@ -36,8 +36,8 @@ from pipelines.refresh import refresh
 from pipelines.settings import SAMPLE
 from tests.pipeline_helpers import environment
 
-HH_TEST = next(f for f in hh_files() if f.subset == "harmless-base" and f.split == "test")
-PKU_TEST = next(f for f in pku_files() if f.subset == "Alpaca-7B" and f.split == "test")
+HH_TEST = source_file("harmless-base", "test")
+PKU_TEST = source_file("Alpaca-7B", "test")
 AFTER_NORMALIZE = {
     "normalized_pairs",
     "quarantine",

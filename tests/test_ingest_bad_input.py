@@ -10,11 +10,11 @@ import pyarrow.compute as pc
 import pytest
 
 from curation.ingest import ingest_file
-from curation.sources import SourceError, hh_files, pku_files
+from curation.sources import SourceError, source_file
 
-HH_TEST = next(f for f in hh_files() if f.subset == "harmless-base" and f.split == "test")
-RED_TEAM = next(f for f in hh_files() if f.kind == "hh_red_team")
-PKU_TRAIN = next(f for f in pku_files() if f.subset == "Alpaca-7B" and f.split == "train")
+HH_TEST = source_file("harmless-base", "test")
+RED_TEAM = source_file("red-team-attempts")
+PKU_TRAIN = source_file("Alpaca-7B", "train")
 GOOD = {"chosen": "\n\nHuman: q\n\nAssistant: yes", "rejected": "\n\nHuman: q\n\nAssistant: no"}
 
 

@@ -19,12 +19,12 @@ from curation.ingest import ingest_file
 from curation.normalize import pairs_from, red_team_rows, split_verdicts
 from curation.pku import CURRENT_MARKERS, V0_FIELDS
 from curation.report import QUARANTINE_ERROR_RATE, QUARANTINE_WARN_RATE, quarantine_rate
-from curation.sources import hh_files, pku_files
+from curation.sources import source_file
 from pipelines.settings import SAMPLE
 
-HH_TEST = next(f for f in hh_files() if f.subset == "harmless-base" and f.split == "test")
-RED_TEAM = next(f for f in hh_files() if f.kind == "hh_red_team")
-PKU_TRAIN = next(f for f in pku_files() if f.subset == "Alpaca-7B" and f.split == "train")
+HH_TEST = source_file("harmless-base", "test")
+RED_TEAM = source_file("red-team-attempts")
+PKU_TRAIN = source_file("Alpaca-7B", "train")
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 

@@ -15,14 +15,14 @@ import dagster as dg
 import pytest
 
 from assets.keys import INGEST_KEYS
-from curation.sources import hh_files, pku_files
+from curation.sources import source_file
 from pipelines.definitions import build_definitions
 
 PRESENT = [
-    next(f for f in hh_files() if f.subset == "harmless-base" and f.split == "train"),
-    next(f for f in hh_files() if f.subset == "harmless-base" and f.split == "test"),
-    next(f for f in pku_files() if f.subset == "Alpaca-7B" and f.split == "train"),
-    next(f for f in pku_files() if f.subset == "Alpaca-7B" and f.split == "test"),
+    source_file("harmless-base", "train"),
+    source_file("harmless-base", "test"),
+    source_file("Alpaca-7B", "train"),
+    source_file("Alpaca-7B", "test"),
 ]
 
 

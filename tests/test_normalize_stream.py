@@ -27,13 +27,13 @@ from curation.normalize import (
     with_pair_ids,
 )
 from curation.report import REPORT_KEY
-from curation.sources import hh_files, pku_files
+from curation.sources import source_file
 from curation.stage_table import StageTable
 from pipelines.settings import SAMPLE
 
-HH_TRAIN = next(f for f in hh_files() if f.subset == "harmless-base" and f.split == "train")
-HH_TEST = next(f for f in hh_files() if f.subset == "harmless-base" and f.split == "test")
-PKU_TRAIN = next(f for f in pku_files() if f.subset == "Alpaca-7B" and f.split == "train")
+HH_TRAIN = source_file("harmless-base", "train")
+HH_TEST = source_file("harmless-base", "test")
+PKU_TRAIN = source_file("Alpaca-7B", "train")
 
 
 def _ingested(source) -> pa.Table:
