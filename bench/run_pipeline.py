@@ -442,6 +442,11 @@ def _loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def _child_module(module: str, args: list[str], result_file: Path, code_dir: Path) -> dict:
+    """``python -m module *args --result result_file`` measured in a child process."""
+    return _child(["-m", module, *args, "--result", str(result_file)], result_file, code_dir)
+
+
 def _child(args: list[str], result_file: Path, code_dir: Path = REPO) -> dict:
     """Run ``python args...`` in ``code_dir`` in a fresh process; its JSON result plus outside
     measurements (wall, CPU from ``RUSAGE_CHILDREN``, load average before and after)."""
@@ -532,35 +537,17 @@ def measure_corpus(
     if floor:
         result_file = work / "parse_floor.json"
         print(f"[{corpus.name}] parse floor ...", file=sys.stderr, flush=True)
-        out["parse_floor"] = _child(
-            [
-                "-m",
-                "bench.run_pipeline",
-                "--parse-floor",
-                "--corpus",
-                str(corpus),
-                "--result",
-                str(result_file),
-            ],
-            result_file,
-            code_dir,
+        out["parse_floor"] = _child_module(
+            "bench.run_pipeline", ["--parse-floor", "--corpus", str(corpus)], result_file, code_dir
         )
         out["wall_over_parse_floor"] = out["first"]["process_wall_s"] / out["parse_floor"]["wall_s"]
         out["cpu_over_parse_floor"] = out["first"]["process_cpu_s"] / out["parse_floor"]["cpu_s"]
     if compare:
         result_file = work / "reference.json"
         print(f"[{corpus.name}] reference ...", file=sys.stderr, flush=True)
-        out["reference"] = _child(
-            [
-                "-m",
-                "bench.reference_pipeline",
-                "--corpus",
-                str(corpus),
-                "--out",
-                str(work / "reference_out"),
-                "--result",
-                str(result_file),
-            ],
+        out["reference"] = _child_module(
+            "bench.reference_pipeline",
+            ["--corpus", str(corpus), "--out", str(work / "reference_out")],
             result_file,
             code_dir,
         )
