@@ -770,6 +770,71 @@ def remove_leftovers(store: Store) -> list[str]:
     return removed
 
 
+def _split_column_of(
+    store: Store,
+    release_id: str,
+    name: str,
+    table: ReleaseTable,
+    split_cols: Mapping[str, str | None],
+) -> str | None:
+    """The column ``name``'s files are split by (``None``: no split level); checks the schema."""
+    try:
+        schema = _conform(name, table.schema.empty_table()).schema
+    except ReleaseError as exc:
+        raise ReleaseError(f"{store.uri}: release {release_id}: {exc}") from exc
+    col = split_cols.get(name, "split" if "split" in schema.names else None)
+    if col is not None and col not in schema.names:
+        raise ReleaseError(
+            f"{store.uri}: release {release_id}: table {name!r} has no split column {col!r}"
+        )
+    return col
+
+
+def _new_manifest(store: Store, fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` plus the parent release and the next sequence number, normalised through JSON
+    (tuples -> lists, ...) so the card is rendered from exactly what readers will see."""
+    try:
+        parent = read_latest(store)
+    except ReleaseError as exc:  # garbage pointer: publish as if there were none
+        log.warning("%s", exc)
+        parent = None
+    manifest = {
+        "format_version": fields["format_version"],
+        "release_id": fields["release_id"],
+        "parent_release_id": parent["release_id"] if parent else None,
+        "sequence": claim_sequence(store, parent),
+        **{k: v for k, v in fields.items() if k not in ("format_version", "release_id")},
+    }
+    return json.loads(_pretty_json(manifest))
+
+
+def _adopt_concurrent_release(
+    store: Store,
+    release_id: str,
+    manifest: dict[str, Any] | None,
+    tables: Mapping[str, ReleaseTable],
+    started: str | None,
+) -> PublishResult:
+    """Another publisher created the manifest first: check (or repair) it and report unchanged."""
+    winner = read_manifest(store, release_id)
+    if winner is None:
+        raise ReleaseError(
+            f"{store.uri}: release {release_id}: manifest create failed but no manifest exists"
+        )
+    if manifest is not None:
+        _check_same_release(store, manifest, winner, tables)
+    else:
+        repair_assets(store, winner, tables)
+    remove_unlisted(store, winner)
+    log.info(
+        "%s: release %s was published concurrently; reporting unchanged", store.uri, release_id
+    )
+    moved = advance_latest(store, winner, started)
+    return PublishResult(
+        release_id, "unchanged", store.url(release_prefix(release_id)), winner, moved
+    )
+
+
 def _publish(
     store: Store,
     tables: Mapping[str, ReleaseTable],
@@ -823,50 +888,33 @@ def _publish(
             raise _AlreadyPublished
 
     try:
-        table_entries: dict[str, Any] = {}
-        for name in sorted(tables):
-            table = tables[name]
-            try:
-                schema = _conform(name, table.schema.empty_table()).schema
-            except ReleaseError as exc:
-                raise ReleaseError(f"{store.uri}: release {release_id}: {exc}") from exc
-            col = split_cols.get(name, "split" if "split" in schema.names else None)
-            if col is not None and col not in schema.names:
-                raise ReleaseError(
-                    f"{store.uri}: release {release_id}: table {name!r} has no split column {col!r}"
-                )
-            table_entries[name] = _write_table(
+        table_entries = {
+            name: _write_table(
                 store,
                 release_id,
                 name,
-                table,
-                col,
+                tables[name],
+                _split_column_of(store, release_id, name, tables[name], split_cols),
                 max_rows_per_part,
                 abort_if_published,
                 workers,
             )
-
-        try:
-            parent = read_latest(store)
-        except ReleaseError as exc:  # garbage pointer: publish as if there were none
-            log.warning("%s", exc)
-            parent = None
-        manifest: dict[str, Any] = {
-            "format_version": FORMAT_VERSION,
-            "release_id": release_id,
-            "parent_release_id": parent["release_id"] if parent else None,
-            "sequence": claim_sequence(store, parent),
-            "created_at": format_created_at(clock()),
-            "code_version": code_version,
-            "config": config,
-            "sources": sources,
-            "tables": table_entries,
-            "counts": counts,
-            "checks": checks,
+            for name in sorted(tables)
         }
-        # Normalise through JSON (tuples -> lists, ...): the card is rendered from exactly what
-        # readers (and a later repair) will see.
-        manifest = json.loads(_pretty_json(manifest))
+        manifest = _new_manifest(
+            store,
+            {
+                "format_version": FORMAT_VERSION,
+                "release_id": release_id,
+                "created_at": format_created_at(clock()),
+                "code_version": code_version,
+                "config": config,
+                "sources": sources,
+                "tables": table_entries,
+                "counts": counts,
+                "checks": checks,
+            },
+        )
         card, charts = render_card(manifest, card_tables(tables), base_uri=uri)
         abort_if_published()
         manifest["assets"] = _write_assets(store, release_id, card, charts)
@@ -878,21 +926,7 @@ def _publish(
         manifest = None  # type: ignore[assignment]
 
     if not created:
-        winner = read_manifest(store, release_id)
-        if winner is None:
-            raise ReleaseError(
-                f"{store.uri}: release {release_id}: manifest create failed but no manifest exists"
-            )
-        if manifest is not None:
-            _check_same_release(store, manifest, winner, tables)
-        else:
-            repair_assets(store, winner, tables)
-        remove_unlisted(store, winner)
-        log.info(
-            "%s: release %s was published concurrently; reporting unchanged", store.uri, release_id
-        )
-        moved = advance_latest(store, winner, started)
-        return PublishResult(release_id, "unchanged", uri, winner, moved)
+        return _adopt_concurrent_release(store, release_id, manifest, tables, started)
 
     log.info("%s: published release %s (sequence %s)", store.uri, release_id, manifest["sequence"])
     remove_unlisted(store, manifest)
