@@ -346,15 +346,19 @@ def test_a_changed_source_file_leads_to_exactly_one_new_release(
     new_sha = sha256(changed)
 
     def published_change():
-        """The release id if ``latest.json`` names a release of the changed file."""
+        """The ``release`` materialization of the changed file's release, once ``latest.json``
+        names that release and the event is stored (the pointer moves inside the step, a moment
+        before the step's materialization event is written)."""
         latest = deployment.latest()
         if latest is None or latest in before:
             return None
         files = [f for s in deployment.manifest(latest)["sources"] for f in s["files"]]
-        return latest if any(f["sha256"] == new_sha for f in files) else None
+        if not any(f["sha256"] == new_sha for f in files):
+            return None
+        return next((e for e in deployment.release_events() if e["release_id"] == latest), None)
 
-    release_id = deployment.wait(published_change, "a release of the changed file", every=0.5)
-    event = next(e for e in deployment.release_events() if e["release_id"] == release_id)
+    event = deployment.wait(published_change, "a release of the changed file", every=0.5)
+    release_id = event["release_id"]
     latency = event["timestamp"] - changed_at
     request.node.user_properties.append(("change_to_release_seconds", round(latency, 1)))
     enqueued, started = query(  # event_logs timestamps are UTC
