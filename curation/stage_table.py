@@ -27,6 +27,8 @@ import pyarrow.ipc as ipc
 
 #: Rows read through one memory mapping before the file is mapped anew (see ``to_batches``).
 REMAP_ROWS = 1 << 16
+#: Bytes read through one memory map by :meth:`StageTable.copied_batches` before it is reopened.
+COPY_MAP_BYTES = 64 << 20
 
 
 class StageTable:
@@ -100,6 +102,30 @@ class StageTable:
         finally:
             if source is not None:
                 source.close()
+
+    def copied_batches(self, columns: Sequence[str]) -> Iterator[pa.Table]:
+        """The stored record batches of ``columns``, each copied into memory of its own.
+
+        For long passes that keep little: unlike :meth:`to_batches`, no result points into the
+        mapping, so the pages read leave the RSS as soon as the map is reopened (every
+        :data:`COPY_MAP_BYTES`), whatever the caller keeps. ``included_fields`` is zero-copy on a
+        memory map, so only the wanted columns' pages are read.
+        """
+        self._check(columns)
+        fields = [self.schema.get_field_index(c) for c in columns]
+        options = ipc.IpcReadOptions(included_fields=sorted(fields))  # read in file order
+        index, count = 0, None
+        while count is None or index < count:
+            with pa.memory_map(self.path, "r") as source:
+                reader = ipc.open_file(source, options=options)
+                count, mapped = reader.num_record_batches, 0
+                while index < count and mapped < COPY_MAP_BYTES:
+                    batch = reader.get_batch(index)
+                    index += 1
+                    mapped += batch.nbytes
+                    # a copy (concatenating with an empty batch allocates new buffers)
+                    both = pa.Table.from_batches([batch, batch.slice(0, 0)])
+                    yield both.select(list(columns)).replace_schema_metadata(None).combine_chunks()
 
     def select(self, columns: Sequence[str]) -> pa.Table:
         """A table of ``columns`` only, in the given order (read now)."""

@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.ipc as ipc
 import xxhash
 
 from curation.near_dup import LazyTexts, Words, _ranges, compact_keys, tokenize
@@ -50,14 +49,14 @@ def table_batches(
     """Record batches of ``columns`` of ``pairs`` in row order, of at most ``max_rows`` rows.
 
     Small stored batches of a stage table are combined (per-batch work such as tokenizing has a
-    fixed cost), large ones sliced; every batch owns its memory (:func:`stage_batches`).
+    fixed cost), large ones sliced; every batch owns its memory (:meth:`StageTable.copied_batches`).
     """
     if not isinstance(pairs, StageTable):
         yield from pairs.select(list(columns)).combine_chunks().to_batches(max_chunksize=max_rows)
         return
     pending: list[pa.RecordBatch] = []
     size = 0
-    for stored in stage_batches(pairs, columns):
+    for stored in pairs.copied_batches(columns):
         for batch in stored.to_batches(max_chunksize=max_rows) if stored.num_rows else []:
             if size + batch.num_rows > max_rows and pending:
                 yield _combined(pending)
@@ -66,33 +65,6 @@ def table_batches(
             size += batch.num_rows
     if pending:
         yield _combined(pending)
-
-
-#: Bytes read through one memory map before it is closed (its touched pages count in RSS).
-MAP_BYTES = 64 << 20
-
-
-def stage_batches(table: StageTable, columns: Sequence[str]) -> Iterator[pa.Table]:
-    """The stored record batches of ``columns`` of ``table``, each copied into its own memory.
-
-    The file is memory-mapped, so only the wanted columns' pages are read (an IPC reader on a
-    plain file reads every column of a batch), and the map is reopened every
-    :data:`MAP_BYTES` so that the pages touched do not accumulate in the process's RSS.
-    """
-    fields = [table.schema.get_field_index(c) for c in columns]
-    options = ipc.IpcReadOptions(included_fields=sorted(fields))  # read in file order
-    index, count = 0, None
-    while count is None or index < count:
-        with pa.memory_map(table.path, "r") as source:
-            reader = ipc.open_file(source, options=options)
-            count, mapped = reader.num_record_batches, 0
-            while index < count and mapped < MAP_BYTES:
-                batch = reader.get_batch(index)
-                index += 1
-                mapped += batch.nbytes
-                # a copy (concatenating with an empty batch allocates new buffers)
-                both = pa.Table.from_batches([batch, batch.slice(0, 0)])
-                yield both.select(list(columns)).replace_schema_metadata(None).combine_chunks()
 
 
 def _combined(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
