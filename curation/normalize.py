@@ -254,12 +254,7 @@ class RepeatCounter:
 
 def content_ids(keys: list[pa.ChunkedArray | pa.Array], order: pa.ChunkedArray) -> pa.Array:
     """xxh3-128 hex ids of the joined ``keys`` per row; repeats get ``-1``, ``-2``... by ``order``."""
-    frame = pl.DataFrame({"id": base_ids(keys), "order": order.to_numpy()})
-    rank = frame.select(pl.col("order").rank("ordinal").over("id") - 1).to_series()
-    ids = frame.select(
-        pl.when(rank == 0).then(pl.col("id")).otherwise(pl.col("id") + "-" + rank.cast(pl.String))
-    ).to_series()
-    return ids.to_arrow().cast(pa.string())
+    return RepeatCounter().ids(base_ids(keys), order)
 
 
 def with_pair_ids(pairs: pa.Table) -> pa.Table:
@@ -269,18 +264,29 @@ def with_pair_ids(pairs: pa.Table) -> pa.Table:
     :data:`~curation.textnorm.NORMALIZED_PROMPT`, so dedup and decontamination do not normalize
     the prompts again.
     """
-    prompt = normalize_array(pairs.column("prompt"))
-    keys = [
-        pairs.column("dataset"),
-        pairs.column("subset"),
-        pairs.column("split"),
-        pairs.column("dimension"),
-        prompt,
-        normalize_array(pairs.column("chosen")),
-        normalize_array(pairs.column("rejected")),
-    ]
-    ids = pairs.set_column(0, "pair_id", content_ids(keys, pairs.column("source_line")))
-    return ids.append_column(PAIRS_STAGE.field(NORMALIZED_PROMPT), prompt)
+    staged, base = _staged_with_base_ids(pairs)
+    ids = RepeatCounter().ids(base, pairs.column(SOURCE_LINE))
+    return staged.set_column(0, "pair_id", ids)
+
+
+def _staged_with_base_ids(
+    pairs: pa.Table,
+    prompt: pa.Array | None = None,
+    chosen: pa.Array | None = None,
+    rejected: pa.Array | None = None,
+) -> tuple[pa.Table, pa.Array]:
+    """``pairs`` with the normalized prompt appended, and their ids before repeat suffixes.
+
+    The id key is dataset, subset, split, dimension and the normalized prompt, chosen and
+    rejected texts; normalized texts computed already (PKU: once per row for both dimensions)
+    can be passed in.
+    """
+    prompt = normalize_array(pairs.column("prompt")) if prompt is None else prompt
+    chosen = normalize_array(pairs.column("chosen")) if chosen is None else chosen
+    rejected = normalize_array(pairs.column("rejected")) if rejected is None else rejected
+    keys = [pairs.column(c) for c in ("dataset", "subset", "split", "dimension")]
+    staged = pairs.append_column(PAIRS_STAGE.field(NORMALIZED_PROMPT), prompt)
+    return staged, base_ids([*keys, prompt, chosen, rejected])
 
 
 def red_team_rows(table: pa.Table) -> pa.Table:
@@ -369,25 +375,16 @@ def _pairs_per_row(raw: RawTable) -> int:
 def _stored_batch_rows(raw: RawTable) -> list[int]:
     """Rows of each stored record batch (a table's batches as the IO manager writes them)."""
     if isinstance(raw, StageTable):
-        with pa.memory_map(raw.path, "r") as source:  # batch headers only
-            reader = pa.ipc.open_file(source)
-            return [reader.get_batch(i).num_rows for i in range(reader.num_record_batches)]
+        return list(raw.batch_rows)
     return [b.num_rows for b in raw.to_batches()]
 
 
 def _read_stored(raw: RawTable, columns: list[str], start: int, stop: int) -> pa.Table:
     """Stored batches ``start:stop`` of ``columns`` (one chunk per stored batch)."""
-    schema = pa.schema([raw.schema.field(c) for c in columns])
     if isinstance(raw, StageTable):
-        options = pa.ipc.IpcReadOptions(
-            included_fields=[raw.schema.get_field_index(c) for c in columns]
-        )
-        with pa.OSFile(raw.path, "rb") as source:
-            reader = pa.ipc.open_file(source, options=options)
-            batches = [reader.get_batch(i) for i in range(start, stop)]
-    else:
-        batches = raw.select(columns).to_batches()[start:stop]
-    return pa.Table.from_batches(batches, schema=schema)
+        return raw.read_batches(start, stop, columns)
+    schema = pa.schema([raw.schema.field(c) for c in columns])
+    return pa.Table.from_batches(raw.select(columns).to_batches()[start:stop], schema=schema)
 
 
 @dataclass(frozen=True)
@@ -425,16 +422,7 @@ class _Part:
 
 
 def _hh_group(good: pa.Table) -> list[tuple[str, pa.Table, pa.Array]]:
-    pairs = hh_pairs(good)
-    prompt = normalize_array(pairs.column("prompt"))
-    keys = [pairs.column(c) for c in ("dataset", "subset", "split", "dimension")]
-    keys += [
-        prompt,
-        normalize_array(pairs.column("chosen")),
-        normalize_array(pairs.column("rejected")),
-    ]
-    pairs = pairs.append_column(PAIRS_STAGE.field(NORMALIZED_PROMPT), prompt)
-    return [("", pairs, base_ids(keys))]
+    return [("", *_staged_with_base_ids(hh_pairs(good)))]
 
 
 def _pku_group(good: pa.Table) -> list[tuple[str, pa.Table, pa.Array]]:
@@ -444,14 +432,11 @@ def _pku_group(good: pa.Table) -> list[tuple[str, pa.Table, pa.Array]]:
     turns = _pku_turns(good.column("prompt"))
     out = []
     for dimension in PKU_DIMENSIONS:
-        pairs = _pku_dimension(good, dimension, turns)
         first = _pku_first(good, dimension)
         chosen = pc.if_else(first, responses[0], responses[1])
         rejected = pc.if_else(first, responses[1], responses[0])
-        keys = [pairs.column(c) for c in ("dataset", "subset", "split", "dimension")]
-        keys += [prompt, chosen, rejected]
-        pairs = pairs.append_column(PAIRS_STAGE.field(NORMALIZED_PROMPT), prompt)
-        out.append((dimension, pairs, base_ids(keys)))
+        pairs = _pku_dimension(good, dimension, turns)
+        out.append((dimension, *_staged_with_base_ids(pairs, prompt, chosen, rejected)))
     return out
 
 

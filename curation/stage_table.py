@@ -43,9 +43,11 @@ class StageTable:
         with pa.memory_map(self.path, "r") as source:  # batch headers only: no data pages read
             reader = ipc.open_file(source)
             self.schema: pa.Schema = reader.schema
-            self.num_rows: int = sum(
+            #: rows of each stored record batch
+            self.batch_rows: tuple[int, ...] = tuple(
                 reader.get_batch(i).num_rows for i in range(reader.num_record_batches)
             )
+        self.num_rows: int = sum(self.batch_rows)
         if owned:
             weakref.finalize(self, _unlink, self.path)
 
@@ -126,6 +128,19 @@ class StageTable:
                     # a copy (concatenating with an empty batch allocates new buffers)
                     both = pa.Table.from_batches([batch, batch.slice(0, 0)])
                     yield both.select(list(columns)).replace_schema_metadata(None).combine_chunks()
+
+    def read_batches(self, start: int, stop: int, columns: Sequence[str]) -> pa.Table:
+        """Stored record batches ``start:stop`` of ``columns`` (one chunk per stored batch).
+
+        Memory-mapped: only the pages of ``columns`` are read (``included_fields`` is zero-copy
+        on a map), and they leave the RSS when the returned table is dropped.
+        """
+        self._check(columns)
+        schema = pa.schema([self.schema.field(c) for c in columns])
+        with pa.memory_map(self.path, "r") as source:
+            reader = ipc.open_file(source)
+            batches = [reader.get_batch(i).select(list(columns)) for i in range(start, stop)]
+        return pa.Table.from_batches(batches, schema=schema)
 
     def select(self, columns: Sequence[str]) -> pa.Table:
         """A table of ``columns`` only, in the given order (read now)."""
