@@ -48,7 +48,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from curation import schema as S
@@ -388,11 +387,8 @@ class _StageRows:
         self.schema = _conform(name, stage.schema.empty_table()).schema  # checks it conforms
         expected = KNOWN_SCHEMAS.get(name)
         names = stage.schema.names if expected is None else expected.names
-        self._fields = sorted(stage.schema.get_field_index(c) for c in names)  # in file order
-        with pa.memory_map(stage.path, "r") as source:  # batch headers only: no data pages read
-            reader = ipc.open_file(source)
-            lengths = [reader.get_batch(i).num_rows for i in range(reader.num_record_batches)]
-        self._starts = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+        self._columns = sorted(names, key=stage.schema.get_field_index)  # in file order
+        self._starts = np.concatenate([[0], np.cumsum(stage.batch_rows, dtype=np.int64)])
         self.num_rows = int(self._starts[-1])
 
     def read(self, offset: int, length: int) -> pa.Table:
@@ -400,14 +396,11 @@ class _StageRows:
         ends, starts = self._starts[1:], self._starts[:-1]
         first = int(np.searchsorted(ends, offset, side="right"))  # first batch ending after offset
         last = int(np.searchsorted(starts, offset + length, side="left"))  # batches starting before
-        schema = pa.schema([self.stage.schema.field(i) for i in self._fields])
         if length <= 0 or first >= last:
+            schema = pa.schema([self.stage.schema.field(c) for c in self._columns])
             return _conform(self.name, schema.empty_table())
-        # one mapping per range (see StageTable.to_batches): its pages leave the RSS with it
-        with pa.memory_map(self.stage.path, "r") as source:
-            reader = ipc.open_file(source)
-            batches = [reader.get_batch(i).select(self._fields) for i in range(first, last)]
-        rows = pa.Table.from_batches(batches, schema=schema)
+        # one mapping per range (StageTable.read_batches): its pages leave the RSS with it
+        rows = self.stage.read_batches(first, last, self._columns)
         return _conform(self.name, rows).slice(offset - int(starts[first]), length)
 
     def column(self, name: str) -> pa.ChunkedArray:
@@ -474,18 +467,6 @@ def _contiguous_runs(col: pa.ChunkedArray) -> dict[Any, tuple[int, int]] | None:
     return runs
 
 
-def encode_part(part: pa.Table) -> pa.Buffer:
-    """One release data file: zstd parquet with statistics, in memory."""
-    return encode_rows(part.schema, part.num_rows, part.slice)
-
-
-def encode_rows(schema: pa.Schema, num_rows: int, read: RowReader) -> pa.Buffer:
-    """One release data file from ``read(offset, length)``, in memory (see :func:`_encode`)."""
-    sink = pa.BufferOutputStream()
-    _encode(sink, schema, num_rows, read)
-    return sink.getvalue()
-
-
 def _encode(sink: Any, schema: pa.Schema, num_rows: int, read: RowReader) -> None:
     """Write one release data file to ``sink``, reading one row group at a time.
 
@@ -513,14 +494,9 @@ def _encode_to_file(schema: pa.Schema, num_rows: int, read: RowReader, folder: s
     return name
 
 
-def _write_part(store: Store, key: str, data: pa.Buffer | str) -> tuple[int, str]:
-    """Store one data file (a buffer, or the name of a local file, which is then deleted);
-    returns its size and sha256."""
-    if not isinstance(data, str):
-        view = memoryview(data)
-        with store.open_output(key) as raw:
-            raw.write(view)
-        return len(view), hashlib.sha256(view).hexdigest()
+def _write_part(store: Store, key: str, data: str) -> tuple[int, str]:
+    """Store one data file from the local file ``data`` (deleted afterwards); returns its size
+    and sha256."""
     digest, size = hashlib.sha256(), 0
     try:
         with open(data, "rb") as source, store.open_output(key) as raw:
