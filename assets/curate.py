@@ -11,8 +11,7 @@ from curation.decontam import decontaminate
 from curation.dedup import deduplicate
 from curation.references import load_reference_set
 from curation.selection import RowSelection
-from curation.stage_table import StageTable
-from curation.text_index import take_rows
+from curation.stage_table import StageTable, take_rows
 
 CURATE_GROUP = "curate"
 
@@ -20,7 +19,7 @@ CURATE_GROUP = "curate"
 def _head(kept: RowSelection, n: int = 5) -> pa.Table:
     """The first ``n`` kept rows, preview columns only (reads just the first batch)."""
     columns = [c for c in PREVIEW_COLUMNS if c in kept.schema.names] or kept.schema.names[:6]
-    return take_rows(kept.table, columns, np.flatnonzero(kept.keep)[:n])
+    return take_rows(kept.table, np.flatnonzero(kept.keep)[:n], columns)
 
 
 def _outputs(kept: RowSelection, removed: pa.Table, kept_name: str, removed_name: str):

@@ -35,6 +35,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curation import stage_table
 from curation.gx_validate import (
     ID_COLUMNS,
     SuiteResult,
@@ -158,24 +159,12 @@ def _elementwise_masks(
 def take_rows(
     table: pa.Table | StageTable, rows: np.ndarray, columns: Sequence[str] | None = None
 ) -> pa.Table:
-    """The rows at the ascending positions ``rows`` (of ``columns``, default all); a stage table
-    is read batch by batch, keeping only the taken rows."""
+    """The rows at the ascending positions ``rows`` (of ``columns``, default all): the sample
+    and flagged rows are picked in row order, so anything else is a caller's bug."""
     rows = np.asarray(rows, np.int64)
     if len(rows) > 1 and np.any(np.diff(rows) < 0):
         raise ValueError("take_rows needs ascending row positions")
-    if isinstance(table, pa.Table):
-        picked = table if columns is None else table.select(list(columns))
-        return picked.take(pa.array(rows, pa.int64()))
-    names = table.column_names if columns is None else list(columns)
-    schema = pa.schema([table.schema.field(c) for c in names], metadata=table.schema.metadata)
-    parts, start = [], 0
-    for batch in table.to_batches(columns):
-        stop = start + batch.num_rows
-        lo, hi = np.searchsorted(rows, [start, stop])
-        if hi > lo:
-            parts.append(batch.take(pa.array(rows[lo:hi] - start, pa.int64())))
-        start = stop
-    return pa.Table.from_batches(parts, schema=schema)
+    return stage_table.take_rows(table, rows, columns)
 
 
 def _row_sample(

@@ -64,8 +64,8 @@ from curation.near_dup import (
 )
 from curation.parallel import parallel_map
 from curation.selection import RowSelection
-from curation.stage_table import StageTable
-from curation.text_index import DistinctTexts, table_batches, take_rows
+from curation.stage_table import StageTable, take_rows
+from curation.text_index import DistinctTexts, table_batches
 from curation.textnorm import normalize_array
 
 __all__ = [
@@ -231,7 +231,7 @@ def _text_reader(
             out[whole] = read_prompts(pairs, rows[whole]).to_pylist()
         if turn.any():
             wanted = np.flatnonzero(turn)
-            src, index, texts = _human_turns(take_rows(pairs, ["prompt_turns"], rows[wanted]))
+            src, index, texts = _human_turns(take_rows(pairs, rows[wanted], ["prompt_turns"]))
             pick = index == sub[wanted][src] - 1  # the human turn each request asked for
             out[wanted[src[pick]]] = texts.filter(pa.array(pick)).to_pylist()
         if is_extra.any():

@@ -48,13 +48,12 @@ from curation.near_dup import (
 )
 from curation.schema import REMOVED
 from curation.selection import RowSelection
-from curation.stage_table import StageTable
+from curation.stage_table import StageTable, take_rows
 from curation.text_index import (
     DistinctTexts,
     distinct_texts,
     read_columns,
     table_batches,
-    take_rows,
     text_hash128,
 )
 from curation.textnorm import NORMALIZED_PROMPT, normalize_array, normalized_prompts
@@ -121,7 +120,7 @@ def sorted_pairs(
     Returns ``(meta, order)``: ``meta`` holds the identifying columns in that order and
     ``order`` the input row of each ``meta`` row. Only the identifying columns are read (a
     :class:`~curation.stage_table.StageTable` reads nothing else); texts are read where needed
-    (:func:`~curation.text_index.take_rows`, :func:`~curation.text_index.table_batches`). Both
+    (:func:`~curation.stage_table.take_rows`, :func:`~curation.text_index.table_batches`). Both
     orders are independent of the input order (``pair_id`` is unique).
     """
     missing = [c for c in (*_REQUIRED, "prompt", *extra_columns) if c not in pairs.column_names]
@@ -268,7 +267,7 @@ class _Responses:
         missing = np.unique(rows[self._pos[col][rows] < 0])
         if len(missing) == 0:
             return
-        norm = normalize_array(take_rows(self.pairs, [col], self.order[missing]).column(0))
+        norm = normalize_array(take_rows(self.pairs, self.order[missing], [col]).column(0))
         hi, lo = text_hash128(norm)
         self._hi[col][missing], self._lo[col][missing] = hi, lo
         self._pos[col][missing] = self._size[col] + np.arange(len(missing))
@@ -466,7 +465,7 @@ def _near(
 
 def read_prompts(pairs: pa.Table | StageTable, rows: np.ndarray) -> pa.Array:
     """The normalized prompts of input rows ``rows`` (read again for the few aligned pairs)."""
-    return batch_prompts(take_rows(pairs, prompt_columns(pairs), rows))
+    return batch_prompts(take_rows(pairs, rows, prompt_columns(pairs)))
 
 
 def deduplicate(

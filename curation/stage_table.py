@@ -22,6 +22,7 @@ import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
@@ -157,12 +158,41 @@ class StageTable:
         return self.select(self.schema.names)
 
     def take(self, indices: pa.Array | Sequence[int]) -> pa.Table:
-        """Rows by position (reads the whole table: small tables and tests)."""
-        return self.read_all().take(indices)
+        """Rows by position (:func:`take_rows`: batch by batch, only the wanted rows kept)."""
+        return take_rows(self, np.asarray(indices, np.int64))
 
     def filter(self, mask: pa.Array) -> pa.Table:
         """Rows where ``mask`` is true (reads the whole table: small tables and tests)."""
         return self.read_all().filter(mask)
+
+
+def take_rows(
+    table: pa.Table | StageTable,
+    rows: np.ndarray | Sequence[int],
+    columns: Sequence[str] | None = None,
+) -> pa.Table:
+    """Rows at the positions ``rows`` (any order, repeats allowed) of ``columns`` (default all).
+
+    A :class:`StageTable` is read batch by batch, only ``columns``, keeping the wanted rows of
+    each batch and stopping after the last one; the result keeps the schema metadata.
+    """
+    rows = np.asarray(rows, np.int64)
+    if isinstance(table, pa.Table):
+        picked = table if columns is None else table.select(list(columns))
+        return picked.take(pa.array(rows, pa.int64()))
+    names = table.column_names if columns is None else list(columns)
+    schema = pa.schema([table.schema.field(c) for c in names], metadata=table.schema.metadata)
+    wanted, inverse = np.unique(rows, return_inverse=True)
+    parts, start = [], 0
+    for batch in table.to_batches(names):
+        if len(wanted) == 0 or start > wanted[-1]:
+            break
+        lo, hi = np.searchsorted(wanted, [start, start + batch.num_rows])
+        if hi > lo:
+            parts.append(batch.take(pa.array(wanted[lo:hi] - start, pa.int64())))
+        start += batch.num_rows
+    found = pa.Table.from_batches(parts, schema=schema)
+    return found.take(pa.array(inverse.reshape(-1), pa.int64()))
 
 
 def _unlink(path: str) -> None:

@@ -11,7 +11,7 @@ only texts it has not seen before, and keeps their word hashes, their space-free
 *locator* (where the text came from, e.g. its input row). :meth:`DistinctTexts.words` then
 returns the texts of any set of occurrences as text ids and :class:`~curation.near_dup.Words` in
 the order :func:`distinct_texts` gives them, with :class:`~curation.near_dup.LazyTexts` that
-re-read the few texts a verdict needs (:func:`take_rows`).
+re-read the few texts a verdict needs (:func:`~curation.stage_table.take_rows`).
 
 Every value is a function of one text, so the results are the same as hashing and tokenizing the
 whole column at once.
@@ -34,7 +34,6 @@ __all__ = [
     "distinct_texts",
     "read_columns",
     "table_batches",
-    "take_rows",
     "text_hash128",
 ]
 
@@ -80,28 +79,6 @@ def read_columns(pairs: pa.Table | StageTable, columns: Sequence[str]) -> pa.Tab
         return pairs.select(list(columns))
     schema = pa.schema([pairs.schema.field(c) for c in columns])
     return pa.Table.from_batches(list(table_batches(pairs, columns)), schema=schema)
-
-
-def take_rows(pairs: pa.Table | StageTable, columns: Sequence[str], rows: np.ndarray) -> pa.Table:
-    """Rows ``rows`` (input positions, any order, repeats allowed) of ``columns`` of ``pairs``.
-
-    A stage table is read batch by batch, keeping only the wanted rows of each batch.
-    """
-    rows = np.asarray(rows, np.int64)
-    if not isinstance(pairs, StageTable):
-        return pairs.select(list(columns)).take(pa.array(rows, pa.int64()))
-    wanted, inverse = np.unique(rows, return_inverse=True)
-    parts, start = [], 0
-    for batch in table_batches(pairs, columns):
-        if len(wanted) == 0 or start > wanted[-1]:
-            break
-        lo, hi = np.searchsorted(wanted, [start, start + batch.num_rows])
-        if hi > lo:
-            parts.append(batch.take(pa.array(wanted[lo:hi] - start, pa.int64())))
-        start += batch.num_rows
-    schema = pa.schema([pairs.schema.field(c) for c in columns])
-    found = pa.Table.from_batches(parts, schema=schema)
-    return found.take(pa.array(inverse.reshape(-1), pa.int64()))
 
 
 def text_hash128(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
