@@ -12,7 +12,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field, TypeAdapter, ValidationError, field_validator
 
-from curation import parallel
+from curation import memory, parallel
 from curation.contract import DEFAULT_SAMPLE_ROWS
 from curation.decontam import DecontamConfig
 from curation.dedup import DedupConfig
@@ -132,6 +132,12 @@ class CurationSettings(dg.ConfigurableResource):
         description="'<dataset>/<relpath>' globs of files that may be absent, even when the "
         "previous release had them (otherwise a vanished file fails the run).",
     )
+    malloc_mmap_threshold: int = Field(
+        default=memory.DEFAULT_MMAP_THRESHOLD,
+        description="Bytes from which glibc gives every allocation its own mapping, returned to "
+        "the OS when freed (curation.memory: fixed, not raised as blocks are freed); 0: leave "
+        "glibc's dynamic threshold.",
+    )
     gx_sample_rows: int = Field(
         default=DEFAULT_SAMPLE_ROWS,
         description="Rows per table Great Expectations validates in full (plus every row the "
@@ -155,8 +161,10 @@ class CurationSettings(dg.ConfigurableResource):
         return overrides_of(DecontamConfig, value, "decontam")
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        """Size the shared curation thread pool from :attr:`threads` (once per run process)."""
+        """Once per run process: size the shared curation thread pool from :attr:`threads` and
+        pin glibc's mmap threshold (:attr:`malloc_mmap_threshold`)."""
         parallel.configure(self.threads)
+        memory.pin_mmap_threshold(self.malloc_mmap_threshold)
 
     def levels(self) -> dict[str, str]:
         """The effective level of every rule."""
