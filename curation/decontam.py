@@ -62,7 +62,6 @@ from curation.near_dup import (
     near_duplicate_pairs,
     ngram_hashes,
 )
-from curation.parallel import parallel_map
 from curation.selection import RowSelection
 from curation.stage_table import StageTable, take_rows
 from curation.text_index import DistinctTexts, table_batches
@@ -541,20 +540,27 @@ def near_matches(units: Units, config: DecontamConfig) -> pl.DataFrame | None:
 
 def find_matches(units: Units, config: DecontamConfig = DecontamConfig()) -> pl.DataFrame:
     """Every match of every matcher (columns ``row, key, reason, partial, score, method,
-    probe_tid, ref_tid``): exact and turn matches, then n-gram and near matches side by side on
-    the shared thread pool (they are independent and release the GIL in polars/numpy/rensa)."""
+    probe_tid, ref_tid``): exact and turn matches, then the n-gram and the near matches.
+
+    The n-gram and near matchers run one after the other, each parallel inside. Side by side
+    they were ~1 s faster on the scale-1.0 benchmark corpus, but their peaks added up: +160 MB
+    on the largest step of the run (``docs/benchmarks.md``, third round).
+    """
     lap = Laps("decontaminate")
     found = [exact_matches(units), turn_matches(units, config)]
     lap("exact and turn")
-    jobs = []
     if config.ngram:
-        jobs.append(lambda: ngram_matches(units, config))
+        found.append(ngram_matches(units, config))
+        lap("n-gram")
     if config.near_dup:
-        jobs.append(lambda: near_matches(units, config))
-    found.extend(m for m in parallel_map(lambda job: job(), jobs) if m is not None)
-    lap("n-gram and near")
+        found.append(near_matches(units, config))
+        lap("near")
     return pl.concat(
-        [m.cast({"score": pl.Float64, "key": pl.Int64, "row": pl.Int64}) for m in found]
+        [
+            m.cast({"score": pl.Float64, "key": pl.Int64, "row": pl.Int64})
+            for m in found
+            if m is not None
+        ]
     )
 
 

@@ -47,20 +47,27 @@ def _common_hashes(seed: int) -> np.ndarray:
     )
 
 
+#: Words per slice of :func:`rare_word_counts` (the hash lookups of one slice: ~40 MB).
+RARE_CHUNK_WORDS = 1 << 22
+
+
 def rare_word_counts(words: Words, ids: np.ndarray, seed: int) -> np.ndarray:
-    """Number of rare (not common) words of each text ``ids[i]`` of ``words``."""
+    """Number of rare (not common) words of each text ``ids[i]`` of ``words``.
+
+    The words are looked up a slice of :data:`RARE_CHUNK_WORDS` at a time: per slice, the
+    positions of its rare words and, per text, how many of them fall inside it.
+    """
     ids = np.asarray(ids, np.int64)
+    counts = np.zeros(len(ids), np.int64)
     if len(ids) == 0 or len(words.hashes) == 0:
-        return np.zeros(len(ids), np.int64)
+        return counts
     common = pl.Series(_common_hashes(seed), dtype=pl.UInt64).implode()
-    rare = (~pl.Series(words.hashes, dtype=pl.UInt64).is_in(common)).to_numpy()  # a hash set
-    # rare words before each text boundary (positions of rare words, not a prefix sum over
-    # every word: a third of the memory)
-    positions = np.flatnonzero(rare)
-    del rare
-    return np.searchsorted(positions, words.offsets[ids + 1]) - np.searchsorted(
-        positions, words.offsets[ids]
-    )
+    starts, ends = words.offsets[ids], words.offsets[ids + 1]
+    for a in range(0, len(words.hashes), RARE_CHUNK_WORDS):
+        chunk = pl.Series(words.hashes[a : a + RARE_CHUNK_WORDS], dtype=pl.UInt64)
+        positions = np.flatnonzero((~chunk.is_in(common)).to_numpy()) + a  # a hash set
+        counts += np.searchsorted(positions, ends) - np.searchsorted(positions, starts)
+    return counts
 
 
 def informative(

@@ -7,8 +7,8 @@ layer calls it from ``CurationSettings.threads``; default: one thread per CPU):
 
 - :func:`in_threads` streams ``(item, result)`` over many items (files to ingest, parts to
   encode) with a bounded number in flight;
-- :func:`parallel_map` maps a few independent pieces (the halves of a large array, the
-  decontamination matchers) and returns the results in order.
+- :func:`parallel_map` maps a few independent pieces (the two halves of a large array to
+  tokenize or normalize) and returns the results in order.
 
 Nesting is safe: a pool thread never waits for work that no thread has started. In
 :func:`parallel_map` called from a pool thread, the caller runs every piece that no other thread
