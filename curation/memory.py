@@ -11,11 +11,23 @@ glibc starts the threshold at 128 KiB, but *raises* it each time an mmapped bloc
 next arrays of that size are carved from the arenas, and the arenas keep their pages after the
 step that used them. Setting the threshold explicitly turns the adjustment off (same page).
 
-Measured on the scale-1.0 benchmark corpus (``docs/benchmarks.md``, "third round"): the whole
-run's peak RSS falls from 1,942 to 1,501 MiB, and the anonymous memory held between steps by
-about 300 MiB, at no measurable cost in time. The allocators of Arrow (mimalloc) and polars
-(jemalloc) were tried too: releasing their free pages early saved little more and cost 15-35 %
-in time, so they keep their defaults.
+Measured on the scale-1.0 benchmark corpus, whole run in one process (``docs/benchmarks.md``,
+"third round"; one or two runs per value, so differences of ~2 s are noise):
+
+======================  ==================  ==============  =============
+threshold               peak RSS, MiB       wall s          CPU s
+======================  ==================  ==============  =============
+glibc's dynamic one     1,446 - 1,701       47.7 - 50.8     60.4 - 64.3
+128 KiB                 1,376 - 1,495       52.1 - 53.8     65.3 - 68.5
+4 MiB (the default)     1,391 - 1,424       51.3 - 51.9     63.5 - 64.6
+16 MiB                  1,420 - 1,441       48.3 - 54.2     60.9 - 66.9
+======================  ==================  ==============  =============
+
+At 128 KiB every mid-sized temporary array is a fresh mapping whose pages fault in again; 4 MiB
+keeps those in the arenas and still returns the large arrays (hashes, word hashes, signature
+matrices), which are what piled up. The allocators of Arrow (mimalloc) and polars (jemalloc)
+were tried too: releasing their free pages early saved little and cost 15-35 % in time, so they
+keep their defaults.
 """
 
 from __future__ import annotations
@@ -26,8 +38,9 @@ import platform
 
 __all__ = ["DEFAULT_MMAP_THRESHOLD", "pin_mmap_threshold"]
 
-#: glibc's own starting threshold (``mallopt(3)``, ``M_MMAP_THRESHOLD``: "default 128*1024").
-DEFAULT_MMAP_THRESHOLD = 128 * 1024
+#: The threshold :func:`pin_mmap_threshold` sets by default (see the table above; glibc's own
+#: starting value is 128 KiB).
+DEFAULT_MMAP_THRESHOLD = 4 * 1024 * 1024
 
 _M_TRIM_THRESHOLD = -1  # <malloc.h>
 _M_MMAP_THRESHOLD = -3

@@ -2,8 +2,9 @@
 
 Each case runs in a fresh interpreter, so glibc's threshold starts at its default there. The
 pattern is the one that kept a run's memory resident between steps: one large block freed
-(glibc raises its threshold to that size), then many 1 MiB blocks, all freed but the one on top
-of the heap, which keeps the heap from shrinking unless the blocks had their own mappings.
+(glibc raises its threshold to that size, 16 MiB), then many 8 MiB blocks (above the pinned
+4 MiB), all freed but the one on top of the heap, which keeps the heap from shrinking unless the
+blocks had their own mappings.
 """
 
 from __future__ import annotations
@@ -36,9 +37,9 @@ import dagster as dg
 from assets.resources import CurationSettings
 from curation.memory import pin_mmap_threshold
 {setup}
-big = bytearray(8 << 20)
+big = bytearray(16 << 20)
 del big
-blocks = [bytearray(1 << 20) for _ in range(200)]
+blocks = [bytearray(8 << 20) for _ in range(30)]
 top = blocks[-1]
 del blocks
 for line in open("/proc/self/status"):
@@ -59,16 +60,14 @@ def anonymous_mib_after_frees(setup: str) -> int:
 
 
 def test_freed_blocks_stay_resident_with_glibcs_dynamic_threshold() -> None:
-    """The control: without the pin, ~200 MiB of freed blocks stay in the process."""
+    """The control: without the pin, ~230 MiB of freed blocks stay in the process."""
     assert anonymous_mib_after_frees("default") - anonymous_mib_after_frees("pinned") >= 150
 
 
-@pytest.mark.parametrize(("setup", "returned"), [("resource", True), ("resource_off", False)])
-def test_the_curation_settings_resource_pins_the_threshold(setup: str, returned: bool) -> None:
+def test_the_curation_settings_resource_pins_the_threshold() -> None:
     """``CurationSettings.setup_for_execution`` (run once per run process) applies the pin;
     ``malloc_mmap_threshold: 0`` leaves glibc as it is."""
-    baseline = anonymous_mib_after_frees("pinned")
-    assert (anonymous_mib_after_frees(setup) - baseline < 50) is returned
+    assert anonymous_mib_after_frees("resource_off") - anonymous_mib_after_frees("resource") >= 150
 
 
 def test_zero_or_negative_leaves_the_allocator_alone() -> None:
