@@ -26,7 +26,7 @@ glibc's dynamic one     1,446 - 1,701       47.7 - 50.8     60.4 - 64.3
 At 128 KiB every mid-sized temporary array is a fresh mapping whose pages fault in again; 4 MiB
 keeps those in the arenas and still returns the large arrays (hashes, word hashes, signature
 matrices), which are what piled up. The allocators of Arrow (mimalloc) and polars (jemalloc)
-were tried too: releasing their free pages early saved little and cost 15-35 % in time, so they
+were tried too: releasing their free pages early saved little and cost 20-55 % in time, so they
 keep their defaults.
 """
 
