@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from typing import IO
 
 import numpy as np
 import polars as pl
@@ -119,8 +120,8 @@ class DistinctTexts:
     seen before and computes their space-free keys (:func:`~curation.near_dup.compact_keys`);
     ``locators`` (one int per text, e.g. its input row) say where each text can be read again.
 
-    The word hashes of each batch wait in an unnamed temporary file (``tempfile.TemporaryFile``,
-    written sequentially, so they are page cache, not memory of the process) until
+    The word hashes of each batch wait in an unnamed temporary file (``tempfile.TemporaryFile`` in
+    ``$TMPDIR``; written sequentially, so they are page cache, not memory of the process) until
     :meth:`words` reads them back one batch at a time into text-id order. Held in memory they
     would exist twice while being reordered: 2 x 229 MB on the scale-1.0 benchmark corpus.
     """
@@ -128,7 +129,7 @@ class DistinctTexts:
     def __init__(self, seed: int, *, tokenize: bool = True) -> None:
         self.seed, self.tokenize = seed, tokenize
         self._seen = pl.DataFrame(schema={"hi": pl.UInt64, "lo": pl.UInt64, "d": pl.Int64})
-        self._spill = tempfile.TemporaryFile(prefix="word_hashes_")  # noqa: SIM115 (closed by words)
+        self._spill: IO[bytes] | None = None  # opened by the first tokenized batch
         self._counts: list[np.ndarray] = []
         self._compact: list[np.ndarray] = []
         self._locators: list[np.ndarray] = []
@@ -149,6 +150,8 @@ class DistinctTexts:
             idx = pa.array(new["i"].to_numpy().astype(np.int64), pa.int64())
             fresh = texts.take(idx)
             words = tokenize(fresh, self.seed)
+            if self._spill is None:
+                self._spill = tempfile.TemporaryFile(prefix="word_hashes_")  # noqa: SIM115
             np.ascontiguousarray(words.hashes, np.uint64).tofile(self._spill)
             self._counts.append(words.counts)
             self._compact.append(compact_keys(words.texts, self.seed))
@@ -180,7 +183,8 @@ class DistinctTexts:
         tid_of_d = np.full(self._n, -1, np.int64)
         tid_of_d[d] = np.arange(len(d))
         base = 0
-        self._spill.seek(0)
+        if self._spill is not None:
+            self._spill.seek(0)
         while self._counts:  # scatter batch by batch: one batch's hashes in memory at a time
             part_counts = self._counts.pop(0)
             part = np.fromfile(self._spill, np.uint64, int(part_counts.sum()))
@@ -191,7 +195,9 @@ class DistinctTexts:
                 _ranges(src_offsets[used], part_counts[used])
             ]
             base += len(part_counts)
-        self._spill.close()
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = None
         compact = np.concatenate([*self._compact, np.zeros(0, np.uint64)])[d]
         locators = np.concatenate([*self._locators, np.zeros(0, np.int64)])[d]
         self._compact, self._locators = [], []
