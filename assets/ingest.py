@@ -10,6 +10,7 @@ core busy (a step process per file cost ~2 s of start-up each).
 
 import json
 import os
+import threading
 
 import dagster as dg
 import pyarrow as pa
@@ -22,6 +23,8 @@ from curation.ingest import (
     check_presence,
     file_name,
     ingest_file,
+    ingest_order,
+    is_large,
     previous_release_files,
 )
 from curation.parallel import in_threads
@@ -106,7 +109,8 @@ def ingest_files(
     aws: AwsCredentials,
     store: StoreResource,
 ):
-    """Ingest the selected upstream files, ``settings.ingest_threads`` at a time.
+    """Ingest the selected upstream files, ``settings.ingest_threads`` at a time, at most one
+    large file (:func:`curation.ingest.is_large`) of them.
 
     One step for all files: parsing, decompression and the vectorized rules release the GIL, so
     threads use every core without the per-process start-up and pickling of one step per file.
@@ -118,11 +122,14 @@ def ingest_files(
     previous = _preflight(context, selected, sources, settings, aws, store)
     before = _absent(selected, sources, aws)
     _judge_absent(context, before, settings, previous)  # fail before any output
-    # costliest first (the red-team array is parsed in Python), so no thread idles at the end
-    selected.sort(key=lambda s: (s.kind != "hh_red_team", s.split == "test"))
+    selected = ingest_order(selected)
     workers = settings.ingest_threads or os.cpu_count() or 1
+    one_large_file = threading.Semaphore(1)  # two at once held ~1.2 GB (docs/benchmarks.md)
 
     def work(source: SourceFile) -> tuple[pa.Table, dict]:
+        if is_large(source):
+            with one_large_file:
+                return ingest_one(source, sources, settings, aws)
         return ingest_one(source, sources, settings, aws)
 
     absent: list[str] = []

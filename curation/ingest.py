@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -78,6 +78,37 @@ class IngestResult:
 
     table: pa.Table
     report: FileReport
+
+
+def is_large(source: SourceFile) -> bool:
+    """Whether ingesting ``source`` alone holds several hundred MB: the HH-RLHF train files, whose
+    decompressed JSON, parsed table and output table are in memory together
+    (``helpful-rejection-sampled/train`` at the benchmark's full scale: +612 MB, against +135 MB
+    for the red-team array and +156 MB for a PKU-SafeRLHF train file)."""
+    return source.kind == "hh_preference" and source.split == "train"
+
+
+def ingest_order(files: Sequence[SourceFile]) -> list[SourceFile]:
+    """The order in which to start ingesting ``files`` when at most one :func:`is_large` file may
+    run at a time: the red-team array first (parsed in Python, the longest small file), then each
+    large file (the most upstream rows first) followed by one small one, so that the other threads
+    have small files to work on while the large ones run one after another; the rest (test
+    splits) last."""
+    large = sorted(  # the longest first: the small files finish beside the last large ones
+        (f for f in files if is_large(f)),
+        key=lambda f: -UPSTREAM_ROWS.get(file_name(f.dataset, f.relpath), 0),
+    )
+    small = sorted(
+        (f for f in files if not is_large(f)),
+        key=lambda f: (f.kind != "hh_red_team", f.split == "test"),
+    )
+    head = small[:1] if small and small[0].kind == "hh_red_team" else []
+    rest = small[len(head) :]
+    order = list(head)
+    for i, f in enumerate(large):
+        order.append(f)
+        order.extend(rest[i : i + 1])
+    return order + rest[len(large) :]
 
 
 def ingest_file(
