@@ -124,7 +124,7 @@ def ingest_files(
     _judge_absent(context, before, settings, previous)  # fail before any output
     selected = ingest_order(selected)
     workers = settings.ingest_threads or os.cpu_count() or 1
-    one_large_file = threading.Semaphore(1)  # two at once held ~1.2 GB (docs/benchmarks.md)
+    one_large_file = threading.Semaphore(1)  # two at once: the step at up to 1.5 GB (docs)
 
     def work(source: SourceFile) -> tuple[pa.Table, dict]:
         if is_large(source):

@@ -543,7 +543,7 @@ def find_matches(units: Units, config: DecontamConfig = DecontamConfig()) -> pl.
     probe_tid, ref_tid``): exact and turn matches, then the n-gram and the near matches.
 
     The n-gram and near matchers run one after the other, each parallel inside. Side by side
-    they were ~1 s faster on the scale-1.0 benchmark corpus, but their peaks added up: +160 MB
+    they were ~1.5 s faster on the scale-1.0 benchmark corpus, but their peaks added up: +160 MB
     on the largest step of the run (``docs/benchmarks.md``, third round).
     """
     lap = Laps("decontaminate")

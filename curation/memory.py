@@ -12,7 +12,7 @@ next arrays of that size are carved from the arenas, and the arenas keep their p
 step that used them. Setting the threshold explicitly turns the adjustment off (same page).
 
 Measured on the scale-1.0 benchmark corpus, whole run in one process (``docs/benchmarks.md``,
-"third round"; one or two runs per value, so differences of ~2 s are noise):
+"third round"; one to three runs per value, so differences of ~2 s are noise):
 
 ======================  ==================  ==============  =============
 threshold               peak RSS, MiB       wall s          CPU s
