@@ -22,7 +22,6 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-import xxhash
 
 from curation import hh
 from curation.batches import BatchStream
@@ -39,6 +38,7 @@ from curation.schema import (
     TURN,
 )
 from curation.stage_table import StageTable
+from curation.text_index import xxh3_128_digests
 from curation.textnorm import NORMALIZED_PROMPT, normalize_array
 
 HARMLESS_SUBSETS = frozenset({"harmless-base"})
@@ -184,23 +184,13 @@ _HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
 def hex_digests128(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     """``xxh3_128_hexdigest`` of every string of ``values`` (UTF-8 bytes), without Python strings.
 
-    Each value is hashed straight from the Arrow data buffer and the digests are hex-encoded in
-    numpy (the per-row ``to_pylist`` + ``encode`` + ``hexdigest`` took ~1.5 s at full scale).
+    The digests (:func:`~curation.text_index.xxh3_128_digests`) are hex-encoded in numpy (the
+    per-row ``to_pylist`` + ``encode`` + ``hexdigest`` took ~1.5 s at full scale).
     """
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    values = values.cast(pa.large_string())
-    n = len(values)
-    if n == 0:
+    nibbles = xxh3_128_digests(values)
+    if len(nibbles) == 0:
         return pa.array([], pa.string())
-    offsets = np.frombuffer(values.buffers()[1], np.int64, n + 1, values.offset * 8)
-    data = values.buffers()[2]
-    view = memoryview(data) if data is not None else memoryview(b"")
-    digest = xxhash.xxh3_128_digest
-    starts, ends = offsets[:-1].tolist(), offsets[1:].tolist()
-    raw = b"".join([digest(view[a:b]) for a, b in zip(starts, ends, strict=True)])
-    nibbles = np.frombuffer(raw, np.uint8).reshape(n, 16)
-    text = np.empty((n, 32), np.uint8)
+    text = np.empty((len(nibbles), 32), np.uint8)
     text[:, 0::2], text[:, 1::2] = _HEX[nibbles >> 4], _HEX[nibbles & 15]
     return pa.array(text.view("S32").ravel(), pa.binary(32)).cast(pa.string())
 

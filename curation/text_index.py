@@ -37,6 +37,7 @@ __all__ = [
     "read_columns",
     "table_batches",
     "text_hash128",
+    "xxh3_128_digests",
 ]
 
 #: Rows per record batch of :func:`table_batches`: large enough that per-batch costs vanish,
@@ -83,15 +84,16 @@ def read_columns(pairs: pa.Table | StageTable, columns: Sequence[str]) -> pa.Tab
     return pa.Table.from_batches(list(table_batches(pairs, columns)), schema=schema)
 
 
-def text_hash128(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """xxh3-128 of every string of ``values`` (nulls hash like ``""``) as ``(high, low)`` u64."""
+def xxh3_128_digests(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """``(n, 16)`` uint8: the xxh3-128 digest of every string of ``values`` (UTF-8 bytes; nulls
+    hash like ``""``), each hashed straight from the Arrow data buffer, without Python strings."""
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     if values.type != pa.large_string():
         values = values.cast(pa.large_string())
     n = len(values)
     if n == 0:
-        return np.zeros(0, np.uint64), np.zeros(0, np.uint64)
+        return np.zeros((0, 16), np.uint8)
     offs = np.frombuffer(values.buffers()[1], np.int64, n + 1, values.offset * 8)
     data = values.buffers()[2]
     mv = memoryview(data) if data is not None else memoryview(b"")
@@ -99,7 +101,12 @@ def text_hash128(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     raw = b"".join(
         [digest(mv[a:b]) for a, b in zip(offs[:-1].tolist(), offs[1:].tolist(), strict=True)]
     )
-    both = np.frombuffer(raw, ">u8").reshape(n, 2).astype(np.uint64)
+    return np.frombuffer(raw, np.uint8).reshape(n, 16)
+
+
+def text_hash128(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """xxh3-128 of every string of ``values`` (nulls hash like ``""``) as ``(high, low)`` u64."""
+    both = xxh3_128_digests(values).view(">u8").astype(np.uint64)
     return both[:, 0].copy(), both[:, 1].copy()
 
 
