@@ -58,7 +58,7 @@ from curation.text_index import (
 )
 from curation.textnorm import NORMALIZED_PROMPT, normalize_array, normalized_prompts
 
-__all__ = ["EXACT_METHOD", "DedupConfig", "deduplicate", "text_hash128"]
+__all__ = ["EXACT_METHOD", "DedupConfig", "deduplicate"]
 
 EXACT_METHOD = "xxh3-128 normalized triple"
 
