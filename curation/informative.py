@@ -47,7 +47,7 @@ def _common_hashes(seed: int) -> np.ndarray:
     )
 
 
-#: Words per slice of :func:`rare_word_counts` (the hash lookups of one slice: ~40 MB).
+#: Words per slice of :func:`rare_word_counts`: one slice is a 32-MB copy of its hashes at a time.
 RARE_CHUNK_WORDS = 1 << 22
 
 
