@@ -10,7 +10,6 @@ core busy (a step process per file cost ~2 s of start-up each).
 
 import json
 import os
-import threading
 
 import dagster as dg
 import pyarrow as pa
@@ -23,11 +22,9 @@ from curation.ingest import (
     check_presence,
     file_name,
     ingest_file,
-    ingest_order,
-    is_large,
+    ingest_in_threads,
     previous_release_files,
 )
-from curation.parallel import in_threads
 from curation.release import ReleaseError
 from curation.report import REPORT_KEY
 from curation.sources import (
@@ -122,19 +119,14 @@ def ingest_files(
     previous = _preflight(context, selected, sources, settings, aws, store)
     before = _absent(selected, sources, aws)
     _judge_absent(context, before, settings, previous)  # fail before any output
-    selected = ingest_order(selected)
     workers = settings.ingest_threads or os.cpu_count() or 1
-    one_large_file = threading.Semaphore(1)  # two at once: the step at up to 1.5 GB (docs)
 
     def work(source: SourceFile) -> tuple[pa.Table, dict]:
-        if is_large(source):
-            with one_large_file:
-                return ingest_one(source, sources, settings, aws)
         return ingest_one(source, sources, settings, aws)
 
     absent: list[str] = []
     try:
-        for source, (table, metadata) in in_threads(work, selected, workers, ordered=False):
+        for source, (table, metadata) in ingest_in_threads(work, selected, workers):
             if not metadata["present"]:
                 context.log.info(f"{metadata['uri']}: not in the mirror; {source.key} skipped")
                 absent.append(file_name(source.dataset, source.relpath))

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import orjson
@@ -34,6 +36,7 @@ from curation.jsonl import (
     require_fields,
     unknown_keys,
 )
+from curation.parallel import in_threads
 from curation.release import read_latest, read_manifest
 from curation.sources import RawFile, SourceError, SourceFile, all_files, file_uri, read_raw
 from curation.store import Store
@@ -109,6 +112,26 @@ def ingest_order(files: Sequence[SourceFile]) -> list[SourceFile]:
         order.append(f)
         order.extend(rest[i : i + 1])
     return order + rest[len(large) :]
+
+
+R = TypeVar("R")
+
+
+def ingest_in_threads(
+    work: Callable[[SourceFile], R], files: Sequence[SourceFile], workers: int
+) -> Iterator[tuple[SourceFile, R]]:
+    """``(file, work(file))`` for every file, ``workers`` at a time on the shared pool, as they
+    finish: started in :func:`ingest_order`, and at most one :func:`is_large` file at a time
+    (two at once put the scale-1.0 ingest step at up to 1,533 MiB; ``docs/benchmarks.md``)."""
+    one_large_file = threading.Semaphore(1)
+
+    def gated(source: SourceFile) -> R:
+        if not is_large(source):
+            return work(source)
+        with one_large_file:
+            return work(source)
+
+    yield from in_threads(gated, ingest_order(files), workers, ordered=False)
 
 
 def ingest_file(

@@ -1,12 +1,16 @@
-"""curation.ingest.ingest_order / is_large: the order in which ingest_files starts the files, so
-that the large HH-RLHF train files run one after another while the small ones fill the other
-threads (two large files at once held ~1.2 GB at full scale: docs/benchmarks.md)."""
+"""curation.ingest.ingest_order / is_large / ingest_in_threads: how ingest_files starts the files,
+so that the large HH-RLHF train files run one after another while the small ones fill the other
+threads (two large files at once put the scale-1.0 ingest step at up to 1,533 MiB:
+docs/benchmarks.md)."""
 
 from __future__ import annotations
 
 import itertools
+import threading
+import time
 
-from curation.ingest import UPSTREAM_ROWS, file_name, ingest_order, is_large
+from curation import parallel
+from curation.ingest import UPSTREAM_ROWS, file_name, ingest_in_threads, ingest_order, is_large
 from curation.sources import all_files, source_file
 
 
@@ -41,3 +45,32 @@ def test_a_selection_without_large_files_keeps_red_team_first() -> None:
     assert order[0].kind == "hh_red_team"
     assert [f.split for f in order[1:]].index("test") > 0  # trains before tests
     assert ingest_order([]) == []
+
+
+def test_ingest_in_threads_runs_one_large_file_at_a_time_beside_small_ones() -> None:
+    """Real threads on the shared pool: a stand-in for ingesting records how many large files
+    run at once; small files still run beside a large one, and every file comes out once."""
+    lock = threading.Lock()
+    running = {"large": 0, "small": 0}
+    seen = {"max_large": 0, "small_beside_large": 0}
+
+    def work(source):
+        kind = "large" if is_large(source) else "small"
+        with lock:
+            running[kind] += 1
+            seen["max_large"] = max(seen["max_large"], running["large"])
+            seen["small_beside_large"] += kind == "small" and running["large"] > 0
+        time.sleep(0.05 if kind == "large" else 0.01)
+        with lock:
+            running[kind] -= 1
+        return source.key
+
+    parallel.configure(2)
+    try:
+        out = list(ingest_in_threads(work, all_files(), workers=2))
+    finally:
+        parallel.configure(0)
+    assert sorted(key for _, key in out) == sorted(f.key for f in all_files())
+    assert all(source.key == key for source, key in out)
+    assert seen["max_large"] == 1
+    assert seen["small_beside_large"] > 0
