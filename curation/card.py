@@ -40,6 +40,23 @@ LICENCES = {
 }
 
 
+#: The pair columns this card reads: of a pair table given to the release as a
+#: :class:`~curation.stage_table.StageTable`, the card gets only these (``tests/test_release.py``
+#: checks that the card comes out the same as from the whole table).
+CARD_PAIR_COLUMNS = (
+    "dataset",
+    "subset",
+    "split",
+    "dimension",
+    "source_file",
+    "source_line",
+    "chosen_harm_categories",
+    "chosen_severity",
+    "rejected_harm_categories",
+    "rejected_severity",
+)
+
+
 # ---------------------------------------------------------------------------- helpers
 
 

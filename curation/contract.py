@@ -206,14 +206,15 @@ def row_failures(
             checks.append((kind, kwargs, column))
     unique = "expect_column_values_to_be_unique"
     masks = iter(_elementwise_masks(table, [c for c in checks if c[0] != unique]))
+    selected = None if rows is None else pa.array(np.asarray(rows, bool))
     failures, flagged = [], []
     for kind, kwargs, column in checks:
         if kind == unique:
             mask = _unique_mask(table, column, kwargs, rows)
         else:
             mask = next(masks)
-            if mask is not None and rows is not None:
-                mask = pc.and_(mask, pa.array(np.asarray(rows, bool)))
+            if mask is not None and selected is not None:
+                mask = pc.and_(mask, selected)
         if mask is None:
             continue
         count = int(pc.sum(mask).as_py() or 0)

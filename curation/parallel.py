@@ -104,8 +104,8 @@ def in_threads(
     more waits in the queue, so finished tables do not pile up in memory while the consumer
     stores earlier ones. ``ordered``: results come in item order (a slow item holds the others
     back); otherwise as they finish, which keeps every thread busy when the items' costs differ.
-    The first exception is raised and the items not started are cancelled. Called from a pool
-    thread, the items run serially on the caller.
+    The first exception is raised once the items already running have finished; the items not
+    started are cancelled. Called from a pool thread, the items run serially on the caller.
     """
     workers = min(workers or threads(), threads())
     if workers <= 1 or len(items) <= 1 or in_pool_thread():
@@ -148,6 +148,7 @@ def in_threads(
     except BaseException:
         for future in pending:
             future.cancel()
+        wait(pending)  # the items already running finish (and clean up) before the error leaves
         raise
 
 

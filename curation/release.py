@@ -51,7 +51,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curation import schema as S
-from curation.card import render_card
+from curation.card import CARD_PAIR_COLUMNS, render_card
 from curation.parallel import in_threads
 from curation.stage_table import StageTable
 from curation.store import Store, StoreError
@@ -82,21 +82,6 @@ KNOWN_SCHEMAS: dict[str, pa.Schema] = {
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _ROW_GROUP_ROWS = 64 * 1024
 _COPY_BYTES = 8 << 20  # chunk size when storing an encoded part
-#: The pair columns the dataset card reads (``curation.card``): of a pair table given as a
-#: :class:`StageTable`, the card gets only these (``tests/test_release.py`` checks that the card
-#: comes out the same as from the whole table).
-CARD_PAIR_COLUMNS = (
-    "dataset",
-    "subset",
-    "split",
-    "dimension",
-    "source_file",
-    "source_line",
-    "chosen_harm_categories",
-    "chosen_severity",
-    "rejected_harm_categories",
-    "rejected_severity",
-)
 
 #: A table to publish: in memory, or a stage table read row group by row group while encoding.
 ReleaseTable = pa.Table | StageTable

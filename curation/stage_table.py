@@ -133,8 +133,8 @@ class StageTable:
     def read_batches(self, start: int, stop: int, columns: Sequence[str]) -> pa.Table:
         """Stored record batches ``start:stop`` of ``columns`` (one chunk per stored batch).
 
-        Memory-mapped: only the pages of ``columns`` are read (``included_fields`` is zero-copy
-        on a map), and they leave the RSS when the returned table is dropped.
+        Memory-mapped: each batch's ``columns`` are selected from the mapped batch (zero-copy),
+        so only their pages are read, and they leave the RSS when the returned table is dropped.
         """
         self._check(columns)
         schema = pa.schema([self.schema.field(c) for c in columns])

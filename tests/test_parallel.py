@@ -125,6 +125,26 @@ def test_the_first_error_is_raised(ordered):
 
 
 @pytest.mark.usefixtures("pool")
+def test_items_already_running_finish_before_the_error_leaves():
+    """A failed item does not leave a running one behind (the release's encode threads write into
+    a temporary folder the error path removes). Unordered: the error of item 1 arrives while
+    item 0 still runs (in item order, item 0's result is awaited first anyway)."""
+    finished = threading.Event()
+
+    def work(i: int) -> int:
+        if i == 1:
+            time.sleep(0.05)  # item 0 is running by now
+            raise ValueError("boom")
+        time.sleep(0.3)
+        finished.set()
+        return i
+
+    with pytest.raises(ValueError, match="boom"):
+        list(in_threads(work, [0, 1], 2, ordered=False))
+    assert finished.is_set()
+
+
+@pytest.mark.usefixtures("pool")
 def test_in_threads_from_a_pool_thread_runs_serially_on_it():
     def inner(_: int) -> str:
         return threading.current_thread().name
