@@ -9,7 +9,7 @@ from assets.resources import AwsCredentials, CurationSettings
 from curation.accounting import reason_counts
 from curation.decontam import decontaminate
 from curation.dedup import deduplicate
-from curation.references import load_reference_set
+from curation.references import read_reference_set, reference_table
 from curation.selection import RowSelection
 from curation.stage_table import StageTable, take_rows
 
@@ -72,6 +72,11 @@ def deduplicate_pairs(settings: CurationSettings, normalized_pairs: StageTable):
             CURATE_GROUP,
             "Audit rows of train pairs removed as contaminated, with the test row matched.",
         ),
+        "reference_files": stage_out(
+            CURATE_GROUP,
+            "The extra reference files read (size, sha256, prompts): the release records them "
+            "and hashes their contents into its id.",
+        ),
     },
 )
 def decontaminate_pairs(
@@ -79,8 +84,15 @@ def decontaminate_pairs(
 ):
     """Remove train pairs whose prompt matches any test prompt (or an extra reference set)."""
     extras = [
-        load_reference_set(spec, aws.storage_options(spec))
+        read_reference_set(spec, aws.storage_options(spec))
         for spec in settings.extra_reference_uris
     ]
-    kept, removed = decontaminate(deduplicated_pairs, settings.decontam_config(), extras, lazy=True)
+    kept, removed = decontaminate(
+        deduplicated_pairs,
+        settings.decontam_config(),
+        [(extra.report.name, extra.prompts) for extra in extras],
+        lazy=True,
+    )
     yield from _outputs(kept, removed, "curated_pairs", "decontam_removed")
+    references = reference_table([extra.report for extra in extras])
+    yield dg.Output(references, "reference_files", metadata=table_metadata(references))

@@ -14,7 +14,7 @@ import os
 import dagster as dg
 import pyarrow as pa
 
-from assets.keys import ingest_asset_key, upstream_asset_key
+from assets.keys import FINGERPRINT, ingest_asset_key, upstream_asset_key
 from assets.metadata import counts_markdown, table_metadata
 from assets.resources import AwsCredentials, CurationSettings, SourcesResource, StoreResource
 from curation.ingest import (
@@ -74,6 +74,7 @@ def ingest_one(
         "present": report.present,
         "bytes": report.size,
         "sha256": report.sha256,
+        FINGERPRINT: report.fingerprint,  # compared with the next observation (automation)
         "rows_read": report.rows_read,
         "rows_quarantined": report.rows_quarantined,
         "quarantine_by_reason": counts_markdown(report.quarantine_by_reason),

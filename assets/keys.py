@@ -5,6 +5,8 @@ import dagster as dg
 from curation.sources import SourceFile, all_files
 
 RELEASE_KEY = dg.AssetKey("release")
+#: Metadata key of an ingest materialization: the data version of the upstream file it read.
+FINGERPRINT = "fingerprint"
 
 
 def ingest_asset_key(source: SourceFile) -> dg.AssetKey:

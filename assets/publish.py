@@ -10,6 +10,7 @@ from assets.metadata import column_schema, counts_markdown
 from assets.resources import CurationSettings, StoreResource
 from curation.accounting import account_release, reason_counts, sum_counts
 from curation.ingest import manifest_sources
+from curation.references import manifest_references
 from curation.release import ReleaseError, publish_release
 from curation.schema import REMOVED
 from curation.stage_table import StageTable
@@ -48,6 +49,7 @@ def release(
     dedup_removed: pa.Table,
     decontam_removed: pa.Table,
     source_files: pa.Table,
+    reference_files: pa.Table,
 ) -> dg.MaterializeResult:
     """Publish the curated tables with a manifest; report 'unchanged' when nothing changed."""
     reports = [json.loads(r) for r in source_files.column("report").to_pylist()]
@@ -82,6 +84,7 @@ def release(
                 "red_team": red_team,
             },
             sources=sources,
+            references=manifest_references(reference_files),
             config=settings.release_config(),
             code_version=context.assets_def.code_versions_by_key[context.asset_key]
             or code_version(),

@@ -40,6 +40,7 @@ from curation.parallel import in_threads
 from curation.release import read_latest, read_manifest
 from curation.sources import RawFile, SourceError, SourceFile, all_files, file_uri, read_raw
 from curation.store import Store
+from curation.upstream import ABSENT, content_fingerprint, is_local, source_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ class FileReport:
     present: bool
     size: int = 0
     sha256: str = ""
+    #: Its data version when read (``curation.upstream``): what the next observation compares.
+    fingerprint: str = ""
     compression: str = ""
     schema_variant: str = ""
     rows_read: int = 0
@@ -153,12 +156,21 @@ def ingest_file(
     report = FileReport(
         source.dataset, source.subset, source.split, source.relpath, uri, revision, False
     )
+    # a remote file's ETag (or hf commit) is taken before reading: if the file changes meanwhile,
+    # the next observation differs from it and the file is read again
+    remote = (
+        None
+        if is_local(uri)
+        else source_fingerprint(root, source.relpath, revision, storage_options)
+    )
     raw = read_raw(uri, storage_options)
     if raw is None:
         log.info("%s: not in the mirror; skipping %s", uri, source.key)
+        report.fingerprint = ABSENT
         specs = _specs(source, "current")
         return IngestResult(_finish(_empty(specs), source, [], {}, levels, None), report)
     report.present, report.size, report.sha256 = True, raw.size, raw.sha256
+    report.fingerprint = remote or content_fingerprint(raw.sha256)
     report.compression = raw.compression
     if raw.size == 0:
         raise SourceError(f"{uri}: file is empty (0 bytes)")
@@ -500,6 +512,7 @@ def manifest_sources(reports: list[dict]) -> list[dict]:
                 "present": report["present"],
                 "size": report["size"],
                 "sha256": report["sha256"],
+                "fingerprint": report.get("fingerprint", ""),
                 "rows": report["rows_read"],
                 "compression": report["compression"],
                 "schema_variant": report["schema_variant"],

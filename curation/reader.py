@@ -15,17 +15,28 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curation.integrity import (
+    Problem,
+    accounting_problems,
+    digest_problems,
+    file_problems,
+    id_problems,
+    listed_paths,
+    parquet_rows,
+    row_problems,
+    table_count_problems,
+    unlisted_problems,
+)
 from curation.release import (
     LATEST_KEY,
-    MANIFEST_NAME,
     RELEASES_DIR,
     ReleaseError,
+    digest_key,
     manifest_key,
     order_key,
     read_latest,
@@ -49,22 +60,6 @@ DIFF_KEYS: dict[str, list[str]] = {
     "quarantine": ["dataset", "subset", "source_file", "source_line"],
     "red_team": ["transcript_id"],
 }
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One verification failure."""
-
-    release_id: str
-    path: str  # relative to the release folder
-    kind: str  # missing | size | sha256 | unlisted | manifest
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.release_id}/{self.path}: {self.kind}: {self.message}"
-
-    def to_dict(self) -> dict[str, str]:
-        return asdict(self)
 
 
 class Release:
@@ -160,8 +155,14 @@ class Release:
         files = self.files(name, split)
         schema = self.schema(name)
         paths = [self.store.path(f"{self.prefix}/{f['path']}") for f in files]
+        # every page's CRC is checked while reading: a damaged page is an error, not wrong rows
+        checked = ds.ParquetFileFormat(
+            default_fragment_scan_options=ds.ParquetFragmentScanOptions(
+                page_checksum_verification=True
+            )
+        )
         try:
-            return ds.dataset(paths, schema=schema, format="parquet", filesystem=self._arrow_fs())
+            return ds.dataset(paths, schema=schema, format=checked, filesystem=self._arrow_fs())
         except (FileNotFoundError, OSError, pa.ArrowException) as exc:
             missing = [
                 f["path"] for f in files if not self.store.exists(f"{self.prefix}/{f['path']}")
@@ -205,84 +206,41 @@ class Release:
     # ------------------------------------------------------------------ integrity
 
     def listed_paths(self) -> set[str]:
-        listed = {MANIFEST_NAME}
-        for info in self.manifest.get("tables", {}).values():
-            listed.update(f["path"] for f in info.get("files", []))
-        listed.update(a["path"] for a in self.manifest.get("assets") or [])
-        return listed
+        return listed_paths(self.manifest)
 
     def verify(self, progress: bool = False) -> list[Problem]:
-        """Check every listed file's size and sha256 against the manifest; also flag files in the
-        release folder the manifest does not list (glob-based readers would pick them up)."""
-        problems: list[Problem] = []
+        """Everything that can be checked without the inputs (``docs/releases.md``):
+
+        - every listed file's size and sha256 against the manifest, and no unlisted file in the
+          release folder (glob readers would see it);
+        - the manifest against digests kept outside the release folder (``releases/<id>.sha256``
+          and ``latest.json``'s ``manifest_sha256``) and against its own id, recomputed from the
+          inputs it records (sources, references, config, code version, libraries);
+        - the manifest's row counts against the parquet footers, within itself (files, splits,
+          tables) and in the accounting identity read = kept + removed + quarantined.
+        """
         rid = self.release_id
-        entries = [
-            f for info in self.manifest.get("tables", {}).values() for f in info.get("files", [])
-        ]
-        entries += list(self.manifest.get("assets") or [])
-        for name, info in self.manifest.get("tables", {}).items():
-            total = sum(int(f["rows"]) for f in info.get("files", []))
-            if total != int(info.get("rows", total)):
-                problems.append(
-                    Problem(
-                        rid,
-                        name,
-                        "manifest",
-                        f"table rows {info.get('rows')} != sum of file rows {total}",
-                    )
-                )
-        sizes: dict[str, int] = {}
-        for entry in entries:
-            key = f"{self.prefix}/{entry['path']}"
-            try:
-                sizes[entry["path"]] = self.store.size(key)
-            except FileNotFoundError:
-                problems.append(
-                    Problem(rid, entry["path"], "missing", f"not found in {self.store.uri}")
-                )
-                continue
-            if sizes[entry["path"]] != int(entry["bytes"]):
-                problems.append(
-                    Problem(
-                        rid,
-                        entry["path"],
-                        "size",
-                        f"{sizes[entry['path']]} bytes, manifest says {entry['bytes']}",
-                    )
-                )
-                del sizes[entry["path"]]  # reported once; no need to hash it
+        problems = digest_problems(
+            self.store, rid, self.store.get(manifest_key(rid)), read_latest(self.store)
+        )
+        problems += id_problems(self.manifest) + table_count_problems(self.manifest)
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=sum(sizes.values()), unit="B", unit_scale=True, desc=f"verify {rid}")
+            bar = tqdm(total=0, unit="B", unit_scale=True, desc=f"verify {rid}")
         try:
-            for entry in entries:
-                if entry["path"] not in sizes:
-                    continue
-                digest = self.store.sha256(f"{self.prefix}/{entry['path']}", progress=bar)
-                if digest != entry["sha256"]:
-                    problems.append(
-                        Problem(
-                            rid,
-                            entry["path"],
-                            "sha256",
-                            f"sha256 {digest[:16]}..., manifest says {entry['sha256'][:16]}...",
-                        )
-                    )
+            damaged = file_problems(self.store, self.manifest, progress=bar)
         finally:
             if bar is not None:
                 bar.close()
-        listed = self.listed_paths()
-        for key in self.store.list(self.prefix):
-            rel = key[len(self.prefix) + 1 :]
-            if rel not in listed:
-                problems.append(
-                    Problem(
-                        rid, rel, "unlisted", "file in the release folder is not in the manifest"
-                    )
-                )
-        return problems
+        problems += damaged
+        unreadable = {p.path for p in damaged if p.kind in ("missing", "size")}
+        rows, unreadable_footers = parquet_rows(self.store, self.manifest, unreadable)
+        problems += unreadable_footers + row_problems(self.manifest, rows, unreadable)
+        if not unreadable and not unreadable_footers:
+            problems += accounting_problems(self.manifest, rows)
+        return problems + unlisted_problems(self.store, self.manifest)
 
 
 # ---------------------------------------------------------------------------- module functions
@@ -569,5 +527,6 @@ def prune(
                 continue
             st.delete(manifest_key(rid))
             st.delete_prefix(release_prefix(rid))
+            st.delete(digest_key(rid))
             log.info("%s: pruned release %s", st.uri, rid)
     return deleted

@@ -52,19 +52,62 @@ import pyarrow.parquet as pq
 
 from curation import schema as S
 from curation.card import CARD_PAIR_COLUMNS, render_card
+from curation.integrity import (
+    Problem,
+    data_files,
+    digest_problems,
+    file_problems,
+    id_problems,
+    listed_paths,
+    sha256_hex,
+    table_count_problems,
+)
+from curation.layout import (
+    CARD_NAME,
+    FORMAT_VERSION,
+    ID_LENGTH,
+    LATEST_KEY,
+    MANIFEST_NAME,
+    RELEASES_DIR,
+    SEQUENCE_KEY,
+    canonical_json,
+    compute_release_id,
+    digest_key,
+    manifest_key,
+    pretty_json,
+    release_id_of,
+    release_prefix,
+)
 from curation.parallel import in_threads
 from curation.stage_table import StageTable
 from curation.store import Store, StoreError
+from curation.version import release_libraries
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-RELEASES_DIR = "releases"
-LATEST_KEY = "latest.json"
-SEQUENCE_KEY = "sequence.json"
-MANIFEST_NAME = "manifest.json"
-CARD_NAME = "README.md"
-ID_LENGTH = 16
+__all__ = [  # the layout names are re-exported: callers import them from here
+    "CARD_NAME",
+    "FORMAT_VERSION",
+    "ID_LENGTH",
+    "LATEST_KEY",
+    "MANIFEST_NAME",
+    "RELEASES_DIR",
+    "SEQUENCE_KEY",
+    "PublishResult",
+    "ReleaseError",
+    "advance_latest",
+    "canonical_json",
+    "compute_release_id",
+    "digest_key",
+    "format_created_at",
+    "manifest_key",
+    "publish_release",
+    "read_latest",
+    "read_manifest",
+    "release_id_of",
+    "release_prefix",
+    "remove_leftovers",
+]
 
 #: Which column each known table is split (and foldered) by; ``None`` = no split level.
 DEFAULT_SPLIT_COLUMNS: dict[str, str | None] = {
@@ -102,40 +145,7 @@ class PublishResult:
     latest_moved: bool = False  # whether this call moved latest.json to this release
 
 
-# ---------------------------------------------------------------------------- keys & json
-
-
-def release_prefix(release_id: str) -> str:
-    return f"{RELEASES_DIR}/{release_id}"
-
-
-def manifest_key(release_id: str) -> str:
-    return f"{release_prefix(release_id)}/{MANIFEST_NAME}"
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, datetime):
-        return obj.isoformat()
-    if isinstance(obj, set | frozenset):
-        return sorted(obj, key=str)
-    if hasattr(obj, "item"):  # numpy scalars
-        return obj.item()
-    if hasattr(obj, "__fspath__"):
-        return str(obj)
-    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
-
-
-def canonical_json(obj: Any) -> bytes:
-    """Canonical JSON (sorted keys, no whitespace, UTF-8) used for hashing."""
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default
-    ).encode()
-
-
-def _pretty_json(obj: Any) -> bytes:
-    return (
-        json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False, default=_json_default) + "\n"
-    ).encode()
+# ---------------------------------------------------------------------------- ordering
 
 
 def format_created_at(ts: datetime) -> str:
@@ -143,21 +153,6 @@ def format_created_at(ts: datetime) -> str:
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
     return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def compute_release_id(
-    sources: list[Mapping[str, Any]], config: Mapping[str, Any], code_version: str
-) -> str:
-    """Content-derived id: sha256 over source file paths+hashes, code version and config."""
-    fingerprint = []
-    for src in sources:
-        files = sorted(
-            (str(f.get("path", "")), str(f.get("sha256", ""))) for f in (src.get("files") or [])
-        )
-        fingerprint.append({"name": src.get("name") or src.get("dataset"), "files": files})
-    fingerprint.sort(key=lambda s: canonical_json(s))
-    payload = {"code_version": code_version, "config": config, "sources": fingerprint}
-    return hashlib.sha256(canonical_json(payload)).hexdigest()[:ID_LENGTH]
 
 
 def order_key(manifest: Mapping[str, Any]) -> tuple[int, str, str]:
@@ -208,12 +203,13 @@ def read_latest(store: Store) -> dict[str, Any] | None:
     return read_json(store, LATEST_KEY)
 
 
-def _pointer(manifest: Mapping[str, Any], run_started_at: str) -> dict[str, Any]:
+def _pointer(manifest: Mapping[str, Any], run_started_at: str, digest: str) -> dict[str, Any]:
     return {
         "release_id": manifest["release_id"],
         "sequence": manifest["sequence"],
         "created_at": manifest["created_at"],
         "manifest": manifest_key(manifest["release_id"]),
+        "manifest_sha256": digest,
         "run_started_at": run_started_at,
     }
 
@@ -240,7 +236,7 @@ def claim_sequence(store: Store, pointer: Mapping[str, Any] | None) -> int:
         elif pointer is not None:
             manifest = read_manifest(store, str(pointer.get("release_id"))) or {}
             last = int(manifest.get("sequence") or pointer.get("sequence") or 0)
-        if store.compare_and_swap(SEQUENCE_KEY, _pretty_json({"last": last + 1}), etag):
+        if store.compare_and_swap(SEQUENCE_KEY, pretty_json({"last": last + 1}), etag):
             return last + 1
         time.sleep(random.uniform(0.005, 0.05))
     raise ReleaseError(f"{store.uri}: could not claim a sequence number ({SEQUENCE_KEY})")
@@ -260,9 +256,11 @@ def advance_latest(
     ``latest`` thus names the release of the newest run's inputs, even when that release already
     existed (a run on unchanged inputs re-points it); a slow run that finishes after a newer one
     leaves it alone. Compare-and-swap on the ETag just read; on conflict re-read and retry.
-    Returns whether the pointer now names this release and did not before.
+    Returns whether the pointer now names this release and did not before. The pointer records
+    the sha256 of the manifest's stored bytes (``manifest_sha256``), which ``verify`` checks.
     """
     started = run_started_at or str(manifest["created_at"])
+    digest = sha256_hex(store.get(manifest_key(manifest["release_id"])))
     for attempt in range(max_attempts):
         found = store.get_with_etag(LATEST_KEY)
         etag, current = None, None
@@ -284,8 +282,8 @@ def advance_latest(
                 ):
                     log.info("%s: latest stays on %s (set by a newer run)", store.uri, current_id)
                     return False
-        new = _pointer(manifest, started)
-        if store.compare_and_swap(LATEST_KEY, _pretty_json(new), etag):
+        new = _pointer(manifest, started, digest)
+        if store.compare_and_swap(LATEST_KEY, pretty_json(new), etag):
             log.info(
                 "%s: latest -> %s (sequence %s)", store.uri, new["release_id"], new["sequence"]
             )
@@ -458,7 +456,9 @@ def _encode(sink: Any, schema: pa.Schema, num_rows: int, read: RowReader) -> Non
     The same bytes as ``pq.write_table(rows, row_group_size=_ROW_GROUP_ROWS)`` on the whole
     part: that call writes each row group from the same slice of the table.
     """
-    with pq.ParquetWriter(sink, schema, compression="zstd", write_statistics=True) as writer:
+    with pq.ParquetWriter(
+        sink, schema, compression="zstd", write_statistics=True, write_page_checksum=True
+    ) as writer:
         for start in range(0, max(num_rows, 1), _ROW_GROUP_ROWS):
             rows = read(start, min(_ROW_GROUP_ROWS, num_rows - start))
             writer.write_table(rows, row_group_size=_ROW_GROUP_ROWS)
@@ -503,11 +503,16 @@ def _write_table(
     max_rows: int,
     abort_if_published: Callable[[], None],
     workers: int = 1,
+    only: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Write one table's parts. Parts are encoded on ``workers`` threads (zstd dominates and
     releases the GIL) and stored one after another in order, so the store sees the same writes
     in the same order whatever the thread count. A part reads its rows one row group at a time
-    (a :class:`StageTable` is never read whole)."""
+    (a :class:`StageTable` is never read whole).
+
+    ``only``: repair mode, ``{path: sha256}`` of the parts to rewrite (the rest are not encoded);
+    a part is stored only if its new bytes have the manifest's sha256, else ``ReleaseError``.
+    """
     files: list[dict[str, Any]] = []
     splits: dict[str, int] = {}
     jobs: list[tuple[str | None, str, int, RowReader]] = []
@@ -520,6 +525,8 @@ def _write_table(
         if split is not None:
             splits[split] = rows
         for i, start in enumerate(range(0, rows, max_rows)):
+            if only is not None and f"{folder}/part-{i:05d}.parquet" not in only:
+                continue
             jobs.append(
                 (
                     split,
@@ -544,6 +551,8 @@ def _write_table(
             try:
                 if isinstance(data, Exception):
                     raise data
+                if only is not None:
+                    _check_repair(store, release_id, rel, data, only[rel])
                 nbytes, digest = _write_part(store, f"{release_prefix(release_id)}/{rel}", data)
             except StoreError:
                 raise
@@ -566,6 +575,21 @@ def _write_table(
 
 class _AlreadyPublished(Exception):
     pass
+
+
+def _check_repair(store: Store, release_id: str, rel: str, data: str, expected: str) -> None:
+    """A re-encoded part may replace a damaged one only if it has the manifest's bytes."""
+    digest = hashlib.sha256()
+    with open(data, "rb") as handle:
+        while chunk := handle.read(_COPY_BYTES):
+            digest.update(chunk)
+    if digest.hexdigest() != expected:
+        os.unlink(data)
+        raise ReleaseError(
+            f"{store.uri}: release {release_id}: {rel} is damaged and re-encoding it gives other "
+            f"bytes (sha256 {digest.hexdigest()[:16]}..., manifest {expected[:16]}...); "
+            "cannot repair it: delete the release folder to republish it"
+        )
 
 
 def _write_assets(
@@ -647,10 +671,7 @@ def remove_unlisted(store: Store, manifest: Mapping[str, Any]) -> list[str]:
     earlier crashed attempt, e.g. with another part size), so glob-based readers see exactly the
     manifest's files. Only called once the manifest exists. Returns the deleted keys."""
     prefix = release_prefix(manifest["release_id"])
-    listed = {MANIFEST_NAME}
-    for info in manifest.get("tables", {}).values():
-        listed.update(f["path"] for f in info.get("files", []))
-    listed.update(a["path"] for a in manifest.get("assets") or [])
+    listed = listed_paths(manifest)
     stale = [k for k in store.list(prefix) if k[len(prefix) + 1 :] not in listed]
     for key in stale:
         log.warning(
@@ -728,6 +749,11 @@ def remove_leftovers(store: Store) -> list[str]:
             log.warning("%s: removing release folder %s (no manifest)", store.uri, release_id)
             store.delete_prefix(release_prefix(release_id))
             removed.append(release_prefix(release_id))
+    for name in store.list_files(RELEASES_DIR):  # digests of releases pruned before they went
+        release_id = name.removesuffix(".sha256")
+        if name.endswith(".sha256") and not store.exists(manifest_key(release_id)):
+            store.delete(digest_key(release_id))
+            removed.append(digest_key(release_id))
     return removed
 
 
@@ -766,7 +792,7 @@ def _new_manifest(store: Store, fields: dict[str, Any]) -> dict[str, Any]:
         "sequence": claim_sequence(store, parent),
         **{k: v for k, v in fields.items() if k not in ("format_version", "release_id")},
     }
-    return json.loads(_pretty_json(manifest))
+    return json.loads(pretty_json(manifest))
 
 
 def _adopt_concurrent_release(
@@ -786,6 +812,7 @@ def _adopt_concurrent_release(
         _check_same_release(store, manifest, winner, tables)
     else:
         repair_assets(store, winner, tables)
+    _record_digest(store, winner)
     remove_unlisted(store, winner)
     log.info(
         "%s: release %s was published concurrently; reporting unchanged", store.uri, release_id
@@ -794,6 +821,97 @@ def _adopt_concurrent_release(
     return PublishResult(
         release_id, "unchanged", store.url(release_prefix(release_id)), winner, moved
     )
+
+
+def _record_digest(store: Store, manifest: Mapping[str, Any]) -> None:
+    """Create ``releases/<id>.sha256`` if the publisher that created the manifest died before
+    writing it (the manifest is checked first: its id must recompute, its counts add up)."""
+    rid = str(manifest["release_id"])
+    if store.exists(digest_key(rid)):
+        return
+    problems = id_problems(manifest) + table_count_problems(manifest)
+    if problems:
+        raise ReleaseError(f"{store.uri}: release {rid}: {'; '.join(map(str, problems))}")
+    digest = sha256_hex(store.get(manifest_key(rid)))
+    store.put_if_absent(digest_key(rid), digest.encode() + b"\n")
+    log.warning("%s: release %s had no manifest digest; recorded %s", store.uri, rid, digest)
+
+
+def _check_existing(
+    store: Store,
+    existing: Mapping[str, Any],
+    tables: Mapping[str, ReleaseTable],
+    counts: Mapping[str, Any],
+) -> None:
+    """Before a run adopts a release that already exists: its manifest is the one published
+    (digests), names itself (id), and describes the tables this run computed (rows, counts).
+    A mismatch is an error naming what differs, never a silent re-point of ``latest``."""
+    rid = str(existing["release_id"])
+    _record_digest(store, existing)
+    raw = store.get(manifest_key(rid))
+    problems = digest_problems(store, rid, raw, read_latest(store)) + id_problems(existing)
+    theirs = {name: int(info.get("rows", -1)) for name, info in existing.get("tables", {}).items()}
+    ours = {name: table.num_rows for name, table in tables.items()}
+    if theirs != ours:
+        problems.append(
+            Problem(
+                rid, MANIFEST_NAME, "rows", f"this run computed {ours}, the release has {theirs}"
+            )
+        )
+    if canonical_json(existing.get("counts") or {}) != canonical_json(
+        json.loads(pretty_json(counts))
+    ):
+        problems.append(
+            Problem(rid, MANIFEST_NAME, "counts", "this run's counts differ from the release's")
+        )
+    if problems:
+        raise ReleaseError(
+            f"{store.uri}: release {rid} exists but cannot be adopted by this run (an input the "
+            f"release id does not cover, or an edited release): {'; '.join(map(str, problems))}"
+        )
+
+
+def _repair_data(
+    store: Store,
+    existing: Mapping[str, Any],
+    tables: Mapping[str, ReleaseTable],
+    split_cols: Mapping[str, str | None],
+    max_rows: int,
+    workers: int,
+) -> list[str]:
+    """Check every data file of an existing release (size, then sha256); re-encode the damaged
+    or missing ones from this run's tables, storing each only if it has the manifest's bytes.
+    Returns the repaired paths; a file that cannot be repaired is a ``ReleaseError`` naming it."""
+    rid = str(existing["release_id"])
+    damaged = file_problems(store, existing, data_files(existing))
+    if not damaged:
+        return []
+    log.warning("%s: release %s is damaged: %s", store.uri, rid, "; ".join(map(str, damaged)))
+    expected = {f["path"]: f["sha256"] for f in data_files(existing)}
+    by_table: dict[str, dict[str, str]] = {}
+    for problem in damaged:
+        table = next(f["table"] for f in data_files(existing) if f["path"] == problem.path)
+        by_table.setdefault(table, {})[problem.path] = expected[problem.path]
+    for name, only in sorted(by_table.items()):
+        _write_table(
+            store,
+            rid,
+            name,
+            tables[name],
+            _split_column_of(store, rid, name, tables[name], split_cols),
+            max_rows,
+            lambda: None,
+            workers,
+            only=only,
+        )
+    still = file_problems(store, existing, data_files(existing))
+    if still:
+        raise ReleaseError(
+            f"{store.uri}: release {rid}: could not repair {', '.join(p.path for p in still)}"
+        )
+    repaired = sorted(p.path for p in damaged)
+    log.warning("%s: release %s: repaired %s", store.uri, rid, ", ".join(repaired))
+    return repaired
 
 
 def _publish(
@@ -805,6 +923,8 @@ def _publish(
     code_version: str,
     counts: dict[str, Any],
     checks: dict[str, Any],
+    references: list[dict[str, Any]] | None = None,
+    libraries: Mapping[str, str] | None = None,
     split_column: Mapping[str, str | None] | None = None,
     max_rows_per_part: int = 100_000,
     clock: Callable[[], datetime] | None = None,
@@ -815,6 +935,9 @@ def _publish(
 
     ``split_column`` maps table name -> column to split by (``None``: no split level); it
     defaults to :data:`DEFAULT_SPLIT_COLUMNS`, and to ``'split'`` for other tables that have it.
+    ``references``: the extra reference files decontamination read (``name``, ``field``,
+    ``sha256``, ...); ``libraries``: library versions that encode the output (default:
+    :func:`curation.version.release_libraries`). Both are recorded and hashed into the id.
     ``clock`` returns the current time (tests inject it); naive datetimes are taken as UTC.
     ``write_threads``: threads encoding data files (0: one per CPU).
     ``run_started_at``: when the run that computed ``tables`` started (it read its inputs after
@@ -825,24 +948,27 @@ def _publish(
     if max_rows_per_part < 1:
         raise ValueError("max_rows_per_part must be >= 1")
     clock = clock or (lambda: datetime.now(UTC))
-    release_id = compute_release_id(sources, config, code_version)
+    references = list(references or [])
+    libraries = dict(release_libraries() if libraries is None else libraries)
+    release_id = compute_release_id(sources, config, code_version, references, libraries)
     started = format_created_at(run_started_at) if run_started_at else None
     prefix = release_prefix(release_id)
     uri = store.url(prefix)
-
-    existing = read_manifest(store, release_id)
-    if existing is not None:
-        log.info("%s: release %s already published; nothing to write", store.uri, release_id)
-        repair_assets(store, existing, tables)
-        remove_unlisted(store, existing)
-        moved = advance_latest(store, existing, started)
-        return PublishResult(release_id, "unchanged", uri, existing, moved)
-
     for name in tables:
         if not _NAME_RE.match(name):
             raise ReleaseError(f"invalid table name {name!r}")
     split_cols = dict(DEFAULT_SPLIT_COLUMNS)
     split_cols.update(split_column or {})
+
+    existing = read_manifest(store, release_id)
+    if existing is not None:
+        log.info("%s: release %s already published; checking it", store.uri, release_id)
+        _check_existing(store, existing, tables, counts)
+        _repair_data(store, existing, tables, split_cols, max_rows_per_part, workers)
+        repair_assets(store, existing, tables)
+        remove_unlisted(store, existing)
+        moved = advance_latest(store, existing, started)
+        return PublishResult(release_id, "unchanged", uri, existing, moved)
 
     def abort_if_published() -> None:
         if store.exists(manifest_key(release_id)):
@@ -871,6 +997,8 @@ def _publish(
                 "code_version": code_version,
                 "config": config,
                 "sources": sources,
+                "references": references,
+                "libraries": libraries,
                 "tables": table_entries,
                 "counts": counts,
                 "checks": checks,
@@ -880,8 +1008,10 @@ def _publish(
         abort_if_published()
         manifest["assets"] = _write_assets(store, release_id, card, charts)
         # The commit point: the release becomes visible iff this create-only write succeeds.
-        payload = _pretty_json(manifest)
+        payload = pretty_json(manifest)
         created = store.put_if_absent(manifest_key(release_id), payload)
+        if created:
+            store.put_if_absent(digest_key(release_id), sha256_hex(payload).encode() + b"\n")
     except _AlreadyPublished:
         created = False
         manifest = None  # type: ignore[assignment]

@@ -448,6 +448,17 @@ class Store:
             e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e["type"] == "directory"
         )
 
+    def list_files(self, prefix: str = "") -> list[str]:
+        """Names of the objects directly in ``prefix`` (not in its sub-folders; sorted)."""
+        try:
+            entries = self.fs.ls(self.path(prefix), detail=True)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except Exception as exc:
+            raise self._err("list", prefix, exc) from exc
+        names = (e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e["type"] == "file")
+        return sorted(n for n in names if not _is_tmp(n))
+
     def delete(self, key: str) -> None:
         """Delete one object (no error if it is missing)."""
         try:

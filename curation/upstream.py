@@ -45,6 +45,16 @@ def sha256_file(fs, path: str) -> str:
     return digest.hexdigest()
 
 
+def is_local(uri: str) -> bool:
+    """Whether ``uri`` names a file on this machine (a path or ``file://``)."""
+    return "://" not in uri or uri.startswith("file://")
+
+
+def content_fingerprint(sha256: str) -> str:
+    """The fingerprint of a local file whose bytes have this sha256 (see :func:`source_fingerprint`)."""
+    return f"sha256:{sha256}"
+
+
 def source_fingerprint(
     root: str, relpath: str, revision: str | None = None, storage_options: dict | None = None
 ) -> str:
@@ -67,7 +77,7 @@ def source_fingerprint(
     if etag:
         return f"etag:{str(etag).strip(chr(34))}:size:{info.get('size')}"
     if "file" in fs.protocol or "local" in fs.protocol:
-        return f"sha256:{sha256_file(fs, path)}"
+        return content_fingerprint(sha256_file(fs, path))
     mtime = info.get("mtime") or info.get("LastModified") or info.get("last_modified")
     return f"size:{info.get('size')}:mtime:{mtime}"
 

@@ -24,6 +24,7 @@ No module here imports ``pipelines.definitions``; the refresh command is ``pipel
 from __future__ import annotations
 
 import json
+import logging
 import time
 import warnings
 from collections.abc import Iterable
@@ -32,12 +33,17 @@ from datetime import timedelta
 import dagster as dg
 
 from assets.alerting import AlertsResource
-from assets.keys import RELEASE_KEY, UPSTREAM_KEYS
+from assets.keys import FINGERPRINT, RELEASE_KEY, UPSTREAM_KEYS
 from assets.resources import CurationSettings
+from curation.release import manifest_key
+from curation.store import Store, StoreError
 from pipelines.settings import Environment
 from pipelines.versions import STAGE_OF_OP, stage_versions
 
+log = logging.getLogger(__name__)
+
 AUTOMATION_SENSOR = "rlhf_automation"
+UPSTREAM_SET = frozenset(UPSTREAM_KEYS)
 CODE_VERSION_TAG = "dagster/code_version"
 _READY = (
     ~dg.AutomationCondition.any_deps_missing()
@@ -115,13 +121,125 @@ class MaterializedWithOtherCode(dg.AutomationCondition):
         return dg.AutomationResult(context=context, true_subset=subset)
 
 
+def _latest_materialization(instance: dg.DagsterInstance, key: dg.AssetKey):
+    """The latest materialization record of ``key`` (None if never materialized)."""
+    records = instance.fetch_materializations(key, limit=1).records
+    return records[0] if records else None
+
+
+class SourceChangedSinceIngest(dg.AutomationCondition):
+    """Ingest assets: the upstream file's latest observed data version differs from the one the
+    latest ingest read (its ``fingerprint`` metadata).
+
+    Compares state, not ticks: whatever the cursor holds (none on a home that only ever ran
+    ``rlhf-curate run``, a new daemon sensor), a file changed since it was ingested is seen.
+    """
+
+    @property
+    def name(self) -> str:
+        return "source_changed_since_ingest"
+
+    def evaluate(self, context):  # AutomationContext[AssetKey] -> AutomationResult
+        instance = context.asset_graph_view.instance
+        record = _latest_materialization(instance, context.key)
+        recorded = _metadata_value(record.asset_materialization, FINGERPRINT) if record else None
+        changed = False
+        for parent in context.asset_graph.get(context.key).parent_keys:
+            if parent not in UPSTREAM_SET or recorded is None:
+                continue
+            observed = instance.fetch_observations(parent, limit=1).records
+            version = observed[0].asset_observation.data_version if observed else None
+            changed = changed or (version is not None and version != recorded)
+        subset = context.candidate_subset if changed else context.get_empty_subset()
+        return dg.AutomationResult(context=context, true_subset=subset)
+
+
+class ParentMaterializedSince(dg.AutomationCondition):
+    """A computed parent was materialized after the asset's own latest materialization: a run
+    that stopped after some stages (failure, kill) left the rest behind. Observed upstream files
+    are left to :class:`SourceChangedSinceIngest` (observations happen on every refresh)."""
+
+    @property
+    def name(self) -> str:
+        return "parent_materialized_since"
+
+    def evaluate(self, context):  # AutomationContext[AssetKey] -> AutomationResult
+        instance = context.asset_graph_view.instance
+        own = _latest_materialization(instance, context.key)
+        newer = False
+        if own is not None:
+            for parent in context.asset_graph.get(context.key).parent_keys:
+                if parent in UPSTREAM_SET:
+                    continue
+                record = _latest_materialization(instance, parent)
+                newer = newer or (record is not None and record.storage_id > own.storage_id)
+        subset = context.candidate_subset if newer else context.get_empty_subset()
+        return dg.AutomationResult(context=context, true_subset=subset)
+
+
+class ReleaseMissingFromStore(dg.AutomationCondition):
+    """``release``: the release its latest materialization published is not in the configured
+    store (pruned by another instance, deleted, or the store changed). An unreachable store is
+    not taken for a missing release (the run would fail on it anyway)."""
+
+    def __init__(self, store_uri: str) -> None:
+        self.store_uri = store_uri
+
+    @property
+    def name(self) -> str:
+        return "release_missing_from_store"
+
+    def evaluate(self, context):  # AutomationContext[AssetKey] -> AutomationResult
+        record = _latest_materialization(context.asset_graph_view.instance, context.key)
+        release_id = _metadata_value(record.asset_materialization, "release_id") if record else None
+        missing = bool(release_id) and not _release_exists(self.store_uri, str(release_id))
+        subset = context.candidate_subset if missing else context.get_empty_subset()
+        return dg.AutomationResult(context=context, true_subset=subset)
+
+
+def _release_exists(store_uri: str, release_id: str) -> bool:
+    """Whether ``release_id`` has a manifest in the store (True when the store cannot be read)."""
+    try:
+        return Store(store_uri).exists(manifest_key(release_id))
+    except (StoreError, OSError) as exc:
+        log.warning("automation: cannot check release %s in the store: %s", release_id, exc)
+        return True
+
+
+def _metadata_value(materialization, key: str):
+    """The raw value of ``materialization.metadata[key]`` (None when absent)."""
+    if materialization is None:
+        return None
+    value = (materialization.metadata or {}).get(key)
+    return getattr(value, "value", value)
+
+
+def out_of_date(store_uri: str | None = None) -> dg.AutomationCondition:
+    """Newly true when the asset's state says it is behind its inputs or its store, whatever
+    the cursor holds (:class:`SourceChangedSinceIngest`, :class:`ParentMaterializedSince`,
+    :class:`ReleaseMissingFromStore` with ``store_uri``); until it is requested or updated."""
+    stale = SourceChangedSinceIngest() | ParentMaterializedSince()
+    if store_uri is not None:
+        stale = stale | ReleaseMissingFromStore(store_uri)
+    # a dependency requested in the same tick (eager's will_be_requested, which its since-reset
+    # on a first evaluation drops): the whole chain below a changed file runs in one refresh
+    dep_requested = dg.AutomationCondition.any_deps_match(
+        dg.AutomationCondition.will_be_requested()
+    )
+    handled = dg.AutomationCondition.newly_requested() | dg.AutomationCondition.newly_updated()
+    trigger = stale.newly_true() | dep_requested
+    return (trigger.since(handled) & _READY).with_label("out_of_date")
+
+
 def observation_condition(cron: str) -> dg.AutomationCondition:
     """Observe the upstream files once per ``cron`` tick."""
     return dg.AutomationCondition.on_cron(cron)
 
 
-def computed_condition() -> dg.AutomationCondition:
-    """``eager()`` or a new code version, and no dependency's blocking check failed (ERROR)."""
+def computed_condition(store_uri: str | None = None) -> dg.AutomationCondition:
+    """``eager()``, a new code version or :func:`out_of_date`, and no dependency's blocking check
+    failed (ERROR). ``eager()`` sees what changed since the previous tick; ``out_of_date`` what
+    the instance and the store say, so a first tick (no cursor) misses nothing."""
     code_changed = (
         (
             dg.AutomationCondition.code_version_changed().since_last_handled()
@@ -129,21 +247,23 @@ def computed_condition() -> dg.AutomationCondition:
         )
         & _READY
     ).with_label("code_version_changed")
-    return ((dg.AutomationCondition.eager() | code_changed) & UpstreamChecksAllow()).with_label(
-        "eager_or_code_version_changed"
-    )
+    triggers = dg.AutomationCondition.eager() | code_changed | out_of_date(store_uri)
+    return (triggers & UpstreamChecksAllow()).with_label("eager_or_code_version_changed")
 
 
-def release_condition(cron: str, keep_fresh: bool = True) -> dg.AutomationCondition:
-    """:func:`computed_condition`, plus one re-publish per ``cron`` tick when ``keep_fresh``."""
+def release_condition(
+    cron: str, keep_fresh: bool = True, store_uri: str | None = None
+) -> dg.AutomationCondition:
+    """:func:`computed_condition` (with the release's presence in ``store_uri``), plus one
+    re-publish per ``cron`` tick when ``keep_fresh``."""
     if not keep_fresh:
-        return computed_condition()
+        return computed_condition(store_uri)
     republish = (
         dg.AutomationCondition.cron_tick_passed(cron).since_last_handled()
         & _READY
         & UpstreamChecksAllow()
     ).with_label(f"republish_on_cron({cron})")
-    return (computed_condition() | republish).with_label("release")
+    return (computed_condition(store_uri) | republish).with_label("release")
 
 
 def release_freshness_policy(max_age: timedelta) -> dg.FreshnessPolicy:
@@ -166,7 +286,7 @@ def with_operations(
     versions = stage_versions(settings)
     policy = release_freshness_policy(environment.release_max_age)
     computed = computed_condition()
-    release = release_condition(environment.refresh_cron, keep_release_fresh)
+    release = release_condition(environment.refresh_cron, keep_release_fresh, environment.store_uri)
     tables = (environment.dagster_home / "tables").as_posix()
     out = []
     for asset in assets:

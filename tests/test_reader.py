@@ -14,6 +14,7 @@ from curation import schema as S
 from curation.reader import diff_releases, list_releases, open_release, prune, show
 from curation.release import ReleaseError, compute_release_id, manifest_key
 from curation.store import Store
+from curation.version import release_libraries
 from pipelines.cli_releases import add_release_commands
 from tests.test_release import (  # shared synthetic data and fixtures
     SOURCES,
@@ -167,7 +168,7 @@ def _publish_five_latest_not_newest(store: Store, monkeypatch: pytest.MonkeyPatc
         m.setattr(store, "compare_and_swap", boom)
         with pytest.raises(Boom):
             publish(store, config={"v": 5}, clock=clock)
-    ids.append(compute_release_id(SOURCES, {"v": 5}, "test-1"))
+    ids.append(compute_release_id(SOURCES, {"v": 5}, "test-1", [], release_libraries()))
     assert release_ids(store) == ids and latest_id(store) == ids[3]
     return ids
 

@@ -34,6 +34,7 @@ from curation.release import (
 )
 from curation.stage_table import StageTable
 from curation.store import Store, StoreError
+from curation.version import release_libraries
 
 # ---------------------------------------------------------------------------- synthetic data
 
@@ -438,7 +439,7 @@ def test_fault_after_some_data_files(store: Store, monkeypatch: pytest.MonkeyPat
     ):
         publish(store, config={"v": 2}, max_rows_per_part=5)
     assert len(written) == 2
-    bad_id = compute_release_id(SOURCES, {"v": 2}, "test-1")
+    bad_id = compute_release_id(SOURCES, {"v": 2}, "test-1", [], release_libraries())
     assert not store.exists(manifest_key(bad_id))
     assert len(store.list(f"releases/{bad_id}")) == 2  # invisible leftovers
     _assert_still_on(store, good)
@@ -460,7 +461,7 @@ def test_fault_before_manifest(store: Store, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(store, "put_if_absent", boom)
     with pytest.raises(Boom):
         publish(store, config={"v": 2})
-    bad_id = compute_release_id(SOURCES, {"v": 2}, "test-1")
+    bad_id = compute_release_id(SOURCES, {"v": 2}, "test-1", [], release_libraries())
     assert store.exists(f"releases/{bad_id}/README.md")  # everything but the manifest
     assert not store.exists(manifest_key(bad_id))
     _assert_still_on(store, good)
@@ -483,7 +484,7 @@ def test_fault_before_pointer_swap(store: Store, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(store, "compare_and_swap", boom)
     with pytest.raises(Boom):
         publish(store, config={"v": 2})
-    bad_id = compute_release_id(SOURCES, {"v": 2}, "test-1")
+    bad_id = compute_release_id(SOURCES, {"v": 2}, "test-1", [], release_libraries())
     # The release itself is complete (manifest written) but latest was not moved.
     assert latest_id(store) == good
     assert open_release(store).release_id == good
@@ -547,7 +548,7 @@ def test_moto_server_stopped_mid_upload(
         servers.append(restarted)
         fresh = Store(uri, storage_options=opts)
         _assert_still_on(fresh, good)
-        bad_id = compute_release_id(SOURCES, {"v": 2}, "test-1")
+        bad_id = compute_release_id(SOURCES, {"v": 2}, "test-1", [], release_libraries())
         assert len(fresh.list(f"releases/{bad_id}")) == 2  # two parts, no manifest
 
         rerun = publish(fresh, config={"v": 2}, max_rows_per_part=5)
@@ -801,6 +802,7 @@ def test_a_stage_table_publishes_the_same_bytes_as_the_table(
                 compression="zstd",
                 row_group_size=7,
                 write_statistics=True,
+                write_page_checksum=True,
             )
             digest = hashlib.sha256(sink.getvalue()).hexdigest()
             assert files["stage"][f"pairs/{split}/part-{i:05d}.parquet"][1] == digest
