@@ -50,7 +50,7 @@ RUNS_DIR = "runs"
 #: other one as a :class:`StageTable` handle (the ingest checks read one file at a time).
 OPTIONAL_INPUT_MANAGER = "optional_table_loader"
 #: Runs in these states may still read stage tables: no clean-up while one of them exists.
-_EXECUTING = [
+EXECUTING = [
     dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
@@ -253,7 +253,7 @@ class RunScopedArrowIOManager(dg.UPathIOManager):
         materialization, unless another run is executing. Returns the deleted paths."""
         if self.instance is None:
             return []
-        executing = self.instance.get_runs(filters=dg.RunsFilter(statuses=_EXECUTING))
+        executing = self.instance.get_runs(filters=dg.RunsFilter(statuses=EXECUTING))
         if any(run.run_id != self.run_id for run in executing):
             return []
         root = self.base / RUNS_DIR

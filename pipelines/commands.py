@@ -26,6 +26,7 @@ from curation.preflight import preflight
 from pipelines.automation import run_tags
 from pipelines.definitions import build_definitions
 from pipelines.local_run import persistent_instance, run_full_refresh
+from pipelines.orphans import fail_orphaned_runs, process_tags
 from pipelines.progress import follow_run
 from pipelines.refresh import refresh
 from pipelines.settings import Environment, console_run_config
@@ -132,13 +133,25 @@ def run_command(args: argparse.Namespace) -> int:
         return 2
     environment, settings, home = prepared
     run_config = run_config_for(environment, settings, args.verbose)
-    with (
-        persistent_instance(home) as instance,
-        follow_run(instance) as token,
-        run_full_refresh(instance, run_config, tags={**run_tags(environment), **token}) as result,
-    ):
-        pass
+    with persistent_instance(home) as instance:
+        report_orphans(instance)
+        tags = {**run_tags(environment), **process_tags()}
+        with (
+            follow_run(instance) as token,
+            run_full_refresh(instance, run_config, tags={**tags, **token}) as result,
+        ):
+            pass
     return report(result, environment.store_uri)
+
+
+def report_orphans(instance) -> None:
+    """Fail the runs of this host whose process is gone (``kill -9``); say so in one line."""
+    failed = fail_orphaned_runs(instance)
+    if failed:
+        print(
+            f"marked {len(failed)} run(s) whose process is gone as failed: {', '.join(failed)}",
+            file=sys.stderr,
+        )
 
 
 def report(result: ExecuteJobResult, store_uri: str) -> int:
@@ -179,16 +192,22 @@ def refresh_command(args: argparse.Namespace) -> int:
         return 2
     environment, settings, home = prepared
     start = time.perf_counter()
-    defs = build_definitions(environment, keep_release_fresh=False)
+    defs = build_definitions(  # code versions follow the settings, as in `run`
+        environment,
+        keep_release_fresh=False,
+        settings=settings_from_mapping(settings) if settings else None,
+    )
     run_config = run_config_for(environment, settings, args.verbose)
-    with persistent_instance(home) as instance, follow_run(instance) as token:
-        outcome = refresh(
-            defs,
-            instance,
-            run_config,
-            tags={**run_tags(environment), **token},
-            from_environment=True,
-        )
+    with persistent_instance(home) as instance:
+        report_orphans(instance)
+        with follow_run(instance) as token:
+            outcome = refresh(
+                defs,
+                instance,
+                run_config,
+                tags={**run_tags(environment), **process_tags(), **token},
+                from_environment=True,
+            )
     elapsed = time.perf_counter() - start
     if not outcome.success:
         print(f"refresh FAILED in {elapsed:.1f} s (run {outcome.run_id or outcome.observe_run_id})")

@@ -9,6 +9,7 @@ this process, outputs go to the IO manager and are dropped, and the run is recor
 instance like any other run.
 """
 
+import json
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import cache
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 from filelock import FileLock
 
+from assets.resources import settings_from_mapping
 from curation.gx_validate import warm_up
 from pipelines.definitions import build_definitions
 from pipelines.settings import Environment
@@ -26,15 +28,26 @@ if TYPE_CHECKING:  # the result class is not exported by ``dagster``
     from dagster._core.execution.api import ExecuteJobResult
 
 
-def in_process_full_refresh() -> dg.JobDefinition:
-    """``full_refresh`` on the in-process executor, built from the process environment."""
-    return _in_process_job(Environment.from_env())
+def in_process_full_refresh(settings_json: str = "{}") -> dg.JobDefinition:
+    """``full_refresh`` on the in-process executor, built from the process environment and the
+    run's settings (JSON of ``CurationSettings`` fields: the code versions follow them, so a
+    later ``refresh`` with the same settings finds nothing out of date)."""
+    return _in_process_job(Environment.from_env(), settings_json)
 
 
 @cache
-def _in_process_job(environment: Environment) -> dg.JobDefinition:
+def _in_process_job(environment: Environment, settings_json: str) -> dg.JobDefinition:
     """Built once per environment: ``execute_job`` reconstructs the job several times per run."""
-    return build_definitions(environment, dg.in_process_executor).resolve_job_def("full_refresh")
+    fields = json.loads(settings_json)
+    settings = settings_from_mapping(fields) if fields else None
+    defs = build_definitions(environment, dg.in_process_executor, settings=settings)
+    return defs.resolve_job_def("full_refresh")
+
+
+def run_settings(run_config: Mapping | None) -> dict:
+    """The ``CurationSettings`` fields a run config sets (``resources.settings.config``)."""
+    resources = (run_config or {}).get("resources") or {}
+    return dict(((resources.get("settings") or {}).get("config")) or {})
 
 
 #: Held while the persistent instance is opened (and, on first use, its SQLite files created).
@@ -69,7 +82,13 @@ def run_full_refresh(
     so that the checks do not wait for it after ingest.
     """
     warm_up()
-    job = dg.reconstructable(in_process_full_refresh)
+    job = dg.build_reconstructable_job(
+        __name__,
+        in_process_full_refresh.__name__,
+        reconstructable_kwargs={
+            "settings_json": json.dumps(run_settings(run_config), sort_keys=True)
+        },
+    )
     if asset_selection is not None:
         job = job.get_subset(asset_selection=set(asset_selection))
     with dg.execute_job(

@@ -5,17 +5,21 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from assets.io import EXECUTING
 from curation.release import LATEST_KEY, RELEASES_DIR, publish_release
 from curation.store import Store, StoreError
 from pipelines.definitions import ALL_ASSETS, build_resources
+from pipelines.orphans import HOST_TAG, PROCESS_TAG, fail_orphaned_runs, process_identity
 from pipelines.settings import REPO
 from tests.pipeline_helpers import environment
 from tests.test_release import SOURCES, make_tables
@@ -24,6 +28,9 @@ from tests.test_release import SOURCES, make_tables
 def _cli() -> list[str]:
     script = Path(sys.executable).parent / "rlhf-curate"
     return [str(script)] if script.exists() else [sys.executable, "-m", "pipelines.cli"]
+
+
+CLI = Path(sys.executable).parent / "rlhf-curate"
 
 
 def publish(store: Store | str, config: dict, **kw):
@@ -220,3 +227,89 @@ def test_unfinished_s3_uploads_are_aborted_by_the_next_publish(
     publish(store, {"v": 1})
     left = s3_client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads") or []
     assert [u["Key"] for u in left] == ["other/x"]
+
+
+def test_a_killed_cli_run_is_marked_failed_and_clean_up_resumes(tmp_path: Path) -> None:
+    """``kill -9`` of ``rlhf-curate run`` during ingest leaves a STARTED run; the next
+    ``rlhf-curate refresh`` on the same home marks it failed (the reason in its event log) and
+    the killed run's stage tables are cleaned up again."""
+    env = {
+        "PATH": f"{CLI.parent}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "DAGSTER_HOME": str(tmp_path / "home"),
+        "CURATED_STORE_URI": str(tmp_path / "store"),
+    }
+    runs_dir = tmp_path / "home" / "tables" / "runs"
+    victim = subprocess.Popen(
+        [str(CLI), "run"], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not any(runs_dir.glob("*/raw_*.arrow")) and time.monotonic() < deadline:
+            assert victim.poll() is None, victim.stdout.read().decode()[-2000:]
+            time.sleep(0.2)
+        assert any(runs_dir.glob("*/raw_*.arrow")), "ingest never wrote a table"
+    finally:
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=60)
+    [killed] = [p.name for p in runs_dir.iterdir()]
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        assert instance.get_run_by_id(killed).status == dg.DagsterRunStatus.STARTED
+        assert executing_runs(instance) == [killed]  # what switches stage-table clean-up off
+
+    after = subprocess.run(
+        [str(CLI), "refresh"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
+    assert after.returncode == 0, after.stderr[-3000:]
+    assert f"whose process is gone as failed: {killed}" in after.stderr
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        run = instance.get_run_by_id(killed)
+        assert run.status == dg.DagsterRunStatus.FAILURE
+        last = instance.all_logs(killed)[-1]
+        assert "no longer exists (killed or crashed)" in last.message
+        # clean-up is no longer switched off: no run of the home counts as executing (the
+        # killed run's tables that are still some asset's latest, reused by refresh, stay)
+        assert executing_runs(instance) == []
+
+
+def executing_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Runs that keep the IO manager from cleaning up stage tables (``assets/io.py``)."""
+    return [r.run_id for r in instance.get_runs(filters=dg.RunsFilter(statuses=EXECUTING))]
+
+
+def test_only_runs_whose_process_is_gone_are_failed(tmp_path: Path) -> None:
+    """A run of a live process (this one) stays STARTED; a run of a dead process, and one
+    whose pid was recycled by another process (another start time), is failed."""
+    sleeper = subprocess.Popen(["sleep", "60"])
+    dead_identity = process_identity(sleeper.pid)
+    sleeper.kill()
+    sleeper.wait()
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+
+        @dg.asset
+        def a() -> int:
+            return 1
+
+        defs = dg.Definitions(assets=[a], jobs=[dg.define_asset_job("j", selection=[a])])
+        job = defs.resolve_job_def("j")
+        ids = {}
+        for name, identity in [
+            ("alive", process_identity()),
+            ("dead", dead_identity),
+            ("recycled", f"{os.getpid()}:1"),
+        ]:
+            run = instance.create_run_for_job(
+                job, tags={HOST_TAG: socket.gethostname(), PROCESS_TAG: identity}
+            )
+            instance.handle_run_event(
+                run.run_id,
+                dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name=run.job_name),
+            )
+            ids[name] = run.run_id
+        assert sorted(fail_orphaned_runs(instance)) == sorted([ids["dead"], ids["recycled"]])
+        status = {name: instance.get_run_by_id(rid).status for name, rid in ids.items()}
+        assert status == {
+            "alive": dg.DagsterRunStatus.STARTED,
+            "dead": dg.DagsterRunStatus.FAILURE,
+            "recycled": dg.DagsterRunStatus.FAILURE,
+        }
