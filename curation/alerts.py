@@ -35,12 +35,13 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 #: Environment variable the pipeline reads the webhook URL from (unset: alerts are only logged).
 WEBHOOK_ENV = "ALERT_WEBHOOK_URL"
 
-#: Total seconds the alerts of one run (or one sensor tick) may take to deliver. Slack accepts
-#: about one message per second per webhook ("Posting messages: 1 per second, short bursts >1
-#: allowed", https://api.slack.com/docs/rate-limits); a failing sample run posts 5 to 20 alerts,
-#: which a webhook answering in well under a second delivers in a few seconds, and 10 s stays far
-#: below Dagster's 60 s limit on a sensor evaluation (``DEFAULT_SENSOR_GRPC_TIMEOUT``), where the
-#: run-failure and freshness alerts are delivered. ``ALERT_BUDGET_SECONDS`` changes it.
+#: Total seconds the alerts of one run (or one sensor tick) may take to deliver. A webhook that
+#: answers (Slack: well under a second, about one message per second accepted, "Posting
+#: messages: 1 per second, short bursts >1 allowed", https://api.slack.com/docs/rate-limits)
+#: delivers a run's few alerts in a second or two (the sample's 4: 0.0 s to a local webhook);
+#: 10 s is a quarter of a ~40 s sample run and a sixth of Dagster's 60 s limit on a sensor
+#: evaluation (``DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS``), where the run-failure and freshness
+#: alerts are delivered. ``ALERT_BUDGET_SECONDS`` changes it (docs/operations.md, Alerts).
 DEFAULT_BUDGET_SECONDS = 10.0
 #: Seconds one attempt may wait for the webhook (each socket operation), at most what is left of
 #: the budget. Slack answers a webhook POST in a fraction of a second.

@@ -9,6 +9,7 @@ and never answers, and one that answers every POST.
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import threading
@@ -20,6 +21,7 @@ import dagster as dg
 import pytest
 import yaml
 
+from assets.alerting import alert_records
 from tests.test_cli_e2e import CLI, cli
 
 TOKEN = "HooKToKeN0123456789secret"
@@ -202,3 +204,36 @@ def test_alert_budget_reaches_the_resource():
     assert environment.alert_budget_seconds == 2.5
     assert build_resources(environment)["alerts"].budget_seconds == 2.5
     assert Environment.from_env({}).alert_budget_seconds == 10.0
+
+
+def test_steps_in_their_own_processes_share_the_run_budget(
+    tmp_path: Path, silent_server: SilentServer
+):
+    """With a process per step, each step delivers its alerts when it ends; the second finds the
+    run's budget spent by the first (recorded in the run's event log) and sends nothing."""
+    from tests.alert_steps import two_alerting_steps
+
+    url = f"http://127.0.0.1:{silent_server.port}/hook/{TOKEN}"
+    config = {"resources": {"alerts": {"config": {"webhook_url": url, "budget_seconds": 1.0}}}}
+    job = dg.reconstructable(two_alerting_steps)
+    with (
+        dg.instance_for_test(temp_dir=str(tmp_path)) as instance,
+        dg.execute_job(job, instance=instance, run_config=config) as result,
+    ):
+        assert result.success  # alerts never fail a run
+        records = alert_records(instance, result.run_id)
+    first, second = records
+    assert [d["asset"] for d in first["deliveries"]] == ["first"]
+    assert first["deliveries"][0]["reason"] == "timeout"
+    assert second["deliveries"] == [
+        {
+            "asset": "second",
+            "check": "demo",
+            "severity": "WARN",
+            "delivered": False,
+            "reason": "not sent: alert time budget spent",
+            "attempts": 0,
+            "seconds": second["deliveries"][0]["seconds"],
+        }
+    ]
+    assert TOKEN not in json.dumps(records)
