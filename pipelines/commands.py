@@ -140,7 +140,8 @@ def run_command(args: argparse.Namespace) -> int:
         follow_run(instance) as token,
         run_full_refresh(instance, run_config, tags={**run_tags(environment), **token}) as result,
     ):
-        return report(result, environment.store_uri, alert_records(instance, result.run_id))
+        alerts = alert_records(instance, result.run_id)
+    return report(result, environment.store_uri, alerts)
 
 
 def alert_lines(records: list[dict]) -> list[str]:

@@ -1,10 +1,11 @@
 """Alerts cost a run at most its alert budget, are sent after the release, and the run says which
 were not delivered (issue 22, item 8).
 
-The real ``rlhf-curate run`` on the sample, in a subprocess, with a quarantine warn rate low
-enough that every file with a quarantined row alerts (WARN: the release is still published) and
-``ALERT_WEBHOOK_URL`` pointing at a local server: one that accepts connections, reads the request
-and never answers, and one that answers every POST.
+The sample with a quarantine warn rate low enough that every file with a quarantined row alerts
+(WARN: the release is still published): the real ``rlhf-curate run`` in a subprocess with
+``ALERT_WEBHOOK_URL`` pointing at a loopback server that accepts connections, reads the request
+and never answers; a real in-process materialization of the whole graph against a webhook that
+answers every POST; a two-step job on the multiprocess executor (one process per step).
 """
 
 from __future__ import annotations
@@ -21,7 +22,11 @@ import dagster as dg
 import pytest
 import yaml
 
-from assets.alerting import alert_records
+from assets.alerting import AlertsResource, alert_records
+from assets.resources import CurationSettings
+from curation.alerts import redact_url
+from pipelines import commands
+from tests.pipeline_helpers import check_results, environment, materialize, release_metadata
 from tests.test_cli_e2e import CLI, cli
 
 TOKEN = "HooKToKeN0123456789secret"
@@ -104,9 +109,25 @@ def noisy_run(tmp_path: Path, url: str) -> tuple[str, dict[str, str]]:
     return run.stdout, env
 
 
-def failed_checks(dagster_home: str) -> tuple[str, list[tuple[str, str]], list[str]]:
-    """(run id, the (asset, check) of every failed check of the one run, the run's events in
-    order as ``"materialization:<asset>"`` / ``"alerts"``)."""
+def event_order(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """The run's materializations and alert records in event-log order, as
+    ``"materialization:<asset>"`` / ``"alerts"`` (order, not timestamps)."""
+    order = []
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is None:
+            continue
+        if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+            order.append(f"materialization:{event.asset_key.to_user_string()}")
+        elif event.event_type == dg.DagsterEventType.ENGINE_EVENT and "rlhf/alerts" in (
+            event.engine_event_data.metadata or {}
+        ):
+            order.append("alerts")
+    return order
+
+
+def failed_checks(dagster_home: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """(the (asset, check) of every failed check of the home's one run, its :func:`event_order`)."""
     with dg.DagsterInstance.from_config(dagster_home) as instance:
         [run] = instance.get_runs()
         failed = []
@@ -116,24 +137,13 @@ def failed_checks(dagster_home: str) -> tuple[str, list[tuple[str, str]], list[s
             evaluation = entry.dagster_event.event_specific_data
             if not evaluation.passed:
                 failed.append((evaluation.asset_key.to_user_string(), evaluation.check_name))
-        order = []
-        for entry in instance.all_logs(run.run_id):
-            event = entry.dagster_event
-            if event is None:
-                continue
-            if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
-                order.append(f"materialization:{event.asset_key.to_user_string()}")
-            elif event.event_type == dg.DagsterEventType.ENGINE_EVENT and "rlhf/alerts" in (
-                event.engine_event_data.metadata or {}
-            ):
-                order.append("alerts")
-        return run.run_id, failed, order
+        return failed, event_order(instance, run.run_id)
 
 
 def test_hanging_webhook_costs_at_most_the_budget(tmp_path: Path, silent_server: SilentServer):
     url = f"http://127.0.0.1:{silent_server.port}/services/T0/B0/{TOKEN}"
     stdout, env = noisy_run(tmp_path, url)
-    _, failed, order = failed_checks(env["DAGSTER_HOME"])
+    failed, order = failed_checks(env["DAGSTER_HOME"])
     assert len(failed) >= 4, failed  # several alerts fired
 
     # the run reports its alert time, and it stays within the budget
@@ -144,9 +154,9 @@ def test_hanging_webhook_costs_at_most_the_budget(tmp_path: Path, silent_server:
     assert float(budget) == BUDGET
     assert float(seconds) <= BUDGET + SLACK, stdout
     # ... and lists every alert that was not delivered, with why
-    undelivered = [line.strip() for line in stdout.splitlines() if "not delivered:" in line]
-    listed = [line for line in stdout.splitlines() if line.startswith("    ")]
-    assert undelivered and len(listed) == len(failed), stdout
+    lines = stdout.splitlines()
+    listed = lines[lines.index("  not delivered:") + 1 :]
+    assert len(listed) == len(failed), stdout
     for asset, check in failed:
         assert any(f"{check} on {asset}:" in line for line in listed), (asset, check, stdout)
     assert "timeout" in listed[0]  # the first alert waited for the webhook until the budget ran out
@@ -159,17 +169,31 @@ def test_hanging_webhook_costs_at_most_the_budget(tmp_path: Path, silent_server:
 
 
 def test_answering_webhook_gets_every_alert_once(tmp_path: Path, webhook):
+    """A real materialization of the whole graph (in process, to keep the test short): every
+    failed check's alert arrives once, after the release, and the run records them delivered."""
     url, received = webhook
-    stdout, env = noisy_run(tmp_path, url)
-    run_id, failed, order = failed_checks(env["DAGSTER_HOME"])
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialize(
+        environment(tmp_path, str(tmp_path / "store")),
+        CurationSettings(**NOISY),
+        instance=instance,
+        alerts=AlertsResource(webhook_url=url, budget_seconds=BUDGET),
+    )
+    assert result.success and release_metadata(result)["status"] == "published"
+    failed = [key for key, evaluation in check_results(result).items() if not evaluation.passed]
     assert len(failed) >= 4, failed
     assert Counter((a["asset"], a["check"]) for a in received) == Counter(failed)
-    assert all(a["run_id"] == run_id for a in received)
-    [summary] = [m for m in map(SUMMARY.search, stdout.splitlines()) if m]
-    assert summary.group(1) == summary.group(2) == str(len(failed)), stdout
-    assert "not delivered" not in stdout
-    assert order.index("alerts") > order.index("materialization:release")
+    assert all(a["run_id"] == result.run_id for a in received)
     assert all(a["text"] and a["blocks"] for a in received)  # Slack-compatible bodies
+    [record] = alert_records(instance, result.run_id)
+    assert record["delivered"] == record["alerts"] == len(failed)
+    assert commands.alert_lines([record]) == [
+        f"alerts: {len(failed)} of {len(failed)} delivered to {redact_url(url)} "
+        f"in {record['seconds']:.1f} s (budget {BUDGET:g} s)"
+    ]
+    order = event_order(instance, result.run_id)
+    assert order.count("alerts") == 1
+    assert order.index("alerts") > order.index("materialization:release")
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "soon", "inf", "nan"])
