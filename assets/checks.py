@@ -1,6 +1,7 @@
 """Asset checks: GX schema suites, quarantine rates, row accounting. ERROR checks block publish.
 
-Every failing check (WARN or ERROR) posts a data-quality alert through :class:`AlertsResource`.
+Every failing check (WARN or ERROR) sends a data-quality alert through :class:`AlertsResource`
+(logged at once, delivered at the end of the run within its alert budget).
 """
 
 import json

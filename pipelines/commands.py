@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from assets.alerting import alert_records
 from assets.io import OPTIONAL_INPUT_MANAGER
 from assets.resources import settings_from_mapping
+from curation.alerts import Delivery
 from curation.preflight import preflight
 from pipelines.automation import run_tags
 from pipelines.definitions import build_definitions
@@ -32,6 +34,7 @@ from pipelines.refresh import refresh
 from pipelines.settings import Environment, console_run_config
 
 if TYPE_CHECKING:
+    import dagster as dg
     from dagster._core.execution.api import ExecuteJobResult
 
 
@@ -105,8 +108,9 @@ def preflight_ok(environment: Environment) -> bool:
 
 
 def _quiet(verbose: bool) -> None:
-    if not verbose:  # alerts are still posted; the CLI prints a one-line summary instead
-        logging.getLogger("curation.alerts").setLevel(logging.CRITICAL)
+    if not verbose:  # alerts are still posted; the run summary says what became of them
+        for name in ("curation.alerts", "assets.alerting"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
         warnings.simplefilter("ignore")
 
 
@@ -140,11 +144,11 @@ def run_command(args: argparse.Namespace) -> int:
             follow_run(instance) as token,
             run_full_refresh(instance, run_config, tags={**tags, **token}) as result,
         ):
-            pass
-    return report(result, environment.store_uri)
+            alerts = alert_records(instance, result.run_id)
+    return report(result, environment.store_uri, alerts)
 
 
-def report_orphans(instance) -> None:
+def report_orphans(instance: dg.DagsterInstance) -> None:
     """Fail the runs of this host whose process is gone (``kill -9``); say so in one line."""
     failed = fail_orphaned_runs(instance)
     if failed:
@@ -154,11 +158,33 @@ def report_orphans(instance) -> None:
         )
 
 
-def report(result: ExecuteJobResult, store_uri: str) -> int:
-    """Print the outcome of a run; the process exit code."""
+def alert_lines(records: list[dict]) -> list[str]:
+    """The run's alert deliveries (:func:`assets.alerting.alert_records`) as lines: how many
+    were delivered, in how long against the budget, and each one that was not, with why."""
+    deliveries = [d for record in records for d in record["deliveries"]]
+    if not deliveries:
+        return []
+    delivered = sum(d["delivered"] for d in deliveries)
+    seconds = sum(record["seconds"] for record in records)
+    lines = [
+        f"alerts: {delivered} of {len(deliveries)} delivered to {records[-1]['target']} "
+        f"in {seconds:.1f} s (budget {records[-1]['budget_seconds']:g} s)"
+    ]
+    missed = [Delivery(**d) for d in deliveries if not d["delivered"]]
+    if missed:
+        lines.append("  not delivered:")
+        lines += [f"    {d.describe()}" for d in missed]
+    return lines
+
+
+def report(result: ExecuteJobResult, store_uri: str, alerts: list[dict] | None = None) -> int:
+    """Print the outcome of a run (with what became of its alerts); the process exit code."""
+    alerts = alert_lines(alerts or [])
     if not result.success:
         for event in (e for e in result.all_events if e.is_failure):
             print(f"FAILED {event.step_key}: {event.message}", file=sys.stderr)
+        for line in alerts:
+            print(line, file=sys.stderr)
         print(
             f"run {result.run_id} failed; see `make dev` (Dagster UI) for details", file=sys.stderr
         )
@@ -173,15 +199,16 @@ def report(result: ExecuteJobResult, store_uri: str) -> int:
                 f"  check {evaluation.severity.value}: {evaluation.asset_key.to_user_string()}"
                 f" {evaluation.check_name}: {evaluation.description}"
             )
-    if not metadata:
-        return 0
-    print(f"release {metadata.get('release_id')} ({metadata.get('status')})")
-    print(f"  location: {metadata.get('release_uri')}")
-    print(
-        f"  pairs: {metadata.get('pairs')}, quarantined rows: {metadata.get('quarantined_rows')}, "
-        f"removed pairs: {metadata.get('removed_pairs')}"
-    )
-    print(f"  latest pointer: {store_uri.rstrip('/')}/latest.json")
+    if metadata:
+        print(f"release {metadata.get('release_id')} ({metadata.get('status')})")
+        print(f"  location: {metadata.get('release_uri')}")
+        print(
+            f"  pairs: {metadata.get('pairs')}, quarantined rows: "
+            f"{metadata.get('quarantined_rows')}, removed pairs: {metadata.get('removed_pairs')}"
+        )
+        print(f"  latest pointer: {store_uri.rstrip('/')}/latest.json")
+    for line in alerts:
+        print(line)
     return 0
 
 
@@ -208,6 +235,7 @@ def refresh_command(args: argparse.Namespace) -> int:
                 tags={**run_tags(environment), **process_tags(), **token},
                 from_environment=True,
             )
+            alerts = alert_records(instance, outcome.result.run_id) if outcome.result else []
     elapsed = time.perf_counter() - start
     if not outcome.success:
         print(f"refresh FAILED in {elapsed:.1f} s (run {outcome.run_id or outcome.observe_run_id})")
@@ -217,4 +245,4 @@ def refresh_command(args: argparse.Namespace) -> int:
         return 0
     print(f"refresh succeeded in {elapsed:.1f} s: {len(outcome.requested)} assets recomputed")
     print(f"  run {outcome.run_id}: {', '.join(outcome.requested)}")
-    return report(outcome.result, environment.store_uri) if outcome.result else 0
+    return report(outcome.result, environment.store_uri, alerts) if outcome.result else 0

@@ -80,7 +80,10 @@ def build_resources(
         ),
         "store": StoreResource(uri=environment.store_uri, aws=aws),
         "settings": settings or CurationSettings(),
-        "alerts": AlertsResource(webhook_url=secret("ALERT_WEBHOOK_URL")),
+        "alerts": AlertsResource(
+            webhook_url=secret("ALERT_WEBHOOK_URL"),
+            budget_seconds=environment.alert_budget_seconds,
+        ),
         "io_manager": ArrowTableIOManager(base_dir=tables),
         OPTIONAL_INPUT_MANAGER: ArrowTableIOManager(
             base_dir=tables, allow_missing=True, handles=True

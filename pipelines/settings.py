@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from curation.alerts import DEFAULT_BUDGET_SECONDS
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_data"
 DEFAULT_REFRESH_CRON = "0 3 * * *"
@@ -42,12 +44,13 @@ class Environment:
     executor: str = "in_process"
     secrets_set: frozenset[str] = field(default_factory=frozenset)
     stage_store_uri: str | None = None  # stage tables; None: $DAGSTER_HOME/tables
+    alert_budget_seconds: float = DEFAULT_BUDGET_SECONDS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Environment:
         """Read ``HH_RLHF_URI``, ``PKU_SAFERLHF_URI``, ``*_REVISION``, ``CURATED_STORE_URI``,
         ``DAGSTER_HOME``, ``REFRESH_CRON``, ``RELEASE_MAX_AGE_HOURS``, ``DAGSTER_EXECUTOR``,
-        ``DAGSTER_MAX_CONCURRENT``
+        ``DAGSTER_MAX_CONCURRENT``, ``ALERT_BUDGET_SECONDS``
         and which of :data:`SECRET_VARIABLES` are set (their values stay in the environment and
         reach resources through ``dg.EnvVar``)."""
         env = os.environ if env is None else env
@@ -65,6 +68,7 @@ class Environment:
             executor=_executor(env.get("DAGSTER_EXECUTOR")),
             secrets_set=frozenset(name for name in SECRET_VARIABLES if env.get(name)),
             stage_store_uri=env.get("STAGE_STORE_URI") or None,
+            alert_budget_seconds=_alert_budget(env.get("ALERT_BUDGET_SECONDS")),
         )
 
     def sources_config(self) -> dict[str, str]:
@@ -99,6 +103,19 @@ class Environment:
 
 
 EXECUTORS = ("in_process", "multiprocess")
+
+
+def _alert_budget(value: str | None) -> float:
+    """``$ALERT_BUDGET_SECONDS``: total seconds a run may spend delivering alerts (> 0)."""
+    if not value:
+        return DEFAULT_BUDGET_SECONDS
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"ALERT_BUDGET_SECONDS={value!r}: expected a number of seconds > 0")
+    return seconds
 
 
 def _executor(value: str | None) -> str:

@@ -27,9 +27,14 @@ def environment(tmp_path: Path, store_uri: str, **changes) -> Environment:
 
 
 def materialize(
-    env: Environment, settings: CurationSettings | None = None, **resource_overrides
+    env: Environment,
+    settings: CurationSettings | None = None,
+    *,
+    instance: dg.DagsterInstance | None = None,
+    **resource_overrides,
 ) -> dg.ExecuteInProcessResult:
-    """Materialize every asset and check of the graph in process."""
+    """Materialize every asset and check of the graph in process (in ``instance``, default a new
+    ephemeral one)."""
     resources = build_resources(env)
     if settings is not None:
         resources["settings"] = settings
@@ -38,7 +43,7 @@ def materialize(
         [*ALL_ASSETS, *ALL_CHECKS],
         resources=resources,
         raise_on_error=False,
-        instance=dg.DagsterInstance.ephemeral(),
+        instance=instance or dg.DagsterInstance.ephemeral(),
     )
 
 

@@ -249,3 +249,102 @@ def test_basic_auth_in_the_url_is_sent_as_a_header(hook, caplog):
     assert request["path"].startswith("/services/T01/B02/")
     assert password not in caplog.text and "alerts-bot" not in caplog.text
     assert TOKEN not in caplog.text
+
+
+# --- the outbox: deliver at the end, within one budget -------------------------------------------
+
+
+def _closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nothing listens there
+    return f"http://127.0.0.1:{port}/services/{TOKEN}"
+
+
+def test_outbox_sends_nothing_before_flush_then_each_alert_once(hook, caplog):
+    outbox = alerts.AlertOutbox(hook.url, budget=10.0, retries=0)
+    with caplog.at_level(logging.INFO, logger="curation.alerts"):
+        outbox.add(_payload(asset="a", severity="WARN"))
+        outbox.add(_payload(asset="b", severity="ERROR"))
+        outbox.add(_payload(asset="c", severity="WARN"))
+        assert hook.requests == []  # kept, not sent
+        assert caplog.text.count("data-quality alert") == 3  # but logged at once
+        deliveries = outbox.flush()
+    assert [r["body"]["asset"] for r in hook.requests] == ["b", "a", "c"]  # ERROR first
+    assert [(d.asset, d.delivered, d.attempts) for d in deliveries] == [
+        ("b", True, 1),
+        ("a", True, 1),
+        ("c", True, 1),
+    ]
+    assert outbox.flush() == []  # nothing is sent twice
+    assert len(hook.requests) == 3
+
+
+def test_outbox_against_a_silent_webhook_stops_at_the_budget(silent_url):
+    budget = 0.6
+    outbox = alerts.AlertOutbox(silent_url, budget=budget, timeout=5.0, retries=3, backoff=0.05)
+    for asset in ("a", "b", "c"):
+        outbox.add(_payload(asset=asset))
+    start = time.monotonic()
+    first, *rest = outbox.flush()
+    elapsed = time.monotonic() - start
+    assert not first.delivered and first.reason == "timeout" and first.attempts >= 1
+    assert [d.reason for d in rest] == ["not sent: alert time budget spent"] * 2
+    assert elapsed < budget + alerts.JOIN_GRACE_SECONDS + 2.0  # generous: not a speed test
+    assert all(TOKEN not in d.describe() for d in [first, *rest])
+
+
+def test_outbox_reasons_refused_and_http_status(hook):
+    refused = alerts.AlertOutbox(_closed_port_url(), budget=10.0, retries=1, backoff=0.01)
+    refused.add(_payload())
+    [delivery] = refused.flush()
+    assert (delivery.delivered, delivery.reason, delivery.attempts) == (
+        False,
+        "connection refused",
+        2,
+    )
+    assert "connection refused (2 attempts" in delivery.describe()
+
+    hook.statuses = [503, 503, 400]
+    outbox = alerts.AlertOutbox(hook.url, budget=10.0, retries=1, backoff=0.01)
+    outbox.add(_payload(asset="a"))
+    outbox.add(_payload(asset="b"))
+    a, b = outbox.flush()
+    assert (a.reason, a.attempts, b.reason, b.attempts) == ("HTTP 503", 2, "HTTP 400", 1)
+
+
+def test_outbox_stops_a_trickling_webhook_at_the_budget():
+    """A server that answers one byte at a time never trips the per-read timeout; the delivery
+    thread is still given up after the budget (plus the join grace)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle():
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            while not stop.wait(0.1):
+                try:
+                    conn.sendall(b"H")
+                except OSError:
+                    return
+
+    threading.Thread(target=trickle, daemon=True).start()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/hook/{TOKEN}"
+    outbox = alerts.AlertOutbox(url, budget=0.5, timeout=5.0, retries=0)
+    outbox.add(_payload())
+    try:
+        [delivery] = outbox.flush()
+    finally:
+        stop.set()
+        server.close()
+    assert not delivery.delivered
+    assert delivery.reason == "not delivered within the 0.5 s alert budget"
+
+
+def test_outbox_without_webhook_only_logs(caplog):
+    outbox = alerts.AlertOutbox(None)
+    with caplog.at_level(logging.INFO, logger="curation.alerts"):
+        outbox.add(_payload())
+        assert outbox.flush() == []
+    assert "data-quality alert" in caplog.text
