@@ -39,11 +39,11 @@ GZIP_MAGIC = b"\x1f\x8b"
 
 #: The default bound on the bytes one source file may decompress to. The largest upstream file,
 #: HH-RLHF ``helpful-rejection-sampled/train`` (52,421 rows), is ~200 MB decompressed at
-#: ``bench.synth``'s full scale (19.9 MB at scale 0.1; its pseudo-words compress worse than the
-#: real text, so the real file is smaller), the largest PKU-SafeRLHF file ~85 MB and the red-team
-#: array ~91 MB. 1 GiB is five times that; ingest holds about three times a file (text, parsed
-#: table, output), so a file at the bound still ingests in ~3-4 GB, and a gzip bomb fails after
-#: at most 1 GiB decompressed.
+#: ``bench.synth``'s full scale (19.9 MB at scale 0.1; its pseudo-words make longer rows than the
+#: real ones, so the real file is smaller); at that scale the largest PKU-SafeRLHF file is ~85 MB
+#: and the red-team array ~91 MB. 1 GiB is five times the largest; a gzip bomb fails after at most
+#: 1 GiB decompressed, and a file under the bound ingests in about 3x its size (valid rows; up to
+#: ~5x for one giant malformed line, docs/operations.md, "Security").
 MAX_DECOMPRESSED_BYTES = 1 << 30
 #: The highest bound that may be set: a quarantined line is kept whole in an Arrow string column,
 #: and one string array holds at most 2**31 - 2 bytes (32-bit offsets); a file no larger than this
@@ -181,8 +181,8 @@ class RawFile:
             return self.raw
         try:
             # ISA-L (~2.3x zlib's speed, same format). A buffered read of max_bytes + 1 fills one
-            # bytes object in place (pages are touched only as they fill), then shrinks it:
-            # half the peak of igzip.decompress, which joins its chunks into a copy.
+            # bytes object in place (pages are touched only as they fill), then shrinks it: half
+            # the peak of igzip.decompress (a 188-MiB file: +188 MiB against +376 MiB).
             with igzip.GzipFile(fileobj=io.BytesIO(self.raw)) as stream:
                 data = stream.read(max_bytes + 1)
         except (EOFError, OSError, zlib.error, igzip_lib.IsalError) as exc:
@@ -221,8 +221,8 @@ def read_raw(
     if info is None:
         return None
     bound = policy.max_decompressed_bytes
-    if isinstance(info.get("size"), int):  # a gzip never weighs more than its content (+0.1 %)
-        _check_bound(uri, info["size"], bound, "is")
+    if isinstance(info.get("size"), int):  # refused unread (a gzip is no larger than its
+        _check_bound(uri, info["size"], bound, "is")  # content, but for ~0.03 % of overhead)
     try:
         with fs.open(path, "rb") as handle:
             raw = handle.read(bound + 1)  # bounded even when the size above was unknown
