@@ -306,9 +306,10 @@ def check_inside_mirror(path: str, root: str, uri: str) -> None:
         return
     link = link_outside_mirror(path, folder)
     if link is not None:
+        which = "a symbolic link" if link == os.path.abspath(path) else f"{link} is a symbolic link"
         raise SourceError(
-            f"{uri}: {link} is a symbolic link to {os.path.realpath(link)}, outside the mirror "
-            f"{root}; not read (set allow_links_outside_mirror to read it)"
+            f"{uri}: {which} to {os.path.realpath(link)}, outside the mirror {root}; not read "
+            "(set allow_links_outside_mirror to read it)"
         )
 
 

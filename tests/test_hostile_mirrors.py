@@ -94,7 +94,7 @@ def test_file_link_out_of_the_mirror_fails_the_run_naming_it(tmp_path: Path):
     )
     assert not result.success
     message = failure_messages(result)
-    assert f"{link} is a symbolic link to {secret}, outside the mirror {mirror}" in message
+    assert f"{link}: a symbolic link to {secret}, outside the mirror {mirror}; not read" in message
     raw = [e for e in result.all_events if e.is_step_materialization]
     assert [e.asset_key.to_user_string() for e in raw] == []  # failed before any file was read
     assert not (store / "latest.json").exists()
