@@ -31,6 +31,7 @@ from curation.sources import (
     SourceError,
     SourceFile,
     all_files,
+    check_layout,
     check_root,
     file_uri,
     is_present,
@@ -66,6 +67,7 @@ def ingest_one(
         revision=revision,
         levels=settings.levels(),
         storage_options=aws.storage_options(root),
+        policy=settings.read_policy(),
     )
     report = result.report
     metadata = {
@@ -118,7 +120,7 @@ def ingest_files(
     """
     selected = [s for s in all_files() if ingest_asset_key(s) in context.selected_asset_keys]
     previous = _preflight(context, selected, sources, settings, aws, store)
-    before = _absent(selected, sources, aws)
+    before = _absent(selected, sources, settings, aws)
     _judge_absent(context, before, settings, previous)  # fail before any output
     workers = settings.ingest_threads or os.cpu_count() or 1
 
@@ -146,14 +148,21 @@ def ingest_files(
         _judge_absent(context, late, settings, previous)
 
 
-def _absent(selected: list[SourceFile], sources: SourcesResource, aws: AwsCredentials) -> list[str]:
-    """Names of the selected files absent from their mirror (an unreadable one fails the run)."""
+def _absent(
+    selected: list[SourceFile],
+    sources: SourcesResource,
+    settings: CurationSettings,
+    aws: AwsCredentials,
+) -> list[str]:
+    """Names of the selected files absent from their mirror; one that may not be read (a link
+    out of its mirror, a special file, unreadable) fails the run before any file is read."""
     absent = []
+    policy = settings.read_policy()
     try:
         for source in selected:
             root, revision = sources.root(source.dataset)
             uri = file_uri(root, source.relpath, revision)
-            if not is_present(uri, aws.storage_options(root)):
+            if not is_present(uri, aws.storage_options(root), root=root, policy=policy):
                 absent.append(file_name(source.dataset, source.relpath))
     except SourceError as exc:
         if is_transient(exc):
@@ -195,13 +204,16 @@ def _preflight(
     aws: AwsCredentials,
     store: StoreResource,
 ) -> tuple[str, set[str]] | None:
-    """Check the file settings and every selected mirror root; the previous release's files."""
+    """Check the file settings and every selected mirror root (a readable folder holding files of
+    its dataset's layout); the previous release's files."""
     try:
         check_patterns(settings.expected_files or [], "expected_files")
         check_patterns(settings.allow_missing_files, "allow_missing_files")
         for dataset in sorted({s.dataset for s in selected}):
             root, _ = sources.root(dataset)
             check_root(root, aws.storage_options(root))
+            layout = [s for s in all_files() if s.dataset == dataset]
+            check_layout(root, layout, aws.storage_options(root))
     except (ValueError, SourceError) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
     try:

@@ -18,6 +18,7 @@ from curation.decontam import DecontamConfig
 from curation.dedup import DedupConfig
 from curation.report import QUARANTINE_ERROR_RATE, QUARANTINE_WARN_RATE
 from curation.rules import resolve_levels
+from curation.sources import DECOMPRESSED_BYTES_CEILING, MAX_DECOMPRESSED_BYTES, ReadPolicy
 
 
 def _aws_options(
@@ -143,6 +144,19 @@ class CurationSettings(dg.ConfigurableResource):
         description="Rows per table Great Expectations validates in full (plus every row the "
         "Arrow pass flagged); row-level expectations always cover every row. 0: GX on all rows.",
     )
+    max_decompressed_bytes: int = Field(
+        default=MAX_DECOMPRESSED_BYTES,
+        gt=0,
+        le=DECOMPRESSED_BYTES_CEILING,
+        description="Bytes one source file may decompress to (or weigh, uncompressed); more fails "
+        "the run naming the file, and decompression stops there (a gzip bomb). Default 1 GiB, "
+        "five times the largest upstream file (curation.sources.MAX_DECOMPRESSED_BYTES).",
+    )
+    allow_links_outside_mirror: bool = Field(
+        default=False,
+        description="Read a local source file even when it, or a folder on its path, is a "
+        "symbolic link resolving outside the mirror root (otherwise an error naming the link).",
+    )
 
     @field_validator("rule_levels")
     @classmethod
@@ -169,6 +183,10 @@ class CurationSettings(dg.ConfigurableResource):
     def levels(self) -> dict[str, str]:
         """The effective level of every rule."""
         return resolve_levels(self.rule_levels)
+
+    def read_policy(self) -> ReadPolicy:
+        """What a source file may be: its decompressed size, links out of its mirror."""
+        return ReadPolicy(self.max_decompressed_bytes, self.allow_links_outside_mirror)
 
     def dedup_config(self) -> DedupConfig:
         """The dedup config with this resource's overrides."""

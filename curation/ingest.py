@@ -38,9 +38,23 @@ from curation.jsonl import (
 )
 from curation.parallel import in_threads
 from curation.release import read_latest, read_manifest
-from curation.sources import RawFile, SourceError, SourceFile, all_files, file_uri, read_raw
+from curation.sources import (
+    DEFAULT_POLICY,
+    RawFile,
+    ReadPolicy,
+    SourceError,
+    SourceFile,
+    all_files,
+    file_uri,
+    read_raw,
+)
 from curation.store import Store
-from curation.upstream import ABSENT, content_fingerprint, is_local, source_fingerprint
+from curation.upstream import (
+    ABSENT,
+    content_fingerprint,
+    fingerprint_is_content,
+    source_fingerprint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -144,12 +158,14 @@ def ingest_file(
     revision: str | None = None,
     levels: Mapping[str, str] | None = None,
     storage_options: dict | None = None,
+    policy: ReadPolicy = DEFAULT_POLICY,
 ) -> IngestResult:
     """Read and validate one upstream file of the mirror at ``root``.
 
     A missing file yields an empty table and a report with ``present=False`` (logged). An
-    unreadable file (corrupt gzip, empty file, malformed JSON array) raises
-    :class:`~curation.sources.SourceError` naming the file.
+    unreadable file (corrupt gzip, empty file, malformed JSON array), a file larger than
+    ``policy.max_decompressed_bytes`` or a symbolic link out of the mirror (``policy``,
+    :func:`curation.sources.read_raw`) raises :class:`~curation.sources.SourceError` naming it.
     """
     levels = rules.resolve_levels(levels)
     uri = file_uri(root, source.relpath, revision)
@@ -160,10 +176,10 @@ def ingest_file(
     # the next observation differs from it and the file is read again
     remote = (
         None
-        if is_local(uri)
+        if fingerprint_is_content(uri, root)
         else source_fingerprint(root, source.relpath, revision, storage_options)
     )
-    raw = read_raw(uri, storage_options)
+    raw = read_raw(uri, storage_options, root=root, policy=policy)
     if raw is None:
         log.info("%s: not in the mirror; skipping %s", uri, source.key)
         report.fingerprint = ABSENT
@@ -178,14 +194,15 @@ def ingest_file(
     del raw
     data: bytes | None = None  # decompressed JSON Lines, kept to copy quarantined raw lines
     variant = "current"
+    bound = policy.max_decompressed_bytes
     try:
         if source.kind == "hh_red_team":
-            parsed = _parse_array_or_lines(holder, uri, hh.RED_TEAM_FIELDS)
+            parsed = _parse_array_or_lines(holder, uri, hh.RED_TEAM_FIELDS, bound)
         elif source.kind == "pku":
-            data = holder.pop().decompress()
+            data = holder.pop().decompress(bound)
             parsed, variant = _parse_pku(data)
         else:
-            data = holder.pop().decompress()
+            data = holder.pop().decompress(bound)
             parsed = parse_jsonl(data, _specs(source, variant))
     except (pa.ArrowException, ValueError) as exc:  # never a bare Arrow error without the file
         raise SourceError(f"{uri}: cannot parse: {exc}") from exc
@@ -195,8 +212,11 @@ def ingest_file(
         log.warning("%s: key %r (not in the data contract) in %d rows", uri, key, count)
     if parsed.rows_read == 0:
         raise SourceError(f"{uri}: no rows (only blank lines)")
-    masks = _masks(source, parsed.table)
-    table = _finish(parsed.table, source, parsed.bad, masks, levels, data)
+    try:
+        masks = _masks(source, parsed.table)
+        table = _finish(parsed.table, source, parsed.bad, masks, levels, data)
+    except pa.ArrowException as exc:  # e.g. a capacity error: name the file
+        raise SourceError(f"{uri}: cannot build its table: {exc}") from exc
     _count(table, report)
     return IngestResult(table, report)
 
@@ -314,9 +334,12 @@ def _raw_lines(table: pa.Table, quarantined: pa.Array, data: bytes | None) -> pa
     return pa.array(values, pa.string())
 
 
-def _parse_array_or_lines(holder: list[RawFile], uri: str, specs: list[FieldSpec]) -> ParsedFile:
+def _parse_array_or_lines(
+    holder: list[RawFile], uri: str, specs: list[FieldSpec], max_bytes: int
+) -> ParsedFile:
     """Parse the file in ``holder`` (taken out of it, so that its bytes are freed as soon as they
-    are decoded), a JSON array (upstream red-team layout) or JSON Lines, into a table.
+    are decoded; at most ``max_bytes`` of them), a JSON array (upstream red-team layout) or JSON
+    Lines, into a table.
 
     Keys are normalized first (:func:`curation.hh.normalize_red_team`); keys outside the spec are
     counted in :attr:`ParsedFile.unknown_keys`.
@@ -327,7 +350,7 @@ def _parse_array_or_lines(holder: list[RawFile], uri: str, specs: list[FieldSpec
     bad: list[BadLine] = []
     unknown: dict[str, int] = {}
     # lazily, one element's text at a time; the generator holds the only reference to the bytes
-    values = iter_json_values(holder.pop().decompress())
+    values = iter_json_values(holder.pop().decompress(max_bytes))
     try:
         for index, value, text in values:
             if isinstance(value, BadLine):

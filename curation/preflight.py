@@ -1,8 +1,9 @@
 """Checks run before a pipeline run starts: the store and every source root are usable.
 
-A missing bucket, refused credentials, a read-only folder or a mistyped source URI otherwise
-surface only at the end of a run (the store at publish, after the whole pipeline). Each check
-gives one line; nothing is retried (these are permanent errors).
+A missing bucket, refused credentials, a read-only folder, a mistyped source URI or the mirror of
+the wrong dataset otherwise surface only later in a run (the store at publish, after the whole
+pipeline; a root without any file of its dataset after every file was ingested). Each check gives
+one line; nothing is retried (these are permanent errors).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import fsspec
 
+from curation.sources import SourceError, all_files, check_layout
 from curation.store import Store, StoreError
 
 
@@ -43,7 +45,8 @@ def check_store(uri: str, storage_options: Mapping[str, Any] | None = None) -> C
 def check_source_root(
     name: str, uri: str, storage_options: Mapping[str, Any] | None = None
 ) -> Check:
-    """The root of a source mirror exists and is a readable folder."""
+    """The root of a source mirror exists, is a readable folder and, when ``name`` is a dataset
+    (``hh-rlhf``, ``pku-saferlhf``), holds at least one file of that dataset's layout."""
     what = f"source {name} {uri}"
     if "://" not in uri or uri.startswith("file://"):
         path = uri.removeprefix("file://")
@@ -53,14 +56,26 @@ def check_source_root(
             return Check(what, False, "not a folder")
         if not os.access(path, os.R_OK | os.X_OK):
             return Check(what, False, "folder not readable (permissions)")
-        return Check(what, True, "readable folder")
+        return _check_layout(what, name, uri, None)
     try:
         fs, path = fsspec.core.url_to_fs(uri, **dict(storage_options or {}))
         if not fs.isdir(path):
             return Check(what, False, "no such folder (or no access)")
+        return _check_layout(what, name, uri, storage_options)
     except Exception as exc:  # one line, whatever the backend raised
         return Check(what, False, f"cannot be read: {type(exc).__name__}: {exc}")
-    return Check(what, True, "readable folder")
+
+
+def _check_layout(
+    what: str, dataset: str, uri: str, storage_options: Mapping[str, Any] | None
+) -> Check:
+    """A readable folder: fails when it holds no file of ``dataset``'s layout."""
+    layout = [f for f in all_files() if f.dataset == dataset]
+    try:
+        check_layout(uri, layout, dict(storage_options or {}))
+    except SourceError as exc:
+        return Check(what, False, str(exc).removeprefix(f"{uri}: "))
+    return Check(what, True, "readable folder" + (f" with {dataset} files" if layout else ""))
 
 
 def preflight(

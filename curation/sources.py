@@ -4,18 +4,25 @@ A source is a URI to a mirror in the upstream file layout (local path, ``file://
 ``hf://datasets/<org>/<name>``, ``https://``) plus an optional pinned revision. For ``hf://``
 the revision goes into the path (``hf://datasets/org/name@<rev>/...``) as huggingface_hub's
 filesystem expects; for other schemes it is recorded in the manifest only.
+
+What a mirror may contain (:class:`ReadPolicy`): a local file, or a folder on its path, may be a
+symbolic link only when it resolves inside the mirror root (unless
+``allow_links_outside_mirror``); only regular files are read; no file decompresses to more than
+``max_decompressed_bytes``, and decompression stops there.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import fsspec
-from isal import igzip
+from isal import igzip, igzip_lib
 
 from curation.schema import (
     HH_DATASET,
@@ -30,9 +37,47 @@ log = logging.getLogger(__name__)
 
 GZIP_MAGIC = b"\x1f\x8b"
 
+#: The default bound on the bytes one source file may decompress to. The largest upstream file,
+#: HH-RLHF ``helpful-rejection-sampled/train`` (52,421 rows), is ~200 MB decompressed at
+#: ``bench.synth``'s full scale (19.9 MB at scale 0.1; its pseudo-words make longer rows than the
+#: real ones, so the real file is smaller); at that scale the largest PKU-SafeRLHF file is ~85 MB
+#: and the red-team array ~91 MB. 1 GiB is five times the largest; a gzip bomb fails after at most
+#: 1 GiB decompressed, and a file under the bound ingests in about 3x its size (valid rows; up to
+#: ~5x for one giant malformed line, docs/operations.md, "Security").
+MAX_DECOMPRESSED_BYTES = 1 << 30
+#: The highest bound that may be set: a quarantined line is kept whole in an Arrow string column,
+#: and one string array holds at most 2**31 - 2 bytes (32-bit offsets); a file no larger than this
+#: can never fill one.
+DECOMPRESSED_BYTES_CEILING = 2**31 - 2
+
 
 class SourceError(RuntimeError):
     """A source file or mirror that cannot be read; the message names the URI and the problem."""
+
+
+@dataclass(frozen=True)
+class ReadPolicy:
+    """What a source file may be (``CurationSettings.read_policy``; ``docs/operations.md``,
+    "Security").
+
+    ``max_decompressed_bytes``: a file decompressing (or, uncompressed, weighing) more fails,
+    naming it. ``allow_links_outside_mirror``: read a local file even when it, or a folder on its
+    path, is a symbolic link resolving outside the mirror root (by default an error naming the
+    link, before anything is read).
+    """
+
+    max_decompressed_bytes: int = MAX_DECOMPRESSED_BYTES
+    allow_links_outside_mirror: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_decompressed_bytes <= DECOMPRESSED_BYTES_CEILING:
+            raise ValueError(
+                f"max_decompressed_bytes={self.max_decompressed_bytes}: must be between 1 and "
+                f"{DECOMPRESSED_BYTES_CEILING}"
+            )
+
+
+DEFAULT_POLICY = ReadPolicy()
 
 
 @dataclass(frozen=True)
@@ -120,56 +165,152 @@ class RawFile:
         """``gzip`` or ``none``, from the magic bytes (not the file name)."""
         return "gzip" if self.raw[:2] == GZIP_MAGIC else "none"
 
-    def decompress(self) -> bytes:
-        """The whole decompressed content; a corrupt or truncated gzip raises SourceError."""
+    def decompress(self, max_bytes: int = MAX_DECOMPRESSED_BYTES) -> bytes:
+        """The whole decompressed content (every gzip member), at most ``max_bytes`` of it.
+
+        Decompression streams into one buffer and stops after ``max_bytes + 1`` bytes: a file
+        that decompresses to more raises :class:`SourceError` naming it, having held no more than
+        that. A corrupt or truncated gzip raises :class:`SourceError`.
+        """
         if self.compression == "none":
             if self.uri.endswith(".gz"):
                 log.warning(
                     "%s: named .gz but not gzip-compressed; reading it as plain text", self.uri
                 )
+            _check_bound(self.uri, len(self.raw), max_bytes)
             return self.raw
         try:
-            return igzip.decompress(self.raw)  # ISA-L: ~2.3x zlib's speed, same format
-        except (EOFError, OSError, zlib.error) as exc:
+            # ISA-L (~2.3x zlib's speed, same format). A buffered read of max_bytes + 1 fills one
+            # bytes object in place (pages are touched only as they fill), then shrinks it: half
+            # the peak of igzip.decompress (a 188-MiB file: +188 MiB against +376 MiB).
+            with igzip.GzipFile(fileobj=io.BytesIO(self.raw)) as stream:
+                data = stream.read(max_bytes + 1)
+        except (EOFError, OSError, zlib.error, igzip_lib.IsalError) as exc:
             raise SourceError(f"{self.uri}: corrupt or truncated gzip stream: {exc}") from exc
+        _check_bound(self.uri, len(data), max_bytes, "decompresses to")
+        return data
 
 
-def read_raw(uri: str, storage_options: dict | None = None) -> RawFile | None:
+def _check_bound(uri: str, size: int, max_bytes: int, what: str = "holds") -> None:
+    """Raise :class:`SourceError` naming ``uri`` when ``size`` exceeds ``max_bytes``."""
+    if size > max_bytes:
+        raise SourceError(
+            f"{uri}: {what} more than {max_bytes:,} bytes, the bound on one source file "
+            "(max_decompressed_bytes; docs/operations.md, Security)"
+        )
+
+
+def read_raw(
+    uri: str,
+    storage_options: dict | None = None,
+    *,
+    root: str | None = None,
+    policy: ReadPolicy = DEFAULT_POLICY,
+) -> RawFile | None:
     """Read a source file's stored bytes; ``None`` only when nothing exists at ``uri``.
 
     A path that exists but cannot be read is a :class:`SourceError` naming it: a dangling
-    symlink, a permission error (also on a parent folder), a folder where the file should be.
+    symlink, a permission error (also on a parent folder), a folder or a special file (FIFO,
+    device) where the file should be, a file larger than ``policy.max_decompressed_bytes``, and,
+    with the mirror ``root`` given, a symbolic link on its path that resolves outside the root
+    (unless ``policy.allow_links_outside_mirror``). All of these are found before the file is
+    opened.
     """
     fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
-    if not _exists(fs, path, uri):
+    info = _info(fs, path, uri, root, policy)
+    if info is None:
         return None
+    bound = policy.max_decompressed_bytes
+    if isinstance(info.get("size"), int):  # refused unread (a gzip is no larger than its
+        _check_bound(uri, info["size"], bound, "is")  # content, but for ~0.03 % of overhead)
     try:
         with fs.open(path, "rb") as handle:
-            raw = handle.read()
+            raw = handle.read(bound + 1)  # bounded even when the size above was unknown
     except OSError as exc:
         raise SourceError(f"{uri}: cannot read: {exc}") from exc
+    _check_bound(uri, len(raw), bound, "is")
     return RawFile(uri=uri, raw=raw, sha256=hashlib.sha256(raw).hexdigest())
 
 
-def is_present(uri: str, storage_options: dict | None = None) -> bool:
+def is_present(
+    uri: str,
+    storage_options: dict | None = None,
+    *,
+    root: str | None = None,
+    policy: ReadPolicy = DEFAULT_POLICY,
+) -> bool:
     """Whether a source file exists, without reading it; raises :class:`SourceError` like
     :func:`read_raw` for a path that exists but cannot be read."""
     fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
-    return _exists(fs, path, uri)
+    return _info(fs, path, uri, root, policy) is not None
 
 
-def _exists(fs: fsspec.AbstractFileSystem, path: str, uri: str) -> bool:
-    if _is_local(fs) and os.path.islink(path) and not os.path.exists(path):
+def _info(
+    fs: fsspec.AbstractFileSystem, path: str, uri: str, root: str | None, policy: ReadPolicy
+) -> dict | None:
+    """The file's fsspec info, ``None`` when nothing is there; :class:`SourceError` when
+    something is there that may not be read."""
+    local = _is_local(fs)
+    if local and os.path.islink(path) and not os.path.exists(path):
         raise SourceError(f"{uri}: dangling symlink (to {os.readlink(path)})")
+    if local and root is not None and not policy.allow_links_outside_mirror:
+        check_inside_mirror(path, root, uri)
     try:
         info = fs.info(path)
     except FileNotFoundError:
-        return False
+        return None
     except OSError as exc:  # permission denied on the file or a parent, I/O errors
         raise SourceError(f"{uri}: cannot read: {exc}") from exc
     if info.get("type") == "directory":
         raise SourceError(f"{uri}: is a folder, not a file")
-    return True
+    if local and info.get("type") != "file":
+        raise SourceError(f"{uri}: not a regular file (a FIFO, socket or device)")
+    return info
+
+
+def local_path(root: str) -> str | None:
+    """The local folder of a mirror ``root`` (a path or ``file://``), ``None`` for other schemes."""
+    if root.startswith("file://"):
+        return root.removeprefix("file://")
+    return None if "://" in root else root
+
+
+def link_outside_mirror(path: str, root: str) -> str | None:
+    """The first symbolic link on ``path`` (the file or a folder between it and the local
+    mirror folder ``root``) that resolves outside ``root``, or ``None`` when ``path`` stays inside.
+
+    The root itself may be a link (a mirror on another disk): paths are compared after resolving
+    it. Links inside the mirror (a hf-style ``blobs/`` folder that the layout links into) are fine.
+    """
+    real_root = os.path.realpath(root)
+    if _inside(os.path.realpath(path), real_root):
+        return None
+    top = os.path.abspath(root)
+    relative = os.path.relpath(os.path.abspath(path), top).split(os.sep)
+    for depth in range(1, len(relative) + 1):
+        step = os.path.join(top, *relative[:depth])
+        if not _inside(os.path.realpath(step), real_root):
+            return step
+    return os.path.abspath(path)  # not reached: the full path is the last step
+
+
+def _inside(real: str, real_root: str) -> bool:
+    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
+
+
+def check_inside_mirror(path: str, root: str, uri: str) -> None:
+    """Raise :class:`SourceError` naming the link when the local ``path`` (of ``uri``) leads
+    outside the mirror folder ``root`` through a symbolic link; nothing is opened."""
+    folder = local_path(root)
+    if folder is None:
+        return
+    link = link_outside_mirror(path, folder)
+    if link is not None:
+        which = "a symbolic link" if link == os.path.abspath(path) else f"{link} is a symbolic link"
+        raise SourceError(
+            f"{uri}: {which} to {os.path.realpath(link)}, outside the mirror {root}; not read "
+            "(set allow_links_outside_mirror to read it)"
+        )
 
 
 def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
@@ -196,3 +337,39 @@ def check_root(root: str, storage_options: dict | None = None) -> None:
         raise SourceError(f"{root}: mirror root is not a folder")
     if _is_local(fs) and not os.access(path, os.R_OK | os.X_OK):
         raise SourceError(f"{root}: mirror root cannot be read: permission denied")
+
+
+def check_layout(
+    root: str, files: Sequence[SourceFile], storage_options: dict | None = None
+) -> None:
+    """Fail with a :class:`SourceError` naming ``root`` when it holds none of ``files`` (the
+    layout of one dataset, e.g. :func:`hh_files`): the mirror of another dataset, or a folder
+    above or below the mirror root. Nothing is read (one existence check per file, stopping at
+    the first found). A path that cannot be checked (permission denied) or a dangling link
+    counts as found: reading it fails naming it.
+
+    ``hf://`` and ``http(s)://`` roots are not checked (their files are checked when read).
+    """
+    if not files or root.startswith(("hf://", "http://", "https://")):
+        return
+    fs, base = fsspec.core.url_to_fs(root, **(storage_options or {}))
+    if any(_may_exist(fs, f"{base.rstrip('/')}/{f.relpath}") for f in files):
+        return
+    expected = ", ".join(f.relpath for f in files[:3])
+    raise SourceError(
+        f"{root}: no recognisable {files[0].dataset} files in this mirror (expected e.g. {expected})"
+    )
+
+
+def _may_exist(fs: fsspec.AbstractFileSystem, path: str) -> bool:
+    """False only when ``path`` is known to be absent (not found, or a parent is not a folder)."""
+    try:
+        if _is_local(fs):
+            os.lstat(path)
+        else:
+            fs.info(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError:
+        return True
+    return True

@@ -4,7 +4,9 @@ A fingerprint is the Dagster data version of an upstream file (see ``assets/upst
 
 - ``hf://datasets/<org>/<name>``: the dataset repo's commit (one Hub call per dataset);
 - object stores and HTTP: the ETag plus the size;
-- local files: the content sha256 (a ``touch`` is not a change);
+- local files: the content sha256 (a ``touch`` is not a change), except a file that is not
+  read (a symbolic link out of the mirror, a FIFO or device: ``curation.sources.ReadPolicy``),
+  which gets its size and mtime;
 - anything else: size and mtime; a missing file is ``absent``.
 """
 
@@ -16,7 +18,7 @@ import re
 
 import fsspec
 
-from curation.sources import file_uri
+from curation.sources import file_uri, link_outside_mirror, local_path
 
 ABSENT = "absent"
 _HF_REPO = re.compile(r"^hf://datasets/([^/@]+/[^/@]+)(?:@([^/]+))?")
@@ -45,9 +47,12 @@ def sha256_file(fs, path: str) -> str:
     return digest.hexdigest()
 
 
-def is_local(uri: str) -> bool:
-    """Whether ``uri`` names a file on this machine (a path or ``file://``)."""
-    return "://" not in uri or uri.startswith("file://")
+def fingerprint_is_content(uri: str, root: str) -> bool:
+    """Whether the observation of the file ``uri`` of the mirror ``root`` is the sha256 of its
+    bytes: a local file reached without a symbolic link out of the mirror. Ingest then records
+    the sha256 of the bytes it read; otherwise it asks :func:`source_fingerprint` first."""
+    folder, path = local_path(root), local_path(uri)
+    return folder is not None and path is not None and link_outside_mirror(path, folder) is None
 
 
 def content_fingerprint(sha256: str) -> str:
@@ -77,9 +82,20 @@ def source_fingerprint(
     if etag:
         return f"etag:{str(etag).strip(chr(34))}:size:{info.get('size')}"
     if "file" in fs.protocol or "local" in fs.protocol:
-        return content_fingerprint(sha256_file(fs, path))
+        if _readable_local(path, root, info):
+            return content_fingerprint(sha256_file(fs, path))
+        return f"unread:size:{info.get('size')}:mtime:{info.get('mtime')}"
     mtime = info.get("mtime") or info.get("LastModified") or info.get("last_modified")
     return f"size:{info.get('size')}:mtime:{mtime}"
+
+
+def _readable_local(path: str, root: str, info: dict) -> bool:
+    """Whether observing may hash the local file: a regular file reached without a symbolic link
+    out of the mirror (ingest refuses the others by name; observing never reads them)."""
+    folder = local_path(root)
+    if folder is not None and link_outside_mirror(path, folder) is not None:
+        return False
+    return info.get("type") == "file"
 
 
 def dataset_fingerprints(

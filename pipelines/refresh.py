@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
-from dagster._core.definitions.asset_daemon_cursor import AssetDaemonCursor
-from dagster_shared.serdes import deserialize_value, serialize_value
 
 from assets.keys import UPSTREAM_KEYS
 from pipelines.local_run import run_full_refresh
@@ -41,15 +39,20 @@ class RefreshResult:
         return self.requested
 
 
-def load_cursor(instance: dg.DagsterInstance) -> AssetDaemonCursor | None:
-    """The automation cursor of the previous refresh in ``instance`` (None before the first)."""
+def load_cursor(instance: dg.DagsterInstance) -> Any:
+    """The automation cursor of the previous refresh in ``instance`` (None before the first).
+
+    Kept serialized (a string, Dagster's public ``serialize_value``): the cursor's class is not
+    public API, and the conditions that decide what is out of date do not depend on it
+    (``pipelines.automation.out_of_date``).
+    """
     raw = instance.run_storage.get_cursor_values({CURSOR_KEY}).get(CURSOR_KEY)
-    return deserialize_value(raw, AssetDaemonCursor) if raw else None
+    return dg.deserialize_value(raw) if raw else None
 
 
-def save_cursor(instance: dg.DagsterInstance, cursor: AssetDaemonCursor) -> None:
-    """Keep ``cursor`` for the next refresh."""
-    instance.run_storage.set_cursor_values({CURSOR_KEY: serialize_value(cursor)})
+def save_cursor(instance: dg.DagsterInstance, cursor: Any) -> None:
+    """Keep ``cursor`` (``evaluate_automation_conditions``' ``result.cursor``) for the next refresh."""
+    instance.run_storage.set_cursor_values({CURSOR_KEY: dg.serialize_value(cursor)})
 
 
 def requested_keys(defs: dg.Definitions, instance: dg.DagsterInstance) -> tuple[list, Any]:
