@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 from yaml.composer import ComposerError
+from yaml.constructor import ConstructorError
 
 from assets.resources import settings_problems
 from curation.bounds import key_text, quoted
@@ -65,6 +66,16 @@ class SettingsLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+    def construct_object(self, node: Any, deep: bool = False) -> Any:
+        """A scalar Python cannot hold (an integer of 5,000 digits, the date 2020-02-30) is a
+        YAML error at its line and column, not a bare ``ValueError``."""
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as exc:
+            raise ConstructorError(
+                None, None, f"cannot read this value: {exc}", node.start_mark
+            ) from None
 
 
 def _shorten(text: str) -> str:
