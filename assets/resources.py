@@ -266,12 +266,12 @@ def overrides_of(cls: type, value: dict[str, Any], name: str) -> dict[str, Any]:
         if key not in fields
     ]
     try:
-        cls(**{key: item for key, item in value.items() if key in fields})
+        built = cls(**{key: item for key, item in value.items() if key in fields})
     except InvalidConfig as exc:
         problems += [f"{name}.{problem}" for problem in exc.problems]
     if problems:
         raise InvalidConfig(problems)
-    return dict(value)
+    return {key: getattr(built, key) for key in value}  # as built: ``threshold: 1`` is 1.0
 
 
 def _location(loc: tuple[Any, ...]) -> str:

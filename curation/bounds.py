@@ -31,6 +31,7 @@ __all__ = [
     "field_problems",
     "key_text",
     "quoted",
+    "widen_ints",
 ]
 
 #: Longest rendering of a value quoted in an error message (a config value can be any size).
@@ -134,6 +135,15 @@ def _declared(cls: type) -> dict[str, tuple[type, tuple[Any, ...]]]:
         else:
             out[field.name] = (hint, ())
     return out
+
+
+def widen_ints(config: Any) -> None:
+    """Store an integer given for a ``float`` field of the frozen dataclass ``config`` as a float
+    (``threshold: 1`` is ``1.0``), so a config serializes the same whichever was written."""
+    for name, (kind, _) in _declared(type(config)).items():
+        value = getattr(config, name)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            object.__setattr__(config, name, float(value))
 
 
 def field_problems(config: Any) -> dict[str, str]:

@@ -55,7 +55,7 @@ import xxhash
 from annotated_types import Ge, Interval
 from rapidfuzz.distance import OSA, Levenshtein
 
-from curation.bounds import InvalidConfig, field_problems
+from curation.bounds import InvalidConfig, field_problems, widen_ints
 from curation.textnorm import halves, parallel_map
 
 __all__ = [
@@ -167,6 +167,7 @@ class NearDupParams:
             )
         if problems:
             raise InvalidConfig(list(problems.values()))
+        widen_ints(self)
 
     @cached_property
     def bands(self) -> tuple[int, int]:

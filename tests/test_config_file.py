@@ -151,6 +151,11 @@ def test_good_values_at_the_edges_of_their_ranges_pass(tmp_path: Path):
     )
     settings = settings_from_mapping(settings_config(str(write(tmp_path, text))))
     assert settings.dedup_config().threshold == 1 and settings.decontam_config().ngram_n == 1
+    # an integer for a number is kept as a float, as before: the release config (and so the
+    # release id) is the same whether `1` or `1.0` was written
+    assert settings.dedup == {**settings.dedup, "threshold": 1.0}
+    assert isinstance(settings.dedup["threshold"], float)
+    assert isinstance(settings.release_config()["decontam"]["ngram_min_overlap"], float)
     settings = CurationSettings(quarantine_error_rate=0, quarantine_warn_rate=0)
     assert settings.quarantine_warn_rate == 0
 
