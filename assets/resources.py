@@ -6,16 +6,18 @@ metadata (:meth:`StoreResource.describe` shows the URI and endpoint only).
 """
 
 import dataclasses
-import typing
 from typing import Any
 
 import dagster as dg
-from pydantic import Field, TypeAdapter, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 from curation import memory, parallel
+from curation.bounds import InvalidConfig, describe_range, key_text, quoted
 from curation.contract import DEFAULT_SAMPLE_ROWS
 from curation.decontam import DecontamConfig
 from curation.dedup import DedupConfig
+from curation.ingest import check_patterns
+from curation.memory import MAX_MMAP_THRESHOLD
 from curation.report import QUARANTINE_ERROR_RATE, QUARANTINE_WARN_RATE
 from curation.rules import resolve_levels
 from curation.sources import DECOMPRESSED_BYTES_CEILING, MAX_DECOMPRESSED_BYTES, ReadPolicy
@@ -93,8 +95,10 @@ class CurationSettings(dg.ConfigurableResource):
 
     ``rule_levels`` overrides the default level (``error`` | ``warn`` | ``off``) of row rules by
     reason code (see ``curation.rules``); ``dedup`` and ``decontam`` override fields of
-    ``curation.dedup.DedupConfig`` and ``curation.decontam.DecontamConfig``. Unknown keys and
-    values of the wrong type are refused when the resource is built (before any step runs).
+    ``curation.dedup.DedupConfig`` and ``curation.decontam.DecontamConfig``, whose valid ranges
+    are declared there. Every numeric field here declares its range too. Unknown keys, values of
+    the wrong type and values out of range are refused when the resource is built (before any
+    step runs), every one of them (:func:`settings_problems` lists them one per line).
     """
 
     rule_levels: dict[str, str] = Field(default_factory=dict)
@@ -106,41 +110,63 @@ class CurationSettings(dg.ConfigurableResource):
     )
     quarantine_error_rate: float = Field(
         default=QUARANTINE_ERROR_RATE,
+        ge=0,
+        le=1,
+        strict=True,
         description="quarantine_rate check: ERROR above this share of a file's rows quarantined "
-        "(curation.report.QUARANTINE_ERROR_RATE: the measured real rate and why).",
+        "(curation.report.QUARANTINE_ERROR_RATE: the measured real rate and why). A share, in "
+        "[0, 1]; 1 never errors.",
     )
     quarantine_warn_rate: float = Field(
         default=QUARANTINE_WARN_RATE,
+        ge=0,
+        le=1,
+        strict=True,
+        validate_default=True,  # checked against quarantine_error_rate even when not given
         description="quarantine_rate check: WARN above this share of a file's rows quarantined "
-        "(curation.report.QUARANTINE_WARN_RATE).",
+        "(curation.report.QUARANTINE_WARN_RATE). In [0, quarantine_error_rate]: a warning "
+        "threshold above the error threshold could never warn.",
     )
     threads: int = Field(
         default=0,
+        ge=0,
+        strict=True,
         description="Threads of the one curation thread pool (curation.parallel: ingest, "
         "normalization, matching, release encoding); 0: one per CPU.",
     )
     ingest_threads: int = Field(
-        default=0, description="Files ingested at once in the ingest step (0: one per CPU)."
+        default=0,
+        ge=0,
+        strict=True,
+        description="Files ingested at once in the ingest step (0: one per CPU).",
     )
     expected_files: list[str] | None = Field(
         default=None,
         description="Upstream files that must be in the mirrors, as '<dataset>/<relpath>' globs "
         "(e.g. 'pku-saferlhf/data/Alpaca-7B/*'); an absent one fails the run. Unset: every "
-        "upstream file is expected and an absent one is a warning.",
+        "upstream file is expected and an absent one is a warning. Each glob must match an "
+        "upstream file.",
     )
     allow_missing_files: list[str] = Field(
         default_factory=list,
         description="'<dataset>/<relpath>' globs of files that may be absent, even when the "
-        "previous release had them (otherwise a vanished file fails the run).",
+        "previous release had them (otherwise a vanished file fails the run). Each glob must "
+        "match an upstream file.",
     )
     malloc_mmap_threshold: int = Field(
         default=memory.DEFAULT_MMAP_THRESHOLD,
+        ge=0,
+        le=MAX_MMAP_THRESHOLD,
+        strict=True,
         description="Bytes from which glibc gives every allocation its own mapping, returned to "
         "the OS when freed (curation.memory: fixed, not raised as blocks are freed); 0: leave "
-        "glibc's dynamic threshold.",
+        "glibc's dynamic threshold. At most 32 MiB, glibc's documented maximum on 64-bit "
+        "(DEFAULT_MMAP_THRESHOLD_MAX, mallopt(3)).",
     )
     gx_sample_rows: int = Field(
         default=DEFAULT_SAMPLE_ROWS,
+        ge=0,
+        strict=True,
         description="Rows per table Great Expectations validates in full (plus every row the "
         "Arrow pass flagged); row-level expectations always cover every row. 0: GX on all rows.",
     )
@@ -161,7 +187,10 @@ class CurationSettings(dg.ConfigurableResource):
     @field_validator("rule_levels")
     @classmethod
     def _known_rules(cls, value: dict[str, str]) -> dict[str, str]:
-        resolve_levels(value)  # ValueError naming the unknown rule or level
+        try:
+            resolve_levels(value)  # every unknown rule or level
+        except InvalidConfig as exc:
+            raise InvalidConfig([f"rule_levels.{p}" for p in exc.problems]) from None
         return value
 
     @field_validator("dedup")
@@ -173,6 +202,37 @@ class CurationSettings(dg.ConfigurableResource):
     @classmethod
     def _decontam_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
         return overrides_of(DecontamConfig, value, "decontam")
+
+    @field_validator("extra_reference_uris")
+    @classmethod
+    def _reference_specs(cls, value: list[str]) -> list[str]:
+        problems = [
+            f"extra_reference_uris[{i}]: {quoted(spec)} names no file ('uri#field')"
+            for i, spec in enumerate(value)
+            if not spec.partition("#")[0].strip()
+        ]
+        if problems:
+            raise InvalidConfig(problems)
+        return value
+
+    @field_validator("expected_files", "allow_missing_files")
+    @classmethod
+    def _known_files(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        check_patterns(value or [], info.field_name)  # every glob matching no upstream file
+        return value
+
+    @field_validator("quarantine_warn_rate")
+    @classmethod
+    def _warn_below_error(cls, value: float, info: ValidationInfo) -> float:
+        error_rate = info.data.get("quarantine_error_rate")  # absent when it was invalid itself
+        if error_rate is not None and value > error_rate:
+            raise InvalidConfig(
+                [
+                    f"quarantine_warn_rate: {value} is out of range: must not exceed "
+                    f"quarantine_error_rate ({error_rate})"
+                ]
+            )
+        return value
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Once per run process: size the shared curation thread pool from :attr:`threads` and
@@ -211,41 +271,73 @@ SETTINGS_FIELDS = frozenset(CurationSettings.model_fields)
 
 
 def overrides_of(cls: type, value: dict[str, Any], name: str) -> dict[str, Any]:
-    """``value`` checked against the fields of the dataclass ``cls``: known keys, right types.
+    """``value`` checked against the fields of the config dataclass ``cls``: known keys, right
+    types, values in the ranges ``cls`` declares (it checks them itself when built).
 
-    Raises ``ValueError`` naming the key (``dedup.prompt_dedup``) and the expected type.
+    Raises :class:`~curation.bounds.InvalidConfig` with one line per problem, each naming the
+    key (``dedup.threshold: 1.5 is out of range: must be in (0, 1]``).
     """
     fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(value) - fields)
-    if unknown:
-        raise ValueError(f"unknown {name} key(s) {unknown}; known: {sorted(fields)}")
-    hints = typing.get_type_hints(cls)
-    out = {}
-    for key, item in value.items():
-        try:
-            out[key] = TypeAdapter(hints[key]).validate_python(item, strict=True)
-        except ValidationError as exc:
-            raise ValueError(
-                f"{name}.{key}: {item!r} is not a valid {getattr(hints[key], '__name__', hints[key])}"
-                f" ({exc.errors()[0]['msg']})"
-            ) from None
-    return out
+    problems = [
+        f"{name}.{key_text(key)}: unknown key; known: {sorted(fields)}"
+        for key in value
+        if key not in fields
+    ]
+    try:
+        built = cls(**{key: item for key, item in value.items() if key in fields})
+    except InvalidConfig as exc:
+        problems += [f"{name}.{problem}" for problem in exc.problems]
+    if problems:
+        raise InvalidConfig(problems)
+    return {key: getattr(built, key) for key in value}  # as built: ``threshold: 1`` is 1.0
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    """A pydantic error location as a dotted key."""
+    return ".".join(key_text(part) for part in loc) or "settings"
+
+
+def _problem_lines(error: Any) -> list[str]:
+    """One line per problem of one pydantic error: a range names the declared range, a
+    validator's :class:`~curation.bounds.InvalidConfig` brings its own lines."""
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, InvalidConfig):
+        return cause.problems
+    where = _location(error["loc"])
+    if error["type"] in {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}:
+        field = CurationSettings.model_fields[error["loc"][0]]
+        span = describe_range(field.metadata)
+        return [f"{where}: {quoted(error['input'])} is out of range: must be {span}"]
+    if isinstance(cause, ValueError):
+        return [f"{where}: {cause}"]
+    return [f"{where}: {quoted(error['input'])} is invalid: {error['msg']}"]
+
+
+def settings_problems(config: Any) -> list[str]:
+    """Every problem of a mapping of :class:`CurationSettings` fields, one line each (empty when
+    it is valid): unknown keys, wrong types, values out of their declared ranges."""
+    if not isinstance(config, dict):
+        kind = "a list" if isinstance(config, list) else quoted(config)
+        return [f"settings must be a mapping of CurationSettings fields (key: value), not {kind}"]
+    problems = [
+        f"{key_text(key)}: unknown settings key; known: {sorted(SETTINGS_FIELDS)}"
+        for key in config
+        if key not in SETTINGS_FIELDS
+    ]
+    try:
+        CurationSettings(**{k: v for k, v in config.items() if k in SETTINGS_FIELDS})
+    except ValidationError as exc:
+        problems += [line for error in exc.errors() for line in _problem_lines(error)]
+    return problems
 
 
 def settings_from_mapping(config: dict[str, Any]) -> CurationSettings:
     """A :class:`CurationSettings` from a mapping with its field names as keys.
 
-    Raises ``ValueError`` for unknown keys and bad values (pydantic's message names the field).
+    Raises :class:`~curation.bounds.InvalidConfig` (a ``ValueError``) listing every unknown key
+    and bad value, one line each.
     """
-    if not isinstance(config, dict):
-        raise ValueError(f"settings must be a mapping of CurationSettings fields, got {config!r}")
-    unknown = sorted(set(config) - SETTINGS_FIELDS)
-    if unknown:
-        raise ValueError(f"unknown settings key(s) {unknown}; known: {sorted(SETTINGS_FIELDS)}")
-    try:
-        return CurationSettings(**config)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise ValueError(f"invalid settings: {problems}") from None
+    problems = settings_problems(config)
+    if problems:
+        raise InvalidConfig(problems)
+    return CurationSettings(**config)

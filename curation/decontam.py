@@ -39,11 +39,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+from annotated_types import Ge, Interval
 
 from curation.dedup import (
     batch_prompts,
@@ -115,14 +117,19 @@ class DecontamConfig(NearDupParams):
         typo_words, typo_min_chars, max_bucket_size, seed:
             near-duplicate parameters, same defaults and sources as
             :class:`curation.dedup.DedupConfig`.
+
+    Ranges (declared on the fields, checked when a config is built, :mod:`curation.bounds`):
+    ``ngram_n`` >= 1; ``ngram_min_overlap`` is a share, in [0, 1] (0: one shared n-gram is
+    enough, as in lm-evaluation-harness); the three word counts >= 1 (a turn without words is
+    never informative); ``max_matches`` >= 0.
     """
 
-    ngram_n: int = 13
-    ngram_min_overlap: float = 0.5
-    min_opening_words: int = 5
-    min_words: int = 7
-    min_words_with_rare: int = 4
-    max_matches: int = 10
+    ngram_n: Annotated[int, Ge(1)] = 13
+    ngram_min_overlap: Annotated[float, Interval(ge=0, le=1)] = 0.5
+    min_opening_words: Annotated[int, Ge(1)] = 5
+    min_words: Annotated[int, Ge(1)] = 7
+    min_words_with_rare: Annotated[int, Ge(1)] = 4
+    max_matches: Annotated[int, Ge(0)] = 10
     ngram: bool = True
     near_dup: bool = True
 

@@ -92,6 +92,9 @@ class DedupConfig(NearDupParams):
         max_bucket_size: LSH / blocking buckets larger than this are linked as a star around
             the smallest member plus a chain instead of all pairs (bounds the work).
         seed: MinHash seed (``rensa``) and word-hash seed (xxh3).
+
+    The valid range of every field is declared on it (:class:`curation.near_dup.NearDupParams`)
+    and checked when a config is built.
     """
 
     prompt_dedup: bool = False

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation import hh, pku, rules
+from curation.bounds import InvalidConfig, quoted
 from curation.jsonl import (
     SOURCE_LINE,
     BadLine,
@@ -432,13 +433,17 @@ def _matches(name: str, patterns: list[str]) -> bool:
 
 
 def check_patterns(patterns: list[str], what: str) -> None:
-    """Raise ``ValueError`` when a pattern matches no upstream file (a typo in the config)."""
+    """Raise :class:`~curation.bounds.InvalidConfig` (a ``ValueError``), one line per pattern
+    that matches no upstream file (a typo in the config)."""
     names = [file_name(s.dataset, s.relpath) for s in all_files()]
-    unknown = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in names)]
-    if unknown:
-        raise ValueError(
-            f"{what}: {unknown} match no upstream file; names look like {names[0]!r} or {names[-1]!r}"
-        )
+    problems = [
+        f"{what}: {quoted(p)} matches no upstream file; names look like {names[0]!r} or "
+        f"{names[-1]!r}"
+        for p in patterns
+        if not any(fnmatch.fnmatchcase(n, p) for n in names)
+    ]
+    if problems:
+        raise InvalidConfig(problems)
 
 
 def previous_release_files(store: Store) -> tuple[str, set[str]] | None:

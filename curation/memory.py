@@ -36,11 +36,15 @@ import ctypes
 import ctypes.util
 import platform
 
-__all__ = ["DEFAULT_MMAP_THRESHOLD", "pin_mmap_threshold"]
+__all__ = ["DEFAULT_MMAP_THRESHOLD", "MAX_MMAP_THRESHOLD", "pin_mmap_threshold"]
 
 #: The threshold :func:`pin_mmap_threshold` sets by default (see the table above; glibc's own
 #: starting value is 128 KiB).
 DEFAULT_MMAP_THRESHOLD = 4 * 1024 * 1024
+
+#: The largest threshold glibc documents on 64-bit (``DEFAULT_MMAP_THRESHOLD_MAX`` =
+#: 4 MiB x ``sizeof(long)``, ``mallopt(3)``); the upper end of the setting's range.
+MAX_MMAP_THRESHOLD = 32 * 1024 * 1024
 
 _M_TRIM_THRESHOLD = -1  # <malloc.h>
 _M_MMAP_THRESHOLD = -3

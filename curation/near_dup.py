@@ -44,6 +44,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from functools import cached_property
+from typing import Annotated
 
 import numpy as np
 import polars as pl
@@ -51,8 +52,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import rensa
 import xxhash
+from annotated_types import Ge, Interval
 from rapidfuzz.distance import OSA, Levenshtein
 
+from curation.bounds import InvalidConfig, field_problems, widen_ints
 from curation.textnorm import halves, parallel_map
 
 __all__ = [
@@ -120,37 +123,51 @@ class NearDupParams:
     Verification (what *is* a near-duplicate; derived from the labelled real rows, see
     ``docs/dedup.md``): ``long_min_words``, ``max_edit_fraction``, ``typo_words``,
     ``typo_min_chars``.
+
+    Every field declares its valid range (:mod:`curation.bounds`), checked when a config is
+    built (:class:`~curation.bounds.InvalidConfig` lists every bad value). Where it is not
+    obvious: ``threshold`` and ``lsh_min_recall`` are a Jaccard similarity and a probability;
+    a ``threshold`` of 0 would make every pair of texts a candidate. ``max_edit_fraction``
+    stays below 1 (at 1 any two long texts of similar length would be "near-duplicates").
+    ``typo_words`` divides the text length. ``max_bucket_size`` >= 2: a bucket has at least two
+    members, so 2 already links every bucket as a star plus a chain. ``seed`` seeds ``rensa``'s
+    MinHash, an unsigned 64-bit integer. ``substitution_max_words`` is at least
+    ``substitution_min_words`` (``max_word_substitutions: 0`` turns the rule off).
     """
 
-    num_perm: int = 128
-    threshold: float = 0.8
-    shingle_words: int = 2
-    lsh_min_recall: float = 0.9
-    max_word_substitutions: int = 3
-    substitution_min_words: int = 2
-    substitution_max_words: int = 128
-    long_min_words: int = 30
-    max_edit_fraction: float = 0.1
-    typo_words: int = 8
-    typo_min_chars: int = 4
-    max_bucket_size: int = 256
-    seed: int = 42
+    num_perm: Annotated[int, Ge(1)] = 128
+    threshold: Annotated[float, Interval(gt=0, le=1)] = 0.8
+    shingle_words: Annotated[int, Ge(1)] = 2
+    lsh_min_recall: Annotated[float, Interval(ge=0, le=1)] = 0.9
+    max_word_substitutions: Annotated[int, Ge(0)] = 3
+    substitution_min_words: Annotated[int, Ge(1)] = 2
+    substitution_max_words: Annotated[int, Ge(1)] = 128
+    long_min_words: Annotated[int, Ge(1)] = 30
+    max_edit_fraction: Annotated[float, Interval(ge=0, lt=1)] = 0.1
+    typo_words: Annotated[int, Ge(1)] = 8
+    typo_min_chars: Annotated[int, Ge(1)] = 4
+    max_bucket_size: Annotated[int, Ge(2)] = 256
+    seed: Annotated[int, Interval(ge=0, le=2**64 - 1)] = 42
 
     def near_params(self) -> NearDupParams:
         """Just the near-duplicate parameters (configs that extend this class carry more)."""
         return NearDupParams(**{f.name: getattr(self, f.name) for f in fields(NearDupParams)})
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.threshold <= 1.0:
-            raise ValueError("threshold must be in (0, 1]")
-        if self.num_perm < 1 or self.shingle_words < 1:
-            raise ValueError("num_perm and shingle_words must be >= 1")
-        if self.max_word_substitutions < 0 or self.substitution_min_words < 1:
-            raise ValueError("max_word_substitutions must be >= 0, substitution_min_words >= 1")
-        if not 0.0 <= self.max_edit_fraction < 1.0:
-            raise ValueError("max_edit_fraction must be in [0, 1)")
-        if self.typo_words < 1 or self.long_min_words < 1:
-            raise ValueError("typo_words and long_min_words must be >= 1")
+        """Refuse values of the wrong type or outside their declared range, all at once."""
+        problems = field_problems(self)
+        words = ("substitution_min_words", "substitution_max_words")
+        if (
+            not problems.keys() & words
+            and self.substitution_max_words < self.substitution_min_words
+        ):
+            problems["substitution_max_words"] = (
+                f"substitution_max_words: {self.substitution_max_words} is out of range: must be "
+                f">= substitution_min_words ({self.substitution_min_words})"
+            )
+        if problems:
+            raise InvalidConfig(list(problems.values()))
+        widen_ints(self)
 
     @cached_property
     def bands(self) -> tuple[int, int]:

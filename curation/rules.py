@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation import hh
+from curation.bounds import InvalidConfig, key_text, quoted
 from curation.schema import HARM_CATEGORIES, SEVERITY_LEVELS
 
 ERROR, WARN, OFF = "error", "warn", "off"
@@ -208,16 +209,21 @@ def default_levels() -> dict[str, str]:
 
 
 def resolve_levels(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Default levels with ``overrides`` applied; unknown codes or levels raise ValueError."""
+    """Default levels with ``overrides`` applied; unknown codes or levels raise
+    :class:`~curation.bounds.InvalidConfig` listing every bad entry, one line each."""
     levels = default_levels()
+    problems = []
     for code, level in (overrides or {}).items():
         if code not in ALL_RULES:
-            raise ValueError(f"unknown rule {code!r}; known: {sorted(ALL_RULES)}")
-        if level not in LEVELS:
-            raise ValueError(f"rule {code!r}: level {level!r} not in {LEVELS}")
-        if code in PARSE_CODES and level != ERROR:
-            raise ValueError(f"rule {code!r} is a parse failure and is always an error")
-        levels[code] = level
+            problems.append(f"{key_text(code)}: unknown rule; known: {sorted(ALL_RULES)}")
+        elif level not in LEVELS:
+            problems.append(f"{code}: level {quoted(level)} is not one of {LEVELS}")
+        elif code in PARSE_CODES and level != ERROR:
+            problems.append(f"{code}: a parse failure is always an error, not {quoted(level)}")
+        else:
+            levels[code] = level
+    if problems:
+        raise InvalidConfig(problems)
     return levels
 
 

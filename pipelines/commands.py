@@ -4,7 +4,8 @@ CLI flags and ``--config FILE.yaml`` become **run config** (``resources.sources`
 ``resources.store``, ``resources.settings``), never environment variables, so what a run used is
 in the run's config in the UI. A ``--config`` file holds :class:`assets.resources.CurationSettings`
 fields (``dedup: {prompt_dedup: true}``), or the same in the launchpad's shape
-(``resources: {settings: {config: {...}}}``); either is validated before any work starts.
+(``resources: {settings: {config: {...}}}``); either is read and validated before any work
+starts (``pipelines/config_file.py``: every problem on its own line, exit code 2).
 """
 
 from __future__ import annotations
@@ -16,9 +17,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import yaml
+from typing import TYPE_CHECKING
 
 from assets.alerting import alert_records
 from assets.io import OPTIONAL_INPUT_MANAGER
@@ -26,6 +25,7 @@ from assets.resources import settings_from_mapping
 from curation.alerts import Delivery
 from curation.preflight import preflight
 from pipelines.automation import run_tags
+from pipelines.config_file import ConfigError, settings_config
 from pipelines.definitions import build_definitions
 from pipelines.local_run import persistent_instance, run_full_refresh
 from pipelines.orphans import fail_orphaned_runs, process_tags
@@ -36,36 +36,6 @@ from pipelines.settings import Environment, console_run_config
 if TYPE_CHECKING:
     import dagster as dg
     from dagster._core.execution.api import ExecuteJobResult
-
-
-class ConfigError(ValueError):
-    """A ``--config`` file that cannot be used; the message names the file and the problem."""
-
-
-def settings_config(path: str | None) -> dict[str, Any]:
-    """The ``CurationSettings`` fields of a ``--config`` YAML file, validated (``{}`` if none).
-
-    Accepts the plain form (top-level ``CurationSettings`` keys) and the launchpad form
-    (``resources: {settings: {config: {...}}}``, nothing else).
-    """
-    if not path:
-        return {}
-    try:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read YAML: {exc}") from None
-    if isinstance(loaded, dict) and "resources" in loaded:
-        extra = sorted(set(loaded) - {"resources"}) + sorted(
-            set(loaded["resources"] or {}) - {"settings"}
-        )
-        if extra:
-            raise ConfigError(f"{path}: only resources.settings may be set here, not {extra}")
-        loaded = ((loaded["resources"] or {}).get("settings") or {}).get("config") or {}
-    try:
-        settings_from_mapping(loaded)
-    except ValueError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    return loaded
 
 
 def environment_of(args: argparse.Namespace) -> Environment:
@@ -120,7 +90,8 @@ def _prepare(args: argparse.Namespace) -> tuple[Environment, dict, Path] | None:
     try:
         settings = settings_config(getattr(args, "config", None))
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():  # one line per problem, each naming the file
+            print(f"error: {line}", file=sys.stderr)
         return None
     environment = environment_of(args)
     if not preflight_ok(environment):

@@ -41,6 +41,8 @@ NOT_IN_THE_ID = {
     "allow_missing_files": "as expected_files",
     "malloc_mmap_threshold": "memory behaviour of glibc only",
     "gx_sample_rows": "how much of a table GX validates: a check, not a transformation",
+    "max_decompressed_bytes": "a bound on what may be read; the files read are in `sources`",
+    "allow_links_outside_mirror": "whether a file may be read; the files read are in `sources`",
 }
 
 SOURCES = [

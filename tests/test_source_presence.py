@@ -23,7 +23,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from assets.resources import CurationSettings
+from assets.resources import CurationSettings, settings_problems
 from curation.sources import SourceError, read_raw
 from pipelines.settings import SAMPLE
 from tests.pipeline_helpers import check_results, environment, materialize, release_metadata
@@ -177,9 +177,16 @@ def test_expected_files_listed_in_the_config_must_be_present(tmp_path: Path):
     assert "pku-saferlhf/data/Alpaca2-7B/test.jsonl: listed in expected_files" in message
     assert "pku-saferlhf/data/Alpaca2-7B/train.jsonl: listed in expected_files" in message
     assert ingested(result) == []
-    typo = materialize(env, settings=CurationSettings(expected_files=["pku/data/*"]))
-    assert not typo.success and "match no upstream file" in failure_messages(typo)
-    assert ingested(typo) == []
+    # a glob that matches no upstream file is refused when the settings are built, before
+    # any run (issue 22 item 6), one line per glob
+    globs = ["pku/data/*", "pku-saferlhf/data/*", "hh/x"]
+    with pytest.raises(ValueError, match="matches no upstream file"):
+        CurationSettings(expected_files=globs)
+    problems = settings_problems({"expected_files": globs})
+    assert [p.split(";")[0] for p in problems] == [
+        "expected_files: 'pku/data/*' matches no upstream file",
+        "expected_files: 'hh/x' matches no upstream file",
+    ]
 
 
 # --- item 8: every reader sees every row -----------------------------------------------------------
