@@ -38,7 +38,8 @@ from tests.pipeline_helpers import environment
 
 HH_TEST = source_file("harmless-base", "test")
 PKU_TEST = source_file("Alpaca-7B", "test")
-AFTER_NORMALIZE = {
+#: The assets after ingest, in the order a run materializes them.
+AFTER_INGEST = [
     "normalized_pairs",
     "quarantine",
     "red_team",
@@ -47,9 +48,11 @@ AFTER_NORMALIZE = {
     "dedup_removed",
     "curated_pairs",
     "decontam_removed",
+    "reference_files",
     "release",
-}
-AFTER_DECONTAM = {"curated_pairs", "decontam_removed", "release"}
+]
+AFTER_NORMALIZE = set(AFTER_INGEST)
+AFTER_DECONTAM = {"curated_pairs", "decontam_removed", "reference_files", "release"}
 
 
 @pytest.fixture
@@ -290,9 +293,10 @@ def test_conditions_on_real_files_unchanged_changed_and_code_change(
     after = dg.evaluate_automation_conditions(new_defs, instance, cursor=code.cursor)
     assert requested(after) == set()  # requested once, not on every tick
     # a first evaluation (new sensor, first refresh of a home) sees it through the code version
-    # recorded on the materializations
+    # recorded on the materializations, and the changed test file, never ingested, through its
+    # observation (the ticks above only evaluated, nothing ran)
     first_tick = dg.evaluate_automation_conditions(new_defs, instance)
-    assert requested(first_tick) == AFTER_DECONTAM
+    assert requested(first_tick) == {f"raw_{PKU_TEST.key}"} | AFTER_NORMALIZE
 
 
 def test_conditions_with_an_s3_mirror(
@@ -312,7 +316,7 @@ def test_conditions_with_an_s3_mirror(
     )
     defs = build_definitions(env, keep_release_fresh=False)
     observe(defs, instance)
-    for key in [*INGEST_KEYS, *(dg.AssetKey(k) for k in AFTER_NORMALIZE)]:
+    for key in [*INGEST_KEYS, *(dg.AssetKey(k) for k in AFTER_INGEST)]:  # in run order
         instance.report_runless_asset_event(dg.AssetMaterialization(key))
     first = dg.evaluate_automation_conditions(defs, instance)
     observe(defs, instance)
@@ -331,7 +335,7 @@ def test_blocking_check_failure_holds_back_downstream(tmp_path: Path, instance):
     defs = build_definitions(
         environment(tmp_path, str(tmp_path / "store")), keep_release_fresh=False
     )
-    for key in [*INGEST_KEYS, *(dg.AssetKey(k) for k in AFTER_NORMALIZE)]:
+    for key in [*INGEST_KEYS, *(dg.AssetKey(k) for k in AFTER_INGEST)]:  # in run order
         instance.report_runless_asset_event(dg.AssetMaterialization(key))
     tick = dg.evaluate_automation_conditions(defs, instance)
     assert requested(tick) == set()
@@ -356,7 +360,7 @@ def test_blocking_check_failure_holds_back_downstream(tmp_path: Path, instance):
 
 def test_cron_tick_observes_sources_and_republishes_the_release(tmp_path: Path, instance):
     defs = build_definitions(environment(tmp_path, str(tmp_path / "store")))
-    for key in [*INGEST_KEYS, *(dg.AssetKey(k) for k in AFTER_NORMALIZE)]:
+    for key in [*INGEST_KEYS, *(dg.AssetKey(k) for k in AFTER_INGEST)]:  # in run order
         instance.report_runless_asset_event(dg.AssetMaterialization(key))
     day = datetime.datetime(2026, 11, 30, tzinfo=datetime.UTC)
     before = dg.evaluate_automation_conditions(
@@ -403,7 +407,7 @@ def test_refresh_runs_only_what_changed_and_code_versions_name_releases(
     nothing = refresh(defs, instance)
     assert nothing.success and nothing.requested == [] and nothing.run_id is None
     assert len(instance.get_runs()) == runs_before + 1  # the observation run only
-    assert len(list((store / "releases").iterdir())) == 1
+    assert len([p for p in (store / "releases").iterdir() if p.is_dir()]) == 1
 
     drop_first_line(mirror / "hh-rlhf" / HH_TEST.relpath)
     changed = refresh(defs, instance)
