@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from assets.keys import ingest_asset_key, upstream_asset_key
 from assets.metadata import counts_markdown, table_metadata
-from assets.resources import AwsCredentials, CurationSettings, SourcesResource, StoreResource
+from assets.resources import CurationSettings, SourcesResource, StoreResource
 from curation.ingest import (
     check_patterns,
     check_presence,
@@ -56,7 +56,7 @@ def _ingest_out(source: SourceFile) -> dg.AssetOut:
 
 
 def ingest_one(
-    source: SourceFile, sources: SourcesResource, settings: CurationSettings, aws: AwsCredentials
+    source: SourceFile, sources: SourcesResource, settings: CurationSettings
 ) -> tuple[pa.Table, dict]:
     """Ingest one upstream file: its table (report in the schema metadata) and asset metadata."""
     root, revision = sources.root(source.dataset)
@@ -65,7 +65,7 @@ def ingest_one(
         root,
         revision=revision,
         levels=settings.levels(),
-        storage_options=aws.storage_options(root),
+        storage_options=sources.storage_options(root),
     )
     report = result.report
     metadata = {
@@ -103,7 +103,6 @@ def ingest_files(
     context: dg.AssetExecutionContext,
     sources: SourcesResource,
     settings: CurationSettings,
-    aws: AwsCredentials,
     store: StoreResource,
 ):
     """Ingest the selected upstream files, ``settings.ingest_threads`` at a time, at most one
@@ -116,13 +115,13 @@ def ingest_files(
     (:func:`curation.ingest.check_presence`).
     """
     selected = [s for s in all_files() if ingest_asset_key(s) in context.selected_asset_keys]
-    previous = _preflight(context, selected, sources, settings, aws, store)
-    before = _absent(selected, sources, aws)
+    previous = _preflight(context, selected, sources, settings, store)
+    before = _absent(selected, sources)
     _judge_absent(context, before, settings, previous)  # fail before any output
     workers = settings.ingest_threads or os.cpu_count() or 1
 
     def work(source: SourceFile) -> tuple[pa.Table, dict]:
-        return ingest_one(source, sources, settings, aws)
+        return ingest_one(source, sources, settings)
 
     absent: list[str] = []
     try:
@@ -145,14 +144,14 @@ def ingest_files(
         _judge_absent(context, late, settings, previous)
 
 
-def _absent(selected: list[SourceFile], sources: SourcesResource, aws: AwsCredentials) -> list[str]:
+def _absent(selected: list[SourceFile], sources: SourcesResource) -> list[str]:
     """Names of the selected files absent from their mirror (an unreadable one fails the run)."""
     absent = []
     try:
         for source in selected:
             root, revision = sources.root(source.dataset)
             uri = file_uri(root, source.relpath, revision)
-            if not is_present(uri, aws.storage_options(root)):
+            if not is_present(uri, sources.storage_options(root)):
                 absent.append(file_name(source.dataset, source.relpath))
     except SourceError as exc:
         if is_transient(exc):
@@ -191,7 +190,6 @@ def _preflight(
     selected: list[SourceFile],
     sources: SourcesResource,
     settings: CurationSettings,
-    aws: AwsCredentials,
     store: StoreResource,
 ) -> tuple[str, set[str]] | None:
     """Check the file settings and every selected mirror root; the previous release's files."""
@@ -200,7 +198,7 @@ def _preflight(
         check_patterns(settings.allow_missing_files, "allow_missing_files")
         for dataset in sorted({s.dataset for s in selected}):
             root, _ = sources.root(dataset)
-            check_root(root, aws.storage_options(root))
+            check_root(root, sources.storage_options(root))
     except (ValueError, SourceError) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
     try:

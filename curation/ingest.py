@@ -37,6 +37,7 @@ from curation.jsonl import (
     unknown_keys,
 )
 from curation.parallel import in_threads
+from curation.redact import redact_uri
 from curation.release import read_latest, read_manifest
 from curation.sources import RawFile, SourceError, SourceFile, all_files, file_uri, read_raw
 from curation.store import Store
@@ -149,11 +150,12 @@ def ingest_file(
     :class:`~curation.sources.SourceError` naming the file.
     """
     levels = rules.resolve_levels(levels)
-    uri = file_uri(root, source.relpath, revision)
+    read_uri = file_uri(root, source.relpath, revision)
+    uri = redact_uri(read_uri)  # what is recorded and quoted: never a credential
     report = FileReport(
         source.dataset, source.subset, source.split, source.relpath, uri, revision, False
     )
-    raw = read_raw(uri, storage_options)
+    raw = read_raw(read_uri, storage_options)
     if raw is None:
         log.info("%s: not in the mirror; skipping %s", uri, source.key)
         specs = _specs(source, "current")
