@@ -51,19 +51,22 @@ def _parts(uri: str) -> tuple[str, str, str, str, str, str] | None:
     slash = rest.find("/")
     authority, path = (rest, "") if slash < 0 else (rest[:slash], rest[slash:])
     userinfo, at, host = authority.rpartition("@")
-    if not at:
-        userinfo, host = "", authority
-        _, colon, port = host.rpartition(":")
-        if colon and not host.endswith("]") and not _PORT.match(port):
-            # "user:pass" then a raw "/" in the password: the host is after the next "@"
-            head, at, tail = rest.partition("@")
-            if at:
-                slash = tail.find("/")
-                userinfo = head
-                host, path = (tail, "") if slash < 0 else (tail[:slash], tail[slash:])
-            else:  # no host to be found: the whole authority may be a secret
-                userinfo, host = authority, REDACTED
+    if not at and _bad_port(authority):
+        # "user:pass" then a raw "/" in the password: the host is after the next "@"
+        head, at, tail = rest.partition("@")
+        userinfo = head if at else authority  # no host to be found: all of it may be secret
+        if at:
+            slash = tail.find("/")
+            host, path = (tail, "") if slash < 0 else (tail[:slash], tail[slash:])
+    if _bad_port(host):  # never show what may be part of a password
+        host = REDACTED
     return scheme, userinfo, host, path, query, fragment
+
+
+def _bad_port(host: str) -> bool:
+    """Whether ``host`` ends in ``:<something that is not a port>`` (IPv6 literals aside)."""
+    _, colon, port = host.rpartition(":")
+    return bool(colon) and not host.endswith("]") and not _PORT.match(port)
 
 
 def redact_uri(uri: str, *, keep_path: bool = True) -> str:

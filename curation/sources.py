@@ -84,6 +84,15 @@ def is_transient_error(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and not isinstance(exc, _NOT_TRANSIENT)
 
 
+def http_failure(exc: FileNotFoundError) -> BaseException | None:
+    """The HTTP error behind a ``FileNotFoundError`` of fsspec's HTTP filesystem, unless it is a
+    404/410: that filesystem reports every failure (401, 403, 5xx) as not found, which would make
+    a mirror that refuses the credentials look empty."""
+    cause = exc.__cause__
+    status = getattr(cause, "status", None)
+    return cause if isinstance(status, int) and status not in (404, 410) else None
+
+
 def read_error(
     uri: str, problem: str, exc: BaseException, storage_options: Mapping | None
 ) -> SourceError:
@@ -313,9 +322,12 @@ def _exists(
         raise SourceError(f"{uri}: dangling symlink (to {os.readlink(path)})")
     try:
         info = fs.info(path)
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
+        failure = http_failure(exc)
+        if failure is not None:
+            raise read_error(uri, "cannot read", failure, storage_options) from None
         return False
-    except Exception as exc:  # permission denied on the file or a parent, I/O, HTTP 401/5xx
+    except Exception as exc:  # permission denied on the file or a parent, I/O errors
         raise read_error(uri, "cannot read", exc, storage_options) from None
     if info.get("type") == "directory":
         raise SourceError(f"{redact_uri(uri)}: is a folder, not a file")

@@ -15,7 +15,13 @@ import re
 
 import fsspec
 
-from curation.sources import SourceError, file_uri, is_transient_error, read_error
+from curation.sources import (
+    SourceError,
+    file_uri,
+    http_failure,
+    is_transient_error,
+    read_error,
+)
 
 ABSENT = "absent"
 _HF_REPO = re.compile(r"^hf://datasets/([^/@]+/[^/@]+)(?:@([^/]+))?")
@@ -58,7 +64,10 @@ def source_fingerprint(
     fs.invalidate_cache()
     try:
         info = fs.info(path)
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
+        failure = http_failure(exc)
+        if failure is not None:
+            raise read_error(uri, "cannot observe", failure, storage_options) from None
         return ABSENT
     except Exception as exc:  # an HTTP client's error may quote the URL and its query
         raise read_error(uri, "cannot observe", exc, storage_options) from None
