@@ -21,6 +21,13 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
+from assets.resources import (
+    AwsCredentials,
+    SourceCredentials,
+    SourcesResource,
+    settings_from_mapping,
+)
+from curation.sources import SourceError
 from pipelines.cli import main
 from tests.http_mirror import AuthMirror, basic
 
@@ -258,3 +265,22 @@ def test_refused_credentials_fail_the_preflight(
     assert_nowhere([wrong], [], out)
     assert len(mirror.refused) == asked  # nothing asked of the mirror
     assert not (tmp_path / "home").exists()
+
+
+def test_credentials_in_run_config_or_settings_are_refused():
+    """What the UI's launchpad may set: a source URI with credentials fails the run naming its
+    redacted form; a reference set with credentials is refused when the settings are read."""
+    sources = SourcesResource(
+        hh_rlhf_uri=f"https://reader:{PASSWORD}@mirror.example/hh",
+        pku_saferlhf_uri=str(SAMPLE / "PKU-SafeRLHF"),
+        aws=AwsCredentials(),
+        credentials=SourceCredentials(),
+    )
+    with pytest.raises(SourceError, match=r"^https://mirror\.example/hh: credentials") as info:
+        sources.root("hh-rlhf")
+    assert PASSWORD not in str(info.value)
+    assert sources.root("pku-saferlhf") == (str(SAMPLE / "PKU-SafeRLHF"), None)
+    spec = f"s3://AKIAFAKEKEY:{STORE_SECRET}@bucket/refs.jsonl#prompt"
+    with pytest.raises(ValueError, match=r"s3://bucket/refs\.jsonl#prompt: credentials") as info:
+        settings_from_mapping({"extra_reference_uris": [spec]})
+    assert STORE_SECRET not in str(info.value)
