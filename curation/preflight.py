@@ -16,7 +16,7 @@ from typing import Any
 import fsspec
 
 from curation.redact import redact_uri, scrub
-from curation.sources import option_secrets
+from curation.sources import SourceError, option_secrets
 from curation.store import Store, StoreError
 
 
@@ -82,5 +82,13 @@ def preflight(
     """
     checks = [check_store(store_uri, store_options)]
     for name, uri in sources.items():
-        checks.append(check_source_root(name, uri, source_options(uri) if source_options else None))
+        try:
+            options = source_options(uri) if source_options else None
+        except (SourceError, ValueError) as exc:  # credentials of a kind the URI cannot take
+            shown = redact_uri(uri)
+            checks.append(
+                Check(f"source {name} {shown}", False, str(exc).removeprefix(f"{shown}: "))
+            )
+            continue
+        checks.append(check_source_root(name, uri, options))
     return checks

