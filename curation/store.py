@@ -111,12 +111,16 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionError | TimeoutError)
 
 
+#: Where a store's credentials go instead of its URI.
+STORE_CREDENTIALS_HINT = "give them as AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY instead"
+
+
 def credentials_refused(uri: str) -> StoreError:
     """The error for a store URI with credentials in it (user info, a query string): they would
     be printed and recorded wherever the URI is, so they are refused, never used."""
     return StoreError(
         f"{redact_uri(uri)}: credentials in a store URI are refused (they would be printed and "
-        "recorded); give them as AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY instead"
+        f"recorded); {STORE_CREDENTIALS_HINT}"
     )
 
 

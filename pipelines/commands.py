@@ -25,6 +25,7 @@ from assets.io import OPTIONAL_INPUT_MANAGER
 from assets.resources import CREDENTIALS_HINT, settings_from_mapping
 from curation.preflight import preflight
 from curation.redact import has_credentials, redact_uri
+from curation.store import STORE_CREDENTIALS_HINT
 from pipelines.automation import run_tags
 from pipelines.definitions import build_definitions, build_resources
 from pipelines.local_run import persistent_instance, run_full_refresh
@@ -66,7 +67,6 @@ def settings_config(path: str | None) -> dict[str, Any]:
     return loaded
 
 
-STORE_CREDENTIALS_HINT = "give them as AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
 #: The URI flags of ``rlhf-curate run`` and the settings they replace.
 URI_FLAGS = {"hh": "hh_rlhf_uri", "pku": "pku_saferlhf_uri", "store": "store_uri"}
 
