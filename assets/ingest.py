@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from assets.keys import FINGERPRINT, ingest_asset_key, upstream_asset_key
 from assets.metadata import counts_markdown, table_metadata
-from assets.resources import AwsCredentials, CurationSettings, SourcesResource, StoreResource
+from assets.resources import CurationSettings, SourcesResource, StoreResource
 from curation.ingest import (
     check_patterns,
     check_presence,
@@ -57,7 +57,7 @@ def _ingest_out(source: SourceFile) -> dg.AssetOut:
 
 
 def ingest_one(
-    source: SourceFile, sources: SourcesResource, settings: CurationSettings, aws: AwsCredentials
+    source: SourceFile, sources: SourcesResource, settings: CurationSettings
 ) -> tuple[pa.Table, dict]:
     """Ingest one upstream file: its table (report in the schema metadata) and asset metadata."""
     root, revision = sources.root(source.dataset)
@@ -66,7 +66,7 @@ def ingest_one(
         root,
         revision=revision,
         levels=settings.levels(),
-        storage_options=aws.storage_options(root),
+        storage_options=sources.storage_options(root),
         policy=settings.read_policy(),
     )
     report = result.report
@@ -106,7 +106,6 @@ def ingest_files(
     context: dg.AssetExecutionContext,
     sources: SourcesResource,
     settings: CurationSettings,
-    aws: AwsCredentials,
     store: StoreResource,
 ):
     """Ingest the selected upstream files, ``settings.ingest_threads`` at a time, at most one
@@ -119,13 +118,13 @@ def ingest_files(
     (:func:`curation.ingest.check_presence`).
     """
     selected = [s for s in all_files() if ingest_asset_key(s) in context.selected_asset_keys]
-    previous = _preflight(context, selected, sources, settings, aws, store)
-    before = _absent(selected, sources, settings, aws)
+    previous = _preflight(context, selected, sources, settings, store)
+    before = _absent(selected, sources, settings)
     _judge_absent(context, before, settings, previous)  # fail before any output
     workers = settings.ingest_threads or os.cpu_count() or 1
 
     def work(source: SourceFile) -> tuple[pa.Table, dict]:
-        return ingest_one(source, sources, settings, aws)
+        return ingest_one(source, sources, settings)
 
     absent: list[str] = []
     try:
@@ -149,10 +148,7 @@ def ingest_files(
 
 
 def _absent(
-    selected: list[SourceFile],
-    sources: SourcesResource,
-    settings: CurationSettings,
-    aws: AwsCredentials,
+    selected: list[SourceFile], sources: SourcesResource, settings: CurationSettings
 ) -> list[str]:
     """Names of the selected files absent from their mirror; one that may not be read (a link
     out of its mirror, a special file, unreadable) fails the run before any file is read."""
@@ -162,7 +158,7 @@ def _absent(
         for source in selected:
             root, revision = sources.root(source.dataset)
             uri = file_uri(root, source.relpath, revision)
-            if not is_present(uri, aws.storage_options(root), root=root, policy=policy):
+            if not is_present(uri, sources.storage_options(root), root=root, policy=policy):
                 absent.append(file_name(source.dataset, source.relpath))
     except SourceError as exc:
         if is_transient(exc):
@@ -201,7 +197,6 @@ def _preflight(
     selected: list[SourceFile],
     sources: SourcesResource,
     settings: CurationSettings,
-    aws: AwsCredentials,
     store: StoreResource,
 ) -> tuple[str, set[str]] | None:
     """Check the file settings and every selected mirror root (a readable folder holding files of
@@ -211,9 +206,9 @@ def _preflight(
         check_patterns(settings.allow_missing_files, "allow_missing_files")
         for dataset in sorted({s.dataset for s in selected}):
             root, _ = sources.root(dataset)
-            check_root(root, aws.storage_options(root))
+            check_root(root, sources.storage_options(root))
             layout = [s for s in all_files() if s.dataset == dataset]
-            check_layout(root, layout, aws.storage_options(root))
+            check_layout(root, layout, sources.storage_options(root))
     except (ValueError, SourceError) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
     try:

@@ -38,8 +38,10 @@ import dagster as dg
 import pyarrow as pa
 
 from curation.batches import BatchStream
+from curation.redact import has_credentials
 from curation.selection import RowSelection
 from curation.stage_table import StageTable
+from curation.store import credentials_refused
 
 if TYPE_CHECKING:
     from upath import UPath
@@ -324,6 +326,8 @@ class ArrowTableIOManager(dg.ConfigurableIOManagerFactory):
     def create_io_manager(self, context: dg.InitResourceContext) -> RunScopedArrowIOManager:
         from upath import UPath
 
+        if has_credentials(self.base_dir):  # as a store does (curation.store)
+            raise credentials_refused(self.base_dir)
         manager = RunScopedArrowIOManager(
             UPath(self.base_dir),
             run_id=context.run_id or "no-run",

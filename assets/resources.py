@@ -1,8 +1,10 @@
 """Dagster resources: where the sources are, where releases go, and the curation settings.
 
-Secrets (AWS keys) come from environment variables through ``dg.EnvVar`` in
-``pipelines/definitions.py``; they are only handed to fsspec/boto3 and never logged or put in
-metadata (:meth:`StoreResource.describe` shows the URI and endpoint only).
+Secrets (AWS keys, ``SOURCES_HTTP_HEADERS``, a source URI as set with its credentials) come
+from environment variables through ``dg.EnvVar`` in ``pipelines/definitions.py``, so the run
+config and the job snapshot hold the variable's name, never its value; they are only handed to
+fsspec/boto3 as storage options and never logged or put in metadata
+(:meth:`StoreResource.describe` shows the redacted URI and the endpoint only).
 """
 
 import dataclasses
@@ -18,9 +20,16 @@ from curation.decontam import DecontamConfig
 from curation.dedup import DedupConfig
 from curation.ingest import check_patterns
 from curation.memory import MAX_MMAP_THRESHOLD
+from curation.redact import has_credentials, redact_uri
 from curation.report import QUARANTINE_ERROR_RATE, QUARANTINE_WARN_RATE
 from curation.rules import resolve_levels
-from curation.sources import DECOMPRESSED_BYTES_CEILING, MAX_DECOMPRESSED_BYTES, ReadPolicy
+from curation.sources import (
+    DECOMPRESSED_BYTES_CEILING,
+    MAX_DECOMPRESSED_BYTES,
+    ReadPolicy,
+    SourceError,
+    mirror_storage_options,
+)
 
 
 def _aws_options(
@@ -59,20 +68,77 @@ class AwsCredentials(dg.ConfigurableResource):
         )
 
 
-class SourcesResource(dg.ConfigurableResource):
-    """The two upstream mirrors (URIs in the upstream layouts) and their pinned revisions."""
+#: Where the credentials of a source mirror may be set (``docs/operations.md``, Security).
+CREDENTIALS_HINT = (
+    "set them in the environment: in HH_RLHF_URI/PKU_SAFERLHF_URI themselves, "
+    "SOURCES_HTTP_HEADERS, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+)
 
-    hh_rlhf_uri: str = Field(description="Root of an HH-RLHF mirror (path, s3://, hf://, https://)")
-    pku_saferlhf_uri: str = Field(description="Root of a PKU-SafeRLHF mirror")
+
+class SourceCredentials(dg.ConfigurableResource):
+    """Credentials of the source mirrors, from the environment only (``dg.EnvVar``, so run config
+    and job snapshots hold the variables' names); a resource of its own, so that run config
+    naming other sources (``rlhf-curate run --hh``) leaves it in place.
+
+    ``hh_rlhf_uri``/``pku_saferlhf_uri`` are ``$HH_RLHF_URI``/``$PKU_SAFERLHF_URI`` as set, with
+    the credentials in them (user info, query string); a mirror whose redacted URI is one of
+    theirs is read with them. ``http_headers`` is ``$SOURCES_HTTP_HEADERS`` (a JSON object of
+    headers), sent to both mirrors when they are http(s).
+    """
+
+    hh_rlhf_uri: str | None = None
+    pku_saferlhf_uri: str | None = None
+    http_headers: str | None = None
+
+    def storage_options(self, uri: str) -> dict[str, Any]:
+        """fsspec storage options with the credentials that reading ``uri`` needs (never log
+        them; ``curation.sources.mirror_storage_options``)."""
+        configured = (self.hh_rlhf_uri, self.pku_saferlhf_uri)
+        return mirror_storage_options(uri, configured, self.http_headers)
+
+
+#: Where the credentials of a source mirror may be set (``docs/operations.md``, Security).
+CREDENTIALS_HINT = (
+    "set them in the environment: in HH_RLHF_URI/PKU_SAFERLHF_URI themselves, "
+    "SOURCES_HTTP_HEADERS, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+)
+
+
+class SourcesResource(dg.ConfigurableResource):
+    """The two upstream mirrors (URIs in the upstream layouts) and their pinned revisions.
+
+    The URIs are recorded (run config, run tags, metadata, the release), so they hold no
+    credentials: a mirror's credentials come from the environment only (:class:`AwsCredentials`,
+    :class:`SourceCredentials`) and reach fsspec through :meth:`storage_options`.
+    """
+
+    hh_rlhf_uri: str = Field(
+        description="Root of an HH-RLHF mirror (path, s3://, hf://, https://), without credentials"
+    )
+    pku_saferlhf_uri: str = Field(description="Root of a PKU-SafeRLHF mirror, without credentials")
     hh_rlhf_revision: str | None = None
     pku_saferlhf_revision: str | None = None
     aws: dg.ResourceDependency[AwsCredentials]
+    credentials: dg.ResourceDependency[SourceCredentials]
 
     def root(self, dataset: str) -> tuple[str, str | None]:
-        """(URI, revision) of the mirror holding ``dataset``."""
+        """(URI, revision) of the mirror holding ``dataset``; a URI with credentials in it (given
+        as run config, hence recorded) is a :class:`SourceError` naming its redacted form."""
         if dataset == "hh-rlhf":
-            return self.hh_rlhf_uri, self.hh_rlhf_revision
-        return self.pku_saferlhf_uri, self.pku_saferlhf_revision
+            uri, revision = self.hh_rlhf_uri, self.hh_rlhf_revision
+        else:
+            uri, revision = self.pku_saferlhf_uri, self.pku_saferlhf_revision
+        if has_credentials(uri):
+            raise SourceError(
+                f"{redact_uri(uri)}: credentials in a source URI of the run config are refused "
+                f"(they would be recorded); {CREDENTIALS_HINT}"
+            )
+        return uri, revision
+
+    def storage_options(self, uri: str) -> dict[str, Any]:
+        """fsspec storage options to read ``uri`` (a mirror root or a file under it): the AWS
+        options for ``s3://`` plus the mirror's own credentials (never log them)."""
+        return {**self.aws.storage_options(uri), **self.credentials.storage_options(uri)}
 
 
 class StoreResource(dg.ConfigurableResource):
@@ -86,8 +152,11 @@ class StoreResource(dg.ConfigurableResource):
         return self.aws.storage_options(self.uri)
 
     def describe(self) -> dict[str, str]:
-        """What may be shown in logs and metadata: the URI and the endpoint, no secrets."""
-        return {"store_uri": self.uri, "endpoint_url": self.aws.endpoint_url or ""}
+        """What may be shown in logs and metadata: the redacted URI and the endpoint."""
+        return {
+            "store_uri": redact_uri(self.uri),
+            "endpoint_url": redact_uri(self.aws.endpoint_url or ""),
+        }
 
 
 class CurationSettings(dg.ConfigurableResource):
@@ -183,6 +252,17 @@ class CurationSettings(dg.ConfigurableResource):
         description="Read a local source file even when it, or a folder on its path, is a "
         "symbolic link resolving outside the mirror root (otherwise an error naming the link).",
     )
+
+    @field_validator("extra_reference_uris")
+    @classmethod
+    def _no_credentials(cls, value: list[str]) -> list[str]:
+        for spec in value:
+            if has_credentials(spec):  # the settings are recorded (run config, the release)
+                raise ValueError(
+                    f"{redact_uri(spec)}: credentials in a reference URI are refused (they "
+                    "would be recorded); give them as AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+                )
+        return value
 
     @field_validator("rule_levels")
     @classmethod

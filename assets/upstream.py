@@ -11,7 +11,7 @@ import warnings
 import dagster as dg
 
 from assets.keys import upstream_asset_key
-from assets.resources import AwsCredentials, SourcesResource
+from assets.resources import SourcesResource
 from curation.schema import HH_DATASET, PKU_DATASET
 from curation.sources import all_files, file_uri
 from curation.upstream import dataset_fingerprints
@@ -30,9 +30,7 @@ def _spec(source) -> dg.AssetSpec:
     )
 
 
-def observe_files(
-    sources: SourcesResource, aws: AwsCredentials, selected
-) -> list[dg.ObserveResult]:
+def observe_files(sources: SourcesResource, selected) -> list[dg.ObserveResult]:
     """One :class:`dg.ObserveResult` per selected upstream file (one Hub call per dataset)."""
     results = []
     for dataset in (HH_DATASET, PKU_DATASET):
@@ -43,7 +41,7 @@ def observe_files(
             continue
         root, revision = sources.root(dataset)
         prints = dataset_fingerprints(
-            [f.relpath for f in files], root, revision, aws.storage_options(root)
+            [f.relpath for f in files], root, revision, sources.storage_options(root)
         )
         for f in files:
             results.append(
@@ -76,9 +74,7 @@ def build_upstream_files(
             can_subset=True,
             description="Fingerprint every upstream file of both mirrors in one step.",
         )
-        def upstream_files(
-            context: dg.AssetExecutionContext, sources: SourcesResource, aws: AwsCredentials
-        ):
-            yield from observe_files(sources, aws, context.selected_asset_keys)
+        def upstream_files(context: dg.AssetExecutionContext, sources: SourcesResource):
+            yield from observe_files(sources, context.selected_asset_keys)
 
     return upstream_files

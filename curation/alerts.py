@@ -18,11 +18,9 @@ or query, so the URL is never logged: only ``scheme://host/...``.
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 import json
 import logging
-import re
 import threading
 import time
 import urllib.error
@@ -30,7 +28,9 @@ import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import urlsplit
+
+from curation.redact import redact_uri, scrub, split_userinfo, uri_secrets
 
 #: Environment variable the pipeline reads the webhook URL from (unset: alerts are only logged).
 WEBHOOK_ENV = "ALERT_WEBHOOK_URL"
@@ -56,37 +56,17 @@ _log = logging.getLogger(__name__)
 
 
 def redact_url(url: str | None) -> str:
-    """``scheme://host[:port]/...``: no user info, path, query or fragment."""
-    if not url:
-        return "<none>"
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or "?"
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "<unparseable url>"
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    return f"{parts.scheme or '?'}://{host}{port}/..."
+    """A webhook URL as it may be logged: ``scheme://host[:port]/...`` (no user info, path,
+    query or fragment; :func:`curation.redact.redact_uri`)."""
+    return redact_uri(url, keep_path=False) if url else "<none>"
 
 
 def _scrub(text: str, url: str | None) -> str:
-    """Remove the URL and its secret-bearing parts from free text (e.g. exception messages)."""
+    """Remove the URL and its secret-bearing parts (user info, query, path and its token-like
+    segments) from free text (e.g. exception messages)."""
     if not url:
-        return text
-    redacted = redact_url(url)
-    text = text.replace(url, redacted)
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return text
-    secrets = [parts.path, parts.query, parts.username, parts.password]
-    # token-like pieces on their own too (e.g. the last segment of a Slack webhook path)
-    secrets += [p for p in re.split(r"[/?&=;]", f"{parts.path}?{parts.query}") if len(p) >= 12]
-    for secret in sorted(filter(None, secrets), key=len, reverse=True):
-        if len(secret) > 1:
-            text = text.replace(secret, "...")
-    return text
+        return scrub(text)
+    return scrub(text.replace(url, redact_url(url)), uri_secrets(url, path_is_secret=True))
 
 
 def _severity_name(severity: Any) -> str:
@@ -171,23 +151,6 @@ def _is_loopback(url: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def split_credentials(url: str) -> tuple[str, dict[str, str]]:
-    """``https://user:pass@host/path`` -> (``https://host/path``, an ``Authorization: Basic``
-    header). urllib does not take credentials from the URL (it fails resolving
-    ``user:pass@host`` as a host name), so they travel as the standard header instead."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url, {}
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    bare = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-    user_pass = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
-    token = base64.b64encode(user_pass.encode()).decode()
-    return bare, {"Authorization": f"Basic {token}"}
 
 
 def _open(request: urllib.request.Request, timeout: float):
@@ -320,7 +283,7 @@ def deliver(
         log.error("alert webhook %s: unsupported scheme, not sent", target)
         return outcome(False, "unsupported URL scheme")
     data = json.dumps(payload, ensure_ascii=False, default=str).encode("utf-8")
-    target_url, auth = split_credentials(url)
+    target_url, auth = split_userinfo(url)
     attempts = 1 + max(int(retries), 0)
     problem = "not sent: alert time budget spent"
     for attempt in range(attempts):

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from huggingface_hub import DatasetCardData
 
+from curation.redact import redact_uri
 from curation.report import format_value, markdown_table
 from curation.schema import HARM_CATEGORIES, HH_DATASET, PKU_DATASET, SEVERITY_LEVELS
 
@@ -312,7 +313,7 @@ def _sources_section(manifest: Mapping[str, Any]) -> list[str]:
         rows.append(
             [
                 s.get("name") or s.get("dataset") or "-",
-                s.get("uri") or s.get("url") or "-",
+                redact_uri(s.get("uri") or s.get("url") or "-"),
                 s.get("revision") or "-",
                 sum(1 for f in files if f.get("present", True)),
                 sum(int(f.get("rows") or 0) for f in files),

@@ -38,6 +38,7 @@ from curation.jsonl import (
     unknown_keys,
 )
 from curation.parallel import in_threads
+from curation.redact import redact_uri
 from curation.release import read_latest, read_manifest
 from curation.sources import (
     DEFAULT_POLICY,
@@ -169,7 +170,8 @@ def ingest_file(
     :func:`curation.sources.read_raw`) raises :class:`~curation.sources.SourceError` naming it.
     """
     levels = rules.resolve_levels(levels)
-    uri = file_uri(root, source.relpath, revision)
+    read_uri = file_uri(root, source.relpath, revision)
+    uri = redact_uri(read_uri)  # what is recorded and quoted: never a credential
     report = FileReport(
         source.dataset, source.subset, source.split, source.relpath, uri, revision, False
     )
@@ -177,10 +179,10 @@ def ingest_file(
     # the next observation differs from it and the file is read again
     remote = (
         None
-        if fingerprint_is_content(uri, root)
+        if fingerprint_is_content(read_uri, root)
         else source_fingerprint(root, source.relpath, revision, storage_options)
     )
-    raw = read_raw(uri, storage_options, root=root, policy=policy)
+    raw = read_raw(read_uri, storage_options, root=root, policy=policy)
     if raw is None:
         log.info("%s: not in the mirror; skipping %s", uri, source.key)
         report.fingerprint = ABSENT

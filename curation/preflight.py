@@ -3,19 +3,21 @@
 A missing bucket, refused credentials, a read-only folder, a mistyped source URI or the mirror of
 the wrong dataset otherwise surface only later in a run (the store at publish, after the whole
 pipeline; a root without any file of its dataset after every file was ingested). Each check gives
-one line; nothing is retried (these are permanent errors).
+one line; nothing is retried (these are permanent errors). A line never quotes a credential:
+URIs are redacted and errors scrubbed (``curation.redact``).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import fsspec
 
-from curation.sources import SourceError, all_files, check_layout
+from curation.redact import redact_uri, scrub
+from curation.sources import SourceError, all_files, check_layout, option_secrets
 from curation.store import Store, StoreError
 
 
@@ -34,11 +36,13 @@ class Check:
 
 def check_store(uri: str, storage_options: Mapping[str, Any] | None = None) -> Check:
     """The store's bucket exists (S3) and a probe object can be written, read and deleted."""
-    what = f"store {uri}"
+    what = f"store {redact_uri(uri)}"
     try:
-        Store(uri, storage_options).preflight()
+        store = Store(uri, storage_options)
+        store.preflight()
     except StoreError as exc:
-        return Check(what, False, str(exc).removeprefix(f"{Store(uri).uri}: "))
+        detail = scrub(str(exc), option_secrets(storage_options)).partition(": ")[2]
+        return Check(what, False, detail or str(exc))
     return Check(what, True, "readable and writable")
 
 
@@ -47,7 +51,7 @@ def check_source_root(
 ) -> Check:
     """The root of a source mirror exists, is a readable folder and, when ``name`` is a dataset
     (``hh-rlhf``, ``pku-saferlhf``), holds at least one file of that dataset's layout."""
-    what = f"source {name} {uri}"
+    what = f"source {name} {redact_uri(uri)}"
     if "://" not in uri or uri.startswith("file://"):
         path = uri.removeprefix("file://")
         if not os.path.exists(path):
@@ -63,7 +67,8 @@ def check_source_root(
             return Check(what, False, "no such folder (or no access)")
         return _check_layout(what, name, uri, storage_options)
     except Exception as exc:  # one line, whatever the backend raised
-        return Check(what, False, f"cannot be read: {type(exc).__name__}: {exc}")
+        detail = scrub(f"{type(exc).__name__}: {exc}", option_secrets(storage_options))
+        return Check(what, False, f"cannot be read: {detail}")
 
 
 def _check_layout(
@@ -74,18 +79,30 @@ def _check_layout(
     try:
         check_layout(uri, layout, dict(storage_options or {}))
     except SourceError as exc:
-        return Check(what, False, str(exc).removeprefix(f"{uri}: "))
+        return Check(what, False, str(exc).removeprefix(f"{redact_uri(uri)}: "))
     return Check(what, True, "readable folder" + (f" with {dataset} files" if layout else ""))
 
 
 def preflight(
     store_uri: str,
     sources: Mapping[str, str],
-    storage_options: Mapping[str, Any] | None = None,
+    store_options: Mapping[str, Any] | None = None,
+    source_options: Callable[[str], Mapping[str, Any]] | None = None,
 ) -> list[Check]:
-    """Check the store and every source root (``name -> uri``); one :class:`Check` each."""
-    checks = [check_store(store_uri, storage_options if store_uri.startswith("s3") else None)]
+    """Check the store and every source root (``name -> uri``); one :class:`Check` each.
+
+    ``store_options`` are the store's storage options, ``source_options(uri)`` those of a
+    source root (its credentials: ``SourcesResource.storage_options``).
+    """
+    checks = [check_store(store_uri, store_options)]
     for name, uri in sources.items():
-        options = storage_options if uri.startswith("s3") else None
+        try:
+            options = source_options(uri) if source_options else None
+        except (SourceError, ValueError) as exc:  # credentials of a kind the URI cannot take
+            shown = redact_uri(uri)
+            checks.append(
+                Check(f"source {name} {shown}", False, str(exc).removeprefix(f"{shown}: "))
+            )
+            continue
         checks.append(check_source_root(name, uri, options))
     return checks

@@ -9,21 +9,39 @@ What a mirror may contain (:class:`ReadPolicy`): a local file, or a folder on it
 symbolic link only when it resolves inside the mirror root (unless
 ``allow_links_outside_mirror``); only regular files are read; no file decompresses to more than
 ``max_decompressed_bytes``, and decompression stops there.
+
+The URIs handled here are the redacted ones (``curation.redact``): credentials of a mirror
+travel as fsspec storage options only (:func:`mirror_storage_options`: the user info and query
+string of the source URI as configured, ``SOURCES_HTTP_HEADERS``), so a file's URI can be
+recorded as it is, and read errors are scrubbed of every secret in the options.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import gzip
 import hashlib
 import io
+import json
 import logging
 import os
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import fsspec
 from isal import igzip, igzip_lib
 
+from curation.redact import (
+    query_params,
+    redact_uri,
+    scrub,
+    split_userinfo,
+    uri_secrets,
+    userinfo,
+)
 from curation.schema import (
     HH_DATASET,
     HH_RED_TEAM_SUBSET,
@@ -51,8 +69,58 @@ MAX_DECOMPRESSED_BYTES = 1 << 30
 DECOMPRESSED_BYTES_CEILING = 2**31 - 2
 
 
+#: The environment variable (read by ``pipelines.settings`` only) holding HTTP headers, as a JSON
+#: object, sent with every request to an http(s) source mirror.
+HTTP_HEADERS_ENV = "SOURCES_HTTP_HEADERS"
+#: Read errors that no retry cures (the rest of ``OSError``: connection resets, timeouts).
+_NOT_TRANSIENT = (
+    gzip.BadGzipFile,
+    FileNotFoundError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
+)
+
+
 class SourceError(RuntimeError):
-    """A source file or mirror that cannot be read; the message names the URI and the problem."""
+    """A source file or mirror that cannot be read; the message names the URI and the problem.
+
+    ``transient`` says whether a retry may cure it (``None``: judged from ``__cause__``,
+    ``curation.upstream.is_transient``).
+    """
+
+    def __init__(self, message: str, transient: bool | None = None):
+        super().__init__(message)
+        self.transient = transient
+
+
+def is_transient_error(exc: BaseException) -> bool:
+    """Whether a read error is worth retrying: an HTTP 429 or 5xx, or an ``OSError`` other than
+    a missing file, a permission error or a bad gzip stream (connection reset, timeout)."""
+    status = getattr(exc, "status", None)
+    if isinstance(status, int):
+        return status == 429 or status >= 500
+    return isinstance(exc, OSError) and not isinstance(exc, _NOT_TRANSIENT)
+
+
+def http_failure(exc: FileNotFoundError) -> BaseException | None:
+    """The HTTP error behind a ``FileNotFoundError`` of fsspec's HTTP filesystem, unless it is a
+    404/410: that filesystem reports every failure (401, 403, 5xx) as not found, which would make
+    a mirror that refuses the credentials look empty."""
+    cause = exc.__cause__
+    status = getattr(cause, "status", None)
+    return cause if isinstance(status, int) and status not in (404, 410) else None
+
+
+def read_error(
+    uri: str, problem: str, exc: BaseException, storage_options: Mapping | None
+) -> SourceError:
+    """A :class:`SourceError` ``"<uri>: <problem>: <exc>"`` whose text is scrubbed of every URI
+    credential and every secret in ``storage_options``; raise it ``from None`` (a chained
+    exception would carry the unscrubbed text into the run's event log)."""
+    secrets = option_secrets(storage_options) + uri_secrets(uri)
+    detail = scrub(f"{redact_uri(uri)}: {problem}: {exc}", secrets)
+    return SourceError(detail, transient=is_transient_error(exc))
 
 
 @dataclass(frozen=True)
@@ -147,11 +215,99 @@ def file_uri(root: str, relpath: str, revision: str | None = None) -> str:
     return f"{root}/{relpath}"
 
 
+def parse_http_headers(text: str | None) -> dict[str, str]:
+    """``SOURCES_HTTP_HEADERS``: a JSON object of header names to string values (``{}`` when
+    unset). A malformed value is a ``ValueError`` that never quotes it (it holds secrets)."""
+    if not text:
+        return {}
+    expected = 'a JSON object of header names to strings, e.g. {"Authorization": "Bearer ..."}'
+    try:
+        headers = json.loads(text)
+    except ValueError as exc:
+        line, column = getattr(exc, "lineno", "?"), getattr(exc, "colno", "?")
+        raise ValueError(
+            f"{HTTP_HEADERS_ENV}: not JSON (line {line}, column {column}); expected {expected}"
+        ) from None
+    if not isinstance(headers, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
+        raise ValueError(f"{HTTP_HEADERS_ENV}: expected {expected}")
+    return headers
+
+
+def is_http(uri: str) -> bool:
+    """Whether ``uri`` is an ``http://`` or ``https://`` URI."""
+    return uri.startswith(("http://", "https://"))
+
+
+def credential_options(uri: str) -> dict[str, Any]:
+    """fsspec storage options carrying the credentials written into the source URI ``uri``, to
+    read its redacted form and the files under it: for http(s) the user info as an
+    ``Authorization: Basic`` header and the query string as request ``params``; for ``s3://``
+    the user info as ``key``/``secret``. Other schemes take no credentials in the URI
+    (:class:`SourceError` naming the redacted URI)."""
+    scheme = uri.split("://", 1)[0].lower()
+    params = query_params(uri)
+    if scheme in ("http", "https"):
+        _, headers = split_userinfo(uri)
+        options: dict[str, Any] = {"headers": headers} if headers else {}
+        if params:
+            options["params"] = params
+        return options
+    user, password = userinfo(uri)
+    if scheme in ("s3", "s3a") and not params:
+        return {"key": user, "secret": password} if user or password else {}
+    raise SourceError(
+        f"{redact_uri(uri)}: credentials in a {scheme}:// source URI are not supported; give "
+        "them in the environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY for s3://, HF_TOKEN "
+        "for hf://)"
+    )
+
+
+def mirror_storage_options(
+    uri: str, configured: Iterable[str | None] = (), http_headers: str | None = None
+) -> dict[str, Any]:
+    """The storage options with the credentials that reading ``uri`` (a redacted mirror root or
+    a file under it) needs: those of each source URI in ``configured`` (as set, credentials
+    included) whose redacted form is ``uri`` or a folder above it, and for http(s) the headers
+    of ``SOURCES_HTTP_HEADERS`` (``http_headers``, JSON; the URI's own user info wins)."""
+    options: dict[str, Any] = {}
+    for full in filter(None, configured):
+        root = redact_uri(full).rstrip("/")
+        if uri == root or uri.startswith(f"{root}/"):
+            options = credential_options(full)
+            break
+    if is_http(uri) and http_headers:
+        options["headers"] = {**parse_http_headers(http_headers), **options.get("headers", {})}
+    return options
+
+
+def option_secrets(storage_options: Mapping[str, Any] | None) -> list[str]:
+    """Every secret in fsspec storage options, as it may appear in an error message: header and
+    query values, ``key``/``secret``/``token``/``password``, and the user and password inside
+    an ``Authorization: Basic`` header."""
+    options = storage_options or {}
+    secrets = [str(options[k]) for k in ("key", "secret", "token", "password") if options.get(k)]
+    secrets += [str(value) for value in (options.get("headers") or {}).values()]
+    secrets += [str(value) for _, value in options.get("params") or []]
+    for value in (options.get("headers") or {}).values():
+        scheme, _, token = str(value).partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                user, _, password = base64.b64decode(token).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                continue
+            secrets += [user, password, token]
+        elif token:
+            secrets.append(token)
+    return [s for s in secrets if s]
+
+
 @dataclass(frozen=True)
 class RawFile:
     """The stored bytes of a source file plus what the manifest records about it."""
 
-    uri: str
+    uri: str  # redacted (curation.redact): no credentials
     raw: bytes
     sha256: str
 
@@ -195,7 +351,7 @@ def _check_bound(uri: str, size: int, max_bytes: int, what: str = "holds") -> No
     """Raise :class:`SourceError` naming ``uri`` when ``size`` exceeds ``max_bytes``."""
     if size > max_bytes:
         raise SourceError(
-            f"{uri}: {what} more than {max_bytes:,} bytes, the bound on one source file "
+            f"{redact_uri(uri)}: {what} more than {max_bytes:,} bytes, the bound on one source file "
             "(max_decompressed_bytes; docs/operations.md, Security)"
         )
 
@@ -217,7 +373,7 @@ def read_raw(
     opened.
     """
     fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
-    info = _info(fs, path, uri, root, policy)
+    info = _info(fs, path, uri, root, policy, storage_options)
     if info is None:
         return None
     bound = policy.max_decompressed_bytes
@@ -226,10 +382,10 @@ def read_raw(
     try:
         with fs.open(path, "rb") as handle:
             raw = handle.read(bound + 1)  # bounded even when the size above was unknown
-    except OSError as exc:
-        raise SourceError(f"{uri}: cannot read: {exc}") from exc
+    except Exception as exc:  # OSError, or an HTTP client's error (it may quote the URL)
+        raise read_error(uri, "cannot read", exc, storage_options) from None
     _check_bound(uri, len(raw), bound, "is")
-    return RawFile(uri=uri, raw=raw, sha256=hashlib.sha256(raw).hexdigest())
+    return RawFile(uri=redact_uri(uri), raw=raw, sha256=hashlib.sha256(raw).hexdigest())
 
 
 def is_present(
@@ -242,11 +398,16 @@ def is_present(
     """Whether a source file exists, without reading it; raises :class:`SourceError` like
     :func:`read_raw` for a path that exists but cannot be read."""
     fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
-    return _info(fs, path, uri, root, policy) is not None
+    return _info(fs, path, uri, root, policy, storage_options) is not None
 
 
 def _info(
-    fs: fsspec.AbstractFileSystem, path: str, uri: str, root: str | None, policy: ReadPolicy
+    fs: fsspec.AbstractFileSystem,
+    path: str,
+    uri: str,
+    root: str | None,
+    policy: ReadPolicy,
+    storage_options: Mapping | None = None,
 ) -> dict | None:
     """The file's fsspec info, ``None`` when nothing is there; :class:`SourceError` when
     something is there that may not be read."""
@@ -257,14 +418,17 @@ def _info(
         check_inside_mirror(path, root, uri)
     try:
         info = fs.info(path)
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
+        failure = http_failure(exc)
+        if failure is not None:
+            raise read_error(uri, "cannot read", failure, storage_options) from None
         return None
-    except OSError as exc:  # permission denied on the file or a parent, I/O errors
-        raise SourceError(f"{uri}: cannot read: {exc}") from exc
+    except Exception as exc:  # permission denied on the file or a parent, I/O errors
+        raise read_error(uri, "cannot read", exc, storage_options) from None
     if info.get("type") == "directory":
-        raise SourceError(f"{uri}: is a folder, not a file")
+        raise SourceError(f"{redact_uri(uri)}: is a folder, not a file")
     if local and info.get("type") != "file":
-        raise SourceError(f"{uri}: not a regular file (a FIFO, socket or device)")
+        raise SourceError(f"{redact_uri(uri)}: not a regular file (a FIFO, socket or device)")
     return info
 
 
@@ -330,13 +494,15 @@ def check_root(root: str, storage_options: dict | None = None) -> None:
     try:
         info = fs.info(path)
     except FileNotFoundError:
-        raise SourceError(f"{root}: mirror root does not exist (check the source URI)") from None
-    except OSError as exc:
-        raise SourceError(f"{root}: mirror root cannot be read: {exc}") from exc
+        raise SourceError(
+            f"{redact_uri(root)}: mirror root does not exist (check the source URI)"
+        ) from None
+    except Exception as exc:
+        raise read_error(root, "mirror root cannot be read", exc, storage_options) from None
     if info.get("type") != "directory":
-        raise SourceError(f"{root}: mirror root is not a folder")
+        raise SourceError(f"{redact_uri(root)}: mirror root is not a folder")
     if _is_local(fs) and not os.access(path, os.R_OK | os.X_OK):
-        raise SourceError(f"{root}: mirror root cannot be read: permission denied")
+        raise SourceError(f"{redact_uri(root)}: mirror root cannot be read: permission denied")
 
 
 def check_layout(
@@ -357,7 +523,8 @@ def check_layout(
         return
     expected = ", ".join(f.relpath for f in files[:3])
     raise SourceError(
-        f"{root}: no recognisable {files[0].dataset} files in this mirror (expected e.g. {expected})"
+        f"{redact_uri(root)}: no recognisable {files[0].dataset} files in this mirror "
+        f"(expected e.g. {expected})"
     )
 
 

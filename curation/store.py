@@ -43,6 +43,8 @@ import fsspec
 from filelock import FileLock
 from filelock import Timeout as FileLockTimeout
 
+from curation.redact import has_credentials, redact_uri
+
 log = logging.getLogger(__name__)
 
 #: Default botocore settings: fail fast on a dead endpoint instead of retrying for ~10 s.
@@ -109,6 +111,19 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionError | TimeoutError)
 
 
+#: Where a store's credentials go instead of its URI.
+STORE_CREDENTIALS_HINT = "give them as AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY instead"
+
+
+def credentials_refused(uri: str) -> StoreError:
+    """The error for a store URI with credentials in it (user info, a query string): they would
+    be printed and recorded wherever the URI is, so they are refused, never used."""
+    return StoreError(
+        f"{redact_uri(uri)}: credentials in a store URI are refused (they would be printed and "
+        f"recorded); {STORE_CREDENTIALS_HINT}"
+    )
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -131,6 +146,8 @@ class Store:
         self, uri: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None
     ):
         raw = os.fspath(uri)
+        if has_credentials(raw):
+            raise credentials_refused(raw)
         self.storage_options: dict[str, Any] = dict(storage_options or {})
         parsed = urlparse(raw)
         if parsed.scheme in ("s3", "s3a"):

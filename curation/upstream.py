@@ -12,13 +12,20 @@ A fingerprint is the Dagster data version of an upstream file (see ``assets/upst
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import re
 
 import fsspec
 
-from curation.sources import file_uri, link_outside_mirror, local_path
+from curation.sources import (
+    SourceError,
+    file_uri,
+    http_failure,
+    is_transient_error,
+    link_outside_mirror,
+    local_path,
+    read_error,
+)
 
 ABSENT = "absent"
 _HF_REPO = re.compile(r"^hf://datasets/([^/@]+/[^/@]+)(?:@([^/]+))?")
@@ -74,8 +81,13 @@ def source_fingerprint(
     fs.invalidate_cache()
     try:
         info = fs.info(path)
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
+        failure = http_failure(exc)
+        if failure is not None:
+            raise read_error(uri, "cannot observe", failure, storage_options) from None
         return ABSENT
+    except Exception as exc:  # an HTTP client's error may quote the URL and its query
+        raise read_error(uri, "cannot observe", exc, storage_options) from None
     if info.get("type") == "directory":
         return ABSENT
     etag = info.get("ETag") or info.get("etag")
@@ -111,21 +123,14 @@ def dataset_fingerprints(
     return {p: source_fingerprint(root, p, revision, storage_options) for p in relpaths}
 
 
-_NOT_TRANSIENT = (
-    gzip.BadGzipFile,
-    FileNotFoundError,
-    PermissionError,
-    IsADirectoryError,
-    NotADirectoryError,
-)
-
-
 def is_transient(exc: BaseException) -> bool:
     """A read that failed on I/O (connection reset, timeout, throttling): worth retrying.
 
-    ``curation.sources`` wraps such ``OSError`` s in ``SourceError``; corrupt content
-    (bad or truncated gzip, empty file, malformed JSON) is a ``SourceError`` without an
-    ``OSError`` cause and is not retried.
+    ``curation.sources`` wraps read errors in a ``SourceError`` that says whether it is
+    transient (:func:`curation.sources.is_transient_error`); otherwise the cause decides.
+    Corrupt content (bad or truncated gzip, empty file, malformed JSON) is not retried.
     """
+    if isinstance(exc, SourceError) and exc.transient is not None:
+        return exc.transient
     cause = exc.__cause__
-    return isinstance(cause, OSError) and not isinstance(cause, _NOT_TRANSIENT)
+    return cause is not None and not isinstance(cause, SourceError) and is_transient_error(cause)

@@ -35,6 +35,7 @@ import dagster as dg
 from assets.alerting import AlertsResource
 from assets.keys import FINGERPRINT, RELEASE_KEY, UPSTREAM_KEYS
 from assets.resources import CurationSettings
+from curation.redact import redact_uri
 from curation.release import manifest_key
 from curation.store import Store, StoreError
 from pipelines.settings import Environment
@@ -323,11 +324,11 @@ SOURCE_TAGS = {
 
 
 def run_tags(environment: Environment) -> dict[str, str]:
-    """Tags every run carries: the store and the sources (and pinned revisions)."""
+    """Tags every run carries: the store and the sources (and pinned revisions), redacted."""
     sources = environment.sources_config()
     return {
-        "rlhf/store": environment.store_uri,
-        **{SOURCE_TAGS[name]: value for name, value in sources.items()},
+        "rlhf/store": redact_uri(environment.store_uri),
+        **{SOURCE_TAGS[name]: redact_uri(value) for name, value in sources.items()},
     }
 
 

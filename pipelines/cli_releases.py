@@ -14,9 +14,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from curation import reader
+from curation.redact import redact_uri
 from curation.release import ReleaseError
 from curation.report import plain_table
-from curation.store import StoreError
+from curation.store import StoreError, credentials_refused
 from pipelines.settings import Environment
 
 DEFAULT_STORE = "./warehouse"
@@ -25,8 +26,12 @@ STORE_ENV = "CURATED_STORE_URI"
 
 def _default_store() -> str:
     """The store ``rlhf-curate run`` publishes to (``$CURATED_STORE_URI``, else the repo's
-    ``warehouse``), wherever the command is started."""
-    return Environment.from_env().store_uri
+    ``warehouse``), wherever the command is started. Credentials in it are refused
+    (``curation.store.credentials_refused``)."""
+    environment = Environment.from_env()
+    if "CURATED_STORE_URI" in environment.secrets_set:
+        raise credentials_refused(environment.store_uri)
+    return environment.store_uri
 
 
 def add_release_commands(subparsers: Any) -> None:
@@ -142,7 +147,12 @@ def _show_sources(manifest: dict[str, Any], out: TextIO) -> None:
     _table(
         ["source", "uri", "revision", "files"],
         [
-            [s.get("name", ""), s.get("uri", ""), s.get("revision", ""), len(s.get("files") or [])]
+            [
+                s.get("name", ""),
+                redact_uri(s.get("uri", "")),
+                s.get("revision", ""),
+                len(s.get("files") or []),
+            ]
             for s in manifest["sources"]
         ],
         out,
@@ -252,12 +262,12 @@ def run_releases_command(args: argparse.Namespace, out: TextIO | None = None) ->
     0 = ok, 1 = verification problems found, 2 = error (bad id, unreachable store...).
     """
     out = out or sys.stdout
-    store = getattr(args, "store", None) or _default_store()
     handler = getattr(args, "handler", None)
     if handler is None:
         print("releases: choose a command: list, show, verify, diff, prune", file=sys.stderr)
         return 2
     try:
+        store = getattr(args, "store", None) or _default_store()
         return handler(store, args, out)
     except (ReleaseError, StoreError, KeyError, ValueError, FileNotFoundError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

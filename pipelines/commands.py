@@ -19,14 +19,18 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import dagster as dg
+
 from assets.alerting import alert_records
 from assets.io import OPTIONAL_INPUT_MANAGER
-from assets.resources import settings_from_mapping
+from assets.resources import CREDENTIALS_HINT, settings_from_mapping
 from curation.alerts import Delivery
 from curation.preflight import preflight
+from curation.redact import has_credentials, redact_uri
+from curation.store import STORE_CREDENTIALS_HINT
 from pipelines.automation import run_tags
 from pipelines.config_file import ConfigError, settings_config
-from pipelines.definitions import build_definitions
+from pipelines.definitions import build_definitions, build_resources
 from pipelines.local_run import persistent_instance, run_full_refresh
 from pipelines.orphans import fail_orphaned_runs, process_tags
 from pipelines.progress import follow_run
@@ -34,19 +38,34 @@ from pipelines.refresh import refresh
 from pipelines.settings import Environment, console_run_config
 
 if TYPE_CHECKING:
-    import dagster as dg
     from dagster._core.execution.api import ExecuteJobResult
 
 
+#: The URI flags of ``rlhf-curate run`` and the settings they replace.
+URI_FLAGS = {"hh": "hh_rlhf_uri", "pku": "pku_saferlhf_uri", "store": "store_uri"}
+
+
 def environment_of(args: argparse.Namespace) -> Environment:
-    """The process environment with the ``--hh``/``--pku``/``--store`` flags applied."""
+    """The process environment with the ``--hh``/``--pku``/``--store`` flags applied.
+
+    A flag's URI goes into the run config and the run tags, so one with credentials in it is
+    a problem (``Environment.problems``), kept only in its redacted form."""
     environment = Environment.from_env()
-    changes = {
-        "hh_rlhf_uri": getattr(args, "hh", None),
-        "pku_saferlhf_uri": getattr(args, "pku", None),
-        "store_uri": getattr(args, "store", None),
-    }
-    return dataclasses.replace(environment, **{k: v for k, v in changes.items() if v})
+    changes, problems = {}, []
+    for flag, name in URI_FLAGS.items():
+        value = getattr(args, flag, None)
+        if not value:
+            continue
+        changes[name] = redact_uri(value)
+        if has_credentials(value):
+            hint = STORE_CREDENTIALS_HINT if flag == "store" else CREDENTIALS_HINT
+            problems.append(
+                f"--{flag} {redact_uri(value)}: credentials on the command line are refused "
+                f"(they would be recorded and are visible to other users); {hint}"
+            )
+    return dataclasses.replace(
+        environment, **changes, problems=environment.problems + tuple(problems)
+    )
 
 
 def run_config_for(environment: Environment, settings: dict, verbose: bool) -> dict:
@@ -66,11 +85,21 @@ def run_config_for(environment: Environment, settings: dict, verbose: bool) -> d
 
 
 def preflight_ok(environment: Environment) -> bool:
-    """Check the store and the source roots before anything runs; one line per problem."""
-    checks = preflight(
-        environment.store_uri,
-        {"hh-rlhf": environment.hh_rlhf_uri, "pku-saferlhf": environment.pku_saferlhf_uri},
-    )
+    """Check the settings, the store and the source roots before anything runs (with the
+    resources a run gets, credentials included); one line per problem."""
+    for problem in environment.problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if environment.problems:
+        return False
+    resources = build_resources(environment)
+    needed = ("aws", "source_credentials", "sources", "store")
+    with dg.build_resources({k: resources[k] for k in needed}) as built:
+        checks = preflight(
+            environment.store_uri,
+            {"hh-rlhf": environment.hh_rlhf_uri, "pku-saferlhf": environment.pku_saferlhf_uri},
+            store_options=built.store.storage_options(),
+            source_options=built.sources.storage_options,
+        )
     for check in checks:
         if not check.ok:
             print(f"error: {check.what}: {check.detail}", file=sys.stderr)

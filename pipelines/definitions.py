@@ -1,7 +1,9 @@
 """The code location: assembles every asset, check, resource, job and sensor.
 
 ``workspace.yaml`` and ``dagster dev`` load ``defs`` from here. Secrets are wired as
-``dg.EnvVar`` only when the variable is set, so loading needs no credentials. Automation
+``dg.EnvVar`` only when the variable is set, so loading needs no credentials; so is a URI
+variable with credentials in it (``pipelines.settings.URI_VARIABLES``), whose redacted form is
+what the run config, the run tags and the asset metadata get. Automation
 conditions, code versions and sensors come from ``pipelines/automation.py``. Runs launched from
 the UI or by the daemon run every step in the run's process by default (on the sample a process
 per step cost more than twice the work); ``DAGSTER_EXECUTOR=multiprocess`` gives a process per
@@ -24,7 +26,13 @@ from assets.ingest import ingest_files
 from assets.io import OPTIONAL_INPUT_MANAGER, ArrowTableIOManager
 from assets.normalize import validate_and_normalize
 from assets.publish import release
-from assets.resources import AwsCredentials, CurationSettings, SourcesResource, StoreResource
+from assets.resources import (
+    AwsCredentials,
+    CurationSettings,
+    SourceCredentials,
+    SourcesResource,
+    StoreResource,
+)
 from assets.upstream import build_upstream_files
 from pipelines.automation import (
     full_refresh_job,
@@ -68,17 +76,26 @@ def build_resources(
         secret_access_key=secret("AWS_SECRET_ACCESS_KEY"),
         region=secret("AWS_DEFAULT_REGION"),
     )
-    tables = environment.stage_tables
+    credentials = SourceCredentials(
+        hh_rlhf_uri=secret("HH_RLHF_URI"),
+        pku_saferlhf_uri=secret("PKU_SAFERLHF_URI"),
+        http_headers=secret("SOURCES_HTTP_HEADERS"),
+    )
+    # a URI variable with credentials in it: the resource gets the variable, never its value
+    # (a store refuses it when it starts, with the redacted URI)
+    tables = secret("STAGE_STORE_URI") or environment.stage_tables
     return {
         "aws": aws,
+        "source_credentials": credentials,
         "sources": SourcesResource(
             hh_rlhf_uri=environment.hh_rlhf_uri,
             pku_saferlhf_uri=environment.pku_saferlhf_uri,
             hh_rlhf_revision=environment.hh_rlhf_revision,
             pku_saferlhf_revision=environment.pku_saferlhf_revision,
             aws=aws,
+            credentials=credentials,
         ),
-        "store": StoreResource(uri=environment.store_uri, aws=aws),
+        "store": StoreResource(uri=secret("CURATED_STORE_URI") or environment.store_uri, aws=aws),
         "settings": settings or CurationSettings(),
         "alerts": AlertsResource(
             webhook_url=secret("ALERT_WEBHOOK_URL"),

@@ -13,6 +13,9 @@ from datetime import timedelta
 from pathlib import Path
 
 from curation.alerts import DEFAULT_BUDGET_SECONDS
+from curation.redact import has_credentials, redact_uri
+from curation.sources import HTTP_HEADERS_ENV, parse_http_headers
+from curation.store import credentials_refused
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_data"
@@ -25,7 +28,13 @@ SECRET_VARIABLES = (
     "AWS_SECRET_ACCESS_KEY",
     "AWS_DEFAULT_REGION",
     "ALERT_WEBHOOK_URL",
+    HTTP_HEADERS_ENV,
 )
+#: Variables holding a URI. A URI is recorded (run config, run tags, metadata, the release), so
+#: :class:`Environment` keeps only its redacted form (``curation.redact.redact_uri``); a variable
+#: whose value carried credentials is in ``secrets_set`` and reaches its resource as
+#: ``dg.EnvVar``. Source mirrors read with those credentials; stores refuse them (``problems``).
+URI_VARIABLES = ("HH_RLHF_URI", "PKU_SAFERLHF_URI", "CURATED_STORE_URI", "STAGE_STORE_URI")
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,9 @@ class Environment:
     secrets_set: frozenset[str] = field(default_factory=frozenset)
     stage_store_uri: str | None = None  # stage tables; None: $DAGSTER_HOME/tables
     alert_budget_seconds: float = DEFAULT_BUDGET_SECONDS
+    #: Settings that stop a run before any work, one line each (credentials in a store URI, a
+    #: malformed SOURCES_HTTP_HEADERS); never quoting a secret.
+    problems: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Environment:
@@ -52,23 +64,32 @@ class Environment:
         ``DAGSTER_HOME``, ``REFRESH_CRON``, ``RELEASE_MAX_AGE_HOURS``, ``DAGSTER_EXECUTOR``,
         ``DAGSTER_MAX_CONCURRENT``, ``ALERT_BUDGET_SECONDS``
         and which of :data:`SECRET_VARIABLES` are set (their values stay in the environment and
-        reach resources through ``dg.EnvVar``)."""
+        reach resources through ``dg.EnvVar``). The URIs of :data:`URI_VARIABLES` are kept
+        redacted; those that carried credentials are in ``secrets_set`` too."""
         env = os.environ if env is None else env
         age = env.get("RELEASE_MAX_AGE_HOURS")
+        credentialed = {name for name in URI_VARIABLES if has_credentials(env.get(name) or "")}
+
+        def uri(name: str, default: str | None = None) -> str | None:
+            value = env.get(name) or default
+            return redact_uri(value) if value else None
+
         return cls(
-            hh_rlhf_uri=env.get("HH_RLHF_URI") or str(SAMPLE / "hh-rlhf"),
-            pku_saferlhf_uri=env.get("PKU_SAFERLHF_URI") or str(SAMPLE / "PKU-SafeRLHF"),
+            hh_rlhf_uri=uri("HH_RLHF_URI", str(SAMPLE / "hh-rlhf")),
+            pku_saferlhf_uri=uri("PKU_SAFERLHF_URI", str(SAMPLE / "PKU-SafeRLHF")),
             hh_rlhf_revision=env.get("HH_RLHF_REVISION") or None,
             pku_saferlhf_revision=env.get("PKU_SAFERLHF_REVISION") or None,
-            store_uri=env.get("CURATED_STORE_URI") or str(REPO / "warehouse"),
+            store_uri=uri("CURATED_STORE_URI", str(REPO / "warehouse")),
             dagster_home=Path(env.get("DAGSTER_HOME") or REPO / ".dagster_home"),
             refresh_cron=env.get("REFRESH_CRON") or DEFAULT_REFRESH_CRON,
             release_max_age_hours=float(age) if age else DEFAULT_RELEASE_MAX_AGE_HOURS,
             max_concurrent=int(env.get("DAGSTER_MAX_CONCURRENT") or 0),
             executor=_executor(env.get("DAGSTER_EXECUTOR")),
-            secrets_set=frozenset(name for name in SECRET_VARIABLES if env.get(name)),
-            stage_store_uri=env.get("STAGE_STORE_URI") or None,
+            secrets_set=frozenset(name for name in SECRET_VARIABLES if env.get(name))
+            | credentialed,
+            stage_store_uri=uri("STAGE_STORE_URI"),
             alert_budget_seconds=_alert_budget(env.get("ALERT_BUDGET_SECONDS")),
+            problems=_problems(env, credentialed),
         )
 
     def sources_config(self) -> dict[str, str]:
@@ -100,6 +121,21 @@ class Environment:
         if not instance_yaml.exists():
             instance_yaml.write_text("telemetry:\n  enabled: false\n")
         return self.dagster_home
+
+
+def _problems(env: Mapping[str, str], credentialed: set[str]) -> tuple[str, ...]:
+    """One line per setting that must stop a run before any work: a store URI with credentials
+    in it (stores take them from ``AWS_*`` only), a malformed ``SOURCES_HTTP_HEADERS``."""
+    lines = [
+        f"{name}: {credentials_refused(env[name])}"
+        for name in ("CURATED_STORE_URI", "STAGE_STORE_URI")
+        if name in credentialed
+    ]
+    try:
+        parse_http_headers(env.get(HTTP_HEADERS_ENV))
+    except ValueError as exc:
+        lines.append(str(exc))
+    return tuple(lines)
 
 
 EXECUTORS = ("in_process", "multiprocess")

@@ -19,7 +19,7 @@ import assets.ingest as ingest_module
 import curation.version as version_module
 from assets.alerting import AlertsResource
 from assets.keys import INGEST_KEYS, RELEASE_KEY, UPSTREAM_KEYS, ingest_asset_key
-from assets.resources import AwsCredentials, SourcesResource
+from assets.resources import AwsCredentials, SourceCredentials, SourcesResource
 from assets.upstream import observe_files
 from curation.gx_validate import warm_up
 from curation.sources import SourceError, source_file
@@ -176,6 +176,7 @@ def local_sources(mirror: Path) -> SourcesResource:
         hh_rlhf_uri=str(mirror / "hh-rlhf"),
         pku_saferlhf_uri=str(mirror / "PKU-SafeRLHF"),
         aws=AwsCredentials(),
+        credentials=SourceCredentials(),
     )
 
 
@@ -184,7 +185,7 @@ def versions_of(results) -> dict[str, str]:
 
 
 def test_local_observation_is_the_content_sha256(mirror: Path):
-    before = versions_of(observe_files(local_sources(mirror), AwsCredentials(), set(UPSTREAM_KEYS)))
+    before = versions_of(observe_files(local_sources(mirror), set(UPSTREAM_KEYS)))
     assert len(before) == 15
     key = f"upstream_{HH_TEST.key}"
     assert before[key] == source_fingerprint(str(mirror / "hh-rlhf"), HH_TEST.relpath)
@@ -193,7 +194,7 @@ def test_local_observation_is_the_content_sha256(mirror: Path):
     path = mirror / "PKU-SafeRLHF" / PKU_TEST.relpath
     path.write_bytes(path.read_bytes())  # a touch is not a change
     drop_first_line(mirror / "hh-rlhf" / HH_TEST.relpath)
-    after = versions_of(observe_files(local_sources(mirror), AwsCredentials(), set(UPSTREAM_KEYS)))
+    after = versions_of(observe_files(local_sources(mirror), set(UPSTREAM_KEYS)))
     assert {k for k in after if after[k] != before[k]} == {key}
 
 
@@ -209,9 +210,12 @@ def test_s3_observation_is_the_etag(s3_env: dict, s3_client, s3_bucket: str):
         region=s3_env["AWS_DEFAULT_REGION"],
     )
     sources = SourcesResource(
-        hh_rlhf_uri=f"s3://{s3_bucket}/hh", pku_saferlhf_uri=f"s3://{s3_bucket}/pku", aws=aws
+        hh_rlhf_uri=f"s3://{s3_bucket}/hh",
+        pku_saferlhf_uri=f"s3://{s3_bucket}/pku",
+        aws=aws,
+        credentials=SourceCredentials(),
     )
-    before = versions_of(observe_files(sources, aws, set(UPSTREAM_KEYS)))
+    before = versions_of(observe_files(sources, set(UPSTREAM_KEYS)))
     key = f"upstream_{PKU_TEST.key}"
     assert before[key].startswith("etag:")
     assert before["upstream_pku_saferlhf__alpaca2_7b__test"] == "absent"
@@ -220,7 +224,7 @@ def test_s3_observation_is_the_etag(s3_env: dict, s3_client, s3_bucket: str):
         Bucket=s3_bucket, Key=f"pku/{PKU_TEST.relpath}", Body=body.split(b"\n", 1)[1]
     )
     s3_client.put_object(Bucket=s3_bucket, Key="pku/data/Alpaca2-7B/test.jsonl", Body=body)
-    after = versions_of(observe_files(sources, aws, set(UPSTREAM_KEYS)))
+    after = versions_of(observe_files(sources, set(UPSTREAM_KEYS)))
     assert {k for k in after if after[k] != before[k]} == {
         key,
         "upstream_pku_saferlhf__alpaca2_7b__test",
@@ -243,8 +247,9 @@ def test_hf_observation_is_the_repo_commit(monkeypatch: pytest.MonkeyPatch):
         hh_rlhf_uri="hf://datasets/Anthropic/hh-rlhf",
         pku_saferlhf_uri="hf://datasets/PKU-Alignment/PKU-SafeRLHF",
         aws=aws,
+        credentials=SourceCredentials(),
     )
-    found = versions_of(observe_files(sources, aws, set(UPSTREAM_KEYS)))
+    found = versions_of(observe_files(sources, set(UPSTREAM_KEYS)))
     assert set(found.values()) == {"hf-commit:" + "a" * 40}
     assert sorted(asked) == [("Anthropic/hh-rlhf", None), ("PKU-Alignment/PKU-SafeRLHF", None)]
     assert hf_commit("hf://datasets/Anthropic/hh-rlhf", "c" * 40) == "c" * 40  # pinned: no call
