@@ -18,6 +18,7 @@ from curation.bounds import InvalidConfig, describe_range, key_text, quoted
 from curation.contract import DEFAULT_SAMPLE_ROWS
 from curation.decontam import DecontamConfig
 from curation.dedup import DedupConfig
+from curation.drift import DriftConfig
 from curation.ingest import check_patterns
 from curation.memory import MAX_MMAP_THRESHOLD
 from curation.redact import has_credentials, redact_uri
@@ -173,6 +174,12 @@ class CurationSettings(dg.ConfigurableResource):
     rule_levels: dict[str, str] = Field(default_factory=dict)
     dedup: dict[str, Any] = Field(default_factory=dict)
     decontam: dict[str, Any] = Field(default_factory=dict)
+    drift: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Thresholds of the release-over-release checks (curation.drift.DriftConfig): "
+        "rows_warn/rows_error, quarantine_*, removed_*, p_*, psi_*, min_rows, "
+        "allow_schema_change (docs/validation.md).",
+    )
     extra_reference_uris: list[str] = Field(
         default_factory=list,
         description="Extra evaluation-prompt sets: 'uri#field' (JSONL or parquet) to decontaminate against",
@@ -283,6 +290,11 @@ class CurationSettings(dg.ConfigurableResource):
     def _decontam_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
         return overrides_of(DecontamConfig, value, "decontam")
 
+    @field_validator("drift")
+    @classmethod
+    def _drift_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return overrides_of(DriftConfig, value, "drift")
+
     @field_validator("extra_reference_uris")
     @classmethod
     def _reference_specs(cls, value: list[str]) -> list[str]:
@@ -335,6 +347,10 @@ class CurationSettings(dg.ConfigurableResource):
     def decontam_config(self) -> DecontamConfig:
         """The decontamination config with this resource's overrides."""
         return dataclasses.replace(DecontamConfig(), **self.decontam)
+
+    def drift_config(self) -> DriftConfig:
+        """The release-over-release thresholds with this resource's overrides."""
+        return dataclasses.replace(DriftConfig(), **self.drift)
 
     def release_config(self) -> dict:
         """The curation config that, with the sources and the code version, names a release."""

@@ -549,6 +549,7 @@ def manifest_sources(reports: list[dict]) -> list[dict]:
                 "subset": report["subset"],
                 "split": report["split"],
                 "rows_quarantined": report["rows_quarantined"],
+                "quarantine_by_reason": report.get("quarantine_by_reason", {}),
                 "blank_lines": report["blank_lines"],
                 "unknown_keys": report.get("unknown_keys", {}),
             }

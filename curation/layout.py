@@ -43,6 +43,12 @@ def digest_key(release_id: str) -> str:
     return f"{RELEASES_DIR}/{release_id}.sha256"
 
 
+def promotion_key(release_id: str) -> str:
+    """Who accepted a release that was held (ERROR drift), when and why: create-only, beside
+    the release folder (``rlhf-curate releases promote``)."""
+    return f"{RELEASES_DIR}/{release_id}.promotion.json"
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, datetime):
         return obj.isoformat()

@@ -39,6 +39,7 @@ from curation.release import (
     digest_key,
     manifest_key,
     order_key,
+    promotion_key,
     read_latest,
     read_manifest,
     release_prefix,
@@ -528,5 +529,6 @@ def prune(
             st.delete(manifest_key(rid))
             st.delete_prefix(release_prefix(rid))
             st.delete(digest_key(rid))
+            st.delete(promotion_key(rid))
             log.info("%s: pruned release %s", st.uri, rid)
     return deleted

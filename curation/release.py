@@ -52,6 +52,7 @@ import pyarrow.parquet as pq
 
 from curation import schema as S
 from curation.card import CARD_PAIR_COLUMNS, render_card
+from curation.drift import ERROR, DriftConfig, changes_section, compare_releases, worst
 from curation.integrity import (
     Problem,
     data_files,
@@ -75,6 +76,7 @@ from curation.layout import (
     digest_key,
     manifest_key,
     pretty_json,
+    promotion_key,
     release_id_of,
     release_prefix,
 )
@@ -100,10 +102,14 @@ __all__ = [  # the layout names are re-exported: callers import them from here
     "compute_release_id",
     "digest_key",
     "format_created_at",
+    "is_held",
     "manifest_key",
+    "promote_release",
+    "promotion_key",
     "publish_release",
     "read_latest",
     "read_manifest",
+    "read_promotion",
     "release_id_of",
     "release_prefix",
     "remove_leftovers",
@@ -143,6 +149,9 @@ class PublishResult:
     uri: str  # the release folder
     manifest: dict[str, Any] = field(repr=False)
     latest_moved: bool = False  # whether this call moved latest.json to this release
+    #: ``latest`` was not moved to this release: an ERROR drift against the release consumers
+    #: had, not (yet) accepted with :func:`promote_release`
+    held: bool = False
 
 
 # ---------------------------------------------------------------------------- ordering
@@ -749,11 +758,13 @@ def remove_leftovers(store: Store) -> list[str]:
             log.warning("%s: removing release folder %s (no manifest)", store.uri, release_id)
             store.delete_prefix(release_prefix(release_id))
             removed.append(release_prefix(release_id))
-    for name in store.list_files(RELEASES_DIR):  # digests of releases pruned before they went
-        release_id = name.removesuffix(".sha256")
-        if name.endswith(".sha256") and not store.exists(manifest_key(release_id)):
-            store.delete(digest_key(release_id))
-            removed.append(digest_key(release_id))
+    for name in store.list_files(RELEASES_DIR):  # digests and promotions of pruned releases
+        release_id = name.split(".", 1)[0]
+        if name.endswith((".sha256", ".promotion.json")) and not store.exists(
+            manifest_key(release_id)
+        ):
+            store.delete(f"{RELEASES_DIR}/{name}")
+            removed.append(f"{RELEASES_DIR}/{name}")
     return removed
 
 
@@ -795,6 +806,92 @@ def _new_manifest(store: Store, fields: dict[str, Any]) -> dict[str, Any]:
     return json.loads(pretty_json(manifest))
 
 
+def _with_changes(
+    store: Store,
+    manifest: dict[str, Any],
+    profile: dict[str, Any],
+    config: DriftConfig | None,
+    allowed_missing: tuple[str, ...],
+) -> dict[str, Any]:
+    """``manifest`` with its ``profile``, the release it is compared with (``previous_release``:
+    the one ``latest`` named, i.e. consumers had), that release's acceptance if it was promoted,
+    and the ``changes`` (:func:`curation.drift.compare_releases`); ``changes.held`` when an
+    ERROR drift keeps ``latest`` where it is."""
+    previous_id = manifest.get("parent_release_id")
+    try:
+        previous = read_manifest(store, previous_id) if previous_id else None
+    except ReleaseError as exc:  # an unreadable previous manifest: compare with nothing
+        log.warning("%s", exc)
+        previous = None
+    body = {**manifest, "profile": profile}
+    results = compare_releases(previous, body, config, allowed_missing)
+    held = previous is not None and worst(results) == ERROR
+    body["previous_release"] = previous_id if previous is not None else None
+    body["previous_promotion"] = read_promotion(store, previous_id) if previous_id else None
+    body["changes"] = changes_section(body["previous_release"], results, held)
+    return json.loads(pretty_json(body))
+
+
+def read_promotion(store: Store, release_id: str) -> dict[str, Any] | None:
+    """The record of who accepted the held release ``release_id`` (None if nobody did)."""
+    return read_json(store, promotion_key(release_id))
+
+
+def is_held(store: Store, manifest: Mapping[str, Any]) -> bool:
+    """Whether ``latest`` may not name this release: it was held (ERROR drift) and not
+    promoted since."""
+    held = bool((manifest.get("changes") or {}).get("held"))
+    return held and read_promotion(store, str(manifest["release_id"])) is None
+
+
+def _point_at(store: Store, manifest: Mapping[str, Any], started: str | None) -> tuple[bool, bool]:
+    """Move ``latest`` to ``manifest``'s release unless it is held: ``(moved, held)``."""
+    if is_held(store, manifest):
+        log.warning(
+            "%s: release %s is held (ERROR drift against %s); latest stays",
+            store.uri,
+            manifest["release_id"],
+            (manifest.get("changes") or {}).get("previous_release"),
+        )
+        return False, True
+    return advance_latest(store, manifest, started), False
+
+
+def promote_release(
+    store: Store | str,
+    release_id: str,
+    *,
+    by: str,
+    reason: str,
+    storage_options: Mapping[str, Any] | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> dict[str, Any]:
+    """Accept a held release: record who accepted it, when and why (create-only
+    ``releases/<id>.promotion.json``, which the next release's manifest quotes as
+    ``previous_promotion``) and point ``latest`` at it. Returns the record."""
+    store = Store.of(store, storage_options)
+    if not reason.strip() or not by.strip():
+        raise ReleaseError("a promotion needs who accepts it (--by) and why (--reason)")
+    with store.lock("publish"):
+        manifest = read_manifest(store, release_id)
+        if manifest is None:
+            raise ReleaseError(f"{store.uri}: no published release {release_id!r}")
+        now = format_created_at((clock or (lambda: datetime.now(UTC)))())
+        pointer = read_latest(store)
+        record = {
+            "release_id": release_id,
+            "by": by,
+            "reason": reason,
+            "at": now,
+            "latest_before": pointer.get("release_id") if pointer else None,
+            "changes": (manifest.get("changes") or {}).get("severity"),
+        }
+        if not store.put_if_absent(promotion_key(release_id), pretty_json(record)):
+            record = read_promotion(store, release_id) or record
+        advance_latest(store, manifest, now)
+    return record
+
+
 def _adopt_concurrent_release(
     store: Store,
     release_id: str,
@@ -817,9 +914,9 @@ def _adopt_concurrent_release(
     log.info(
         "%s: release %s was published concurrently; reporting unchanged", store.uri, release_id
     )
-    moved = advance_latest(store, winner, started)
+    moved, held = _point_at(store, winner, started)
     return PublishResult(
-        release_id, "unchanged", store.url(release_prefix(release_id)), winner, moved
+        release_id, "unchanged", store.url(release_prefix(release_id)), winner, moved, held
     )
 
 
@@ -925,6 +1022,9 @@ def _publish(
     checks: dict[str, Any],
     references: list[dict[str, Any]] | None = None,
     libraries: Mapping[str, str] | None = None,
+    profile: dict[str, Any] | None = None,
+    drift: DriftConfig | None = None,
+    allowed_missing: tuple[str, ...] = (),
     split_column: Mapping[str, str | None] | None = None,
     max_rows_per_part: int = 100_000,
     clock: Callable[[], datetime] | None = None,
@@ -938,6 +1038,9 @@ def _publish(
     ``references``: the extra reference files decontamination read (``name``, ``field``,
     ``sha256``, ...); ``libraries``: library versions that encode the output (default:
     :func:`curation.version.release_libraries`). Both are recorded and hashed into the id.
+    ``profile``: the release's profile (:func:`curation.profile.profile_release`); given, the
+    release is compared with the one ``latest`` names (``drift`` thresholds, ``allowed_missing``
+    file globs that may vanish) and an ERROR keeps ``latest`` where it is (``held``).
     ``clock`` returns the current time (tests inject it); naive datetimes are taken as UTC.
     ``write_threads``: threads encoding data files (0: one per CPU).
     ``run_started_at``: when the run that computed ``tables`` started (it read its inputs after
@@ -967,8 +1070,8 @@ def _publish(
         _repair_data(store, existing, tables, split_cols, max_rows_per_part, workers)
         repair_assets(store, existing, tables)
         remove_unlisted(store, existing)
-        moved = advance_latest(store, existing, started)
-        return PublishResult(release_id, "unchanged", uri, existing, moved)
+        moved, held = _point_at(store, existing, started)
+        return PublishResult(release_id, "unchanged", uri, existing, moved, held)
 
     def abort_if_published() -> None:
         if store.exists(manifest_key(release_id)):
@@ -1004,6 +1107,8 @@ def _publish(
                 "checks": checks,
             },
         )
+        if profile is not None:
+            manifest = _with_changes(store, manifest, profile, drift, allowed_missing)
         card, charts = render_card(manifest, card_tables(tables), base_uri=uri)
         abort_if_published()
         manifest["assets"] = _write_assets(store, release_id, card, charts)
@@ -1021,5 +1126,5 @@ def _publish(
 
     log.info("%s: published release %s (sequence %s)", store.uri, release_id, manifest["sequence"])
     remove_unlisted(store, manifest)
-    moved = advance_latest(store, manifest, started)
-    return PublishResult(release_id, "published", uri, manifest, moved)
+    moved, held = _point_at(store, manifest, started)
+    return PublishResult(release_id, "published", uri, manifest, moved, held)

@@ -43,6 +43,7 @@ NOT_IN_THE_ID = {
     "gx_sample_rows": "how much of a table GX validates: a check, not a transformation",
     "max_decompressed_bytes": "a bound on what may be read; the files read are in `sources`",
     "allow_links_outside_mirror": "whether a file may be read; the files read are in `sources`",
+    "drift": "compares with the previous release: decides whether latest moves, not the data",
 }
 
 SOURCES = [
