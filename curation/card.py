@@ -8,7 +8,6 @@ release produce byte-identical cards.
 
 from __future__ import annotations
 
-import io
 import json
 from collections import Counter
 from collections.abc import Mapping
@@ -18,6 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from huggingface_hub import DatasetCardData
 
+from curation.card_changes import changes_section, checks_section
+from curation.charts import png
 from curation.redact import redact_uri
 from curation.report import format_value, markdown_table
 from curation.schema import HARM_CATEGORIES, HH_DATASET, PKU_DATASET, SEVERITY_LEVELS
@@ -143,16 +144,6 @@ def harm_severity_counts(pairs: pa.Table | None) -> Counter[tuple[str, int | Non
 # ---------------------------------------------------------------------------- charts
 
 
-def _png(fig: Any) -> bytes:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    # No "Software"/date metadata: identical inputs give identical bytes.
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-    return buf.getvalue()
-
-
 def _bar_chart(counts: list[tuple[str, int]], title: str, xlabel: str) -> bytes:
     from matplotlib.figure import Figure
 
@@ -170,7 +161,7 @@ def _bar_chart(counts: list[tuple[str, int]], title: str, xlabel: str) -> bytes:
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.margins(x=0.15)
-    return _png(fig)
+    return png(fig)
 
 
 def _heatmap(counts: Counter[tuple[str, int | None]]) -> bytes:
@@ -209,7 +200,7 @@ def _heatmap(counts: Counter[tuple[str, int | None]]) -> bytes:
             )
     cax = fig.add_axes((1 - 1.2 / width, 0.6 / height, 0.15 / width, 1 - 1.0 / height))
     fig.colorbar(image, cax=cax, label="responses")
-    return _png(fig)
+    return png(fig)
 
 
 # ---------------------------------------------------------------------------- the card
@@ -438,6 +429,7 @@ def render_card(
     base = (base_uri or f"releases/{manifest.get('release_id', '?')}").rstrip("/")
     removals, removals_chart = _removals_section(tables.get("removed"))
     harm, harm_chart = _harm_section(tables.get("pairs"))
+    changes, changes_chart = changes_section(manifest)
     sections = [
         [_front_matter(manifest), ""],
         _title_section(manifest),
@@ -447,13 +439,14 @@ def render_card(
         removals,
         _quarantine_section(tables.get("quarantine")),
         harm,
+        changes,
         _flat_section("Pipeline counts", ["count", "value"], manifest.get("counts")),
-        _flat_section("Checks", ["check", "result"], manifest.get("checks")),
+        checks_section(manifest),
         _licences_section(),
         _loading_section(manifest, base, base.startswith("s3://")),
     ]
     markdown = "\n".join(line for section in sections for line in section)
-    return markdown.rstrip() + "\n", {**removals_chart, **harm_chart}
+    return markdown.rstrip() + "\n", {**removals_chart, **harm_chart, **changes_chart}
 
 
 def _loading_section(manifest: Mapping[str, Any], base: str, is_s3: bool) -> list[str]:

@@ -452,14 +452,68 @@ def worst(results: Iterable[CheckResult]) -> str:
     return max((r.severity for r in results), key=_ORDER.__getitem__, default=PASS)
 
 
+def _totals(rows: Mapping[str, int]) -> dict[str, int]:
+    """Pairs per ``dataset/split`` from the per-``dataset/subset/split/dimension`` counts."""
+    out: dict[str, int] = {}
+    for key, count in rows.items():
+        dataset, _subset, split, _dimension = key.split("/")
+        out[f"{dataset}/{split}"] = out.get(f"{dataset}/{split}", 0) + int(count)
+    return dict(sorted(out.items()))
+
+
+def label_shares(labels: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """Per PKU ``config/dimension``: share of pairs whose chosen response is safe, whose rejected
+    one is safe, and whose chosen one is unsafe."""
+    out = {}
+    for group, families in sorted(labels.items()):
+        safety = families.get("safety", {})
+        total = sum(safety.values())
+        if not total:
+            continue
+        chosen_safe = safety.get("safe/safe", 0) + safety.get("safe/unsafe", 0)
+        rejected_safe = safety.get("safe/safe", 0) + safety.get("unsafe/safe", 0)
+        out[group] = {
+            "chosen_is_safe": round(chosen_safe / total, 4),
+            "rejected_is_safe": round(rejected_safe / total, 4),
+            "chosen_unsafe": round(1 - chosen_safe / total, 4),
+        }
+    return out
+
+
+def side_by_side(
+    previous: Mapping[str, Any] | None, new: Mapping[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """What readers compare at a glance: pairs per dataset/split and PKU label shares, previous
+    and new (``None`` on a side that has no such entry)."""
+    old = (previous or {}).get("profile") or {}
+    now = new.get("profile") or {}
+    out: dict[str, dict[str, Any]] = {"pairs": {}, "labels": {}}
+    old_totals, new_totals = _totals(old.get("rows", {})), _totals(now.get("rows", {}))
+    for key in sorted(set(old_totals) | set(new_totals)):
+        out["pairs"][key] = [old_totals.get(key), new_totals.get(key)]
+    old_shares = label_shares(old.get("labels", {}))
+    new_shares = label_shares(now.get("labels", {}))
+    for group in sorted(set(old_shares) | set(new_shares)):
+        for name in ("chosen_is_safe", "rejected_is_safe", "chosen_unsafe"):
+            out["labels"][f"{group}: {name}"] = [
+                old_shares.get(group, {}).get(name),
+                new_shares.get(group, {}).get(name),
+            ]
+    return out
+
+
 def changes_section(
-    previous_id: str | None, results: list[CheckResult], held: bool
+    previous: Mapping[str, Any] | None,
+    new: Mapping[str, Any],
+    results: list[CheckResult],
+    held: bool,
 ) -> dict[str, Any]:
-    """The manifest's ``changes``: the release compared with, each check, whether ``latest``
-    was held."""
+    """The manifest's ``changes``: the release compared with, each check, the side-by-side
+    summary, whether ``latest`` was held."""
     return {
-        "previous_release": previous_id,
+        "previous_release": (previous or {}).get("release_id"),
         "severity": worst(results),
         "held": held,
         "checks": [r.to_dict() for r in results],
+        "side_by_side": side_by_side(previous, new),
     }

@@ -828,7 +828,7 @@ def _with_changes(
     held = previous is not None and worst(results) == ERROR
     body["previous_release"] = previous_id if previous is not None else None
     body["previous_promotion"] = read_promotion(store, previous_id) if previous_id else None
-    body["changes"] = changes_section(body["previous_release"], results, held)
+    body["changes"] = changes_section(previous, body, results, held)
     return json.loads(pretty_json(body))
 
 
