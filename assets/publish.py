@@ -15,7 +15,7 @@ from assets.resources import CurationSettings, StoreResource
 from curation.accounting import account_release, reason_counts, sum_counts
 from curation.drift import CHECK_DESCRIPTIONS, CHECKS, ERROR, PASS, CheckResult, Finding
 from curation.ingest import manifest_sources
-from curation.profile import profile_release
+from curation.profile import pair_keys, profile_release
 from curation.references import manifest_references
 from curation.release import ReleaseError, publish_release
 from curation.schema import REMOVED
@@ -210,6 +210,7 @@ def release(
             counts=counts,
             checks=check_evaluations(context),
             profile=profile_release({"pairs": curated_pairs, "removed": removed}, sources),
+            pair_keys=pair_keys(curated_pairs),
             drift=settings.drift_config(),
             allowed_missing=tuple(settings.allow_missing_files),
             storage_options=store.storage_options(),

@@ -7,7 +7,9 @@ findings that fired and the previous and new value of each:
 ======================  =================================================================
 ``drift_rows``          pairs per dataset/subset/split/dimension: relative change; source
                         files that appeared or vanished
-``drift_quarantine``    quarantine rate per source file and reason: change in share of rows
+``drift_pairs``         pairs present in both releases whose chosen and rejected responses
+                        were swapped (a flipped label), per dataset/subset/split/dimension
+``drift_quarantine``    quarantine and flag rates per source file and reason
 ``drift_removed``       removed pairs per reason as a share of kept pairs
 ``drift_labels``        PKU label distributions per config/dimension (safety of chosen and
                         rejected, severity histogram, harm categories): chi-square test and
@@ -27,6 +29,7 @@ checks, the alert, the card and ``releases diff``, so they cannot disagree.
 
 from __future__ import annotations
 
+import fnmatch
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -40,6 +43,7 @@ PASS, WARN, ERROR = "PASS", "WARN", "ERROR"
 _ORDER = {PASS: 0, WARN: 1, ERROR: 2}
 CHECKS = (
     "drift_rows",
+    "drift_pairs",
     "drift_quarantine",
     "drift_removed",
     "drift_labels",
@@ -49,6 +53,8 @@ CHECKS = (
 CHECK_DESCRIPTIONS = {
     "drift_rows": "Pairs per dataset/subset/split/dimension and source files present, against "
     "the previous release",
+    "drift_pairs": "Pairs (same prompt and responses) whose chosen and rejected responses were "
+    "swapped since the previous release",
     "drift_quarantine": "Quarantine rate per source file and reason, against the previous release",
     "drift_removed": "Removed pairs per reason as a share of kept pairs, against the previous "
     "release",
@@ -71,10 +77,16 @@ class DriftConfig:
             is worth a look (5 %); a fifth of a file gone is the failure this check exists for
             (20 %).
         quarantine_warn, quarantine_error: change (absolute, in share of the file's rows) of the
-            quarantine rate of one file and reason; the same 1 % / 5 % as the ``quarantine_rate``
-            check's levels (``curation.report``: the real files' rates and why).
+            quarantine (or flag) rate of one file and reason; the same 1 % / 5 % as the
+            ``quarantine_rate`` check's levels (``curation.report``: the real files' rates and
+            why). This share, and the removed one, must also change significantly (a 2x2
+            chi-square under ``p_warn``/``p_error``).
         removed_warn, removed_error: change (absolute) of one reason's removed pairs as a share
             of kept pairs: 1 % / 5 %, the scale of the quarantine levels.
+        swapped_warn, swapped_error: share of the pairs two releases share whose chosen and
+            rejected responses were swapped. Upstream labels do not change within a revision, so
+            any swap is news; 1 % / 5 % on the scale of the other shares (the issue's flip of a
+            fifth of the rows is four times the ERROR level).
         p_warn, p_error: chi-square p-values under which a distribution change is significant.
             0.05 is the usual level (Evidently's default for its chi-square test); with one test
             per config, dimension and label family (dozens per release) 0.01 / 0.001 keep the
@@ -94,6 +106,8 @@ class DriftConfig:
     quarantine_error: Annotated[float, Interval(gt=0, le=1)] = 0.05
     removed_warn: Annotated[float, Interval(gt=0, le=10)] = 0.01
     removed_error: Annotated[float, Interval(gt=0, le=10)] = 0.05
+    swapped_warn: Annotated[float, Interval(gt=0, le=1)] = 0.01
+    swapped_error: Annotated[float, Interval(gt=0, le=1)] = 0.05
     p_warn: Annotated[float, Interval(gt=0, le=1)] = 0.01
     p_error: Annotated[float, Interval(gt=0, le=1)] = 0.001
     psi_warn: Annotated[float, Interval(gt=0, le=100)] = 0.1
@@ -109,6 +123,7 @@ class DriftConfig:
             ("rows_warn", "rows_error", "<="),
             ("quarantine_warn", "quarantine_error", "<="),
             ("removed_warn", "removed_error", "<="),
+            ("swapped_warn", "swapped_error", "<="),
             ("psi_warn", "psi_error", "<="),
             ("p_error", "p_warn", "<="),
         ):
@@ -209,6 +224,24 @@ def _level(value: float, warn: float, error: float) -> str:
     return ERROR if value > error else WARN if value > warn else PASS
 
 
+def _rate_level(
+    before: tuple[int, int], after: tuple[int, int], warn: float, error: float, config: DriftConfig
+) -> tuple[str, float]:
+    """The level of a change of a share (``(count, total)`` before and after): large (over
+    ``warn`` / ``error``, absolute) and significant (a 2x2 chi-square under ``p_warn`` /
+    ``p_error``: one row more in a 15-row file is not drift). Also returns the p-value."""
+    (was, old_total), (count, new_total) = before, after
+    change = abs(count / max(new_total, 1) - was / max(old_total, 1))
+    _, p_value = chi_square(
+        {"in": was, "out": max(old_total - was, 0)}, {"in": count, "out": max(new_total - count, 0)}
+    )
+    if change > error and p_value < config.p_error:
+        return ERROR, p_value
+    if change > warn and p_value < config.p_warn:
+        return WARN, p_value
+    return PASS, p_value
+
+
 def _percent(value: float) -> str:
     return f"{value * 100:+.1f} %"
 
@@ -223,17 +256,18 @@ def check_rows(
     allowed_missing: Iterable[str] = (),
 ) -> CheckResult:
     """Pairs per dataset/subset/split/dimension, and source files that appeared or vanished
-    (a vanished file ``allowed_missing`` is a WARN, otherwise an ERROR)."""
+    (a vanished file matching an ``allowed_missing`` glob is a WARN, otherwise an ERROR)."""
     result = CheckResult("drift_rows")
     old_files, new_files = previous.get("files", {}), new.get("files", {})
-    allowed = set(allowed_missing)
+    allowed = list(allowed_missing)
     for name in sorted(set(old_files) | set(new_files)):
         was = old_files.get(name, {}).get("present", False)
         now = new_files.get(name, {}).get("present", False)
         result.compared += 1
         if was and not now:
-            severity = WARN if name in allowed else ERROR
-            why = " (allowed by allow_missing_files)" if name in allowed else ""
+            may = any(fnmatch.fnmatchcase(name, pattern) for pattern in allowed)
+            severity = WARN if may else ERROR
+            why = " (allowed by allow_missing_files)" if may else ""
             result.add(
                 Finding("drift_rows", name, severity, "present", "absent", f"file vanished{why}")
             )
@@ -253,25 +287,53 @@ def check_rows(
     return result
 
 
+def check_pairs(swaps: Mapping[str, Mapping[str, int]] | None, config: DriftConfig) -> CheckResult:
+    """Pairs with the other response chosen now (:func:`curation.profile.swapped_pairs`), as a
+    share of the pairs both releases hold, per dataset/subset/split/dimension."""
+    result = CheckResult("drift_pairs")
+    for group, counts in sorted((swaps or {}).items()):
+        result.compared += 1
+        common, swapped = int(counts["common"]), int(counts["swapped"])
+        if common < config.min_rows or not swapped:
+            continue
+        share = swapped / common
+        severity = _level(share, config.swapped_warn, config.swapped_error)
+        if severity != PASS:
+            detail = f"{swapped} of {common} pairs have the other response chosen ({share:.1%})"
+            result.add(Finding("drift_pairs", group, severity, 0, swapped, detail))
+    return result
+
+
 def check_quarantine(
     previous: Mapping[str, Any], new: Mapping[str, Any], config: DriftConfig
 ) -> CheckResult:
-    """Quarantine rate per source file and reason (share of the file's rows read)."""
+    """Rate per source file and reason (share of the file's rows read) of the rows quarantined
+    by ERROR rules and of the rows flagged by WARN rules (e.g. ``safer_has_higher_severity``:
+    flipped PKU labels show here first); large and significant changes only."""
     result = CheckResult("drift_quarantine")
     old_files, new_files = previous.get("files", {}), new.get("files", {})
     for name in sorted(set(old_files) & set(new_files)):
         old, now = old_files[name], new_files[name]
         if not old.get("present") or not now.get("present"):
             continue  # appearing/vanishing files are drift_rows' business
-        for reason in sorted(set(old["quarantined"]) | set(now["quarantined"])):
-            result.compared += 1
-            before = old["quarantined"].get(reason, 0) / max(old["rows"], 1)
-            after = now["quarantined"].get(reason, 0) / max(now["rows"], 1)
-            severity = _level(abs(after - before), config.quarantine_warn, config.quarantine_error)
-            if severity != PASS:
+        for kind in ("quarantined", "flagged"):
+            before_counts, after_counts = old.get(kind, {}), now.get(kind, {})
+            for reason in sorted(set(before_counts) | set(after_counts)):
+                result.compared += 1
+                was, count = before_counts.get(reason, 0), after_counts.get(reason, 0)
+                severity, p_value = _rate_level(
+                    (was, old["rows"]),
+                    (count, now["rows"]),
+                    config.quarantine_warn,
+                    config.quarantine_error,
+                    config,
+                )
+                if severity == PASS:
+                    continue
+                before, after = was / max(old["rows"], 1), count / max(now["rows"], 1)
                 detail = (
-                    f"{before:.2%} -> {after:.2%} of rows ({old['quarantined'].get(reason, 0)}"
-                    f" of {old['rows']} -> {now['quarantined'].get(reason, 0)} of {now['rows']})"
+                    f"{kind} {before:.2%} -> {after:.2%} of rows ({was} of {old['rows']} -> "
+                    f"{count} of {now['rows']}, p = {p_value:.2g})"
                 )
                 result.add(
                     Finding(
@@ -281,6 +343,7 @@ def check_quarantine(
                         round(before, 6),
                         round(after, 6),
                         detail,
+                        p_value=p_value,
                     )
                 )
     return result
@@ -289,24 +352,35 @@ def check_quarantine(
 def check_removed(
     previous: Mapping[str, Any], new: Mapping[str, Any], config: DriftConfig
 ) -> CheckResult:
-    """Removed pairs per reason as a share of kept pairs."""
+    """Removed pairs per reason as a share of kept pairs; large and significant changes only."""
     result = CheckResult("drift_removed")
     old_kept, new_kept = max(int(previous.get("kept", 0)), 1), max(int(new.get("kept", 0)), 1)
     old_removed, new_removed = previous.get("removed", {}), new.get("removed", {})
     for reason in sorted(set(old_removed) | set(new_removed)):
         result.compared += 1
-        before, after = old_removed.get(reason, 0) / old_kept, new_removed.get(reason, 0) / new_kept
-        severity = _level(abs(after - before), config.removed_warn, config.removed_error)
-        if severity != PASS:
-            detail = (
-                f"{before:.2%} -> {after:.2%} of kept pairs ({old_removed.get(reason, 0)} -> "
-                f"{new_removed.get(reason, 0)})"
+        was, count = old_removed.get(reason, 0), new_removed.get(reason, 0)
+        severity, p_value = _rate_level(
+            (was, old_kept + was),
+            (count, new_kept + count),
+            config.removed_warn,
+            config.removed_error,
+            config,
+        )
+        if severity == PASS:
+            continue
+        before, after = was / old_kept, count / new_kept
+        detail = f"{before:.2%} -> {after:.2%} of kept pairs ({was} -> {count}, p = {p_value:.2g})"
+        result.add(
+            Finding(
+                "drift_removed",
+                reason,
+                severity,
+                round(before, 6),
+                round(after, 6),
+                detail,
+                p_value=p_value,
             )
-            result.add(
-                Finding(
-                    "drift_removed", reason, severity, round(before, 6), round(after, 6), detail
-                )
-            )
+        )
     return result
 
 
@@ -343,11 +417,11 @@ def check_labels(
     previous: Mapping[str, Any], new: Mapping[str, Any], config: DriftConfig
 ) -> CheckResult:
     """PKU label distributions per config/dimension: safety of chosen and rejected, severity
-    histogram, harm-category frequencies."""
+    histograms of chosen and of rejected, harm-category frequencies."""
     result = CheckResult("drift_labels")
     old_labels, new_labels = previous.get("labels", {}), new.get("labels", {})
     for group in sorted(set(old_labels) & set(new_labels)):
-        for family in ("safety", "severity", "harm"):
+        for family in ("safety", "chosen_severity", "rejected_severity", "harm"):
             before = old_labels[group].get(family, {})
             after = new_labels[group].get(family, {})
             result.compared += 1
@@ -429,16 +503,19 @@ def compare_releases(
     new: Mapping[str, Any],
     config: DriftConfig | None = None,
     allowed_missing: Iterable[str] = (),
+    swaps: Mapping[str, Mapping[str, int]] | None = None,
 ) -> list[CheckResult]:
     """Every check of ``new`` (a manifest, or its body before it is written) against
     ``previous`` (the release consumers had; ``None`` or one without a profile: a baseline, every
-    check passes). ``allowed_missing``: files (``dataset/path``) that may vanish (WARN)."""
+    check passes). ``allowed_missing``: globs of files (``dataset/path``) that may vanish (WARN);
+    ``swaps``: :func:`curation.profile.swapped_pairs` of the two releases (None: not compared)."""
     config = config or DriftConfig()
     if not previous or not previous.get("profile") or not new.get("profile"):
         return [CheckResult(check, baseline=True) for check in CHECKS]
     old, now = previous["profile"], new["profile"]
     return [
         check_rows(old, now, config, allowed_missing),
+        check_pairs(swaps, config),
         check_quarantine(old, now, config),
         check_removed(old, now, config),
         check_labels(old, now, config),

@@ -550,6 +550,7 @@ def manifest_sources(reports: list[dict]) -> list[dict]:
                 "split": report["split"],
                 "rows_quarantined": report["rows_quarantined"],
                 "quarantine_by_reason": report.get("quarantine_by_reason", {}),
+                "warnings_by_reason": report.get("warnings_by_reason", {}),
                 "blank_lines": report["blank_lines"],
                 "unknown_keys": report.get("unknown_keys", {}),
             }

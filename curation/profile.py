@@ -6,13 +6,20 @@ release's data (:mod:`curation.drift`). Everything is counts (JSON integers), so
 be compared with exact tests:
 
 - ``rows``: curated pairs per ``dataset/subset/split/dimension``;
-- ``files``: per source file, whether it was present, rows read and quarantined rows per reason;
+- ``files``: per source file, whether it was present, rows read, rows quarantined per reason
+  (ERROR rules) and rows flagged per reason (WARN rules, e.g. a PKU label inconsistency);
 - ``kept`` and ``removed``: curated pairs kept, removed pairs per reason;
 - ``labels``: per PKU-SafeRLHF ``config/dimension``, the safety of the chosen and rejected
-  responses (4 cells), the severity histogram and the harm-category frequencies of both
-  responses;
+  responses (4 cells), the severity histograms of the chosen and of the rejected responses and
+  the harm-category frequencies of both responses;
 - ``lengths``: per dataset, prompt and response (chosen and rejected) lengths in characters as
   p5/p50/p95 quantiles (for people) and a histogram over power-of-two bins (for the tests);
+
+Beside the profile, :func:`pair_keys` gives every pair a key that ignores which response is
+chosen (the prompt and the two responses, unordered) and the key of its chosen response; the
+release stores them (``_profile/pair_keys.parquet``, 32 bytes a pair), so the next release can
+count pairs whose chosen and rejected responses were swapped (a flipped label the distributions
+may not show: a pair of two safe or two equally unsafe responses changes no count).
 
 Reading is column by column and batch by batch (a stage table is never read whole); on the
 benchmark corpus the profile costs what ``docs/benchmarks.md`` records.
@@ -30,6 +37,7 @@ import pyarrow.compute as pc
 
 from curation.schema import PKU_DATASET
 from curation.stage_table import StageTable
+from curation.text_index import text_hash128
 
 PROFILE_VERSION = 1
 #: Quantiles of the length summaries.
@@ -71,8 +79,9 @@ def _grouped(table: pa.Table, keys: list[str]) -> list[dict[str, Any]]:
 
 
 def label_counts(pairs: ProfileTable) -> dict[str, dict[str, dict[str, int]]]:
-    """Per PKU ``config/dimension``: ``safety`` (chosen/rejected safe or unsafe), ``severity``
-    (both responses' levels) and ``harm`` (both responses' categories) counts."""
+    """Per PKU ``config/dimension``: ``safety`` (chosen/rejected safe or unsafe),
+    ``chosen_severity`` and ``rejected_severity`` (levels) and ``harm`` (both responses'
+    categories) counts."""
     columns = [
         "dataset",
         "subset",
@@ -89,7 +98,12 @@ def label_counts(pairs: ProfileTable) -> dict[str, dict[str, dict[str, int]]]:
     def add(row: Mapping[str, Any], name: str, cell: str) -> None:
         groups = out.setdefault(
             _key(row["subset"], row["dimension"]),
-            {"safety": Counter(), "severity": Counter(), "harm": Counter()},
+            {
+                "safety": Counter(),
+                "chosen_severity": Counter(),
+                "rejected_severity": Counter(),
+                "harm": Counter(),
+            },
         )
         groups[name][cell] += row["count_all"]
 
@@ -107,7 +121,7 @@ def label_counts(pairs: ProfileTable) -> dict[str, dict[str, dict[str, int]]]:
         for side in ("chosen", "rejected"):
             levels = pku.filter(pc.is_valid(pku[f"{side}_severity"]))
             for row in _grouped(levels, [*where, f"{side}_severity"]):
-                add(row, "severity", str(row[f"{side}_severity"]))
+                add(row, f"{side}_severity", str(row[f"{side}_severity"]))
             lists = pku[f"{side}_harm_categories"]
             parents = pc.list_parent_indices(lists)
             harm = pa.table(
@@ -160,8 +174,73 @@ def length_summary(pairs: ProfileTable) -> dict[str, dict[str, dict[str, Any]]]:
     return out
 
 
+#: The columns of ``_profile/pair_keys.parquet``.
+PAIR_KEYS = pa.schema(
+    [
+        pa.field("group", pa.dictionary(pa.int32(), pa.string())),  # dataset/subset/split/dim
+        pa.field("prompt_key", pa.uint64()),
+        pa.field("low_key", pa.uint64()),  # the smaller of the two responses' keys
+        pa.field("high_key", pa.uint64()),
+        pa.field("chosen_key", pa.uint64()),
+    ]
+)
+
+
+def pair_keys(pairs: ProfileTable) -> pa.Table:
+    """Per pair: its group, the xxh3 keys of its prompt and of its two responses in sorted order
+    (the same whichever response is chosen) and the key of its chosen response."""
+    parts = []
+    columns = ["dataset", "subset", "split", "dimension", "prompt", "chosen", "rejected"]
+    for batch in _batches(pairs, columns):
+        if batch.num_rows == 0:
+            continue
+        group = pc.binary_join_element_wise(
+            batch["dataset"], batch["subset"], batch["split"], batch["dimension"], "/"
+        )
+        prompt = text_hash128(batch["prompt"].combine_chunks())[1]
+        chosen = text_hash128(batch["chosen"].combine_chunks())[1]
+        rejected = text_hash128(batch["rejected"].combine_chunks())[1]
+        parts.append(
+            pa.table(
+                {
+                    "group": pc.dictionary_encode(group),
+                    "prompt_key": prompt,
+                    "low_key": np.minimum(chosen, rejected),
+                    "high_key": np.maximum(chosen, rejected),
+                    "chosen_key": chosen,
+                },
+                schema=PAIR_KEYS,
+            )
+        )
+    if not parts:
+        return PAIR_KEYS.empty_table()
+    return pa.concat_tables(parts).unify_dictionaries().combine_chunks()
+
+
+def swapped_pairs(previous: pa.Table, new: pa.Table) -> dict[str, dict[str, int]]:
+    """Per group: pairs in both releases (same prompt and responses) and how many of them have
+    the other response chosen now."""
+    keys = ["group", "prompt_key", "low_key", "high_key"]
+
+    def plain(table: pa.Table) -> pa.Table:
+        return table.set_column(0, "group", table["group"].cast(pa.string()))
+
+    joined = plain(previous).join(
+        plain(new), keys=keys, right_suffix="_new", join_type="inner", use_threads=False
+    )
+    swapped = pc.not_equal(joined["chosen_key"], joined["chosen_key_new"])
+    counts = pa.table({"group": joined["group"], "swapped": swapped})
+    out: dict[str, dict[str, int]] = {}
+    for row in (
+        counts.group_by("group").aggregate([([], "count_all"), ("swapped", "sum")]).to_pylist()
+    ):
+        out[row["group"]] = {"common": row["count_all"], "swapped": int(row["swapped_sum"] or 0)}
+    return dict(sorted(out.items()))
+
+
 def file_counts(sources: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per source file (``dataset/path``): present, rows read, quarantined rows by reason."""
+    """Per source file (``dataset/path``): present, rows read, rows quarantined and flagged by
+    reason."""
     out = {}
     for source in sources:
         for entry in source.get("files") or []:
@@ -169,6 +248,7 @@ def file_counts(sources: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any
                 "present": bool(entry.get("present", True)),
                 "rows": int(entry.get("rows") or 0),
                 "quarantined": dict(sorted((entry.get("quarantine_by_reason") or {}).items())),
+                "flagged": dict(sorted((entry.get("warnings_by_reason") or {}).items())),
             }
     return dict(sorted(out.items()))
 

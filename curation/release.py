@@ -81,6 +81,7 @@ from curation.layout import (
     release_prefix,
 )
 from curation.parallel import in_threads
+from curation.profile import swapped_pairs
 from curation.stage_table import StageTable
 from curation.store import Store, StoreError
 from curation.version import release_libraries
@@ -601,13 +602,30 @@ def _check_repair(store: Store, release_id: str, rel: str, data: str, expected: 
         )
 
 
+#: The per-pair keys the next release counts swapped pairs with (``curation.profile``); the
+#: leading ``_`` keeps it out of every reader's glob of the release folder.
+PAIR_KEYS_ASSET = "_profile/pair_keys.parquet"
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd", write_page_checksum=True)
+    return sink.getvalue().to_pybytes()
+
+
 def _write_assets(
-    store: Store, release_id: str, card: str, charts: Mapping[str, bytes]
+    store: Store,
+    release_id: str,
+    card: str,
+    charts: Mapping[str, bytes],
+    keys: pa.Table | None = None,
 ) -> list[dict[str, Any]]:
+    files = [(CARD_NAME, card.encode(), "text/markdown")]
+    files += [(name, png, "image/png") for name, png in sorted(charts.items())]
+    if keys is not None:
+        files.append((PAIR_KEYS_ASSET, _parquet_bytes(keys), "application/vnd.apache.parquet"))
     assets = []
-    for rel, data, media in [(CARD_NAME, card.encode(), "text/markdown")] + [
-        (name, png, "image/png") for name, png in sorted(charts.items())
-    ]:
+    for rel, data, media in files:
         store.put(f"{release_prefix(release_id)}/{rel}", data)
         assets.append(
             {
@@ -812,6 +830,7 @@ def _with_changes(
     profile: dict[str, Any],
     config: DriftConfig | None,
     allowed_missing: tuple[str, ...],
+    keys: pa.Table | None = None,
 ) -> dict[str, Any]:
     """``manifest`` with its ``profile``, the release it is compared with (``previous_release``:
     the one ``latest`` named, i.e. consumers had), that release's acceptance if it was promoted,
@@ -824,12 +843,27 @@ def _with_changes(
         log.warning("%s", exc)
         previous = None
     body = {**manifest, "profile": profile}
-    results = compare_releases(previous, body, config, allowed_missing)
+    old_keys = _stored_pair_keys(store, previous) if previous is not None else None
+    swaps = swapped_pairs(old_keys, keys) if old_keys is not None and keys is not None else None
+    results = compare_releases(previous, body, config, allowed_missing, swaps)
     held = previous is not None and worst(results) == ERROR
     body["previous_release"] = previous_id if previous is not None else None
     body["previous_promotion"] = read_promotion(store, previous_id) if previous_id else None
     body["changes"] = changes_section(previous, body, results, held)
     return json.loads(pretty_json(body))
+
+
+def _stored_pair_keys(store: Store, manifest: Mapping[str, Any]) -> pa.Table | None:
+    """The pair keys a release stored (None for releases published before they existed, or
+    whose keys cannot be read: the swap count is then skipped, not guessed)."""
+    if not any(a["path"] == PAIR_KEYS_ASSET for a in manifest.get("assets") or []):
+        return None
+    try:
+        with store.open_input(f"{release_prefix(manifest['release_id'])}/{PAIR_KEYS_ASSET}") as fh:
+            return pq.read_table(fh, page_checksum_verification=True)
+    except (OSError, pa.ArrowException) as exc:
+        log.warning("%s: pair keys of %s unreadable: %s", store.uri, manifest["release_id"], exc)
+        return None
 
 
 def read_promotion(store: Store, release_id: str) -> dict[str, Any] | None:
@@ -1023,6 +1057,7 @@ def _publish(
     references: list[dict[str, Any]] | None = None,
     libraries: Mapping[str, str] | None = None,
     profile: dict[str, Any] | None = None,
+    pair_keys: pa.Table | None = None,
     drift: DriftConfig | None = None,
     allowed_missing: tuple[str, ...] = (),
     split_column: Mapping[str, str | None] | None = None,
@@ -1040,7 +1075,9 @@ def _publish(
     :func:`curation.version.release_libraries`). Both are recorded and hashed into the id.
     ``profile``: the release's profile (:func:`curation.profile.profile_release`); given, the
     release is compared with the one ``latest`` names (``drift`` thresholds, ``allowed_missing``
-    file globs that may vanish) and an ERROR keeps ``latest`` where it is (``held``).
+    file globs that may vanish) and an ERROR keeps ``latest`` where it is (``held``);
+    ``pair_keys`` (:func:`curation.profile.pair_keys`) are stored with the release and compared
+    with the previous release's to count swapped pairs.
     ``clock`` returns the current time (tests inject it); naive datetimes are taken as UTC.
     ``write_threads``: threads encoding data files (0: one per CPU).
     ``run_started_at``: when the run that computed ``tables`` started (it read its inputs after
@@ -1108,10 +1145,10 @@ def _publish(
             },
         )
         if profile is not None:
-            manifest = _with_changes(store, manifest, profile, drift, allowed_missing)
+            manifest = _with_changes(store, manifest, profile, drift, allowed_missing, pair_keys)
         card, charts = render_card(manifest, card_tables(tables), base_uri=uri)
         abort_if_published()
-        manifest["assets"] = _write_assets(store, release_id, card, charts)
+        manifest["assets"] = _write_assets(store, release_id, card, charts, pair_keys)
         # The commit point: the release becomes visible iff this create-only write succeeds.
         payload = pretty_json(manifest)
         created = store.put_if_absent(manifest_key(release_id), payload)
