@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curation.drift import DriftConfig, compare_releases
 from curation.integrity import (
     Problem,
     accounting_problems,
@@ -32,6 +33,7 @@ from curation.integrity import (
     table_count_problems,
     unlisted_problems,
 )
+from curation.profile import swapped_pairs
 from curation.release import (
     LATEST_KEY,
     RELEASES_DIR,
@@ -45,6 +47,7 @@ from curation.release import (
     release_prefix,
     remove_leftovers,
     schema_from_b64,
+    stored_pair_keys,
 )
 from curation.store import Store
 
@@ -475,6 +478,7 @@ def diff_releases(
                 per[str(split)] = _diff_frames(part(ta), part(tb), keys, examples)
         result["tables"][name] = per
 
+    result["drift"] = drift_between(st, ra.manifest, rb.manifest)
     for name in ("removed", "quarantine"):
         xa, xb = _reason_counts(ra, name), _reason_counts(rb, name)
         if xa or xb:
@@ -483,6 +487,16 @@ def diff_releases(
                 for r in sorted(set(xa) | set(xb))
             }
     return result
+
+
+def drift_between(
+    store: Store, a: Mapping[str, Any], b: Mapping[str, Any], config: DriftConfig | None = None
+) -> list[dict[str, Any]]:
+    """The release-over-release checks of ``b`` against ``a`` (the same function the publisher,
+    the alert and the card use), as dicts; swapped pairs from both releases' stored keys."""
+    keys_a, keys_b = stored_pair_keys(store, a), stored_pair_keys(store, b)
+    swaps = swapped_pairs(keys_a, keys_b) if keys_a is not None and keys_b is not None else None
+    return [r.to_dict() for r in compare_releases(a, b, config, swaps=swaps)]
 
 
 # ---------------------------------------------------------------------------- prune

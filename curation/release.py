@@ -114,6 +114,7 @@ __all__ = [  # the layout names are re-exported: callers import them from here
     "release_id_of",
     "release_prefix",
     "remove_leftovers",
+    "stored_pair_keys",
 ]
 
 #: Which column each known table is split (and foldered) by; ``None`` = no split level.
@@ -843,7 +844,7 @@ def _with_changes(
         log.warning("%s", exc)
         previous = None
     body = {**manifest, "profile": profile}
-    old_keys = _stored_pair_keys(store, previous) if previous is not None else None
+    old_keys = stored_pair_keys(store, previous) if previous is not None else None
     swaps = swapped_pairs(old_keys, keys) if old_keys is not None and keys is not None else None
     results = compare_releases(previous, body, config, allowed_missing, swaps)
     held = previous is not None and worst(results) == ERROR
@@ -853,7 +854,7 @@ def _with_changes(
     return json.loads(pretty_json(body))
 
 
-def _stored_pair_keys(store: Store, manifest: Mapping[str, Any]) -> pa.Table | None:
+def stored_pair_keys(store: Store, manifest: Mapping[str, Any]) -> pa.Table | None:
     """The pair keys a release stored (None for releases published before they existed, or
     whose keys cannot be read: the swap count is then skipped, not guessed)."""
     if not any(a["path"] == PAIR_KEYS_ASSET for a in manifest.get("assets") or []):
@@ -866,9 +867,9 @@ def _stored_pair_keys(store: Store, manifest: Mapping[str, Any]) -> pa.Table | N
         return None
 
 
-def read_promotion(store: Store, release_id: str) -> dict[str, Any] | None:
+def read_promotion(store: Store | str, release_id: str) -> dict[str, Any] | None:
     """The record of who accepted the held release ``release_id`` (None if nobody did)."""
-    return read_json(store, promotion_key(release_id))
+    return read_json(Store.of(store), promotion_key(release_id))
 
 
 def is_held(store: Store, manifest: Mapping[str, Any]) -> bool:
