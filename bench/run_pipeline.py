@@ -344,12 +344,10 @@ def run_in_process(corpus: Path, workdir: Path, mode: str = "full") -> dict:
 
             outcome = refresh(defs, instance, run_config, from_environment=True)
             out["success"] = outcome.success
-            out["stale"] = outcome.stale
+            out["stale"] = outcome.requested
             out["launched_run"] = outcome.run_id is not None
             out["release"] = _release_status(outcome.result) if outcome.result else {}
-            runs = {"observe_sources": outcome.observe_run_id}
-            if outcome.run_id:
-                runs["full_refresh"] = outcome.run_id
+            runs = {"full_refresh": outcome.run_id} if outcome.run_id else {}
         finished = time.time()
         sampler.stop()
         out["work_s"] = finished - started

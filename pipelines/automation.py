@@ -5,7 +5,9 @@
   fingerprint as its data version; only a *new* data version counts as an update.
 - Computed assets: :func:`computed_condition`, ``eager()`` (a dependency updated, or the asset is
   newly missing) or-ed with ``code_version_changed()`` (per-stage code versions,
-  ``pipelines/versions.py``), and gated on the blocking checks of every dependency.
+  ``pipelines/versions.py``) and with :func:`out_of_date` (:class:`OutOfDate`: the state-based
+  decision of :mod:`pipelines.staleness`, the one ``rlhf-curate refresh`` runs), and gated on the
+  blocking checks of every dependency.
 - ``release`` also re-publishes once per ``$REFRESH_CRON`` tick so that it stays inside its
   freshness window (:func:`release_freshness_policy`, ``dg.FreshnessPolicy.time_window``) on
   days without changes; release ids are content-addressed, so that costs one cheap publish
@@ -29,16 +31,16 @@ import time
 import warnings
 from collections.abc import Iterable
 from datetime import timedelta
+from typing import Any
 
 import dagster as dg
 
 from assets.alerting import AlertsResource
-from assets.keys import FINGERPRINT, RELEASE_KEY, UPSTREAM_KEYS
+from assets.keys import RELEASE_KEY, UPSTREAM_KEYS
 from assets.resources import CurationSettings
 from curation.redact import redact_uri
-from curation.release import manifest_key
-from curation.store import Store, StoreError
 from pipelines.settings import Environment
+from pipelines.staleness import Decision, decide, failed_at_error
 from pipelines.versions import STAGE_OF_OP, stage_versions
 
 log = logging.getLogger(__name__)
@@ -54,18 +56,6 @@ _READY = (
 
 
 # --- conditions -----------------------------------------------------------------------------------
-
-
-def failed_at_error(instance: dg.DagsterInstance, check_key: dg.AssetCheckKey) -> bool:
-    """The latest evaluation of ``check_key`` failed at ERROR severity."""
-    record = instance.get_latest_asset_check_evaluation_record(check_key)
-    event = record.event.dagster_event if record is not None and record.event else None
-    evaluation = event.event_specific_data if event is not None else None
-    return (
-        isinstance(evaluation, dg.AssetCheckEvaluation)
-        and not evaluation.passed
-        and evaluation.severity == dg.AssetCheckSeverity.ERROR
-    )
 
 
 class UpstreamChecksAllow(dg.AutomationCondition):
@@ -122,113 +112,44 @@ class MaterializedWithOtherCode(dg.AutomationCondition):
         return dg.AutomationResult(context=context, true_subset=subset)
 
 
-def _latest_materialization(instance: dg.DagsterInstance, key: dg.AssetKey):
-    """The latest materialization record of ``key`` (None if never materialized)."""
-    records = instance.fetch_materializations(key, limit=1).records
-    return records[0] if records else None
+class OutOfDate(dg.AutomationCondition):
+    """True for the assets :func:`pipelines.staleness.decide` requests: out of date by the state
+    of the instance and the store (never materialized, another code version, a changed upstream
+    file, a parent materialized since or recomputed, the release gone from the store), not held
+    by a run in progress or a blocking check. The same decision ``rlhf-curate refresh`` runs;
+    computed once per evaluation (a tick evaluates every asset)."""
 
+    _last: tuple[Any, Decision] | None = None
 
-class SourceChangedSinceIngest(dg.AutomationCondition):
-    """Ingest assets: the upstream file's latest observed data version differs from the one the
-    latest ingest read (its ``fingerprint`` metadata).
-
-    Compares state, not ticks: whatever the cursor holds (none on a home that only ever ran
-    ``rlhf-curate run``, a new daemon sensor), a file changed since it was ingested is seen.
-    """
-
-    @property
-    def name(self) -> str:
-        return "source_changed_since_ingest"
-
-    def evaluate(self, context):  # AutomationContext[AssetKey] -> AutomationResult
-        instance = context.asset_graph_view.instance
-        record = _latest_materialization(instance, context.key)
-        recorded = _metadata_value(record.asset_materialization, FINGERPRINT) if record else None
-        changed = False
-        for parent in context.asset_graph.get(context.key).parent_keys:
-            if parent not in UPSTREAM_SET or recorded is None:
-                continue
-            observed = instance.fetch_observations(parent, limit=1).records
-            version = observed[0].asset_observation.data_version if observed else None
-            changed = changed or (version is not None and version != recorded)
-        subset = context.candidate_subset if changed else context.get_empty_subset()
-        return dg.AutomationResult(context=context, true_subset=subset)
-
-
-class ParentMaterializedSince(dg.AutomationCondition):
-    """A computed parent was materialized after the asset's own latest materialization: a run
-    that stopped after some stages (failure, kill) left the rest behind. Observed upstream files
-    are left to :class:`SourceChangedSinceIngest` (observations happen on every refresh)."""
-
-    @property
-    def name(self) -> str:
-        return "parent_materialized_since"
-
-    def evaluate(self, context):  # AutomationContext[AssetKey] -> AutomationResult
-        instance = context.asset_graph_view.instance
-        own = _latest_materialization(instance, context.key)
-        newer = False
-        if own is not None:
-            for parent in context.asset_graph.get(context.key).parent_keys:
-                if parent in UPSTREAM_SET:
-                    continue
-                record = _latest_materialization(instance, parent)
-                newer = newer or (record is not None and record.storage_id > own.storage_id)
-        subset = context.candidate_subset if newer else context.get_empty_subset()
-        return dg.AutomationResult(context=context, true_subset=subset)
-
-
-class ReleaseMissingFromStore(dg.AutomationCondition):
-    """``release``: the release its latest materialization published is not in the configured
-    store (pruned by another instance, deleted, or the store changed). An unreachable store is
-    not taken for a missing release (the run would fail on it anyway)."""
-
-    def __init__(self, store_uri: str) -> None:
+    def __init__(self, store_uri: str | None = None) -> None:
         self.store_uri = store_uri
 
     @property
     def name(self) -> str:
-        return "release_missing_from_store"
+        return "out_of_date"
 
     def evaluate(self, context):  # AutomationContext[AssetKey] -> AutomationResult
-        record = _latest_materialization(context.asset_graph_view.instance, context.key)
-        release_id = _metadata_value(record.asset_materialization, "release_id") if record else None
-        missing = bool(release_id) and not _release_exists(self.store_uri, str(release_id))
-        subset = context.candidate_subset if missing else context.get_empty_subset()
+        tick = (id(context.asset_graph), context.evaluation_time, self.store_uri)
+        cached = OutOfDate._last
+        if cached is None or cached[0] != tick:
+            decision = decide(
+                context.asset_graph, context.asset_graph_view.instance, self.store_uri
+            )
+            OutOfDate._last = cached = (tick, decision)
+        requested = context.key in cached[1].requested
+        subset = context.candidate_subset if requested else context.get_empty_subset()
         return dg.AutomationResult(context=context, true_subset=subset)
 
 
-def _release_exists(store_uri: str, release_id: str) -> bool:
-    """Whether ``release_id`` has a manifest in the store (True when the store cannot be read)."""
-    try:
-        return Store(store_uri).exists(manifest_key(release_id))
-    except (StoreError, OSError) as exc:
-        log.warning("automation: cannot check release %s in the store: %s", release_id, exc)
-        return True
-
-
-def _metadata_value(materialization, key: str):
-    """The raw value of ``materialization.metadata[key]`` (None when absent)."""
-    if materialization is None:
-        return None
-    value = (materialization.metadata or {}).get(key)
-    return getattr(value, "value", value)
-
-
 def out_of_date(store_uri: str | None = None) -> dg.AutomationCondition:
-    """Newly true when the asset's state says it is behind its inputs or its store, whatever
-    the cursor holds (:class:`SourceChangedSinceIngest`, :class:`ParentMaterializedSince`,
-    :class:`ReleaseMissingFromStore` with ``store_uri``); until it is requested or updated."""
-    stale = SourceChangedSinceIngest() | ParentMaterializedSince()
-    if store_uri is not None:
-        stale = stale | ReleaseMissingFromStore(store_uri)
-    # a dependency requested in the same tick (eager's will_be_requested, which its since-reset
-    # on a first evaluation drops): the whole chain below a changed file runs in one refresh
+    """:class:`OutOfDate`, newly true (so a failed run is not relaunched on every tick), until
+    the asset is requested or updated; and, in the same tick, everything below an asset
+    requested by it (eager's ``will_be_requested``, which its reset drops on a first tick)."""
     dep_requested = dg.AutomationCondition.any_deps_match(
         dg.AutomationCondition.will_be_requested()
     )
     handled = dg.AutomationCondition.newly_requested() | dg.AutomationCondition.newly_updated()
-    trigger = stale.newly_true() | dep_requested
+    trigger = OutOfDate(store_uri).newly_true() | dep_requested
     return (trigger.since(handled) & _READY).with_label("out_of_date")
 
 

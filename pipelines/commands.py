@@ -238,11 +238,14 @@ def refresh_command(args: argparse.Namespace) -> int:
             alerts = alert_records(instance, outcome.result.run_id) if outcome.result else []
     elapsed = time.perf_counter() - start
     if not outcome.success:
-        print(f"refresh FAILED in {elapsed:.1f} s (run {outcome.run_id or outcome.observe_run_id})")
+        why = outcome.error or f"run {outcome.run_id}"
+        print(f"refresh FAILED in {elapsed:.1f} s: {why}", file=sys.stderr)
         return 1
     if not outcome.requested:
         print(f"nothing changed: observed the sources, no computation launched ({elapsed:.1f} s)")
         return 0
     print(f"refresh succeeded in {elapsed:.1f} s: {len(outcome.requested)} assets recomputed")
     print(f"  run {outcome.run_id}: {', '.join(outcome.requested)}")
+    for reason in sorted(set(outcome.reasons.values())):
+        print(f"  because: {reason}")
     return report(outcome.result, environment.store_uri, alerts) if outcome.result else 0

@@ -1,12 +1,12 @@
-"""The incremental refresh: observe the sources, then run what the automation conditions request.
+"""The incremental refresh: observe the sources, then run what is out of date.
 
-``rlhf-curate refresh`` is one tick of the same declarative automation the daemon's
-``rlhf_automation`` sensor runs, executed in process: it observes every upstream file (one
-step), evaluates the computed assets' conditions with ``dg.evaluate_automation_conditions``
-against the instance and the cursor of its previous tick (kept in the instance's key-value store),
-and runs exactly the requested assets, if any. On a day with no change that is the observation
-run alone: nothing is ingested, recomputed or published. The cursor is kept only after the
-computation succeeded, so a failed run is requested again by the next refresh.
+``rlhf-curate refresh``: every upstream file is observed (its fingerprint recorded as an
+observation of its source asset, in the instance, without a run), then
+:func:`pipelines.staleness.decide` says what is out of date, from the state of the instance and
+the store (the same function the daemon's automation condition evaluates, ``OutOfDate`` in
+``pipelines/automation.py``), and exactly those assets run. On a day with no change nothing
+runs. Nothing is kept between refreshes (no cursor): a failed run is requested again by the next
+refresh because its assets are still out of date.
 """
 
 from __future__ import annotations
@@ -18,52 +18,45 @@ from typing import Any
 import dagster as dg
 
 from assets.keys import UPSTREAM_KEYS
+from assets.upstream import observe_files
 from pipelines.local_run import run_full_refresh
+from pipelines.staleness import decide
 
-CURSOR_KEY = "rlhf_curation/refresh_cursor"
+#: The resources an observation needs (the sources and their credentials).
+OBSERVATION_RESOURCES = ("sources", "aws", "credentials")
 
 
 @dataclass
 class RefreshResult:
-    """What a refresh did: the observation run, what the conditions requested, the run of it."""
+    """What a refresh did: what it observed, what was out of date (and why), the run of it."""
 
-    observe_run_id: str
+    observed: dict[str, str] = field(default_factory=dict)  # {asset: data version}
     requested: list[str] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)
     run_id: str | None = None
     success: bool = True
     result: Any = None  # ExecuteInProcessResult or ExecuteJobResult
-
-    @property
-    def stale(self) -> list[str]:
-        """Alias of :attr:`requested` (what the previous refresh implementation called it)."""
-        return self.requested
+    error: str | None = None
 
 
-def load_cursor(instance: dg.DagsterInstance) -> Any:
-    """The automation cursor of the previous refresh in ``instance`` (None before the first).
-
-    Kept serialized (a string, Dagster's public ``serialize_value``): the cursor's class is not
-    public API, and the conditions that decide what is out of date do not depend on it
-    (``pipelines.automation.out_of_date``).
-    """
-    raw = instance.run_storage.get_cursor_values({CURSOR_KEY}).get(CURSOR_KEY)
-    return dg.deserialize_value(raw) if raw else None
-
-
-def save_cursor(instance: dg.DagsterInstance, cursor: Any) -> None:
-    """Keep ``cursor`` (``evaluate_automation_conditions``' ``result.cursor``) for the next refresh."""
-    instance.run_storage.set_cursor_values({CURSOR_KEY: dg.serialize_value(cursor)})
-
-
-def requested_keys(defs: dg.Definitions, instance: dg.DagsterInstance) -> tuple[list, Any]:
-    """Computed assets the automation conditions request now, and the new cursor."""
-    graph = defs.resolve_asset_graph()
-    computed = dg.AssetSelection.all() - dg.AssetSelection.assets(*UPSTREAM_KEYS)
-    result = dg.evaluate_automation_conditions(
-        defs, instance, asset_selection=computed, cursor=load_cursor(instance)
-    )
-    keys = [k for k in graph.materializable_asset_keys if result.get_num_requested(k)]
-    return sorted(keys, key=lambda k: k.to_user_string()), result.cursor
+def observe(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict[str, str]:
+    """Observe every upstream file with the definitions' source resources and record each
+    fingerprint as an observation (data version) of its source asset; ``{asset: version}``."""
+    resources = {k: v for k, v in (defs.resources or {}).items() if k in OBSERVATION_RESOURCES}
+    with dg.build_resources(resources) as built:
+        results = observe_files(built.sources, set(UPSTREAM_KEYS))
+    observed = {}
+    for result in results:
+        version = result.data_version.value if result.data_version else None
+        instance.report_runless_asset_event(
+            dg.AssetObservation(
+                asset_key=result.asset_key,
+                metadata=result.metadata,
+                tags={"dagster/data_version": version} if version else None,
+            )
+        )
+        observed[result.asset_key.to_user_string()] = version
+    return observed
 
 
 def _execute(
@@ -87,6 +80,12 @@ def _execute(
     )
 
 
+def store_uri_of(defs: dg.Definitions) -> str | None:
+    """The curated store the definitions publish to."""
+    store = (defs.resources or {}).get("store")
+    return getattr(store, "uri", None)
+
+
 def refresh(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
@@ -95,23 +94,23 @@ def refresh(
     tags: Mapping[str, str] | None = None,
     from_environment: bool = False,
 ) -> RefreshResult:
-    """Observe the sources, then materialize what the automation conditions request.
+    """Observe the sources, then materialize what is out of date (:func:`decide`).
 
-    ``defs`` should be built with ``keep_release_fresh=False`` (the release's cron re-publish is
-    the daemon's business). ``from_environment``: ``defs`` were built from the process
-    environment, so the requested assets run through :func:`pipelines.local_run.run_full_refresh`
-    (outputs not kept in memory) instead of ``execute_in_process`` on ``defs``.
+    ``from_environment``: ``defs`` were built from the process environment, so the requested
+    assets run through :func:`pipelines.local_run.run_full_refresh` (outputs not kept in memory)
+    instead of ``execute_in_process`` on ``defs``.
     """
-    observed = _execute(defs, instance, UPSTREAM_KEYS, run_config, tags, from_environment)
-    if not observed.success:
-        return RefreshResult(observe_run_id=observed.run_id, success=False, result=observed)
-    keys, cursor = requested_keys(defs, instance)
+    try:
+        observed = observe(defs, instance)
+    except Exception as exc:  # an unreadable mirror: the refresh fails, saying which
+        return RefreshResult(success=False, error=f"observing the sources failed: {exc}")
+    decision = decide(defs.resolve_asset_graph(), instance, store_uri_of(defs))
     out = RefreshResult(
-        observe_run_id=observed.run_id, requested=[k.to_user_string() for k in keys]
+        observed=observed,
+        requested=[k.to_user_string() for k in decision.keys],
+        reasons={k.to_user_string(): v for k, v in decision.requested.items()},
     )
-    if keys:
-        result = _execute(defs, instance, keys, run_config, tags, from_environment)
+    if decision.keys:
+        result = _execute(defs, instance, decision.keys, run_config, tags, from_environment)
         out.run_id, out.success, out.result = result.run_id, result.success, result
-    if out.success:
-        save_cursor(instance, cursor)
     return out

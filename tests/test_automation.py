@@ -411,7 +411,8 @@ def test_refresh_runs_only_what_changed_and_code_versions_name_releases(
 
     nothing = refresh(defs, instance)
     assert nothing.success and nothing.requested == [] and nothing.run_id is None
-    assert len(instance.get_runs()) == runs_before + 1  # the observation run only
+    assert len(instance.get_runs()) == runs_before  # observed without a run, nothing launched
+    assert set(nothing.observed) == names(UPSTREAM_KEYS)
     assert len([p for p in (store / "releases").iterdir() if p.is_dir()]) == 1
 
     drop_first_line(mirror / "hh-rlhf" / HH_TEST.relpath)

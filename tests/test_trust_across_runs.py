@@ -30,6 +30,7 @@ from curation.sources import source_file
 from pipelines.definitions import build_definitions
 from pipelines.refresh import refresh
 from pipelines.settings import SAMPLE
+from pipelines.staleness import decide
 from tests.pipeline_helpers import environment, materialize, release_metadata
 
 PKU_TRAIN = source_file("Alpaca-7B", "train")
@@ -144,6 +145,10 @@ def test_the_daemons_first_tick_sees_a_change_made_after_a_run(
     assert observed.success
     tick = dg.evaluate_automation_conditions(defs, instance)  # cursor None: a first tick
     assert requested(tick) == {f"raw_{PKU_TRAIN.key}"} | AFTER_INGEST
+    # one decision: what `rlhf-curate refresh` would run is what the daemon's tick requests
+    decision = decide(defs.resolve_asset_graph(), instance, str(tmp_path / "store"))
+    assert {k.to_user_string() for k in decision.keys} == requested(tick)
+    assert decision.requested[dg.AssetKey(f"raw_{PKU_TRAIN.key}")].startswith("source changed")
     # the next tick does not request it again while nothing ran (no hot loop in the daemon)
     assert requested(dg.evaluate_automation_conditions(defs, instance, cursor=tick.cursor)) == set()
 
