@@ -152,24 +152,27 @@ def length_summary(pairs: ProfileTable) -> dict[str, dict[str, dict[str, Any]]]:
     ``quantiles`` (p5, p50, p95) and ``bins`` (:func:`_length_bins`)."""
     parts: dict[tuple[str, str], list[np.ndarray]] = {}
     for batch in _batches(pairs, ["dataset", "prompt", "chosen", "rejected"]):
-        datasets = batch.column("dataset")
-        for dataset in pc.unique(datasets).to_pylist():
-            rows = batch.filter(pc.equal(datasets, dataset))
-            for kind, columns in (("prompt", ["prompt"]), ("response", ["chosen", "rejected"])):
-                for column in columns:
-                    lengths = pc.fill_null(pc.utf8_length(rows.column(column)), 0)
-                    parts.setdefault((dataset, kind), []).append(
-                        lengths.to_numpy().astype(np.int64)
-                    )
+        codes = pc.dictionary_encode(batch["dataset"]).combine_chunks()
+        index = codes.indices.to_numpy(zero_copy_only=False)
+        lengths = {
+            column: pc.fill_null(pc.utf8_length(batch[column]), 0).to_numpy().astype(np.int64)
+            for column in ("prompt", "chosen", "rejected")
+        }
+        for code, dataset in enumerate(codes.dictionary.to_pylist()):
+            rows = index == code
+            parts.setdefault((dataset, "prompt"), []).append(lengths["prompt"][rows])
+            parts.setdefault((dataset, "response"), []).extend(
+                [lengths["chosen"][rows], lengths["rejected"][rows]]
+            )
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for (dataset, kind), arrays in sorted(parts.items()):
-        lengths = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int64)
-        if lengths.size == 0:
+        values = np.concatenate(arrays)
+        if values.size == 0:
             continue
-        quantiles = np.quantile(lengths, QUANTILES, method="inverted_cdf")
+        quantiles = np.quantile(values, QUANTILES, method="inverted_cdf")
         out.setdefault(dataset, {})[kind] = {
             "quantiles": [int(q) for q in quantiles],
-            "bins": _length_bins(lengths).tolist(),
+            "bins": _length_bins(values).tolist(),
         }
     return out
 
