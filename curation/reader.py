@@ -45,6 +45,7 @@ from curation.release import (
     remove_leftovers,
     schema_from_b64,
 )
+from curation.schema import NO_SPLIT
 from curation.store import Store
 
 if TYPE_CHECKING:
@@ -417,7 +418,8 @@ def diff_releases(
     """What changed from release ``a`` to release ``b``.
 
     Per table (keyed by ``pair_id``; see :data:`DIFF_KEYS`) and per split (plus ``'*'`` over the
-    whole table, where a pair that moved split counts as changed): rows added, removed, changed
+    whole table, where a pair that moved split counts as changed; rows whose split is null are
+    ``no_split``, as their folder and the manifest name them): rows added, removed, changed
     (same key, different hash of the other columns) and unchanged, with example keys. Also the
     per-reason count changes of ``removed`` and ``quarantine``, and config/code changes.
     """
@@ -471,7 +473,8 @@ def diff_releases(
                         pc.is_null(col) if s is None else pc.fill_null(pc.equal(col, s), False)
                     )
 
-                per[str(split)] = _diff_frames(part(ta), part(tb), keys, examples)
+                name_of_split = NO_SPLIT if split is None else str(split)  # as the folder
+                per[name_of_split] = _diff_frames(part(ta), part(tb), keys, examples)
         result["tables"][name] = per
 
     for name in ("removed", "quarantine"):

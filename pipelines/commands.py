@@ -137,7 +137,7 @@ def run_command(args: argparse.Namespace) -> int:
         report_orphans(instance)
         tags = {**run_tags(environment), **process_tags()}
         with (
-            follow_run(instance) as token,
+            follow_run(instance, warnings=not args.verbose) as token,
             run_full_refresh(instance, run_config, tags={**tags, **token}) as result,
         ):
             pass
@@ -200,7 +200,7 @@ def refresh_command(args: argparse.Namespace) -> int:
     run_config = run_config_for(environment, settings, args.verbose)
     with persistent_instance(home) as instance:
         report_orphans(instance)
-        with follow_run(instance) as token:
+        with follow_run(instance, warnings=not args.verbose) as token:
             outcome = refresh(
                 defs,
                 instance,
