@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import dagster as dg
 import yaml
 
 from assets.io import OPTIONAL_INPUT_MANAGER
@@ -154,11 +155,26 @@ def report_orphans(instance) -> None:
         )
 
 
+def failure_text(event: dg.DagsterEvent) -> str:
+    """What went wrong, for the console: a ``dg.Failure``'s description, else the error and the
+    errors that caused it, one per line (Dagster's own log of it shows only with ``-v``)."""
+    data = event.step_failure_data if event.is_step_failure else None
+    if data is None:
+        return event.message or ""
+    if data.user_failure_data is not None and data.user_failure_data.description:
+        return data.user_failure_data.description
+    lines, error = [], data.error
+    while error is not None:
+        lines.append(error.message.strip())
+        error = error.cause
+    return "\n    caused by: ".join(lines) or (event.message or "")
+
+
 def report(result: ExecuteJobResult, store_uri: str) -> int:
     """Print the outcome of a run; the process exit code."""
     if not result.success:
         for event in (e for e in result.all_events if e.is_failure):
-            print(f"FAILED {event.step_key}: {event.message}", file=sys.stderr)
+            print(f"FAILED {event.step_key or 'run'}: {failure_text(event)}", file=sys.stderr)
         print(
             f"run {result.run_id} failed; see `make dev` (Dagster UI) for details", file=sys.stderr
         )

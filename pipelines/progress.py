@@ -105,9 +105,10 @@ def stage_line(
     return f"  {name:<{STEP_WIDTH}} {seconds:8.1f}  {output_text(assets)}".rstrip()
 
 
-def warning_line(message: str) -> str:
-    """A step's warning under its line: ``    warning: 10 upstream files absent ...``."""
-    return f"    warning: {' '.join(message.split())}"
+def warning_line(message: str, level: int = logging.WARNING) -> str:
+    """A step's warning (or error) under its line: ``    warning: 10 upstream files absent ...``."""
+    kind = "error" if level >= logging.ERROR else "warning"
+    return f"    {kind}: {' '.join(message.split())}"
 
 
 class StepPrinter:
@@ -119,7 +120,8 @@ class StepPrinter:
     def __init__(self, out: TextIO, tty: bool, warnings: bool = True):
         self.out, self.tty, self.warnings = out, tty, warnings
         self.assets: dict[str, dict[str, dict[str, Any]]] = {}
-        self.pending: dict[str | None, list[str]] = {}
+        self.pending: dict[str | None, list[tuple[int, str]]] = {}
+        self.running: set[str] = set()
         self.bars: dict[str, Any] = {}
         self.started = False
 
@@ -135,6 +137,8 @@ class StepPrinter:
         if step is None:
             return
         kind = event.event_type
+        if kind == DagsterEventType.STEP_START:
+            self.running.add(step)
         if kind == DagsterEventType.STEP_START and self.tty and step in BAR_STEPS:
             from tqdm import tqdm
 
@@ -162,18 +166,20 @@ class StepPrinter:
             )
             ok = kind == DagsterEventType.STEP_SUCCESS
             self._print(stage_line(step, self.assets.get(step, {}), seconds, ok))
-            for message in self.pending.pop(step, []):
-                self._print(warning_line(message))
+            self.running.discard(step)
+            for level, message in self.pending.pop(step, []):
+                self._print(warning_line(message, level))
 
     def handle_log(self, step: str | None, level: int, message: str) -> None:
-        """A message a step logged: a warning or worse is printed with the step's line (at
-        once when it belongs to no step)."""
+        """A message logged while a step ran: a warning or worse is printed under the step's line
+        (at once when it belongs to no step). What Dagster logs about steps that never started
+        (``Dependencies for step ... failed``) is left out: the failed step is reported."""
         if not self.warnings or level < logging.WARNING:
             return
         if step is None:
-            self._print(warning_line(message))
-        else:
-            self.pending.setdefault(step, []).append(message)
+            self._print(warning_line(message, level))
+        elif step in self.running:
+            self.pending.setdefault(step, []).append((level, message))
 
     def handle_entry(self, entry: dg.EventLogEntry) -> None:
         """One event log entry: a watched Dagster event, or a message a step logged."""
@@ -186,8 +192,8 @@ class StepPrinter:
     def finish(self) -> None:
         """Print what is still pending (warnings of steps that never finished)."""
         for messages in self.pending.values():
-            for message in messages:
-                self._print(warning_line(message))
+            for level, message in messages:
+                self._print(warning_line(message, level))
         self.pending.clear()
 
 

@@ -286,3 +286,29 @@ def test_output_text_of_removals_and_release() -> None:
     assert output_text(removed) == "2,324 pairs, 65 removed"
     assert output_text({"release": {"pairs": 2324}}) == "2,324 pairs published"
     assert output_text({}) == ""
+
+
+def test_a_failed_step_prints_its_error_not_dagsters_skips(tmp_path: Path) -> None:
+    from pipelines.commands import failure_text
+
+    @dg.asset
+    def boom(context) -> None:
+        context.log.warning("about to fail")
+        raise ValueError("the upstream file is truncated")
+
+    @dg.asset(deps=[boom])
+    def after() -> None:
+        pass
+
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        result = dg.materialize([boom, after], instance=instance, raise_on_error=False)
+        entries = list(instance.all_logs(result.run_id))
+    out = io.StringIO()
+    printer = StepPrinter(out, tty=False)
+    for entry in entries:
+        printer.handle_entry(entry)
+    printer.finish()
+    lines = out.getvalue().splitlines()[1:]
+    assert [line.split()[:2] for line in lines] == [["FAILED", "boom"], ["warning:", "about"]]
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert "ValueError: the upstream file is truncated" in failure_text(failure)
