@@ -205,10 +205,17 @@ class Release:
             ) from exc
 
     def _read_files(
-        self, name: str, files: Sequence[Mapping[str, Any]], columns: Sequence[str] | None
+        self,
+        name: str,
+        files: Sequence[Mapping[str, Any]],
+        columns: Sequence[str] | None,
+        use_threads: bool = True,
     ) -> pa.Table:
         """``files`` of table ``name`` read in order into one table of its schema (every page's
-        CRC checked, as in :meth:`dataset`); errors name the file."""
+        CRC checked, as in :meth:`dataset`); errors name the file. ``use_threads=False``
+        decodes on the calling thread only: a process that read parquet on Arrow's thread pool
+        sometimes aborts at exit (``terminate called without an active exception``, about 2 in
+        100 short processes here; apache/arrow#34314), which the CLI must not do."""
         import pyarrow.parquet as pq
 
         schema = self.schema(name)
@@ -220,13 +227,19 @@ class Release:
             try:
                 with self.store.open_input(key) as fh:
                     parquet = pq.ParquetFile(fh, page_checksum_verification=True)
-                    parts.append(parquet.read(columns=list(columns) if columns else None))
+                    parts.append(
+                        parquet.read(
+                            columns=list(columns) if columns else None, use_threads=use_threads
+                        )
+                    )
             except (FileNotFoundError, OSError, pa.ArrowException) as exc:
                 missing = not self.store.exists(key)
                 raise ReleaseError(
                     f"{self.store.uri}: release {self.release_id}: cannot read table {name!r}: "
                     + (f"missing file {f['path']}" if missing else f"{f['path']}: {exc}")
                 ) from exc
+        if not parts:
+            return schema.empty_table()
         return pa.concat_tables([part.cast(schema) for part in parts])
 
     def to_pandas(self, name: str, split: str | None = None, **kwargs: Any) -> pd.DataFrame:
@@ -410,14 +423,12 @@ def _diff_frames(a: pa.Table, b: pa.Table, keys: list[str], examples: int) -> di
     }
 
 
-def _reason_counts(release: Release, name: str) -> dict[str, int]:
-    if name not in release.tables:
-        return {}
+def _reason_counts(table: pa.Table | None, name: str) -> dict[str, int]:
+    """``{reason: rows}`` of a ``removed`` (``reason``) or ``quarantine`` (``reasons``) table."""
     column = "reason" if name == "removed" else "reasons"
-    try:
-        values = release.table(name, columns=[column]).column(column)
-    except (KeyError, pa.ArrowInvalid):
+    if table is None or column not in table.column_names:
         return {}
+    values = table.column(column)
     if name != "removed":
         values = pc.list_flatten(values)
     if len(values) == 0:
@@ -487,9 +498,18 @@ def diff_releases(
         if ca.get(k) != cb.get(k):
             result["config_changes"][k] = {"a": ca.get(k), "b": cb.get(k)}
 
+    # each table read once, on this thread (see Release._read_files)
+    read = {
+        (r.release_id, name): (
+            r._read_files(name, r.files(name), None, use_threads=False)
+            if name in r.tables
+            else None
+        )
+        for r in (ra, rb)
+        for name in set(ra.tables) | set(rb.tables) | {"removed", "quarantine"}
+    }
     for name in sorted(set(ra.tables) | set(rb.tables)):
-        ta = ra.table(name) if name in ra.tables else None
-        tb = rb.table(name) if name in rb.tables else None
+        ta, tb = read[(ra.release_id, name)], read[(rb.release_id, name)]
         ref = tb if tb is not None else ta
         assert ref is not None
         keys = DIFF_KEYS.get(name) or (["pair_id"] if "pair_id" in ref.column_names else [])
@@ -518,7 +538,8 @@ def diff_releases(
         result["tables"][name] = per
 
     for name in ("removed", "quarantine"):
-        xa, xb = _reason_counts(ra, name), _reason_counts(rb, name)
+        xa = _reason_counts(read[(ra.release_id, name)], name)
+        xb = _reason_counts(read[(rb.release_id, name)], name)
         if xa or xb:
             result["reasons"][name] = {
                 r: {"a": xa.get(r, 0), "b": xb.get(r, 0), "delta": xb.get(r, 0) - xa.get(r, 0)}
