@@ -148,7 +148,9 @@ def add_release_commands(subparsers: Any) -> argparse.ArgumentParser:
         "Delete every release but the newest N, the pinned ones and the latest. Asks for "
         "confirmation on a terminal; elsewhere --yes is required (--dry-run never deletes).",
     )
-    p.add_argument("--keep", type=int, required=True, help="keep the newest N releases")
+    p.add_argument(
+        "--keep", type=int, required=True, metavar="N", help="keep the newest N releases"
+    )
     p.add_argument(
         "--pin",
         action="append",

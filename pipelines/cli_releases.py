@@ -19,6 +19,7 @@ from curation import reader
 from curation.release import ReleaseError
 from curation.report import SOURCES_HEADER, plain_table, source_rows
 from curation.store import StoreError
+from pipelines.cli import main as cli_main
 from pipelines.cli_parser import add_release_commands
 from pipelines.settings import Environment
 
@@ -257,12 +258,8 @@ def run_releases_command(args: argparse.Namespace, out: TextIO | None = None) ->
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rlhf-curate")
-    subparsers = parser.add_subparsers(dest="command")
-    subparsers.required = True
-    add_release_commands(subparsers)
-    args = parser.parse_args(argv)
-    return run_releases_command(args)
+    """``python -m pipelines.cli_releases releases ...``: the ``rlhf-curate`` entry point."""
+    return cli_main(argv)
 
 
 if __name__ == "__main__":
