@@ -312,7 +312,7 @@ def advance_latest(
 #: Folder of the rows whose split is null (the red-team quarantine rows). Not ``_null``: pandas,
 #: pyarrow datasets and Spark skip folders starting with ``_`` or ``.``, so their readers would
 #: silently miss those rows.
-NULL_SPLIT_DIR = "no_split"
+NULL_SPLIT_DIR = S.NO_SPLIT
 
 
 def _safe_dir(value: Any) -> str:
