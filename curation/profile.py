@@ -18,7 +18,7 @@ be compared with exact tests:
 Beside the profile, :func:`pair_keys` gives every pair a key that ignores which response is
 chosen (the prompt and the two responses, unordered) and the key of its chosen response; the
 release stores them (``_profile/pair_keys.parquet``, 32 bytes a pair), so the next release can
-count pairs whose chosen and rejected responses were swapped (a flipped label the distributions
+count pairs whose chosen and rejected responses were swapped (``curation.drift.swapped_pairs``) (a flipped label the distributions
 may not show: a pair of two safe or two equally unsafe responses changes no count).
 
 Reading is column by column and batch by batch (a stage table is never read whole); on the
@@ -218,27 +218,6 @@ def pair_keys(pairs: ProfileTable) -> pa.Table:
     if not parts:
         return PAIR_KEYS.empty_table()
     return pa.concat_tables(parts).unify_dictionaries().combine_chunks()
-
-
-def swapped_pairs(previous: pa.Table, new: pa.Table) -> dict[str, dict[str, int]]:
-    """Per group: pairs in both releases (same prompt and responses) and how many of them have
-    the other response chosen now."""
-    keys = ["group", "prompt_key", "low_key", "high_key"]
-
-    def plain(table: pa.Table) -> pa.Table:
-        return table.set_column(0, "group", table["group"].cast(pa.string()))
-
-    joined = plain(previous).join(
-        plain(new), keys=keys, right_suffix="_new", join_type="inner", use_threads=False
-    )
-    swapped = pc.not_equal(joined["chosen_key"], joined["chosen_key_new"])
-    counts = pa.table({"group": joined["group"], "swapped": swapped})
-    out: dict[str, dict[str, int]] = {}
-    for row in (
-        counts.group_by("group").aggregate([([], "count_all"), ("swapped", "sum")]).to_pylist()
-    ):
-        out[row["group"]] = {"common": row["count_all"], "swapped": int(row["swapped_sum"] or 0)}
-    return dict(sorted(out.items()))
 
 
 def file_counts(sources: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:

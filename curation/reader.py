@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.drift import DriftConfig, compare_releases
+from curation.drift import DriftConfig, compare_releases, swapped_pairs
 from curation.integrity import (
     Problem,
     accounting_problems,
@@ -33,7 +33,6 @@ from curation.integrity import (
     table_count_problems,
     unlisted_problems,
 )
-from curation.profile import swapped_pairs
 from curation.release import (
     LATEST_KEY,
     RELEASES_DIR,

@@ -112,11 +112,11 @@ def _release_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def add_release_commands(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``releases {list,show,verify,diff,prune}`` on an argparse ``subparsers`` object;
+    """Register ``releases {list,show,verify,diff,prune,promote}`` on an argparse ``subparsers``;
     the chosen one is ``args.releases_command`` (``pipelines.cli_releases.HANDLERS``)."""
     releases = subparsers.add_parser(
         "releases",
-        help="inspect, verify, diff and prune published releases",
+        help="inspect, verify, diff, prune and promote published releases",
         description=RELEASES_DESCRIPTION,
     )
     sub = releases.add_subparsers(dest="releases_command", metavar="COMMAND")
@@ -161,6 +161,18 @@ def add_release_commands(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="only report what would be deleted")
     p.add_argument(
         "-y", "--yes", action="store_true", help="delete without asking for confirmation"
+    )
+    p = command(
+        "promote",
+        "accept a held release and point latest at it",
+        "Accept a release that an ERROR drift kept from 'latest' (the alert and the card name "
+        "it): records who accepted it, when and why beside the release, where the next "
+        "release's manifest quotes it, and moves 'latest' to it.",
+    )
+    p.add_argument("release_id", help="the held release: id or unique prefix")
+    p.add_argument("--reason", required=True, help="why it is accepted (recorded)")
+    p.add_argument(
+        "--by", default=None, help="who accepts it (recorded; default: the login name, $USER)"
     )
     return releases
 

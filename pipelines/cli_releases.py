@@ -1,4 +1,4 @@
-"""``releases`` sub-command of the CLI: list, show, verify, diff and prune published releases.
+"""``releases`` sub-command of the CLI: list, show, verify, diff, prune and promote releases.
 
 The arguments are defined in :mod:`pipelines.cli_parser` (``add_release_commands``); the main
 CLI imports this module only for a ``releases`` command and calls ``run_releases_command(args)``,
@@ -10,12 +10,13 @@ here (no Dagster, GX, pandas or matplotlib: ``tests/test_cli.py``).
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from curation import reader
+from curation import reader, release
 from curation.release import ReleaseError
 from curation.report import SOURCES_HEADER, plain_table, source_rows
 from curation.store import StoreError, credentials_refused
@@ -187,7 +188,27 @@ def diff_command(store: str, args: argparse.Namespace, out: TextIO) -> int:
         if changed:
             print(f"\n{name} by reason:", file=out)
             _table(["reason", "a", "b", "delta"], changed, out)
+    _print_drift(result.get("drift") or [], args.examples, out)
     return 0
+
+
+def _print_drift(checks: list[dict], examples: int, out: TextIO) -> None:
+    """The release-over-release checks of B against A (what the card and the alert say): each
+    check's result, and up to ``examples`` findings each with the previous and new value."""
+    if not checks:
+        return
+    print("\nrelease-over-release checks (B against A):", file=out)
+    rows = [[c["check"], c["severity"], _n(len(c["findings"])), _n(c["compared"])] for c in checks]
+    _table(["check", "result", "findings", "compared"], rows, out)
+    for check in checks:
+        for finding in check["findings"][: max(examples, 0)]:
+            print(
+                f"  {finding['severity']} {finding['check']} {finding['key']}: {finding['detail']}",
+                file=out,
+            )
+        more = len(check["findings"]) - max(examples, 0)
+        if more > 0:
+            print(f"  ... and {more} more {check['check']} findings", file=out)
 
 
 def prune_command(store: str, args: argparse.Namespace, out: TextIO) -> int:
@@ -230,6 +251,22 @@ def _confirm_deletion(store: str, doomed: list[str]) -> bool:
     return answer in ("y", "yes")
 
 
+def promote_command(store: str, args: argparse.Namespace, out: TextIO) -> int:
+    """``releases promote``: accept a held release (who, when, why) and point latest at it."""
+    release_id = reader.resolve_release_id(store, args.release_id)
+    by = args.by or getpass.getuser()
+    record = release.promote_release(store, release_id, by=by, reason=args.reason)
+    if getattr(args, "json", False):
+        print(json.dumps(record, indent=2), file=out)
+        return 0
+    print(
+        f"release {release_id} promoted by {record['by']} at {record['at']} "
+        f"(latest was {record['latest_before']}): {record['reason']}",
+        file=out,
+    )
+    return 0
+
+
 #: ``releases COMMAND`` -> its handler.
 HANDLERS: dict[str, Handler] = {
     "list": list_command,
@@ -237,6 +274,7 @@ HANDLERS: dict[str, Handler] = {
     "verify": verify_command,
     "diff": diff_command,
     "prune": prune_command,
+    "promote": promote_command,
 }
 
 
@@ -249,7 +287,10 @@ def run_releases_command(args: argparse.Namespace, out: TextIO | None = None) ->
     store = getattr(args, "store", None) or _default_store()
     handler = HANDLERS.get(getattr(args, "releases_command", None) or "")
     if handler is None:
-        print("releases: choose a command: list, show, verify, diff, prune", file=sys.stderr)
+        print(
+            "releases: choose a command: list, show, verify, diff, prune, promote",
+            file=sys.stderr,
+        )
         return 2
     try:
         store = getattr(args, "store", None) or _default_store()
