@@ -15,10 +15,10 @@ import dagster as dg
 from pipelines.definitions import defs
 repo = defs.get_repository_def()
 keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
-assert "release" in keys and "curated_pairs" in keys and "raw_hh_rlhf__harmless_base__train" in keys, keys
-assert len([k for k in keys if k.startswith("raw_")]) == 15
+assert "release" in keys and "curated_pairs" in keys and "hh_rlhf/raw/harmless_base_train" in keys, keys
+assert len([k for k in keys if "/raw/" in k]) == 15 and len([k for k in keys if "/upstream/" in k]) == 15
 checks = {c.name for c in repo.asset_graph.asset_check_keys}
-assert {"schema_suite", "quarantine_rate", "row_accounting", "curated_pairs_suite"} <= checks, checks
+assert {"schema_suite", "quarantine_rate", "row_accounting", "curated_pairs_suite", "release_verified"} <= checks, checks
 defs.resolve_job_def("full_refresh")
 # what a code server sends the webserver and daemon: the repository snapshot must serialize
 from dagster._core.remote_representation.external_data import RepositorySnap
