@@ -159,3 +159,28 @@ def test_environment_is_read_only_in_settings():
     settings = (REPO / "pipelines" / "settings.py").read_text()
     assert "os.environ[" not in settings and "putenv" not in settings  # read, never written
     assert "setdefault" not in settings and ".update(" not in settings
+
+
+def test_file_assets_have_short_distinct_names_grouped_by_dataset():
+    """Each upstream file and its ingested table are named ``<dataset>/upstream|raw/<label>``,
+    the label short enough for the UI's asset graph to show it uncut (it shows a key's last
+    part, cut in the middle past 31 characters) and distinct within the dataset."""
+    import dagster as dg
+
+    from assets.keys import GRAPH_LABEL_MAX, file_label, ingest_asset_key, upstream_asset_key
+    from curation.sources import all_files
+    from pipelines.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    labels = {}
+    for source in all_files():
+        label = file_label(source)
+        assert len(label) <= GRAPH_LABEL_MAX, label
+        labels.setdefault(source.dataset, []).append(label)
+        for key in (ingest_asset_key(source), upstream_asset_key(source)):
+            assert key.path[-1] == label and key.path[0] == source.dataset.replace("-", "_")
+            assert graph.get(key).group_name == f"ingest/{key.path[0]}"
+    for dataset, names in labels.items():
+        assert len(set(names)) == len(names), dataset
+    assert "helpful_rejection_sampled_train" in labels["hh-rlhf"]
+    assert graph.get(dg.AssetKey("release")).group_name == "publish"
