@@ -137,7 +137,10 @@ def add_local_instance_settings(instance_yaml: Path) -> None:
     """Append to ``instance_yaml`` (created if absent) each of :data:`LOCAL_INSTANCE_SETTINGS`
     whose top-level key it does not have."""
     text = instance_yaml.read_text() if instance_yaml.exists() else ""
-    config = yaml.safe_load(text) if text.strip() else {}
+    try:
+        config = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError:  # left as it is: instance_problems and Dagster name the error
+        return
     present = set(config) if isinstance(config, dict) else set()
     missing = [block for key, block in LOCAL_INSTANCE_SETTINGS.items() if key not in present]
     if missing:
