@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from assets.ingest import ingest_one
-from assets.resources import AwsCredentials, CurationSettings, SourcesResource
+from assets.resources import AwsCredentials, CurationSettings, SourceCredentials, SourcesResource
 from curation.ingest import ingest_file
 from curation.preflight import check_source_root, preflight
 from curation.sources import (
@@ -152,12 +152,15 @@ def test_links_out_of_the_mirror_are_read_when_allowed(tmp_path: Path):
     link.unlink()
     link.symlink_to(SAMPLE / "PKU-SafeRLHF" / PKU_TEST.relpath)
     sources = SourcesResource(
-        hh_rlhf_uri=str(SAMPLE / "hh-rlhf"), pku_saferlhf_uri=str(mirror), aws=AwsCredentials()
+        hh_rlhf_uri=str(SAMPLE / "hh-rlhf"),
+        pku_saferlhf_uri=str(mirror),
+        aws=AwsCredentials(),
+        credentials=SourceCredentials(),
     )
     with pytest.raises(SourceError, match="outside the mirror"):
-        ingest_one(PKU_TEST, sources, CurationSettings(), AwsCredentials())
+        ingest_one(PKU_TEST, sources, CurationSettings())
     allowed = CurationSettings(allow_links_outside_mirror=True)
-    table, metadata = ingest_one(PKU_TEST, sources, allowed, AwsCredentials())
+    table, metadata = ingest_one(PKU_TEST, sources, allowed)
     assert metadata["present"] and table.num_rows == metadata["rows_read"] > 0
 
 
@@ -253,12 +256,15 @@ def test_the_bound_is_a_setting_checked_up_front(tmp_path: Path):
     could not hold (one string array: 2**31 - 2 bytes) or below 1 is refused by the settings."""
     write_gzip(tmp_path / HH_TEST.relpath, REAL_ROW + b"\n", 4 << 20)
     sources = SourcesResource(
-        hh_rlhf_uri=str(tmp_path), pku_saferlhf_uri=str(tmp_path), aws=AwsCredentials()
+        hh_rlhf_uri=str(tmp_path),
+        pku_saferlhf_uri=str(tmp_path),
+        aws=AwsCredentials(),
+        credentials=SourceCredentials(),
     )
     settings = CurationSettings(max_decompressed_bytes=1 << 20)
     with pytest.raises(SourceError, match="decompresses to more than 1,048,576 bytes"):
-        ingest_one(HH_TEST, sources, settings, AwsCredentials())
-    table, _ = ingest_one(HH_TEST, sources, CurationSettings(), AwsCredentials())
+        ingest_one(HH_TEST, sources, settings)
+    table, _ = ingest_one(HH_TEST, sources, CurationSettings())
     assert table.num_rows > 1000
     for bad in (0, 2**31):
         with pytest.raises(Exception, match="max_decompressed_bytes"):
