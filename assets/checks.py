@@ -13,15 +13,18 @@ import pyarrow.compute as pc
 
 from assets.alerting import AlertsResource
 from assets.io import OPTIONAL_INPUT_MANAGER
-from assets.keys import INGEST_KEYS
+from assets.keys import INGEST_KEYS, RELEASE_KEY
 from assets.metadata import counts_markdown
-from assets.resources import CurationSettings
+from assets.resources import CurationSettings, StoreResource
 from curation.accounting import account_release
 from curation.contract import SuiteRun
 from curation.gx_validate import SuiteResult, warm_up
 from curation.ingest import RAW_LINE, REASONS, UPSTREAM_ROWS, WARNINGS, upstream_row_differences
+from curation.reader import open_release
+from curation.release import ReleaseError
 from curation.report import quarantine_rate, report_of, suite_for
 from curation.stage_table import StageTable
+from curation.store import StoreError
 
 BOOKKEEPING = [REASONS, WARNINGS, RAW_LINE, "dataset", "subset", "split"]
 
@@ -158,7 +161,7 @@ def _ingest_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
     ]
 
 
-INGEST_BY_NAME = {key.path[-1]: key for key in INGEST_KEYS}
+INGEST_BY_NAME = {key.to_python_identifier(): key for key in INGEST_KEYS}
 
 
 @dg.multi_asset_check(
@@ -320,4 +323,67 @@ def upstream_row_counts(
     )
 
 
-ALL_CHECKS = [ingest_checks, curated_pairs_suite, row_accounting, upstream_row_counts]
+def _metadata_text(materialization: dg.AssetMaterialization, key: str) -> str | None:
+    value = (materialization.metadata or {}).get(key)
+    value = getattr(value, "value", value)
+    return str(value) if value else None
+
+
+@dg.asset_check(
+    asset=RELEASE_KEY,
+    name="release_verified",
+    blocking=False,
+    description="The release the latest materialization published, read back from its store "
+    "(`Release.verify`, docs/releases.md): every file's size and sha256 against the manifest, "
+    "no unlisted file, the manifest's digests and id, row counts in the parquet footers, "
+    "read = kept + removed + quarantined. Runs after each publish; execute it from this tab "
+    "to re-check a published release at any time. The checks that gate publishing sit on "
+    "`curated_pairs` (`curated_pairs_suite`, `row_accounting`).",
+)
+def release_verified(
+    context: dg.AssetCheckExecutionContext, alerts: AlertsResource, store: StoreResource
+) -> dg.AssetCheckResult:
+    """The published release of the latest ``release`` materialization verifies."""
+    event = context.instance.get_latest_materialization_event(RELEASE_KEY)
+    materialization = event.asset_materialization if event is not None else None
+    if materialization is None:
+        raise dg.Failure("no release has been published yet: nothing to verify")
+    release_id = _metadata_text(materialization, "release_id")
+    store_uri = _metadata_text(materialization, "store_uri") or store.uri
+    try:
+        release = open_release(store_uri, release_id, store.aws.storage_options(store_uri))
+        problems = release.verify()
+    except (ReleaseError, StoreError) as exc:
+        problems, unreadable = [], str(exc)
+    else:
+        unreadable = ""
+    lines = [f"- `{p.path}` {p.kind}: {p.message}" for p in problems[:50]]
+    if unreadable:
+        lines = [f"- {unreadable}"]
+    ok = not lines
+    return _result(
+        context,
+        alerts,
+        asset=RELEASE_KEY,
+        check="release_verified",
+        passed=ok,
+        severity=dg.AssetCheckSeverity.ERROR,
+        counts={"problems": len(problems) or int(bool(unreadable))},
+        message=f"release {release_id} in {store_uri}: "
+        + ("verifies" if ok else unreadable or f"{len(problems)} problems"),
+        metadata={
+            "release_id": release_id or "",
+            "store_uri": store_uri,
+            "problems": len(problems) or int(bool(unreadable)),
+            "details": dg.MetadataValue.md("\n".join(lines) or "_none_"),
+        },
+    )
+
+
+ALL_CHECKS = [
+    ingest_checks,
+    curated_pairs_suite,
+    row_accounting,
+    upstream_row_counts,
+    release_verified,
+]

@@ -14,7 +14,7 @@ import os
 import dagster as dg
 import pyarrow as pa
 
-from assets.keys import FINGERPRINT, ingest_asset_key, upstream_asset_key
+from assets.keys import FINGERPRINT, ingest_asset_key, ingest_group, upstream_asset_key
 from assets.metadata import counts_markdown, table_metadata
 from assets.resources import CurationSettings, SourcesResource, StoreResource
 from curation.ingest import (
@@ -40,13 +40,11 @@ from curation.store import Store, StoreError
 from curation.upstream import is_transient
 from curation.version import code_version
 
-INGEST_GROUP = "ingest"
-
 
 def _ingest_out(source: SourceFile) -> dg.AssetOut:
     return dg.AssetOut(
         key=ingest_asset_key(source),
-        group_name=INGEST_GROUP,
+        group_name=ingest_group(source),
         kinds={"python", "arrow"},
         owners=["team:data-curation"],
         description=f"Rows of `{source.relpath}` ({source.dataset}) with per-row verdicts of the "

@@ -7,6 +7,7 @@ import dagster as dg
 import pyarrow as pa
 
 from curation.report import markdown_escape, markdown_table
+from curation.schema import column_descriptions, description
 
 PREVIEW_COLUMNS = ("pair_id", "dataset", "subset", "split", "dimension", "prompt", "chosen")
 
@@ -31,8 +32,20 @@ def preview(table: pa.Table, n: int = 5, width: int = 80) -> dg.MarkdownMetadata
 
 
 def column_schema(schema: pa.Schema) -> dg.TableSchema:
-    """The Arrow schema as Dagster's ``dagster/column_schema`` (the UI's Columns tab)."""
-    return dg.TableSchema(columns=[dg.TableColumn(field.name, str(field.type)) for field in schema])
+    """The Arrow schema as Dagster's ``dagster/column_schema`` (the UI's Columns tab), each
+    column described by its field metadata (``curation.schema``), else by what its name means
+    in the curation schemas (an ingested file's ``prompt``, ``split``...)."""
+    known = column_descriptions()
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                field.name,
+                str(field.type),
+                description=description(field) or known.get(field.name),
+            )
+            for field in schema
+        ]
+    )
 
 
 def table_metadata(table) -> dict:

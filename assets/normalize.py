@@ -28,7 +28,9 @@ SOURCE_FILES = pa.schema([("report", pa.string())])
 
 @dg.multi_asset(
     pool="rlhf_stage",
-    ins={key.path[-1]: dg.AssetIn(key, dagster_type=StageTable) for key in INGEST_KEYS},
+    ins={
+        key.to_python_identifier(): dg.AssetIn(key, dagster_type=StageTable) for key in INGEST_KEYS
+    },
     outs={
         "normalized_pairs": stage_out(
             VALIDATE_GROUP,

@@ -18,7 +18,7 @@ from curation.drift import CHECK_DESCRIPTIONS, CHECKS, ERROR, PASS, CheckResult,
 from curation.ingest import manifest_sources
 from curation.profile import pair_keys, profile_release
 from curation.references import manifest_references
-from curation.release import ReleaseError, publish_release
+from curation.release import ReleaseError, publish_release, schema_from_b64
 from curation.schema import REMOVED
 from curation.stage_table import StageTable
 from curation.store import StoreError
@@ -143,13 +143,22 @@ def drift_alert(result: Any, alerts: AlertsResource, run_id: str) -> None:
     )
 
 
+def published_schema(manifest: dict, table: str) -> pa.Schema:
+    """The Arrow schema ``table`` was published with (the manifest's, as its parquet files have
+    it: no stage-only column such as ``prompt_normalized``; descriptions in field metadata)."""
+    return schema_from_b64(manifest["tables"][table]["arrow_schema"])
+
+
 @dg.asset(
     group_name=PUBLISH_GROUP,
     kinds={"s3", "parquet"},
     owners=["team:data-curation"],
     description="A new immutable release (pairs, quarantine, removed, red_team + manifest and card) "
-    "in the curated store; compared with the release `latest` named (drift checks); `latest` "
-    "moves to it last, unless an ERROR drift holds it.",
+    "in the curated store; compared with the release `latest` named (drift checks, Checks tab); "
+    "`latest` moves to it last, unless an ERROR drift holds it. Its check `release_verified` "
+    "reads the published release back; the checks that must pass before it is published are on "
+    "[curated_pairs](/assets/curated_pairs?view=checks) (`curated_pairs_suite`, "
+    "`row_accounting`, blocking).",
     # Retries only help transient store errors; permanent ones fail at once (see below).
     pool="rlhf_release",
     retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL),
@@ -238,7 +247,7 @@ def release(
             "status": result.status,
             "release_uri": result.uri,
             "dagster/uri": result.uri,
-            "dagster/column_schema": column_schema(curated_pairs.schema),
+            "dagster/column_schema": column_schema(published_schema(result.manifest, "pairs")),
             "card": dg.MetadataValue.path(f"{result.uri}/README.md"),
             "pairs": curated_pairs.num_rows,
             "quarantined_rows": quarantine.num_rows,

@@ -10,19 +10,17 @@ import warnings
 
 import dagster as dg
 
-from assets.keys import upstream_asset_key
+from assets.keys import ingest_group, upstream_asset_key
 from assets.resources import SourcesResource
 from curation.schema import HH_DATASET, PKU_DATASET
 from curation.sources import all_files, file_uri
 from curation.upstream import dataset_fingerprints
 
-INGEST_GROUP = "ingest"
-
 
 def _spec(source) -> dg.AssetSpec:
     return dg.AssetSpec(
         upstream_asset_key(source),
-        group_name=INGEST_GROUP,
+        group_name=ingest_group(source),
         description=f"The upstream file `{source.relpath}` ({source.dataset}) in the configured "
         "mirror; observing it records its fingerprint (sha256 / ETag / hf commit) as data version.",
         kinds={"file"},

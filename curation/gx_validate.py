@@ -18,7 +18,6 @@ import importlib
 import json
 import logging
 import math
-import os
 import sys
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -66,8 +65,6 @@ NON_BLANK = r"\S"  # at least one non-whitespace character: rejects "" and "   "
 SHA256_HEX = r"^[0-9a-f]{64}$"
 MAX_SAMPLE_CHARS = 200
 
-_GX_ENV = {"GX_ANALYTICS_ENABLED": "False"}
-
 
 # --------------------------------------------------------------------------------------------
 # Suite definitions
@@ -75,9 +72,8 @@ _GX_ENV = {"GX_ANALYTICS_ENABLED": "False"}
 
 
 def _gx():
-    """Import great_expectations quietly (no analytics, no chatty loggers)."""
-    for key, value in _GX_ENV.items():
-        os.environ.setdefault(key, value)
+    """Import great_expectations quietly (no chatty loggers); analytics are off in the context's
+    own config (:func:`_context`), not through the environment."""
     import great_expectations
     from great_expectations.execution_engine import pandas_execution_engine
 
@@ -555,17 +551,30 @@ _STATE: dict[str, Any] = {}
 def _batch_definition():
     """One ephemeral context + pandas datasource per process (cached)."""
     if "batch_definition" not in _STATE:
-        gx = _gx()
-        from great_expectations.data_context.types.base import ProgressBarsConfig
-
-        context = gx.get_context(mode="ephemeral")
-        context.variables.progress_bars = ProgressBarsConfig(
-            globally=False, metric_calculations=False
-        )
+        context = _context()
         asset = context.data_sources.add_pandas("curation").add_dataframe_asset("frame")
         _STATE["context"] = context
         _STATE["batch_definition"] = asset.add_batch_definition_whole_dataframe("whole_frame")
     return _STATE["batch_definition"]
+
+
+def _context():
+    """An ephemeral GX context (in-memory stores) with analytics and progress bars off in its
+    project config (``analytics_enabled=False``: nothing read from or written to the
+    environment)."""
+    gx = _gx()
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    config = DataContextConfig(
+        analytics_enabled=False,
+        store_backend_defaults=InMemoryStoreBackendDefaults(),
+        progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
+    )
+    return gx.get_context(mode="ephemeral", project_config=config)
 
 
 def warm_up() -> threading.Thread:

@@ -195,10 +195,15 @@ class Store:
         return store if isinstance(store, Store) else cls(store, storage_options)
 
     def _cache_key(self, kind: str) -> tuple[str, str]:
-        """Clients are shared between Stores with the same options and AWS environment (creating
-        one costs ~0.3 s). Only a digest of the options is kept, never the secrets themselves."""
-        env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
-        blob = json.dumps([self.storage_options, env], sort_keys=True, default=str)
+        """Clients are shared between Stores with the same storage options (creating one costs
+        ~0.3 s). Only a digest of the options is kept, never the secrets themselves.
+
+        The options are the whole configuration this module gives a client: the pipeline passes
+        the endpoint and credentials it read from the environment (``pipelines.settings``,
+        ``AwsCredentials``) as options. A store opened without options gets a client that
+        botocore configures from its own sources (``AWS_*``, ``~/.aws``) when it is created, and
+        keeps for the process."""
+        blob = json.dumps(self.storage_options, sort_keys=True, default=str)
         return kind, hashlib.sha256(blob.encode()).hexdigest()
 
     @property

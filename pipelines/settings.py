@@ -11,6 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from curation.alerts import DEFAULT_BUDGET_SECONDS
 from curation.redact import has_credentials, redact_uri
@@ -30,6 +33,12 @@ SECRET_VARIABLES = (
     "ALERT_WEBHOOK_URL",
     HTTP_HEADERS_ENV,
 )
+#: Settings a local Dagster home's ``dagster.yaml`` gets when it does not set them (a local tool:
+#: no usage telemetry, no first-visit "Join the Dagster community" dialog, Dagster's ``nux``).
+LOCAL_INSTANCE_SETTINGS = {
+    "telemetry": "telemetry:\n  enabled: false\n",
+    "nux": "nux:\n  enabled: false\n",
+}
 #: Variables holding a URI. A URI is recorded (run config, run tags, metadata, the release), so
 #: :class:`Environment` keeps only its redacted form (``curation.redact.redact_uri``); a variable
 #: whose value carried credentials is in ``secrets_set`` and reaches its resource as
@@ -74,13 +83,14 @@ class Environment:
             value = env.get(name) or default
             return redact_uri(value) if value else None
 
+        dagster_home = Path(env.get("DAGSTER_HOME") or REPO / ".dagster_home")
         return cls(
             hh_rlhf_uri=uri("HH_RLHF_URI", str(SAMPLE / "hh-rlhf")),
             pku_saferlhf_uri=uri("PKU_SAFERLHF_URI", str(SAMPLE / "PKU-SafeRLHF")),
             hh_rlhf_revision=env.get("HH_RLHF_REVISION") or None,
             pku_saferlhf_revision=env.get("PKU_SAFERLHF_REVISION") or None,
             store_uri=uri("CURATED_STORE_URI", str(REPO / "warehouse")),
-            dagster_home=Path(env.get("DAGSTER_HOME") or REPO / ".dagster_home"),
+            dagster_home=dagster_home,
             refresh_cron=env.get("REFRESH_CRON") or DEFAULT_REFRESH_CRON,
             release_max_age_hours=float(age) if age else DEFAULT_RELEASE_MAX_AGE_HOURS,
             max_concurrent=int(env.get("DAGSTER_MAX_CONCURRENT") or 0),
@@ -89,7 +99,7 @@ class Environment:
             | credentialed,
             stage_store_uri=uri("STAGE_STORE_URI"),
             alert_budget_seconds=_alert_budget(env.get("ALERT_BUDGET_SECONDS")),
-            problems=_problems(env, credentialed),
+            problems=_problems(env, credentialed, dagster_home),
         )
 
     def sources_config(self) -> dict[str, str]:
@@ -115,18 +125,68 @@ class Environment:
         return timedelta(hours=self.release_max_age_hours)
 
     def prepare_dagster_home(self) -> Path:
-        """Create the persistent Dagster home (telemetry off) and return it (no env writes)."""
+        """Create the persistent Dagster home and return it (no env writes); its
+        ``dagster.yaml`` gets :data:`LOCAL_INSTANCE_SETTINGS` it lacks, appended (what it sets
+        itself, and its comments, are kept)."""
         self.dagster_home.mkdir(parents=True, exist_ok=True)
-        instance_yaml = self.dagster_home / "dagster.yaml"
-        if not instance_yaml.exists():
-            instance_yaml.write_text("telemetry:\n  enabled: false\n")
+        add_local_instance_settings(self.dagster_home / "dagster.yaml")
         return self.dagster_home
 
 
-def _problems(env: Mapping[str, str], credentialed: set[str]) -> tuple[str, ...]:
+def add_local_instance_settings(instance_yaml: Path) -> None:
+    """Append to ``instance_yaml`` (created if absent) each of :data:`LOCAL_INSTANCE_SETTINGS`
+    whose top-level key it does not have."""
+    text = instance_yaml.read_text() if instance_yaml.exists() else ""
+    try:
+        config = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError:  # left as it is: instance_problems and Dagster name the error
+        return
+    present = set(config) if isinstance(config, dict) else set()
+    missing = [block for key, block in LOCAL_INSTANCE_SETTINGS.items() if key not in present]
+    if missing:
+        separator = "\n" if text and not text.endswith("\n") else ""
+        instance_yaml.write_text(text + separator + "".join(missing))
+
+
+def _env_references(config: Any) -> list[str]:
+    """The variables a Dagster instance config reads with ``{env: NAME}``, in order."""
+    if isinstance(config, dict):
+        if set(config) == {"env"} and isinstance(config["env"], str):
+            return [config["env"]]
+        return [name for value in config.values() for name in _env_references(value)]
+    if isinstance(config, list):
+        return [name for value in config for name in _env_references(value)]
+    return []
+
+
+def instance_problems(dagster_home: Path, env: Mapping[str, str]) -> tuple[str, ...]:
+    """One line if the home's ``dagster.yaml`` reads variables (``env: DAGSTER_PG_USER``, as
+    ``deploy/dagster.yaml`` does) that are not set: Dagster would stop with a long traceback."""
+    instance_yaml = dagster_home / "dagster.yaml"
+    if not instance_yaml.is_file():
+        return ()
+    try:
+        config = yaml.safe_load(instance_yaml.read_text())
+    except yaml.YAMLError as exc:
+        return (f"{instance_yaml}: not valid YAML: {' '.join(str(exc).split())[:200]}",)
+    unset = [name for name in dict.fromkeys(_env_references(config)) if name not in env]
+    if not unset:
+        return ()
+    return (
+        f"{instance_yaml} reads {', '.join(unset)} from the environment, not set here: "
+        "run `make prod` (it writes its PostgreSQL connection into its home) or set them "
+        '(docs/operations.md, "The CLI on the production instance")',
+    )
+
+
+def _problems(
+    env: Mapping[str, str], credentialed: set[str], dagster_home: Path
+) -> tuple[str, ...]:
     """One line per setting that must stop a run before any work: a store URI with credentials
-    in it (stores take them from ``AWS_*`` only), a malformed ``SOURCES_HTTP_HEADERS``."""
-    lines = [
+    in it (stores take them from ``AWS_*`` only), a malformed ``SOURCES_HTTP_HEADERS``, a
+    Dagster home whose instance config reads variables that are not set."""
+    lines = [*instance_problems(dagster_home, env)]
+    lines += [
         f"{name}: {credentials_refused(env[name])}"
         for name in ("CURATED_STORE_URI", "STAGE_STORE_URI")
         if name in credentialed
@@ -211,6 +271,41 @@ class PostgresSettings:
         """The ``DAGSTER_PG_*`` variables for a child process (all five, as the profile needs)."""
         values = (self.host, str(self.port), self.user, self.password, self.db)
         return dict(zip(POSTGRES_ENV_VARS, values, strict=True))
+
+
+def instance_postgres(
+    dagster_home: Path, env: Mapping[str, str] | None = None
+) -> PostgresSettings | None:
+    """The PostgreSQL the instance config in ``dagster_home`` stores its runs in (its
+    ``storage.postgres.postgres_db``, ``env:`` references resolved from ``env``), or ``None``
+    when it stores them elsewhere or a value is missing (:func:`instance_problems` says which)."""
+    env = os.environ if env is None else env
+    try:
+        config = yaml.safe_load((dagster_home / "dagster.yaml").read_text())
+        db = config["storage"]["postgres"]["postgres_db"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+
+    def value(name: str, default: Any = None) -> Any:
+        raw = db.get(name, default)
+        if isinstance(raw, dict) and "env" in raw:
+            return env.get(raw["env"])
+        return raw
+
+    fields = {
+        "host": value("hostname"),
+        "port": value("port", 5432),
+        "user": value("username"),
+        "password": value("password", ""),
+        "db": value("db_name"),
+    }
+    if any(v is None for v in fields.values()):
+        return None
+    try:
+        fields["port"] = int(fields["port"])
+    except ValueError:
+        return None
+    return PostgresSettings(**{k: v if k == "port" else str(v) for k, v in fields.items()})
 
 
 def process_environment() -> dict[str, str]:

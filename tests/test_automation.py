@@ -18,7 +18,13 @@ from dagster._core.instance.utils import RUNLESS_JOB_NAME, RUNLESS_RUN_ID
 import assets.ingest as ingest_module
 import curation.version as version_module
 from assets.alerting import AlertsResource
-from assets.keys import INGEST_KEYS, RELEASE_KEY, UPSTREAM_KEYS, ingest_asset_key
+from assets.keys import (
+    INGEST_KEYS,
+    RELEASE_KEY,
+    UPSTREAM_KEYS,
+    ingest_asset_key,
+    upstream_asset_key,
+)
 from assets.resources import AwsCredentials, SourceCredentials, SourcesResource
 from assets.upstream import observe_files
 from curation.gx_validate import warm_up
@@ -131,9 +137,7 @@ def test_definitions_use_declarative_automation():
         node = graph.get(key)
         assert node.automation_condition.get_label() == "eager_or_code_version_changed"
         assert node.code_version
-    assert graph.get(ingest_asset_key(HH_TEST)).parent_keys == {
-        dg.AssetKey(f"upstream_{HH_TEST.key}")
-    }
+    assert graph.get(ingest_asset_key(HH_TEST)).parent_keys == {upstream_asset_key(HH_TEST)}
     assert graph.get(RELEASE_KEY).kinds == {"parquet", "file"}  # a local store
     assert graph.get(dg.AssetKey("curated_pairs")).kinds == {"python", "arrow"}
     assert (
@@ -187,10 +191,10 @@ def versions_of(results) -> dict[str, str]:
 def test_local_observation_is_the_content_sha256(mirror: Path):
     before = versions_of(observe_files(local_sources(mirror), set(UPSTREAM_KEYS)))
     assert len(before) == 15
-    key = f"upstream_{HH_TEST.key}"
+    key = upstream_asset_key(HH_TEST).to_user_string()
     assert before[key] == source_fingerprint(str(mirror / "hh-rlhf"), HH_TEST.relpath)
     assert before[key].startswith("sha256:")
-    assert before["upstream_pku_saferlhf__alpaca2_7b__test"] == "absent"
+    assert before["pku_saferlhf/upstream/alpaca2_7b_test"] == "absent"
     path = mirror / "PKU-SafeRLHF" / PKU_TEST.relpath
     path.write_bytes(path.read_bytes())  # a touch is not a change
     drop_first_line(mirror / "hh-rlhf" / HH_TEST.relpath)
@@ -216,9 +220,9 @@ def test_s3_observation_is_the_etag(s3_env: dict, s3_client, s3_bucket: str):
         credentials=SourceCredentials(),
     )
     before = versions_of(observe_files(sources, set(UPSTREAM_KEYS)))
-    key = f"upstream_{PKU_TEST.key}"
+    key = upstream_asset_key(PKU_TEST).to_user_string()
     assert before[key].startswith("etag:")
-    assert before["upstream_pku_saferlhf__alpaca2_7b__test"] == "absent"
+    assert before["pku_saferlhf/upstream/alpaca2_7b_test"] == "absent"
     body = (SAMPLE / "PKU-SafeRLHF" / PKU_TEST.relpath).read_bytes()
     s3_client.put_object(
         Bucket=s3_bucket, Key=f"pku/{PKU_TEST.relpath}", Body=body.split(b"\n", 1)[1]
@@ -227,7 +231,7 @@ def test_s3_observation_is_the_etag(s3_env: dict, s3_client, s3_bucket: str):
     after = versions_of(observe_files(sources, set(UPSTREAM_KEYS)))
     assert {k for k in after if after[k] != before[k]} == {
         key,
-        "upstream_pku_saferlhf__alpaca2_7b__test",
+        "pku_saferlhf/upstream/alpaca2_7b_test",
     }
 
 
@@ -281,7 +285,7 @@ def test_conditions_on_real_files_unchanged_changed_and_code_change(
     drop_first_line(mirror / "PKU-SafeRLHF" / PKU_TEST.relpath)
     observe(defs, instance)
     changed = dg.evaluate_automation_conditions(defs, instance, cursor=unchanged.cursor)
-    assert requested(changed) == {f"raw_{PKU_TEST.key}"} | AFTER_NORMALIZE
+    assert requested(changed) == {ingest_asset_key(PKU_TEST).to_user_string()} | AFTER_NORMALIZE
     idle = dg.evaluate_automation_conditions(defs, instance, cursor=changed.cursor)
     assert requested(idle) == set()  # requested once, not again on the next tick
 
@@ -301,7 +305,7 @@ def test_conditions_on_real_files_unchanged_changed_and_code_change(
     # recorded on the materializations, and the changed test file, never ingested, through its
     # observation (the ticks above only evaluated, nothing ran)
     first_tick = dg.evaluate_automation_conditions(new_defs, instance)
-    assert requested(first_tick) == {f"raw_{PKU_TEST.key}"} | AFTER_NORMALIZE
+    assert requested(first_tick) == {ingest_asset_key(PKU_TEST).to_user_string()} | AFTER_NORMALIZE
 
 
 def test_conditions_with_an_s3_mirror(
@@ -333,7 +337,7 @@ def test_conditions_with_an_s3_mirror(
     )
     observe(defs, instance)
     changed = dg.evaluate_automation_conditions(defs, instance, cursor=unchanged.cursor)
-    assert requested(changed) == {f"raw_{PKU_TEST.key}"} | AFTER_NORMALIZE
+    assert requested(changed) == {ingest_asset_key(PKU_TEST).to_user_string()} | AFTER_NORMALIZE
 
 
 def test_blocking_check_failure_holds_back_downstream(tmp_path: Path, instance):
@@ -418,11 +422,14 @@ def test_refresh_runs_only_what_changed_and_code_versions_name_releases(
     drop_first_line(mirror / "hh-rlhf" / HH_TEST.relpath)
     changed = refresh(defs, instance)
     assert changed.success and changed.run_id
-    assert set(changed.requested) == {f"raw_{HH_TEST.key}"} | AFTER_NORMALIZE
+    assert set(changed.requested) == {ingest_asset_key(HH_TEST).to_user_string()} | AFTER_NORMALIZE
     materialized = names(
         e.asset_key for e in changed.result.all_events if e.is_step_materialization
     )
-    assert f"raw_{HH_TEST.key}" in materialized and f"raw_{PKU_TEST.key}" not in materialized
+    assert (
+        ingest_asset_key(HH_TEST).to_user_string() in materialized
+        and ingest_asset_key(PKU_TEST).to_user_string() not in materialized
+    )
     second_release = latest_release(store)
     assert second_release != first_release
     assert refresh(defs, instance).requested == []

@@ -20,14 +20,14 @@ def test_error_check_blocks_publish_and_alerts(tmp_path: Path, webhook):
         alerts=AlertsResource(webhook_url=url, retries=0),
     )
     checks = check_results(result)
-    failing = checks[("raw_hh_rlhf__harmless_base__train", "quarantine_rate")]
+    failing = checks[("hh_rlhf/raw/harmless_base_train", "quarantine_rate")]
     assert not failing.passed and failing.severity.value == "ERROR"
     assert release_metadata(result) == {}
     assert not (store / "latest.json").exists()
     assert not (store / "releases").exists() or not any((store / "releases").iterdir())
     alerts = [a for a in received if a["check"] == "quarantine_rate"]
-    assert {a["asset"] for a in alerts} >= {"raw_hh_rlhf__harmless_base__train"}
-    alert = next(a for a in alerts if a["asset"] == "raw_hh_rlhf__harmless_base__train")
+    assert {a["asset"] for a in alerts} >= {"hh_rlhf/raw/harmless_base_train"}
+    alert = next(a for a in alerts if a["asset"] == "hh_rlhf/raw/harmless_base_train")
     assert alert["severity"] == "ERROR" and alert["run_id"] == result.run_id
     assert alert["counts"]["rows_quarantined"] == 9
     assert "text" in alert and result.run_id in alert["run_url"]
@@ -44,7 +44,7 @@ def test_warn_check_does_not_block(tmp_path: Path, webhook):
     )
     assert result.success
     checks = check_results(result)
-    warn = checks[("raw_hh_rlhf__harmless_base__train", "quarantine_rate")]
+    warn = checks[("hh_rlhf/raw/harmless_base_train", "quarantine_rate")]
     assert not warn.passed and warn.severity.value == "WARN"  # 0.60 % > 0.5 % warn, < 5 % error
     assert release_metadata(result)["status"] == "published"
     assert any(a["severity"] == "WARN" for a in received)

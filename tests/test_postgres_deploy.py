@@ -56,7 +56,7 @@ from pipelines.prod import (
     wait_for_port,
     write_workspace,
 )
-from pipelines.settings import REPO, PostgresSettings
+from pipelines.settings import REPO, PostgresSettings, process_environment
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -495,3 +495,41 @@ def test_instance_state_is_in_postgres_and_nothing_in_sqlite(deployment: Deploym
     ]
     assert sqlite == []
     assert not list(deployment.home.rglob("*.db"))
+
+
+# --- the CLI on make prod's home ------------------------------------------------------------------
+
+
+def test_the_cli_runs_on_the_prod_home_without_dagster_pg_variables(
+    postgres: PostgresSettings, tmp_path: Path
+):
+    """``make prod`` writes its server's connection into its home (``prepare_home(home, pg)``):
+    ``DAGSTER_HOME=<home> rlhf-curate run``, with no ``DAGSTER_PG_*`` set, records its run in
+    that PostgreSQL (a database of its own here, next to the deployment's)."""
+    pg = dataclasses.replace(postgres, db=f"rlhf_cli_test_{uuid.uuid4().hex[:10]}")
+    ensure_database(pg, maintenance_db=postgres.db)
+    try:
+        home = prepare_home(tmp_path / "home", pg)
+        assert "DAGSTER_PG_HOST" not in (home / "dagster.yaml").read_text()
+        env = {k: v for k, v in process_environment().items() if not k.startswith("DAGSTER_PG_")}
+        if pg.password:  # never written into the home: the environment still gives it
+            env["DAGSTER_PG_PASSWORD"] = pg.password
+        for name in ("AWS_ENDPOINT_URL", "ALERT_WEBHOOK_URL", "STAGE_STORE_URI", "HH_RLHF_URI"):
+            env.pop(name, None)
+        env.pop("PKU_SAFERLHF_URI", None)
+        env.update(DAGSTER_HOME=str(home), CURATED_STORE_URI=str(tmp_path / "store"))
+        done = subprocess.run(
+            [console_script("rlhf-curate"), "run"],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+        runs = query(pg, "SELECT run_id, status FROM runs")
+        assert len(runs) == 1 and runs[0][1] == "SUCCESS", runs
+        assert f"run {runs[0][0]} succeeded" in done.stdout
+        assert not [p for p in home.rglob("*.db")]  # nothing went to a SQLite instance
+    finally:
+        drop_database(pg, maintenance_db=postgres.db)

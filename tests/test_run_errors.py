@@ -245,10 +245,10 @@ def test_a_killed_cli_run_is_marked_failed_and_clean_up_resumes(tmp_path: Path) 
     )
     try:
         deadline = time.monotonic() + 300
-        while not any(runs_dir.glob("*/raw_*.arrow")) and time.monotonic() < deadline:
+        while not any(runs_dir.glob("*/*/raw/*.arrow")) and time.monotonic() < deadline:
             assert victim.poll() is None, victim.stdout.read().decode()[-2000:]
             time.sleep(0.2)
-        assert any(runs_dir.glob("*/raw_*.arrow")), "ingest never wrote a table"
+        assert any(runs_dir.glob("*/*/raw/*.arrow")), "ingest never wrote a table"
     finally:
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=60)

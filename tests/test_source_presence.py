@@ -42,7 +42,7 @@ def ingested(result: dg.ExecuteInProcessResult) -> list[str]:
     return [
         e.asset_key.to_user_string()
         for e in result.all_events
-        if e.is_step_materialization and e.asset_key.to_user_string().startswith("raw_")
+        if e.is_step_materialization and e.asset_key.path[1:2] == ["raw"]
     ]
 
 
@@ -260,7 +260,7 @@ def test_real_red_team_fields_and_unknown_keys_reach_the_release(tmp_path: Path)
     [event] = [
         e
         for e in result.get_asset_materialization_events()
-        if e.asset_key.to_user_string() == "raw_pku_saferlhf__alpaca_7b__train"
+        if e.asset_key.to_user_string() == "pku_saferlhf/raw/alpaca_7b_train"
     ]
     assert event.materialization.metadata["unknown_key_rows"].value == 4
 

@@ -21,7 +21,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from assets.keys import INGEST_KEYS, UPSTREAM_KEYS
+from assets.keys import INGEST_KEYS, UPSTREAM_KEYS, ingest_asset_key
 from assets.resources import CurationSettings
 from curation.gx_validate import warm_up
 from curation.reader import open_release, prune
@@ -110,7 +110,7 @@ def test_refresh_after_a_run_publishes_a_change_made_in_between(
     append_two_rows(mirror)
     changed = refresh(defs, instance)  # this home has no refresh cursor: `run` made no tick
     assert changed.success
-    assert set(changed.requested) == {f"raw_{PKU_TRAIN.key}"} | AFTER_INGEST
+    assert set(changed.requested) == {ingest_asset_key(PKU_TRAIN).to_user_string()} | AFTER_INGEST
     second = latest_id(store)
     assert second != first
     manifest = json.loads((store / "releases" / second / "manifest.json").read_text())
@@ -144,11 +144,11 @@ def test_the_daemons_first_tick_sees_a_change_made_after_a_run(
     observed = job.execute_in_process(instance=instance, asset_selection=list(UPSTREAM_KEYS))
     assert observed.success
     tick = dg.evaluate_automation_conditions(defs, instance)  # cursor None: a first tick
-    assert requested(tick) == {f"raw_{PKU_TRAIN.key}"} | AFTER_INGEST
+    assert requested(tick) == {ingest_asset_key(PKU_TRAIN).to_user_string()} | AFTER_INGEST
     # one decision: what `rlhf-curate refresh` would run is what the daemon's tick requests
     decision = decide(defs.resolve_asset_graph(), instance, str(tmp_path / "store"))
     assert {k.to_user_string() for k in decision.keys} == requested(tick)
-    assert decision.requested[dg.AssetKey(f"raw_{PKU_TRAIN.key}")].startswith("source changed")
+    assert decision.requested[ingest_asset_key(PKU_TRAIN)].startswith("source changed")
     # the next tick does not request it again while nothing ran (no hot loop in the daemon)
     assert requested(dg.evaluate_automation_conditions(defs, instance, cursor=tick.cursor)) == set()
 

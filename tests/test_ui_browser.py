@@ -1,12 +1,13 @@
-"""The Dagster UI serves this code location: the asset graph and the release's freshness policy
-render in headless Chromium.
+"""The Dagster UI as ``make dev`` serves it: the asset graph, the release's page, no first-visit
+dialog, no warning at start; checked in headless Chromium.
 
-Starts ``dagster-webserver -w workspace.yaml`` on a free loopback port with a temporary
-DAGSTER_HOME, opens the global asset lineage with the validate/curate/publish groups expanded and
-checks asset names are on screen. Needs Playwright (dev extra) and a Chromium binary: Debian's
-``/usr/bin/chromium`` (``apt-get install chromium``; ``.ci/run`` installs it) or
-``$CHROMIUM_PATH``; skipped with a message otherwise. ``UPDATE_UI_SCREENSHOT=1`` also writes the
-screenshot to ``docs/ui-asset-graph.png`` (otherwise it goes to the test's tmp dir only).
+Starts ``python -m pipelines.dev`` (what ``make dev`` runs: it prepares the Dagster home, then
+becomes ``dagster dev``) on a free loopback port with a temporary, empty DAGSTER_HOME, opens the
+global asset lineage with the groups expanded and checks the asset names are on screen in full.
+Needs Playwright (dev extra) and a Chromium binary: Debian's ``/usr/bin/chromium`` (``apt-get
+install chromium``; ``.ci/run`` installs it) or ``$CHROMIUM_PATH``; skipped with a message
+otherwise. ``UPDATE_UI_SCREENSHOT=1`` also writes the screenshot to ``docs/ui-asset-graph.png``
+(otherwise it goes to the test's tmp dir only).
 """
 
 import os
@@ -18,18 +19,23 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
+from assets.keys import file_label, ingest_asset_key
+from curation.sources import all_files
 from tests.conftest import REPO
 
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')"
 )
 
-GROUPS_SHOWN = ("validate", "curate", "publish")  # ingest (30 nodes) stays one collapsed box
+GROUPS_SHOWN = ("validate", "curate", "publish")
 SCREENSHOT = REPO / "docs" / "ui-asset-graph.png"
+COMMUNITY_DIALOG = "Join the Dagster community"
 
 
 def chromium_path() -> str | None:
@@ -58,47 +64,55 @@ def chromium() -> str:
     return path
 
 
+@dataclass
+class Dev:
+    """The running ``make dev``: its URL, Dagster home and log."""
+
+    url: str
+    home: Path
+    log: Path
+
+
 @pytest.fixture(scope="module")
-def webserver(tmp_path_factory: pytest.TempPathFactory, chromium: str) -> Iterator[str]:
-    home = tmp_path_factory.mktemp("dagster_home")
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+def dev(tmp_path_factory: pytest.TempPathFactory, chromium: str) -> Iterator[Dev]:
+    home = tmp_path_factory.mktemp("dagster_home")  # empty: pipelines.dev prepares it
     port = free_port()
-    log = (home / "webserver.log").open("wb")
-    binary = Path(sys.executable).with_name("dagster-webserver")
+    log_path = home.parent / f"{home.name}-dev.log"
+    log = log_path.open("wb")
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
-        "CURATED_STORE_URI": str(home / "store"),
+        "CURATED_STORE_URI": str(home.parent / f"{home.name}-store"),
         "NO_PROXY": "127.0.0.1,localhost",
     }
     proc = subprocess.Popen(
-        [str(binary), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "pipelines.dev", "--host", "127.0.0.1", "--port", str(port)],
         cwd=REPO,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: the code server goes down with it
+        start_new_session=True,  # its own process group: webserver, daemon and code server
     )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"dagster-webserver exited: {(home / 'webserver.log').read_text()}")
+                pytest.fail(f"make dev (pipelines.dev) exited: {log_path.read_text()}")
             try:
                 if get(f"{base}/server_info") == 200:
                     break
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"dagster-webserver not serving after 180 s on {base}")
+                pytest.fail(f"dagster dev not serving after 180 s on {base}")
             time.sleep(0.5)
-        yield base
+        yield Dev(url=base, home=home, log=log_path)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
             try:
-                proc.wait(timeout=20)
+                proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
@@ -118,16 +132,16 @@ def browser(chromium: str):
 
 
 def new_page(browser, width: int = 1600, height: int = 1000):
+    """A fresh browser context: no local storage, as on a first visit."""
     context = browser.new_context(viewport={"width": width, "height": height})
-    # dismiss the "join the community" dialog shown on localhost
-    context.add_init_script("window.localStorage.setItem('communityNux', '1')")
     return context.new_page()
 
 
-def test_asset_graph_shows_the_pipeline(webserver: str, browser, tmp_path: Path):
+def test_asset_graph_shows_the_pipeline_grouped_by_dataset(dev: Dev, browser, tmp_path: Path):
     page = new_page(browser)
-    expanded = ",".join(f"global@global:{group}" for group in GROUPS_SHOWN)
-    page.goto(f"{webserver}/asset-groups?expanded={expanded}", wait_until="domcontentloaded")
+    groups = ["ingest", *GROUPS_SHOWN]  # ingest shows its two datasets, collapsed
+    expanded = ",".join(f"global@global:{group}" for group in groups)
+    page.goto(f"{dev.url}/asset-groups?expanded={expanded}", wait_until="domcontentloaded")
     expect = sync_api.expect
     expect(page.get_by_text("normalized_pairs", exact=True).first).to_be_visible(timeout=90_000)
     page.get_by_text("Hide navigation").click()
@@ -138,7 +152,7 @@ def test_asset_graph_shows_the_pipeline(webserver: str, browser, tmp_path: Path)
     page.keyboard.up("Control")
     for name in ("release", "curated_pairs", "deduplicated_pairs", "normalized_pairs"):
         expect(page.get_by_text(name, exact=True).first).to_be_visible(timeout=30_000)
-    for group in ("ingest", *GROUPS_SHOWN):
+    for group in ("hh_rlhf", "pku_saferlhf", *GROUPS_SHOWN):  # the datasets, each in its box
         expect(page.get_by_text(group, exact=True).first).to_be_visible()
     page.wait_for_timeout(1000)  # let edges settle before the picture
     shot = tmp_path / "ui-asset-graph.png"
@@ -148,12 +162,45 @@ def test_asset_graph_shows_the_pipeline(webserver: str, browser, tmp_path: Path)
         shutil.copyfile(shot, SCREENSHOT)
 
 
-def test_release_page_shows_freshness_policy_and_automation(webserver: str, browser):
+def test_the_longest_file_name_reads_in_full_in_the_graph(dev: Dev, browser):
+    """``helpful_rejection_sampled_train``, 31 characters: the upstream file and its ingested
+    table both show it uncut (the old ``upstream_hh_rlhf__helpful_rejection_sampled__train``
+    showed as ``upstream_hh_rlhf__helpfu…_train``)."""
+    longest = max(all_files(), key=lambda source: len(file_label(source)))
+    key = ingest_asset_key(longest).to_user_string()
     page = new_page(browser)
-    page.goto(f"{webserver}/assets/release", wait_until="domcontentloaded")
+    page.goto(f"{dev.url}/assets/{key}?view=lineage", wait_until="domcontentloaded")
+    label = page.get_by_text(file_label(longest), exact=True)
+    sync_api.expect(label).to_have_count(2, timeout=90_000)  # upstream file and ingested table
+
+
+def test_release_page_shows_freshness_policy_automation_and_its_check(dev: Dev, browser):
+    page = new_page(browser)
+    page.goto(f"{dev.url}/assets/release", wait_until="domcontentloaded")
     expect = sync_api.expect
     expect(
         page.get_by_text("Fails if more than 36 hours since last materialization").first
     ).to_be_visible(timeout=90_000)
     expect(page.get_by_text("full_refresh").first).to_be_visible()
     expect(page.get_by_text("publish", exact=True).first).to_be_visible()
+    # the description links to the checks that gate publishing
+    link = page.get_by_role("link", name="curated_pairs", exact=True).first
+    expect(link).to_have_attribute("href", "/assets/curated_pairs?view=checks")
+    page.goto(f"{dev.url}/assets/release?view=checks", wait_until="domcontentloaded")
+    expect(page.get_by_text("release_verified").first).to_be_visible(timeout=60_000)
+
+
+def test_first_visit_shows_no_community_dialog(dev: Dev, browser):
+    page = new_page(browser)  # nothing in local storage: what a new user's browser has
+    page.goto(f"{dev.url}/asset-groups", wait_until="domcontentloaded")
+    sync_api.expect(page.get_by_text("Reload definitions").first).to_be_visible(timeout=90_000)
+    page.wait_for_timeout(3000)  # the dialog opens one second after the page
+    assert page.get_by_text(COMMUNITY_DIALOG).count() == 0
+    settings = yaml.safe_load((dev.home / "dagster.yaml").read_text())
+    assert settings["nux"] == {"enabled": False} and settings["telemetry"] == {"enabled": False}
+
+
+def test_make_dev_starts_without_a_warning(dev: Dev):
+    log = dev.log.read_text()
+    assert "Serving dagster-webserver" in log
+    assert "SupersessionWarning" not in log and "dg dev" not in log, log[:2000]
