@@ -284,7 +284,6 @@ def run_releases_command(args: argparse.Namespace, out: TextIO | None = None) ->
     0 = ok, 1 = verification problems found, 2 = error (bad id, unreachable store...).
     """
     out = out or sys.stdout
-    store = getattr(args, "store", None) or _default_store()
     handler = HANDLERS.get(getattr(args, "releases_command", None) or "")
     if handler is None:
         print(

@@ -232,4 +232,6 @@ def follow_run(
         yield {TOKEN_TAG: token}
     finally:
         done.set()
-        thread.join(timeout=10)
+        # the last drain reads the run's final events; on a loaded machine that takes seconds,
+        # and a daemon thread cut short would leave the table without its last steps
+        thread.join(timeout=120)
