@@ -4,7 +4,9 @@ Two real OS processes start at the same moment: one on the bundled sample, one o
 HH files whose responses all end with " ZZB". Every run that exits 0 must have published exactly
 its own inputs: the manifest of the release it names lists the sha256 of its own files, and its
 pairs carry (or do not carry) the marker. Several trials, the first on a fresh Dagster home (two
-processes creating the instance at once), the others on the home the earlier trials left.
+processes creating the instance at once), the second on the home the first left. Then the same
+inputs again, one after the other: each run reports its release unchanged and ``latest`` names
+the release of the run that ended last.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import pytest
 
 from pipelines.settings import SAMPLE
 
-TRIALS = 3
+TRIALS = 2  # the first on a fresh Dagster home, the second on the home it left
 MARKER = " ZZB"
 
 
@@ -107,36 +109,21 @@ def test_overlapping_runs_publish_their_own_inputs(tmp_path: Path) -> None:
             else:  # a run may fail clearly, never with a crash or the wrong data
                 assert "FAILED" in stderr or "error" in stderr, stderr[-3000:]
     assert succeeded == 2 * TRIALS  # overlapping runs wait for each other; none has to fail
-    latest = json.loads((store / "latest.json").read_text())
-    assert (store / "releases" / latest["release_id"] / "manifest.json").exists()
-
-
-def test_latest_names_the_newest_runs_release(tmp_path: Path) -> None:
-    """sample, then the changed copy, then the sample again: latest names the sample's release
-    (it already exists, so the last run reports it unchanged and re-points latest)."""
-    marked = _marked_copy(tmp_path / "hh-marked")
-    store = tmp_path / "store"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CURATED_", "HH_"))}
-    env["DAGSTER_HOME"] = str(tmp_path / "dagster_home")
-    released = []
-    for hh in (SAMPLE / "hh-rlhf", marked, SAMPLE / "hh-rlhf"):
+    releases = {p.name for p in (store / "releases").iterdir() if p.is_dir()}
+    assert len(releases) == 2, releases  # one per input, whatever the trials' order
+    # one after the other: unchanged releases, and latest names the one of the last run
+    for name in ("marked", "sample"):
         done = subprocess.run(
-            [*_cli(), "run", "--hh", str(hh), "--store", str(store)],
+            [*_cli(), "run", "--hh", str(runs[name]), "--store", str(store)],
             env=env,
             capture_output=True,
             text=True,
             timeout=600,
         )
         assert done.returncode == 0, done.stderr[-3000:]
-        _assert_published_own_inputs(store, done.stdout, hh, SAMPLE / "PKU-SafeRLHF")
-        released.append(re.search(r"^release ([0-9a-f]{16}) \((\w+)\)", done.stdout, re.M).groups())
-    (sample_id, first), (marked_id, second), (again_id, third) = released
-    assert (first, second, third) == ("published", "published", "unchanged")
-    assert again_id == sample_id != marked_id
-    latest = json.loads((store / "latest.json").read_text())
-    assert latest["release_id"] == sample_id
-    sequences = {
-        rid: json.loads((store / "releases" / rid / "manifest.json").read_text())["sequence"]
-        for rid in (sample_id, marked_id)
-    }
-    assert sequences == {sample_id: 1, marked_id: 2}
+        _assert_published_own_inputs(store, done.stdout, runs[name], SAMPLE / "PKU-SafeRLHF")
+        release_id, status = re.search(
+            r"^release ([0-9a-f]{16}) \((\w+)\)", done.stdout, re.M
+        ).groups()
+        assert status == "unchanged"
+        assert json.loads((store / "latest.json").read_text())["release_id"] == release_id

@@ -1,8 +1,18 @@
-"""The stage-table IO manager: per-run folders, subset runs reading earlier runs, clean-up."""
+"""The stage-table IO manager: per-run folders, subset runs reading earlier runs, clean-up; and
+the production job on Dagster's multiprocess executor with stage tables on S3.
+
+``execute_job`` on a reconstructable ``full_refresh`` job (each step re-imports the code location
+in its own process) against a persistent instance in a temporary DAGSTER_HOME. The 15 source
+observations are one step (``upstream_files``), the files' ingest assets one subsettable step
+(``ingest_files``, threads inside); the blocking checks gate the next stage, and the two checks
+of the curated pairs are independent steps that run side by side (shown by the order of the
+run's events, not by timings).
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -10,6 +20,7 @@ import pyarrow as pa
 import pytest
 
 from assets.io import ArrowTableIOManager
+from assets.keys import INGEST_KEYS
 from curation.stage_table import StageTable
 
 
@@ -82,6 +93,47 @@ def full_refresh_job() -> dg.JobDefinition:
     return build_definitions().resolve_job_def("full_refresh")
 
 
+def assert_one_process_per_step(
+    events: list[dg.DagsterEvent], records: list[dg.EventLogRecord]
+) -> None:
+    """The multiprocess executor ran the run: one process per step (none of them this one),
+    independent steps side by side and dependent ones in order.
+
+    Where each step's process was launched, started and finished, as positions in the run's
+    event log (storage order): the order of events, not their timestamps, so a loaded machine
+    cannot change the verdict.
+    """
+    assert any(
+        "multiprocess" in (e.message or "") for e in events if e.event_type_value == "ENGINE_EVENT"
+    )
+    launched: dict[str, int] = {}
+    succeeded: dict[str, int] = {}
+    pids: dict[str, int] = {}
+    for position, record in enumerate(records):
+        event = record.event_log_entry.dagster_event
+        if event is None or event.step_key is None:
+            continue
+        if event.event_type_value == "STEP_WORKER_STARTING":  # the executor launches the process
+            launched[event.step_key] = position
+        elif event.event_type_value == "STEP_START":  # sent by the step's own process
+            pids[event.step_key] = event.pid
+        elif event.event_type_value == "STEP_SUCCESS":
+            succeeded[event.step_key] = position
+    steps = set(launched)
+    assert {"upstream_files", "ingest_files", "ingest_checks", "release"} <= steps, steps
+    assert set(launched) == set(pids) == set(succeeded), (launched, pids, succeeded)
+    assert len(set(pids.values())) == len(steps)  # one process per step...
+    assert os.getpid() not in pids.values()  # ...none of them this one
+    # the two checks of the curated pairs are independent: both launched before either finished
+    # (with one step at a time, each launch follows a success)
+    a, b = "curated_pairs_curated_pairs_suite", "curated_pairs_row_accounting"
+    assert max(launched[a], launched[b]) < min(succeeded[a], succeeded[b]), (launched, succeeded)
+    # ingest depends on the observation: launched only after it finished
+    assert launched["ingest_files"] > succeeded["upstream_files"]
+    materialized = {e.asset_key for e in events if e.event_type_value == "ASSET_MATERIALIZATION"}
+    assert set(INGEST_KEYS) <= materialized and dg.AssetKey("release") in materialized
+
+
 def _table_files(store: Path, release_id: str) -> dict[str, str]:
     manifest = json.loads((store / "releases" / release_id / "manifest.json").read_text())
     return {
@@ -124,6 +176,8 @@ def test_stage_tables_on_s3_with_the_multiprocess_executor(
     ):
         assert result.success, [e.message for e in result.all_events if e.is_failure]
         run_id = result.run_id
+        records = instance.get_records_for_run(run_id, ascending=True).records
+        assert_one_process_per_step(result.all_events, records)
         engine = [
             e.message or "" for e in result.all_events if e.event_type_value == "ENGINE_EVENT"
         ]

@@ -230,17 +230,35 @@ def test_extra_reference_contents_name_the_release(tmp_path: Path):
 # --- damaged and edited releases -------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A store holding the sample's release (one materialization for the tests below, which
+    each damage a copy of it): the store and the release id."""
+    warm_up().join()
+    root = tmp_path_factory.mktemp("published")
+    store = root / "store"
+    return store, release_metadata(materialize(environment(root, str(store))))["release_id"]
+
+
+def copy_of(published: tuple[Path, str], tmp_path: Path) -> tuple[Path, str]:
+    """A private copy of the published store (same release id: the store is not an input)."""
+    store, release_id = published
+    shutil.copytree(store, tmp_path / "store")
+    return tmp_path / "store", release_id
+
+
 def flip_byte(path: Path, offset: int | None = None) -> None:
     data = bytearray(path.read_bytes())
     data[len(data) // 3 if offset is None else offset] ^= 0xFF
     path.write_bytes(bytes(data))
 
 
-def test_a_rerun_repairs_a_damaged_release_and_readers_refuse_it_meanwhile(tmp_path: Path):
-    store = tmp_path / "store"
+def test_a_rerun_repairs_a_damaged_release_and_readers_refuse_it_meanwhile(
+    tmp_path: Path, published: tuple[Path, str]
+):
+    store, release_id = copy_of(published, tmp_path)
     env = environment(tmp_path, str(store))
-    first = release_metadata(materialize(env))
-    part = store / "releases" / first["release_id"] / "pairs" / "train" / "part-00000.parquet"
+    part = store / "releases" / release_id / "pairs" / "train" / "part-00000.parquet"
     pristine = part.read_bytes()
     flip_byte(part)
 
@@ -252,16 +270,17 @@ def test_a_rerun_repairs_a_damaged_release_and_readers_refuse_it_meanwhile(tmp_p
         pq.read_table(part, page_checksum_verification=True)  # as can any reader that checks
 
     again = release_metadata(materialize(env))  # same inputs: the same release, repaired
-    assert (again["release_id"], again["status"]) == (first["release_id"], "unchanged")
+    assert (again["release_id"], again["status"]) == (release_id, "unchanged")
     assert part.read_bytes() == pristine
     assert open_release(str(store)).verify() == []
 
 
-def test_a_rerun_refuses_a_release_whose_manifest_was_edited(tmp_path: Path):
-    store = tmp_path / "store"
+def test_a_rerun_refuses_a_release_whose_manifest_was_edited(
+    tmp_path: Path, published: tuple[Path, str]
+):
+    store, release_id = copy_of(published, tmp_path)
     env = environment(tmp_path, str(store))
-    first = release_metadata(materialize(env))
-    path = store / "releases" / first["release_id"] / "manifest.json"
+    path = store / "releases" / release_id / "manifest.json"
     manifest = json.loads(path.read_text())
     manifest["tables"]["pairs"]["rows"] += 1000
     path.write_text(json.dumps(manifest, indent=2))
@@ -270,7 +289,7 @@ def test_a_rerun_refuses_a_release_whose_manifest_was_edited(tmp_path: Path):
     failure = next(e for e in result.all_events if e.is_step_failure)
     message = failure.step_failure_data.error.message
     assert "manifest.json" in message and "edited" in message
-    assert latest_id(store) == first["release_id"]  # the pointer did not move on
+    assert latest_id(store) == release_id  # the pointer did not move on
 
 
 @pytest.mark.parametrize(
@@ -287,9 +306,10 @@ def test_a_rerun_refuses_a_release_whose_manifest_was_edited(tmp_path: Path):
         (lambda m: m["counts"]["accounting"].update(pairs_kept=1), {"digest", "accounting"}),
     ],
 )
-def test_verify_catches_an_edited_manifest(tmp_path: Path, edit, kinds):
-    store = tmp_path / "store"
-    rid = release_metadata(materialize(environment(tmp_path, str(store))))["release_id"]
+def test_verify_catches_an_edited_manifest(
+    tmp_path: Path, published: tuple[Path, str], edit, kinds
+):
+    store, rid = copy_of(published, tmp_path)
     assert open_release(str(store)).verify() == []
     path = store / "releases" / rid / "manifest.json"
     manifest = json.loads(path.read_text())
@@ -303,12 +323,11 @@ def test_verify_catches_an_edited_manifest(tmp_path: Path, edit, kinds):
     assert any(p.kind == "digest" and "latest.json" in p.message for p in found)
 
 
-def test_verify_counts_rows_from_the_parquet_footers(tmp_path: Path):
+def test_verify_counts_rows_from_the_parquet_footers(tmp_path: Path, published: tuple[Path, str]):
     """A data file replaced by another valid parquet file with other rows, and the manifest's
     sizes and hashes edited to match it (the digests then catch the manifest, the footer the
     rows)."""
-    store = tmp_path / "store"
-    rid = release_metadata(materialize(environment(tmp_path, str(store))))["release_id"]
+    store, rid = copy_of(published, tmp_path)
     folder = store / "releases" / rid
     part = folder / "pairs" / "test" / "part-00000.parquet"
     table = pq.read_table(part)
