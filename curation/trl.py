@@ -17,6 +17,8 @@ which covers the pairs' inputs and this code (the code version), needs nothing m
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -58,8 +60,13 @@ SOURCE_COLUMNS = (
 #: Our turn roles -> TRL's message roles (``user``/``assistant``/``system``); HH and PKU prompt
 #: turns use ``human`` and ``assistant``.
 TRL_ROLES = {"human": "user", "user": "user", "assistant": "assistant", "system": "system"}
-_OUR_ROLES = pa.array(list(TRL_ROLES), pa.string())
-_THEIR_ROLES = pa.array(list(TRL_ROLES.values()), pa.string())
+
+
+@cache
+def _role_arrays() -> tuple[pa.Array, pa.Array]:
+    """:data:`TRL_ROLES` as two Arrow arrays, built on first use: ``pa.array`` imports pandas,
+    which ``rlhf-curate releases`` (importing this module through the publisher) must not."""
+    return pa.array(list(TRL_ROLES), pa.string()), pa.array(list(TRL_ROLES.values()), pa.string())
 
 
 class ViewError(ValueError):
@@ -100,11 +107,12 @@ def _prompt_messages(turns: pa.ListArray, ids: pa.ChunkedArray) -> pa.ListArray:
         raise ViewError(f"pair {ids[first].as_py()!r}: prompt_turns is null")
     flat = pc.list_flatten(turns)
     roles = pc.struct_field(flat, "role")
-    where = pc.index_in(roles, value_set=_OUR_ROLES)
+    ours, theirs = _role_arrays()
+    where = pc.index_in(roles, value_set=ours)
     if where.null_count:
         _unknown_role(turns, roles, where, ids)
     messages = pa.StructArray.from_arrays(
-        [_THEIR_ROLES.take(where), pc.struct_field(flat, "text")], fields=list(MESSAGE)
+        [theirs.take(where), pc.struct_field(flat, "text")], fields=list(MESSAGE)
     )
     return pa.ListArray.from_arrays(_offsets(pc.list_value_length(turns)), messages, MESSAGES)
 
