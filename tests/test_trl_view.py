@@ -217,3 +217,16 @@ def test_the_view_is_listed_verified_and_repaired_like_the_other_tables(tmp_path
 def test_a_view_cannot_be_given(tmp_path: Path):
     with pytest.raises(ReleaseError, match="derived from 'pairs'"):
         publish(Store(tmp_path / "s"), make_tables(trl=make_pairs(2)))
+
+
+def test_diff_compares_the_pairs_not_their_view(tmp_path: Path):
+    """The view changes exactly when the pairs do: ``releases diff`` reads it not a second time."""
+    from curation.reader import diff_releases
+
+    store = Store(tmp_path / "store")
+    a = publish(store, config={"v": 1})
+    b = publish(store, make_tables(n_pairs=31), config={"v": 2})
+    result = diff_releases(store, a.release_id, b.release_id)
+    assert TRL_VIEW in open_release(store, b.release_id).tables
+    assert "pairs" in result["tables"] and TRL_VIEW not in result["tables"]
+    assert result["tables"]["pairs"]["*"]["added"] == 1
