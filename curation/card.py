@@ -27,6 +27,7 @@ from curation.schema import (
     PKU_DATASET,
     SEVERITY_LEVELS,
 )
+from curation.trl import TRL_VIEW
 
 REMOVALS_CHART = "removals_by_reason.png"
 HARM_CHART = "pku_harm_category_by_severity.png"
@@ -266,7 +267,8 @@ def _title_section(manifest: Mapping[str, Any]) -> list[str]:
         "PKU-SafeRLHF the per-response safety labels, severity levels and harm categories. "
         "Rows that failed validation are in `quarantine`, pairs dropped by dedup or "
         "decontamination in `removed` (with what they matched), and the HH red-team transcripts "
-        "in `red_team`. This card is generated from the release manifest.",
+        "in `red_team`. `trl` holds the same pairs in TRL's conversational preference format "
+        "(see How to load). This card is generated from the release manifest.",
         "",
         markdown_table(
             ["field", "value"],
@@ -539,6 +541,7 @@ def _loading_section(manifest: Mapping[str, Any], remote: str | None) -> list[st
         f'ds = load_dataset("parquet", data_files={{{hf_files}}}{opts})',
         "```",
         "",
+        *_trl_lines(files, base_line, opts),
         "With this project's reader (resolves the manifest, checks nothing is missing, verifies "
         "hashes on demand):",
         "",
@@ -551,3 +554,27 @@ def _loading_section(manifest: Mapping[str, Any], remote: str | None) -> list[st
         "",
     ]
     return lines
+
+
+def _trl_lines(files: Mapping[str, Any], base_line: str, opts: str) -> list[str]:
+    """How to load the ``trl`` view for TRL's trainers (nothing when the release has none)."""
+    splits = sorted(s for s in files.get(TRL_VIEW, {}) if s is not None)
+    if not splits:
+        return []
+    data_files = ", ".join(f'"{s}": f"{{base}}/{TRL_VIEW}/{s}/*.parquet"' for s in splits)
+    return [
+        f"TRL (`DPOTrainer`, `RewardTrainer`): `{TRL_VIEW}` holds the rows of `pairs` in TRL's "
+        "conversational preference format: `prompt` (the turns before the responses), `chosen` "
+        "and `rejected` (one assistant message each) are lists of `{role, content}` messages "
+        "with roles `user`/`assistant`; `pair_id`, `dataset`, `subset`, `split` and `dimension` "
+        "join a row back to `pairs` (filter on `dataset` for a licence, on `dimension` for "
+        "helpful or harmless preferences):",
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        base_line,
+        f'prefs = load_dataset("parquet", data_files={{{data_files}}}{opts})',
+        f'# or load_dataset(base, "{TRL_VIEW}"): the card\'s `{TRL_VIEW}` config',
+        "```",
+        "",
+    ]

@@ -470,11 +470,26 @@ def _columns(manifest: Mapping[str, Any]) -> dict[str, dict[str, str]]:
 def check_schema(
     previous: Mapping[str, Any], new: Mapping[str, Any], config: DriftConfig
 ) -> CheckResult:
-    """Columns added, removed or retyped in any published table (ERROR unless declared)."""
+    """Columns added, removed or retyped in any published table (ERROR unless declared). A
+    table the previous release did not have is one WARN: readers of the other tables are not
+    affected (a table that disappears is an ERROR per column, like a removed column)."""
     result = CheckResult("drift_schema")
     severity = WARN if config.allow_schema_change else ERROR
     old_tables, new_tables = _columns(previous), _columns(new)
-    for table in sorted(set(old_tables) | set(new_tables)):
+    for table in sorted(set(new_tables) - set(old_tables)):
+        # a new table (e.g. the first release with the TRL view) breaks no reader of the others
+        result.compared += 1
+        result.add(
+            Finding(
+                "drift_schema",
+                table,
+                WARN,
+                None,
+                f"{len(new_tables[table])} columns",
+                "table added",
+            )
+        )
+    for table in sorted(set(old_tables)):
         before, after = old_tables.get(table, {}), new_tables.get(table, {})
         for column in sorted(set(before) | set(after)):
             result.compared += 1

@@ -466,6 +466,11 @@ def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: obj}
 
 
+def _is_view(a: Release, b: Release, name: str) -> bool:
+    """Whether table ``name`` is a view of another table in either release."""
+    return any((r.manifest["tables"].get(name) or {}).get("view_of") for r in (a, b))
+
+
 def diff_releases(
     store: Store | str,
     a: str,
@@ -476,10 +481,11 @@ def diff_releases(
 ) -> dict[str, Any]:
     """What changed from release ``a`` to release ``b``.
 
-    Per table (keyed by ``pair_id``; see :data:`DIFF_KEYS`) and per split (plus ``'*'`` over the
-    whole table, where a pair that moved split counts as changed; rows whose split is null are
-    ``no_split``, as their folder and the manifest name them): rows added, removed, changed
-    (same key, different hash of the other columns) and unchanged, with example keys. Also the
+    Per table (keyed by ``pair_id``; see :data:`DIFF_KEYS`; a view such as ``trl`` is skipped:
+    it changes with its source table) and per split (plus ``'*'`` over the whole table, where a
+    pair that moved split counts as changed; rows whose split is null are ``no_split``, as
+    their folder and the manifest name them): rows added, removed, changed (same key,
+    different hash of the other columns) and unchanged, with example keys. Also the
     per-reason count changes of ``removed`` and ``quarantine``, and config/code changes.
     """
     st = _store(store, storage_options)
@@ -501,7 +507,9 @@ def diff_releases(
         if ca.get(k) != cb.get(k):
             result["config_changes"][k] = {"a": ca.get(k), "b": cb.get(k)}
 
-    # each table read once, on this thread (see Release._read_files)
+    # each table read once, on this thread (see Release._read_files); a view (the TRL view of
+    # the pairs) changes with the table it is derived from, so only that one is compared
+    compared = {n for n in set(ra.tables) | set(rb.tables) if not _is_view(ra, rb, n)}
     read = {
         (r.release_id, name): (
             r._read_files(name, r.files(name), None, use_threads=False)
@@ -509,9 +517,9 @@ def diff_releases(
             else None
         )
         for r in (ra, rb)
-        for name in set(ra.tables) | set(rb.tables) | {"removed", "quarantine"}
+        for name in compared | {"removed", "quarantine"}
     }
-    for name in sorted(set(ra.tables) | set(rb.tables)):
+    for name in sorted(compared):
         ta, tb = read[(ra.release_id, name)], read[(rb.release_id, name)]
         ref = tb if tb is not None else ta
         assert ref is not None

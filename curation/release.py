@@ -7,6 +7,7 @@ Layout under the store root (see ``docs/releases.md``)::
     releases/<release_id>/README.md               dataset card (+ its PNG charts next to it)
     releases/<release_id>/<table>/<split>/part-00000.parquet
     releases/<release_id>/red_team/part-00000.parquet          (tables without a split column)
+    releases/<release_id>/trl/<split>/part-00000.parquet       (a view of pairs: ``VIEWS``)
 
 Steps of :func:`publish_release`:
 
@@ -90,6 +91,8 @@ from curation.layout import (
 from curation.parallel import in_threads
 from curation.stage_table import StageTable
 from curation.store import Store, StoreError
+from curation.trl import SOURCE_COLUMNS as TRL_SOURCE_COLUMNS
+from curation.trl import TRL_PREFERENCE, TRL_VIEW, VIEW_OF, ViewError, trl_preference_view
 from curation.version import release_libraries
 
 log = logging.getLogger(__name__)
@@ -129,12 +132,30 @@ DEFAULT_SPLIT_COLUMNS: dict[str, str | None] = {
     "quarantine": "split",
     "removed": "split",
     "red_team": None,
+    TRL_VIEW: "split",
 }
 KNOWN_SCHEMAS: dict[str, pa.Schema] = {
     "pairs": S.PAIRS,
     "quarantine": S.QUARANTINE,
     "removed": S.REMOVED,
     "red_team": S.RED_TEAM,
+    TRL_VIEW: TRL_PREFERENCE,
+}
+
+
+@dataclass(frozen=True)
+class View:
+    """A table every release derives from another of its tables, row for row (same order, same
+    splits): written, listed, verified and repaired like the others, never passed in."""
+
+    of: str  # the table it is derived from
+    columns: tuple[str, ...]  # the columns of that table it reads
+    derive: Callable[[pa.Table], pa.Table]
+
+
+#: The derived tables of a release: the TRL preference view of the pairs (``curation.trl``).
+VIEWS: dict[str, View] = {
+    TRL_VIEW: View(VIEW_OF, TRL_SOURCE_COLUMNS, trl_preference_view),
 }
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _ROW_GROUP_ROWS = 64 * 1024
@@ -329,7 +350,35 @@ def _safe_dir(value: Any) -> str:
     return text if text and text[0] not in "._" else f"split{text}"
 
 
+def with_views(tables: Mapping[str, ReleaseTable]) -> dict[str, ReleaseTable]:
+    """``tables`` and, for each :data:`VIEWS` entry whose source table is there, the source
+    table under the view's name (:func:`_conform` derives the view's rows from it)."""
+    out = dict(tables)
+    for name, view in VIEWS.items():
+        if name in tables:
+            raise ReleaseError(f"table {name!r} is derived from {view.of!r}; it cannot be given")
+        if view.of in tables:
+            out[name] = tables[view.of]
+    return out
+
+
+def _source_columns(name: str, schema: pa.Schema) -> list[str]:
+    """The columns of a stage table that table ``name`` is written from."""
+    if name in VIEWS:
+        return list(VIEWS[name].columns)
+    expected = KNOWN_SCHEMAS.get(name)
+    return schema.names if expected is None else expected.names
+
+
 def _conform(name: str, table: pa.Table) -> pa.Table:
+    """``table`` with its release schema; for a view, the view's rows derived from its source
+    table's rows."""
+    view = VIEWS.get(name)
+    if view is not None:
+        try:
+            table = view.derive(table)
+        except (ViewError, pa.ArrowException) as exc:
+            raise ReleaseError(f"table {name!r} (a view of {view.of!r}): {exc}") from exc
     expected = KNOWN_SCHEMAS.get(name)
     if expected is None or table.schema.equals(expected, check_metadata=False):
         return table.replace_schema_metadata(None)
@@ -385,8 +434,7 @@ class _StageRows:
     def __init__(self, name: str, stage: StageTable) -> None:
         self.name, self.stage = name, stage
         self.schema = _conform(name, stage.schema.empty_table()).schema  # checks it conforms
-        expected = KNOWN_SCHEMAS.get(name)
-        names = stage.schema.names if expected is None else expected.names
+        names = _source_columns(name, stage.schema)
         self._columns = sorted(names, key=stage.schema.get_field_index)  # in file order
         self._starts = np.concatenate([[0], np.cumsum(stage.batch_rows, dtype=np.int64)])
         self.num_rows = int(self._starts[-1])
@@ -580,7 +628,7 @@ def _write_table(
             files.append(
                 {"path": rel, "split": split, "rows": part_rows, "bytes": nbytes, "sha256": digest}
             )
-    return {
+    entry = {
         "schema": schema_to_json(schema),
         "arrow_schema": schema_to_b64(schema),
         "split_column": split_col,
@@ -588,6 +636,7 @@ def _write_table(
         "splits": splits,
         "files": files,
     }
+    return entry | ({"view_of": VIEWS[name].of} if name in VIEWS else {})
 
 
 class _AlreadyPublished(Exception):
@@ -650,6 +699,8 @@ def card_tables(tables: Mapping[str, ReleaseTable]) -> dict[str, pa.Table]:
     (:data:`CARD_PAIR_COLUMNS` for ``pairs``; all columns of the other, small, tables)."""
     out = {}
     for name, table in tables.items():
+        if name in VIEWS:  # the card reads the tables a view is derived from
+            continue
         if isinstance(table, StageTable):
             wanted = CARD_PAIR_COLUMNS if name == "pairs" else table.column_names
             table = table.select([c for c in table.column_names if c in wanted])
@@ -1106,6 +1157,9 @@ def _publish(
             raise ReleaseError(f"invalid table name {name!r}")
     split_cols = dict(DEFAULT_SPLIT_COLUMNS)
     split_cols.update(split_column or {})
+    for view_name, view in VIEWS.items():  # a view has the splits of its source table
+        split_cols[view_name] = split_cols.get(view.of, split_cols.get(view_name))
+    tables = with_views(tables)
 
     existing = read_manifest(store, release_id)
     if existing is not None:

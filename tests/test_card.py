@@ -84,6 +84,12 @@ def test_front_matter_is_read_by_huggingface_hub(release: tuple[Path, dict]) -> 
         },
         "red_team": {"data_files": [{"split": "train", "path": "red_team/*.parquet"}]},
         "removed": {"data_files": [{"split": "test", "path": "removed/test/*.parquet"}]},
+        "trl": {
+            "data_files": [
+                {"split": "test", "path": "trl/test/*.parquet"},
+                {"split": "train", "path": "trl/train/*.parquet"},
+            ],
+        },
     }
     # every data file of the manifest is matched by its table's config, and nothing else is
     for name, info in manifest["tables"].items():
@@ -115,7 +121,7 @@ def test_how_to_load_snippets_run_in_the_release_folder(
     text = (folder / "README.md").read_text()
     section = text[text.index("## How to load") :]
     snippets = re.findall(r"```python\n(.*?)```", section, flags=re.S)
-    assert len(snippets) == 5 and str(folder.parents[1]) not in text
+    assert len(snippets) == 6 and str(folder.parents[1]) not in text
     monkeypatch.chdir(folder)
     store, cache = str(folder.parents[1]), str(tmp_path / "hf")
     results = []
@@ -132,4 +138,7 @@ def test_how_to_load_snippets_run_in_the_release_folder(
     assert len(results[0]["pairs"]) == sum(splits.values())
     assert results[2]["pairs"].height == sum(splits.values())  # polars
     assert {s: results[3]["ds"][s].num_rows for s in results[3]["ds"]} == splits  # datasets
-    assert len(results[4]["train"]) == splits["train"] and results[4]["problems"] == []
+    prefs = results[4]["prefs"]  # datasets, the TRL view
+    assert {s: prefs[s].num_rows for s in prefs} == splits
+    assert prefs["train"][0]["chosen"][0]["role"] == "assistant"
+    assert len(results[5]["train"]) == splits["train"] and results[5]["problems"] == []

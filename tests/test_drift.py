@@ -147,6 +147,20 @@ def test_schema_changes_are_errors_unless_declared():
     assert check_schema(old, new, DriftConfig(allow_schema_change=True)).severity == WARN
 
 
+def test_a_new_table_is_a_warning_and_a_vanished_table_an_error():
+    """The first release with the TRL view adds a table: no reader of the other tables breaks,
+    so it must not hold ``latest`` (it did: one ERROR per column of the new table)."""
+    pairs = {"schema": [{"name": "pair_id", "type": "string"}]}
+    trl = {"schema": [{"name": "prompt", "type": "list"}, {"name": "pair_id", "type": "string"}]}
+    old, new = {"tables": {"pairs": pairs}}, {"tables": {"pairs": pairs, "trl": trl}}
+    added = check_schema(old, new, DriftConfig())
+    assert [(f.key, f.severity, f.detail) for f in added.findings] == [("trl", WARN, "table added")]
+    assert added.severity == WARN
+    gone = check_schema(new, old, DriftConfig())
+    assert gone.severity == ERROR
+    assert {f.key for f in gone.findings} == {"trl.prompt", "trl.pair_id"}
+
+
 def test_a_first_release_is_a_baseline():
     results = compare_releases(None, {"profile": {"rows": {}}})
     assert all(r.baseline and r.passed for r in results)

@@ -13,6 +13,7 @@ import s3fs
 
 from pipelines.settings import SAMPLE
 from tests.pipeline_helpers import check_results, environment, materialize, release_metadata
+from tests.test_trl_view import assert_trl_view
 
 # Lines of the real harmless-base test file that break the HH rules, found independently by
 # scanning the file (see docs/validation.md): 4 empty final responses, 9 bad turn orders
@@ -144,6 +145,7 @@ def test_graph_on_sample_into_local_folder(tmp_path: Path):
     frame = pd.read_parquet(release_dir / "pairs")
     assert len(frame) == meta["pairs"]
     assert pq.read_table(next((release_dir / "pairs" / "train").glob("*.parquet"))).num_rows > 0
+    assert_trl_view(release_dir, tmp_path / "hf_cache")  # the TRL view (tests/test_trl_view.py)
 
 
 def test_graph_on_sample_into_s3(tmp_path: Path, s3_env: dict, s3_bucket: str):

@@ -44,7 +44,7 @@ def test_open_release_by_latest_id_and_prefix(store: Store) -> None:
     assert open_release(store, first.release_id).release_id == first.release_id
     assert open_release(store, first.release_id[:6]).release_id == first.release_id
     release = open_release(store, first.release_id)
-    assert release.tables == ["pairs", "quarantine", "red_team", "removed"]
+    assert release.tables == ["pairs", "quarantine", "red_team", "removed", "trl"]
     assert release.splits("pairs") == ["test", "train"]
     assert release.rows("pairs", "train") == 24
     assert release.to_pandas("removed", "test").shape == (3, len(S.REMOVED))
@@ -148,7 +148,8 @@ def test_list_releases_hides_partial_releases(store: Store) -> None:
     listed = list_releases(store)
     assert [r["release_id"] for r in listed] == [good.release_id]
     assert listed[0]["latest"] and listed[0]["sequence"] == 1
-    assert listed[0]["rows"] == {"pairs": 30, "quarantine": 3, "red_team": 4, "removed": 5}
+    rows = {"pairs": 30, "quarantine": 3, "red_team": 4, "removed": 5, "trl": 30}
+    assert listed[0]["rows"] == rows
     with pytest.raises(ReleaseError):
         open_release(store, "deadbeefdeadbeef")
 
