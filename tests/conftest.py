@@ -117,3 +117,33 @@ def webhook() -> Iterator[tuple[str, list[dict]]]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}/hooks/secret-token", received
     server.shutdown()
+
+
+#: Test files that take minutes (real daemons, several CLI processes, many materializations),
+#: longest first. ``make test`` hands whole files to two pytest-xdist workers in collection
+#: order; starting these first keeps one long file from running alone at the end (longest
+#: processing time first: the suite ends close to half its total work, not at half plus the
+#: last long file).
+LONGEST_FIRST = (
+    "test_postgres_deploy.py",
+    "test_concurrent_runs.py",
+    "test_stage_io.py",
+    "test_automation.py",
+    "test_trust_across_runs.py",
+    "test_release_drift.py",
+    "test_run_errors.py",
+    "test_credentials_e2e.py",
+    "test_matching_real.py",
+    "test_cli_e2e.py",
+    "test_alert_budget.py",
+    "test_source_presence.py",
+    "test_pipeline.py",
+    "test_ui_browser.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Collect the long files of :data:`LONGEST_FIRST` first, in that order (a stable sort:
+    the order of tests within a file, and of the other files, is unchanged)."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
