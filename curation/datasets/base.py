@@ -129,6 +129,21 @@ class PreferenceDataset(ABC):
     #: sample or partial mirror from the real one.
     upstream_rows: ClassVar[Mapping[str, int]] = {}
 
+    @property
+    def uri_field(self) -> str:
+        """The ``SourcesResource`` field (and ``Environment`` attribute) of its mirror's URI."""
+        return f"{self.setting}_uri"
+
+    @property
+    def revision_field(self) -> str:
+        """The ``SourcesResource`` field of its mirror's pinned revision."""
+        return f"{self.setting}_revision"
+
+    @property
+    def uri_variable(self) -> str:
+        """The environment variable of its mirror's URI (``<STEM>_URI``)."""
+        return f"{self.setting.upper()}_URI"
+
     @abstractmethod
     def files(self) -> list[SourceFile]:
         """Every file of the upstream layout (the source list)."""
