@@ -14,12 +14,14 @@ from typing import Any, Protocol
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.datasets import pairs_per_row as registered_pairs_per_row
-
 
 def pairs_per_row(report: Mapping[str, Any]) -> int:
     """Pairs a valid row of this file yields (its dataset says: e.g. 2 for a row giving a
     helpful and a harmless pair, 0 for a file giving none)."""
+    from curation.datasets import (
+        pairs_per_row as registered_pairs_per_row,
+    )  # the registry imports polars: `releases` commands must not
+
     return registered_pairs_per_row(report)
 
 

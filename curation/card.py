@@ -20,7 +20,6 @@ from huggingface_hub import DatasetCardData
 
 from curation.card_changes import changes_section, checks_section
 from curation.charts import png
-from curation.datasets import REGISTRY
 from curation.report import SOURCES_HEADER, format_value, markdown_table, source_rows
 from curation.schema import HARM_CATEGORIES, NO_SPLIT, SEVERITY_LEVELS
 from curation.trl import TRL_VIEW
@@ -28,13 +27,23 @@ from curation.trl import TRL_VIEW
 REMOVALS_CHART = "removals_by_reason.png"
 HARM_CHART = "pku_harm_category_by_severity.png"
 
-#: The upstream licence of every dataset, by name.
-LICENCES = {d.name: {"name": d.title, **asdict(d.licence)} for d in REGISTRY}
+
+def _registry() -> tuple:
+    """The registered datasets (imported when a card is rendered: the registry imports polars,
+    which the ``releases`` commands reading the release module must not)."""
+    from curation.datasets import REGISTRY
+
+    return REGISTRY
+
+
+def licences() -> dict[str, dict[str, str]]:
+    """The upstream licence of every dataset, by name."""
+    return {d.name: {"name": d.title, **asdict(d.licence)} for d in _registry()}
 
 
 def _labelled() -> str:
     """The title(s) of the datasets whose pairs carry harm categories and severity levels."""
-    return " and ".join(d.title for d in REGISTRY if d.harm_labels)
+    return " and ".join(d.title for d in _registry() if d.harm_labels)
 
 
 #: The pair columns this card reads: of a pair table given to the release as a
@@ -113,7 +122,7 @@ def harm_severity_counts(pairs: pa.Table | None) -> Counter[tuple[str, int | Non
     needed = {"dataset", "chosen_harm_categories", "chosen_severity"}
     if pairs is None or pairs.num_rows == 0 or not needed <= set(pairs.column_names):
         return counts
-    labelled = pa.array([d.name for d in REGISTRY if d.harm_labels], pa.string())
+    labelled = pa.array([d.name for d in _registry() if d.harm_labels], pa.string())
     pku = pairs.filter(pc.is_in(pairs.column("dataset"), labelled))
     if pku.num_rows == 0:
         return counts
@@ -251,7 +260,7 @@ def _title_section(manifest: Mapping[str, Any]) -> list[str]:
     return [
         f"# Curated RLHF preference pairs - release `{rid}`",
         "",
-        f"Preference pairs curated from {' and '.join(d.title for d in REGISTRY)}: parsed, validated, "
+        f"Preference pairs curated from {' and '.join(d.title for d in _registry())}: parsed, validated, "
         "deduplicated and decontaminated. One row of `pairs` is one (source row, dimension) "
         "preference: `prompt`/`prompt_turns`, a `chosen` and a `rejected` response, and for "
         f"{_labelled()} the per-response safety labels, severity levels and harm categories. "
@@ -396,10 +405,10 @@ def _licences_section() -> list[str]:
         "",
         markdown_table(
             ["source", "licence", "copyright holder", "upstream"],
-            [[v["name"], v["licence"], v["holder"], v["url"]] for v in LICENCES.values()],
+            [[v["name"], v["licence"], v["holder"], v["url"]] for v in licences().values()],
         ),
         "",
-        " ".join(d.licence.note.format(dataset=d.name) for d in REGISTRY)
+        " ".join(d.licence.note.format(dataset=d.name) for d in _registry())
         + " Attribute both upstream datasets when redistributing. The data contain offensive and "
         "harmful text by design (red-teaming and safety preference data).",
         "",

@@ -14,7 +14,6 @@ from typing import Any
 
 import pyarrow as pa
 
-from curation.datasets import suite_for as registered_suite_for
 from curation.redact import redact_uri
 
 REPORT_KEY = b"rlhf_curation.report"
@@ -46,6 +45,10 @@ def report_of(table: pa.Table) -> dict:
 def suite_for(report: dict) -> str:
     """The GX suite of an ingested file, from its dataset, subset and detected schema variant
     (the dataset's module decides: :func:`curation.datasets.suite_for`)."""
+    from curation.datasets import (
+        suite_for as registered_suite_for,
+    )  # the registry imports polars: `releases` commands must not
+
     return registered_suite_for(report)
 
 

@@ -34,8 +34,6 @@ from typing import Any
 import fsspec
 from isal import igzip, igzip_lib
 
-from curation.datasets import all_files
-from curation.datasets.base import SourceFile
 from curation.redact import (
     query_params,
     redact_uri,
@@ -140,6 +138,35 @@ class ReadPolicy:
 
 
 DEFAULT_POLICY = ReadPolicy()
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One upstream file of a mirror: which dataset/subset/split it holds and its relative path.
+
+    ``kind`` names the file's format within its dataset (e.g. HH-style preference lines or
+    red-team transcripts); only the dataset's own module interprets it.
+    """
+
+    dataset: str
+    subset: str
+    split: str | None
+    relpath: str
+    kind: str
+
+    @property
+    def key(self) -> str:
+        """A short identifier usable as a Dagster asset name suffix."""
+        parts = [self.dataset, self.subset] + ([self.split] if self.split else [])
+        return "__".join(p.lower().replace("-", "_") for p in parts)
+
+
+def all_files() -> list[SourceFile]:
+    """Every upstream file of every registered dataset (:func:`curation.datasets.all_files`;
+    imported when called: the registry imports polars, the ``releases`` commands must not)."""
+    from curation.datasets import all_files as registered_files
+
+    return registered_files()
 
 
 def source_file(subset: str, split: str | None = None) -> SourceFile:

@@ -17,35 +17,17 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import pyarrow as pa
 
 from curation.jsonl import FieldSpec, ParsedFile, parse_jsonl
-from curation.rules import RuleFamily
 from curation.schema import PAIRS
+from curation.sources import SourceFile
 from curation.suite_builder import SuiteBuilder
 
-
-@dataclass(frozen=True)
-class SourceFile:
-    """One upstream file of a mirror: which dataset/subset/split it holds and its relative path.
-
-    ``kind`` names the file's format within its dataset (e.g. HH-style preference lines or
-    red-team transcripts); only the dataset's own module interprets it.
-    """
-
-    dataset: str
-    subset: str
-    split: str | None
-    relpath: str
-    kind: str
-
-    @property
-    def key(self) -> str:
-        """A short identifier usable as a Dagster asset name suffix."""
-        parts = [self.dataset, self.subset] + ([self.split] if self.split else [])
-        return "__".join(p.lower().replace("-", "_") for p in parts)
+if TYPE_CHECKING:  # the rules import polars; the source list (`releases` commands) must not
+    from curation.rules import RuleFamily
 
 
 @dataclass(frozen=True)
