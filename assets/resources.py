@@ -16,6 +16,8 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from curation import memory, parallel
 from curation.bounds import InvalidConfig, describe_range, key_text, quoted
 from curation.contract import DEFAULT_SAMPLE_ROWS
+from curation.datasets import REGISTRY, resolve_levels
+from curation.datasets import dataset as registered_dataset
 from curation.decontam import DecontamConfig
 from curation.dedup import DedupConfig
 from curation.drift import DriftConfig
@@ -23,7 +25,6 @@ from curation.ingest import check_patterns
 from curation.memory import MAX_MMAP_THRESHOLD
 from curation.redact import has_credentials, redact_uri
 from curation.report import QUARANTINE_ERROR_RATE, QUARANTINE_WARN_RATE
-from curation.rules import resolve_levels
 from curation.sources import (
     DECOMPRESSED_BYTES_CEILING,
     MAX_DECOMPRESSED_BYTES,
@@ -71,7 +72,7 @@ class AwsCredentials(dg.ConfigurableResource):
 
 #: Where the credentials of a source mirror may be set (``docs/operations.md``, Security).
 CREDENTIALS_HINT = (
-    "set them in the environment: in HH_RLHF_URI/PKU_SAFERLHF_URI themselves, "
+    f"set them in the environment: in {'/'.join(d.uri_variable for d in REGISTRY)} themselves, "
     "SOURCES_HTTP_HEADERS, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
 )
 
@@ -94,13 +95,13 @@ class SourceCredentials(dg.ConfigurableResource):
     def storage_options(self, uri: str) -> dict[str, Any]:
         """fsspec storage options with the credentials that reading ``uri`` needs (never log
         them; ``curation.sources.mirror_storage_options``)."""
-        configured = (self.hh_rlhf_uri, self.pku_saferlhf_uri)
+        configured = tuple(getattr(self, d.uri_field) for d in REGISTRY)
         return mirror_storage_options(uri, configured, self.http_headers)
 
 
 #: Where the credentials of a source mirror may be set (``docs/operations.md``, Security).
 CREDENTIALS_HINT = (
-    "set them in the environment: in HH_RLHF_URI/PKU_SAFERLHF_URI themselves, "
+    f"set them in the environment: in {'/'.join(d.uri_variable for d in REGISTRY)} themselves, "
     "SOURCES_HTTP_HEADERS, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
 )
 
@@ -125,10 +126,8 @@ class SourcesResource(dg.ConfigurableResource):
     def root(self, dataset: str) -> tuple[str, str | None]:
         """(URI, revision) of the mirror holding ``dataset``; a URI with credentials in it (given
         as run config, hence recorded) is a :class:`SourceError` naming its redacted form."""
-        if dataset == "hh-rlhf":
-            uri, revision = self.hh_rlhf_uri, self.hh_rlhf_revision
-        else:
-            uri, revision = self.pku_saferlhf_uri, self.pku_saferlhf_revision
+        plugin = registered_dataset(dataset)
+        uri, revision = getattr(self, plugin.uri_field), getattr(self, plugin.revision_field)
         if has_credentials(uri):
             raise SourceError(
                 f"{redact_uri(uri)}: credentials in a source URI of the run config are refused "

@@ -12,7 +12,7 @@ import dagster as dg
 
 from assets.keys import ingest_group, upstream_asset_key
 from assets.resources import SourcesResource
-from curation.schema import HH_DATASET, PKU_DATASET
+from curation.datasets import dataset_names
 from curation.sources import all_files, file_uri
 from curation.upstream import dataset_fingerprints
 
@@ -31,7 +31,7 @@ def _spec(source) -> dg.AssetSpec:
 def observe_files(sources: SourcesResource, selected) -> list[dg.ObserveResult]:
     """One :class:`dg.ObserveResult` per selected upstream file (one Hub call per dataset)."""
     results = []
-    for dataset in (HH_DATASET, PKU_DATASET):
+    for dataset in dataset_names():
         files = [
             f for f in all_files() if f.dataset == dataset and upstream_asset_key(f) in selected
         ]

@@ -400,9 +400,9 @@ def _decode_file(path: Path) -> tuple[int, int, int]:
 
 def source_paths(corpus: Path) -> list[Path]:
     """The corpus files the pipeline reads (its source list), largest first."""
-    from curation.sources import hh_files, pku_files
+    from curation.datasets import REGISTRY
 
-    roots = [(corpus / "hh-rlhf", hh_files()), (corpus / "PKU-SafeRLHF", pku_files())]
+    roots = [(corpus / d.sample, d.files()) for d in REGISTRY]
     paths = [root / f.relpath for root, files in roots for f in files]
     return sorted((p for p in paths if p.exists()), key=lambda p: -p.stat().st_size)
 

@@ -74,9 +74,9 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curation.datasets import hh_rlhf, pku_saferlhf
 from curation.near_dup import is_typo
-from curation.schema import HARM_CATEGORIES, HH_DATASET, PKU_DATASET
-from curation.sources import hh_files, pku_files
+from curation.schema import HARM_CATEGORIES
 
 __all__ = [
     "CONTAM_KINDS",
@@ -558,7 +558,7 @@ class FilePlan:
 
     @property
     def dimension(self) -> str | None:
-        if self.dataset == PKU_DATASET:
+        if self.dataset == pku_saferlhf.NAME:
             return None
         return "harmless" if self.subset in HARMLESS_SUBSETS else "helpful"
 
@@ -570,11 +570,11 @@ def _scaled(n: int, scale: float) -> int:
 def file_plans(scale: float) -> list[FilePlan]:
     """The preference files of both mirrors with their row counts at ``scale``."""
     plans = []
-    for f in hh_files():
+    for f in hh_rlhf.DATASET.files():
         if f.kind == "hh_preference":
             n = _scaled(HH_SIZES[(f.subset, f.split)], scale)
             plans.append(FilePlan(f.dataset, f.subset, f.split, f.relpath, "hh-rlhf", n))
-    for f in pku_files():
+    for f in pku_saferlhf.DATASET.files():
         n = _scaled(PKU_SIZES[(f.subset, f.split)], scale)
         plans.append(FilePlan(f.dataset, f.subset, f.split, f.relpath, "PKU-SafeRLHF", n))
     return plans
@@ -673,12 +673,12 @@ class Planner:
     def plan_dedup(self, kind: str, n: int) -> None:
         n_hh = round(n * 0.6)
         near = kind.startswith("near_duplicate")
-        for dataset, m in ((HH_DATASET, n_hh), (PKU_DATASET, n - n_hh)):
+        for dataset, m in ((hh_rlhf.NAME, n_hh), (pku_saferlhf.NAME, n - n_hh)):
             group = self._group(dataset, "train")
             pos = self._positions(m, group, self._dedup_plant_group)
             m = len(pos)
             lengths = self.rng.integers(8, 31, m) if near else None
-            if dataset == HH_DATASET:
+            if dataset == hh_rlhf.NAME:
                 originals: list[Row] = hh_rows(
                     self.vocab,
                     self.rng,
@@ -741,7 +741,7 @@ class Planner:
             lens = lengths(m) if lengths is not None else None
             if n_turns == "multi":
                 n_turns = self.rng.integers(2, 5, m)
-            if src == HH_DATASET:
+            if src == hh_rlhf.NAME:
                 originals: list[Row] = hh_rows(
                     self.vocab, self.rng, m, n_turns=n_turns, first_len=lens
                 )
@@ -751,11 +751,11 @@ class Planner:
                 )
             texts, details = self._contam_texts(kind, originals)
             plants = [p for _, p in pos]
-            if dst == HH_DATASET:
+            if dst == hh_rlhf.NAME:
                 single = kind in ("contam_near", "contam_ngram") or (
-                    kind == "contam_short" and src == HH_DATASET
+                    kind == "contam_short" and src == hh_rlhf.NAME
                 )
-                if kind in ("contam_exact", "contam_cosmetic") and src == HH_DATASET:
+                if kind in ("contam_exact", "contam_cosmetic") and src == hh_rlhf.NAME:
                     fresh = hh_rows(self.vocab, self.rng, m, n_turns=1, first_len=8)
                     planted: list[Row] = [
                         HHRow(list(t), f.chosen, f.rejected)
@@ -825,7 +825,7 @@ class Planner:
             self._plan_generic_turns(n)
             return
         contam = kind == "hard_template_contam"
-        for dataset, m in ((HH_DATASET, n - n // 2), (PKU_DATASET, n // 2)):
+        for dataset, m in ((hh_rlhf.NAME, n - n // 2), (pku_saferlhf.NAME, n // 2)):
             pos = self._positions(
                 m,
                 self._group(dataset, "test" if contam else "train"),
@@ -835,7 +835,7 @@ class Planner:
             )
             m = len(pos)
             first, second = self._template_prompts(m)
-            if dataset == HH_DATASET:
+            if dataset == hh_rlhf.NAME:
                 originals: list[Row] = hh_rows(
                     self.vocab, self.rng, m, n_turns=1, first_turns=first
                 )
@@ -854,7 +854,7 @@ class Planner:
 
     def _plan_generic_turns(self, n: int) -> None:
         pos = self._positions(
-            n, self._group(HH_DATASET, "test"), lambda _o: self._group(HH_DATASET, "train")
+            n, self._group(hh_rlhf.NAME, "test"), lambda _o: self._group(hh_rlhf.NAME, "train")
         )
         m = len(pos)
         originals = hh_rows(self.vocab, self.rng, m, n_turns=self.rng.integers(2, 4, m))
@@ -869,7 +869,7 @@ class Planner:
 
     def _contam_variants(self, kind: str, n: int):
         """``((source dataset, target dataset, n_turns, lengths(m), label), rows)`` parts."""
-        hh, pku = HH_DATASET, PKU_DATASET
+        hh, pku = hh_rlhf.NAME, pku_saferlhf.NAME
 
         def between(lo: int, hi: int):
             return lambda m: self.rng.integers(lo, hi + 1, m)
@@ -988,7 +988,7 @@ def _write_preference_file(
     try:
         for start in range(0, f.rows, CHUNK_ROWS):
             m = min(CHUNK_ROWS, f.rows - start)
-            if f.dataset == HH_DATASET:
+            if f.dataset == hh_rlhf.NAME:
                 rows: list[Row] = hh_rows(vocab, rng, m)
             else:
                 rows = pku_rows(vocab, rng, m, f.subset)

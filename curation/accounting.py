@@ -14,14 +14,15 @@ from typing import Any, Protocol
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.schema import HH_RED_TEAM_SUBSET, PKU_DATASET
-
 
 def pairs_per_row(report: Mapping[str, Any]) -> int:
-    """Pairs a valid row of this file yields (PKU 2: helpful + harmless; HH 1; red team 0)."""
-    if report["subset"] == HH_RED_TEAM_SUBSET:
-        return 0
-    return 2 if report["dataset"] == PKU_DATASET else 1
+    """Pairs a valid row of this file yields (its dataset says: e.g. 2 for a row giving a
+    helpful and a harmless pair, 0 for a file giving none)."""
+    from curation.datasets import (
+        pairs_per_row as registered_pairs_per_row,
+    )  # the registry imports polars: `releases` commands must not
+
+    return registered_pairs_per_row(report)
 
 
 def account(

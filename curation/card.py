@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
 import pyarrow as pa
@@ -20,32 +21,29 @@ from huggingface_hub import DatasetCardData
 from curation.card_changes import changes_section, checks_section
 from curation.charts import png
 from curation.report import SOURCES_HEADER, format_value, markdown_table, source_rows
-from curation.schema import (
-    HARM_CATEGORIES,
-    HH_DATASET,
-    NO_SPLIT,
-    PKU_DATASET,
-    SEVERITY_LEVELS,
-)
+from curation.schema import HARM_CATEGORIES, NO_SPLIT, SEVERITY_LEVELS
 from curation.trl import TRL_VIEW
 
 REMOVALS_CHART = "removals_by_reason.png"
 HARM_CHART = "pku_harm_category_by_severity.png"
 
-LICENCES = {
-    HH_DATASET: {
-        "name": "Anthropic HH-RLHF",
-        "licence": "MIT",
-        "holder": "Anthropic",
-        "url": "https://huggingface.co/datasets/Anthropic/hh-rlhf",
-    },
-    PKU_DATASET: {
-        "name": "PKU-SafeRLHF",
-        "licence": "CC BY-NC 4.0",
-        "holder": "PKU-Alignment",
-        "url": "https://huggingface.co/datasets/PKU-Alignment/PKU-SafeRLHF",
-    },
-}
+
+def _registry() -> tuple:
+    """The registered datasets (imported when a card is rendered: the registry imports polars,
+    which the ``releases`` commands reading the release module must not)."""
+    from curation.datasets import REGISTRY
+
+    return REGISTRY
+
+
+def licences() -> dict[str, dict[str, str]]:
+    """The upstream licence of every dataset, by name."""
+    return {d.name: {"name": d.title, **asdict(d.licence)} for d in _registry()}
+
+
+def _labelled() -> str:
+    """The title(s) of the datasets whose pairs carry harm categories and severity levels."""
+    return " and ".join(d.title for d in _registry() if d.harm_labels)
 
 
 #: The pair columns this card reads: of a pair table given to the release as a
@@ -124,7 +122,8 @@ def harm_severity_counts(pairs: pa.Table | None) -> Counter[tuple[str, int | Non
     needed = {"dataset", "chosen_harm_categories", "chosen_severity"}
     if pairs is None or pairs.num_rows == 0 or not needed <= set(pairs.column_names):
         return counts
-    pku = pairs.filter(pc.equal(pairs.column("dataset"), PKU_DATASET))
+    labelled = pa.array([d.name for d in _registry() if d.harm_labels], pa.string())
+    pku = pairs.filter(pc.is_in(pairs.column("dataset"), labelled))
     if pku.num_rows == 0:
         return counts
     keys = [k for k in ("source_file", "source_line") if k in pku.column_names]
@@ -191,7 +190,7 @@ def _heatmap(counts: Counter[tuple[str, int | None]]) -> bytes:
     ax.set_xticks(range(len(severities)), ["unknown" if s is None else str(s) for s in severities])
     ax.set_yticks(range(len(categories)), categories, fontsize=8)
     ax.set_xlabel("severity level")
-    ax.set_title("PKU-SafeRLHF: harm category x severity", fontsize=10)
+    ax.set_title(f"{_labelled()}: harm category x severity", fontsize=10)
     top = max((max(r) for r in grid), default=0) or 1
     for i, row in enumerate(grid):
         for j, v in enumerate(row):
@@ -261,10 +260,10 @@ def _title_section(manifest: Mapping[str, Any]) -> list[str]:
     return [
         f"# Curated RLHF preference pairs - release `{rid}`",
         "",
-        "Preference pairs curated from Anthropic HH-RLHF and PKU-SafeRLHF: parsed, validated, "
+        f"Preference pairs curated from {' and '.join(d.title for d in _registry())}: parsed, validated, "
         "deduplicated and decontaminated. One row of `pairs` is one (source row, dimension) "
         "preference: `prompt`/`prompt_turns`, a `chosen` and a `rejected` response, and for "
-        "PKU-SafeRLHF the per-response safety labels, severity levels and harm categories. "
+        f"{_labelled()} the per-response safety labels, severity levels and harm categories. "
         "Rows that failed validation are in `quarantine`, pairs dropped by dedup or "
         "decontamination in `removed` (with what they matched), and the HH red-team transcripts "
         "in `red_team`. `trl` holds the same pairs in TRL's conversational preference format "
@@ -381,9 +380,9 @@ def _harm_section(pairs: pa.Table | None) -> tuple[list[str], dict[str, bytes]]:
     if not counts:
         return [], {}
     lines = [
-        "## PKU-SafeRLHF harm categories by severity",
+        f"## {_labelled()} harm categories by severity",
         "",
-        "Distinct PKU-SafeRLHF responses (chosen and rejected) per harm category and "
+        f"Distinct {_labelled()} responses (chosen and rejected) per harm category and "
         "severity level; a response tagged with several categories counts once per category.",
         "",
         f"![PKU harm category by severity]({HARM_CHART})",
@@ -406,15 +405,11 @@ def _licences_section() -> list[str]:
         "",
         markdown_table(
             ["source", "licence", "copyright holder", "upstream"],
-            [[v["name"], v["licence"], v["holder"], v["url"]] for v in LICENCES.values()],
+            [[v["name"], v["licence"], v["holder"], v["url"]] for v in licences().values()],
         ),
         "",
-        f"Rows with `dataset == '{HH_DATASET}'` are derived from Anthropic HH-RLHF and remain under "
-        f"the **MIT** licence (copyright Anthropic). Rows with `dataset == '{PKU_DATASET}'` are "
-        "derived from PKU-SafeRLHF and remain under **CC BY-NC 4.0** (PKU-Alignment): the "
-        "**non-commercial** restriction applies to every derived PKU row in this release "
-        "(pairs, quarantine and removed alike) - filter them out before any commercial use. "
-        "Attribute both upstream datasets when redistributing. The data contain offensive and "
+        " ".join(d.licence.note.format(dataset=d.name) for d in _registry())
+        + " Attribute both upstream datasets when redistributing. The data contain offensive and "
         "harmful text by design (red-teaming and safety preference data).",
         "",
     ]

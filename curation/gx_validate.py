@@ -29,7 +29,19 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from curation.schema import DATASETS, DIMENSIONS, HARM_CATEGORIES, PAIRS, SEVERITY_LEVELS, SPLITS
+from curation.datasets import REGISTRY, dataset_names, raw_suite_names
+from curation.datasets.base import SuiteDef
+from curation.pku import HARM_CATEGORY_COLUMNS
+from curation.schema import DIMENSIONS, HARM_CATEGORIES, PAIRS, SEVERITY_LEVELS, SPLITS
+from curation.suite_builder import (
+    BOOL_TYPES,
+    ID_COLUMNS,
+    INT_TYPES,
+    LIST_TYPES,
+    STR_TYPES,
+    SuiteBuilder,
+    gx_quiet,
+)
 from expectations import SUITE_DIR
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,194 +49,34 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-SUITE_NAMES = (
-    "hh_preference_raw",
-    "hh_red_team_raw",
-    "pku_saferlhf_raw",
-    "pku_saferlhf_v0_raw",
-    "curated_pairs",
-)
+#: Every suite: the datasets' raw-file suites and ``curated_pairs``.
+SUITE_NAMES = (*raw_suite_names(), "curated_pairs")
+MAX_SAMPLE_CHARS = 200
+
 #: Suite name -> JSON file.
 SUITES: dict[str, Path] = {name: SUITE_DIR / f"{name}.json" for name in SUITE_NAMES}
 
-ID_COLUMNS = ("source_file", "source_line")
-HARM_CATEGORY_COLUMNS = ("response_0_harm_category", "response_1_harm_category")
 
-# Type names as GX's pandas type checks understand them: each name is resolved with
-# ``np.dtype(name).type`` and a small map of Python builtins ("str" -> str, "int" -> int, ...).
-# For a non-object column GX compares the column dtype once (no per-row failures); for an object
-# column (e.g. a bool column holding "yes") it checks ``isinstance`` row by row.
-STR_TYPES = ["str"]
-BOOL_TYPES = ["bool"]
-INT_TYPES = ["int", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"]
-FLOAT_TYPES = ["float", "float16", "float32", "float64"]
-NUMBER_TYPES = FLOAT_TYPES + INT_TYPES
-LIST_TYPES = ["list"]  # numpy arrays (pyarrow list -> pandas) are converted to lists first
-
-NON_BLANK = r"\S"  # at least one non-whitespace character: rejects "" and "   "
-SHA256_HEX = r"^[0-9a-f]{64}$"
-MAX_SAMPLE_CHARS = 200
-
-
-# --------------------------------------------------------------------------------------------
-# Suite definitions
-# --------------------------------------------------------------------------------------------
-
-
-def _gx():
-    """Import great_expectations quietly (no chatty loggers); analytics are off in the context's
-    own config (:func:`_context`), not through the environment."""
-    import great_expectations
-    from great_expectations.execution_engine import pandas_execution_engine
-
-    logging.getLogger("great_expectations").setLevel(logging.ERROR)
-    # GX fingerprints every in-memory batch under 1 GB (pandas hash of every cell + md5) only to
-    # label it; for our frames that was ~8 s of a full-scale run. Turn the fingerprint off.
-    pandas_execution_engine.HASH_THRESHOLD = 0
-    return great_expectations
-
-
-class _SuiteBuilder:
-    """Collects expectations for one suite, tagging each with its family in ``meta``."""
-
-    def __init__(self) -> None:
-        self._gxe = _gx().expectations
-        self.items: list[Any] = []
-
-    def add(self, family: str, cls_name: str, **kwargs: Any) -> None:
-        cls = getattr(self._gxe, cls_name)
-        self.items.append(cls(meta={"family": family}, **kwargs))
-
-    def exists(self, *columns: str) -> None:
-        for column in columns:
-            self.add("presence", "ExpectColumnToExist", column=column)
-
-    def types(self, types: list[str], *columns: str) -> None:
-        for column in columns:
-            if len(types) == 1:
-                self.add("type", "ExpectColumnValuesToBeOfType", column=column, type_=types[0])
-            else:
-                self.add("type", "ExpectColumnValuesToBeInTypeList", column=column, type_list=types)
-
-    def not_null(self, *columns: str) -> None:
-        for column in columns:
-            self.add("not_null", "ExpectColumnValuesToNotBeNull", column=column)
-
-    def non_blank(self, *columns: str) -> None:
-        for column in columns:
-            self.add("non_empty", "ExpectColumnValuesToMatchRegex", column=column, regex=NON_BLANK)
-
-    def in_set(self, values: Sequence[Any], *columns: str) -> None:
-        for column in columns:
-            self.add(
-                "value_set", "ExpectColumnValuesToBeInSet", column=column, value_set=list(values)
-            )
-
-    def between(self, lo: float | None, hi: float | None, *columns: str) -> None:
-        for column in columns:
-            self.add(
-                "range", "ExpectColumnValuesToBeBetween", column=column, min_value=lo, max_value=hi
-            )
-
-    def regex(self, pattern: str, *columns: str) -> None:
-        for column in columns:
-            self.add("format", "ExpectColumnValuesToMatchRegex", column=column, regex=pattern)
-
-    def required_text(self, *columns: str) -> None:
-        """Present, string, non-null, non-blank."""
-        self.exists(*columns)
-        self.types(STR_TYPES, *columns)
-        self.not_null(*columns)
-        self.non_blank(*columns)
-
-    def provenance(self) -> None:
-        """``source_file`` (non-null str) and ``source_line`` (non-null int >= 0)."""
-        self.exists(*ID_COLUMNS)
-        self.types(STR_TYPES, "source_file")
-        self.types(INT_TYPES, "source_line")
-        self.not_null(*ID_COLUMNS)
-        self.between(0, None, "source_line")
-
-
-def _pku_common(b: _SuiteBuilder) -> None:
-    b.provenance()
-    b.required_text("prompt", "response_0", "response_1")
-    safe = ("is_response_0_safe", "is_response_1_safe")
-    b.exists(*safe)
-    b.types(BOOL_TYPES, *safe)
-    b.not_null(*safe)
-    ids = ("better_response_id", "safer_response_id")
-    b.exists(*ids)
-    b.types(INT_TYPES, *ids)
-    b.not_null(*ids)
-    b.in_set([0, 1], *ids)
-
-
-def harm_category_columns(prefixes: Iterable[str] = HARM_CATEGORY_COLUMNS) -> list[str]:
-    """The flattened ``<prefix>.<Category Name>`` columns, prefix-major, upstream key order."""
-    return [f"{prefix}.{name}" for prefix in prefixes for name in HARM_CATEGORIES]
-
-
-def build_suites() -> dict[str, gx.ExpectationSuite]:
-    """The expectation suites as Python objects (source of the JSON files)."""
-    gx = _gx()
-    defs: dict[str, tuple[str, _SuiteBuilder]] = {}
-
-    b = _SuiteBuilder()
-    b.provenance()
-    b.required_text("chosen", "rejected")
-    defs["hh_preference_raw"] = ("Anthropic HH-RLHF preference rows (chosen/rejected).", b)
-
-    b = _SuiteBuilder()
-    b.provenance()
-    b.required_text("transcript")
-    floats = ("min_harmlessness_score_transcript", "task_description_harmlessness_score")
-    # red_team_member_id: int or string upstream, published as a string (curation.hh)
-    texts = ("num_params", "model_type", "task_description", "red_team_member_id")
-    b.exists(*floats, *texts, "rating", "is_upworker", "tags")
-    b.types(FLOAT_TYPES, *floats)
-    b.types(STR_TYPES, *texts)
-    b.types(NUMBER_TYPES, "rating")
-    b.between(0, 4, "rating")
-    b.types(BOOL_TYPES, "is_upworker")
-    b.types(LIST_TYPES, "tags")  # nulls allowed
-    defs["hh_red_team_raw"] = ("Anthropic HH-RLHF red-team attempts (one transcript a row).", b)
-
-    b = _SuiteBuilder()
-    _pku_common(b)
-    sources = ("prompt_source", "response_0_source", "response_1_source")
-    b.exists(*sources)
-    b.types(STR_TYPES, *sources)
-    severity = ("response_0_severity_level", "response_1_severity_level")
-    b.exists(*severity)
-    b.types(INT_TYPES, *severity)
-    b.not_null(*severity)
-    b.between(min(SEVERITY_LEVELS), max(SEVERITY_LEVELS), *severity)
-    sha = ("response_0_sha256", "response_1_sha256")
-    b.exists(*sha)
-    b.types(STR_TYPES, *sha)
-    b.not_null(*sha)
-    b.regex(SHA256_HEX, *sha)
-    harm = harm_category_columns()
-    b.exists(*harm)
-    b.types(BOOL_TYPES, *harm)
-    b.not_null(*harm)
-    defs["pku_saferlhf_raw"] = (
-        "PKU-SafeRLHF, current upstream schema; harm categories flattened to "
-        "'response_<i>_harm_category.<Category Name>' boolean columns.",
-        b,
+def suite_definitions() -> dict[str, SuiteDef]:
+    """Every suite's notes and builder function: each dataset's raw-file suites (in registry
+    order) and the output contract, ``curated_pairs``."""
+    defs: dict[str, SuiteDef] = {}
+    for dataset in REGISTRY:
+        defs.update(dataset.suites())
+    defs["curated_pairs"] = (
+        "Curated preference pairs (curation.schema.PAIRS); chosen != rejected is a row rule.",
+        _curated_pairs,
     )
+    return defs
 
-    b = _SuiteBuilder()
-    _pku_common(b)
-    defs["pku_saferlhf_v0_raw"] = ("PKU-SafeRLHF, older (v0) schema.", b)
 
-    b = _SuiteBuilder()
+def _curated_pairs(b: SuiteBuilder) -> None:
+    """The output contract: the ``PAIRS`` columns, their types, values and ``pair_id`` unique."""
     b.exists(*PAIRS.names)
     b.types(STR_TYPES, "pair_id", "source_file", "subset")
     b.not_null("pair_id", "source_file", "source_line", "dataset", "split", "dimension")
     b.add("unique", "ExpectColumnValuesToBeUnique", column="pair_id")
-    b.in_set(list(DATASETS), "dataset")
+    b.in_set(list(dataset_names()), "dataset")
     b.in_set(list(SPLITS), "split")
     b.in_set(list(DIMENSIONS), "dimension")
     for column in ("prompt", "chosen", "rejected"):
@@ -237,22 +89,23 @@ def build_suites() -> dict[str, gx.ExpectationSuite]:
     b.types(LIST_TYPES, "prompt_turns", "chosen_harm_categories", "rejected_harm_categories")
     b.between(
         min(SEVERITY_LEVELS), max(SEVERITY_LEVELS), "chosen_severity", "rejected_severity"
-    )  # nulls allowed (HH has none)
-    defs["curated_pairs"] = (
-        "Curated preference pairs (curation.schema.PAIRS); chosen != rejected is a row rule.",
-        b,
-    )
+    )  # nulls allowed (datasets without safety labels)
 
-    assert set(defs) == set(SUITE_NAMES)
-    return {
-        name: gx.ExpectationSuite(
+
+def build_suites() -> dict[str, gx.ExpectationSuite]:
+    """The expectation suites as Python objects (source of the JSON files)."""
+    gx = gx_quiet()
+    suites = {}
+    for name, (notes, define) in suite_definitions().items():
+        builder = SuiteBuilder()
+        define(builder)
+        suites[name] = gx.ExpectationSuite(
             name=name,
             expectations=builder.items,
             meta={"great_expectations_version": gx.__version__, "contract": name},
             notes=notes,
         )
-        for name, (notes, builder) in defs.items()
-    }
+    return suites
 
 
 def write_suites(directory: Path = SUITE_DIR) -> list[Path]:
@@ -280,7 +133,7 @@ def load_suite(name: str) -> gx.ExpectationSuite:
     GX 1.24 *drops* (and only logs) an expectation whose ``type`` it does not know while building
     a suite from dicts, so the count is checked here and a mismatch raises ``ValueError``.
     """
-    gx = _gx()
+    gx = gx_quiet()
     data = load_suite_json(name)
     suite = gx.ExpectationSuite(**data)
     if len(suite.expectations) != len(data.get("expectations", [])):
@@ -562,7 +415,7 @@ def _context():
     """An ephemeral GX context (in-memory stores) with analytics and progress bars off in its
     project config (``analytics_enabled=False``: nothing read from or written to the
     environment)."""
-    gx = _gx()
+    gx = gx_quiet()
     from great_expectations.data_context.types.base import (
         DataContextConfig,
         InMemoryStoreBackendDefaults,

@@ -20,8 +20,10 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation import hh, pku, rules
+from curation import rules
 from curation.bounds import InvalidConfig, quoted
+from curation.datasets import dataset_of, resolve_levels, upstream_rows
+from curation.datasets.base import ObjectNormalizer
 from curation.jsonl import (
     SOURCE_LINE,
     BadLine,
@@ -30,11 +32,8 @@ from curation.jsonl import (
     arrow_schema,
     check_object,
     decode_raw,
-    divert,
     iter_json_values,
     line_bounds,
-    parse_jsonl,
-    require_fields,
     unknown_keys,
 )
 from curation.parallel import in_threads
@@ -103,16 +102,20 @@ class IngestResult:
 
 
 def is_large(source: SourceFile) -> bool:
-    """Whether ingesting ``source`` alone holds several hundred MB: the HH-RLHF train files, whose
-    decompressed JSON, parsed table and output table are in memory together
-    (``helpful-rejection-sampled/train`` at the benchmark's full scale: +612 MB, against +135 MB
-    for the red-team array and +156 MB for a PKU-SafeRLHF train file)."""
-    return source.kind == "hh_preference" and source.split == "train"
+    """Whether ingesting ``source`` alone holds several hundred MB (its dataset says: e.g. the
+    HH train files, whose decompressed JSON, parsed table and output table are in memory
+    together)."""
+    return dataset_of(source).is_large(source)
+
+
+def _parsed_in_python(source: SourceFile) -> bool:
+    """Whether ``source`` may be one JSON array, parsed element by element in Python."""
+    return dataset_of(source).array_reader(source) is not None
 
 
 def ingest_order(files: Sequence[SourceFile]) -> list[SourceFile]:
     """The order in which to start ingesting ``files`` when at most one :func:`is_large` file may
-    run at a time: the red-team array first (parsed in Python, the longest small file), then each
+    run at a time: a JSON array first (parsed in Python, the longest small file), then each
     large file (the most upstream rows first) followed by one small one, so that the other threads
     have small files to work on while the large ones run one after another; the rest (test
     splits) last."""
@@ -122,9 +125,9 @@ def ingest_order(files: Sequence[SourceFile]) -> list[SourceFile]:
     )
     small = sorted(
         (f for f in files if not is_large(f)),
-        key=lambda f: (f.kind != "hh_red_team", f.split == "test"),
+        key=lambda f: (not _parsed_in_python(f), f.split == "test"),
     )
-    head = small[:1] if small and small[0].kind == "hh_red_team" else []
+    head = small[:1] if small and _parsed_in_python(small[0]) else []
     rest = small[len(head) :]
     order = list(head)
     for i, f in enumerate(large):
@@ -169,7 +172,8 @@ def ingest_file(
     ``policy.max_decompressed_bytes`` or a symbolic link out of the mirror (``policy``,
     :func:`curation.sources.read_raw`) raises :class:`~curation.sources.SourceError` naming it.
     """
-    levels = rules.resolve_levels(levels)
+    levels = resolve_levels(levels)
+    plugin = dataset_of(source)
     read_uri = file_uri(root, source.relpath, revision)
     uri = redact_uri(read_uri)  # what is recorded and quoted: never a credential
     report = FileReport(
@@ -186,7 +190,7 @@ def ingest_file(
     if raw is None:
         log.info("%s: not in the mirror; skipping %s", uri, source.key)
         report.fingerprint = ABSENT
-        specs = _specs(source, "current")
+        specs = plugin.fields(source)
         return IngestResult(_finish(_empty(specs), source, [], {}, levels, None), report)
     report.present, report.size, report.sha256 = True, raw.size, raw.sha256
     report.fingerprint = remote or content_fingerprint(raw.sha256)
@@ -199,14 +203,12 @@ def ingest_file(
     variant = "current"
     bound = policy.max_decompressed_bytes
     try:
-        if source.kind == "hh_red_team":
-            parsed = _parse_array_or_lines(holder, uri, hh.RED_TEAM_FIELDS, bound)
-        elif source.kind == "pku":
-            data = holder.pop().decompress(bound)
-            parsed, variant = _parse_pku(data)
+        normalize = plugin.array_reader(source)
+        if normalize is not None:
+            parsed = _parse_array_or_lines(holder, uri, plugin.fields(source), bound, normalize)
         else:
             data = holder.pop().decompress(bound)
-            parsed = parse_jsonl(data, _specs(source, variant))
+            parsed, variant = plugin.reader(source)(data)
     except (pa.ArrowException, ValueError) as exc:  # never a bare Arrow error without the file
         raise SourceError(f"{uri}: cannot parse: {exc}") from exc
     report.schema_variant, report.rows_read = variant, parsed.rows_read
@@ -224,31 +226,6 @@ def ingest_file(
     return IngestResult(table, report)
 
 
-def _parse_pku(data: bytes) -> tuple[ParsedFile, str]:
-    """Parse a PKU file with both layouts; the majority layout wins, the other rows are
-    quarantined as ``schema_variant_mismatch`` (see :mod:`curation.pku`)."""
-    parsed = parse_jsonl(data, pku.UNION_FIELDS)
-    variant, other = pku.majority_variant(parsed.table)
-    table, mismatched = divert(
-        parsed.table, other, "schema_variant_mismatch", f"file layout is {variant}", data
-    )
-    if variant == "current":
-        table, missing = require_fields(table, pku.CURRENT_FIELDS, data)
-    else:
-        table, missing = table.select([f.name for f in pku.V0_FIELDS] + [SOURCE_LINE]), []
-    parsed.table = table
-    parsed.bad = sorted(parsed.bad + mismatched + missing, key=lambda b: b.line)
-    return parsed, variant
-
-
-def _specs(source: SourceFile, variant: str) -> list[FieldSpec]:
-    if source.kind == "hh_preference":
-        return hh.PREFERENCE_FIELDS
-    if source.kind == "hh_red_team":
-        return hh.RED_TEAM_FIELDS
-    return pku.fields_for(variant)
-
-
 def _empty(specs: list[FieldSpec]) -> pa.Table:
     return arrow_schema(specs).empty_table().append_column(SOURCE_LINE, pa.array([], pa.int64()))
 
@@ -262,12 +239,7 @@ def _masks(source: SourceFile, table: pa.Table) -> dict[str, np.ndarray]:
     """The rule masks of every row, computed on zero-copy slices of ``table``."""
     if table.num_rows == 0:
         return {}
-    if source.kind == "hh_preference":
-        rule = rules.hh_preference_masks
-    elif source.kind == "hh_red_team":
-        rule = rules.red_team_masks
-    else:
-        rule = rules.pku_masks
+    rule = dataset_of(source).rule_family(source)
     parts = [
         rule(table.slice(start, RULE_SLICE_ROWS))
         for start in range(0, table.num_rows, RULE_SLICE_ROWS)
@@ -338,13 +310,18 @@ def _raw_lines(table: pa.Table, quarantined: pa.Array, data: bytes | None) -> pa
 
 
 def _parse_array_or_lines(
-    holder: list[RawFile], uri: str, specs: list[FieldSpec], max_bytes: int
+    holder: list[RawFile],
+    uri: str,
+    specs: list[FieldSpec],
+    max_bytes: int,
+    normalize: ObjectNormalizer,
 ) -> ParsedFile:
     """Parse the file in ``holder`` (taken out of it, so that its bytes are freed as soon as they
     are decoded; at most ``max_bytes`` of them), a JSON array (upstream red-team layout) or JSON
     Lines, into a table.
 
-    Keys are normalized first (:func:`curation.hh.normalize_red_team`); keys outside the spec are
+    Keys are normalized first (``normalize``, the dataset's, e.g.
+    :func:`curation.hh.normalize_red_team`); keys outside the spec are
     counted in :attr:`ParsedFile.unknown_keys`.
     """
     names = [s.name for s in specs]
@@ -361,7 +338,7 @@ def _parse_array_or_lines(
                 continue
             reason, detail = None, ""
             if isinstance(value, dict):
-                value, reason, detail = hh.normalize_red_team(value)
+                value, reason, detail = normalize(value)
                 for key in unknown_keys(value, specs):
                     unknown[key] = unknown.get(key, 0) + 1
             if reason is None:
@@ -396,20 +373,9 @@ def _count(table: pa.Table, report: FileReport) -> None:
     )
 
 
-#: Rows of the real upstream files (HH-RLHF GitHub release, commit 354e5c3; the red-team file is
-#: one JSON array). PKU-SafeRLHF publishes only totals (~73.9K train, ~8.2K test), so its files
-#: are not compared.
-UPSTREAM_ROWS = {
-    "hh-rlhf/helpful-base/train.jsonl.gz": 43_835,
-    "hh-rlhf/helpful-base/test.jsonl.gz": 2_354,
-    "hh-rlhf/helpful-rejection-sampled/train.jsonl.gz": 52_421,
-    "hh-rlhf/helpful-rejection-sampled/test.jsonl.gz": 2_749,
-    "hh-rlhf/helpful-online/train.jsonl.gz": 22_007,
-    "hh-rlhf/helpful-online/test.jsonl.gz": 1_137,
-    "hh-rlhf/harmless-base/train.jsonl.gz": 42_537,
-    "hh-rlhf/harmless-base/test.jsonl.gz": 2_312,
-    "hh-rlhf/red-team-attempts/red_team_attempts.jsonl.gz": 38_961,
-}
+#: Rows of the real upstream files where their datasets know them (``upstream_rows``), by
+#: ``<dataset>/<relpath>``; other files are not compared.
+UPSTREAM_ROWS = upstream_rows()
 
 
 def upstream_row_differences(reports: list[dict]) -> list[dict]:
@@ -426,7 +392,7 @@ def upstream_row_differences(reports: list[dict]) -> list[dict]:
 
 def file_name(dataset: str, relpath: str) -> str:
     """The name of an upstream file in ``expected_files`` / ``allow_missing_files``:
-    ``<dataset>/<relpath>``, e.g. ``hh-rlhf/harmless-base/train.jsonl.gz``."""
+    ``<dataset>/<relpath>``, e.g. ``<dataset>/harmless-base/train.jsonl.gz``."""
     return f"{dataset}/{relpath}"
 
 

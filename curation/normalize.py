@@ -1,11 +1,8 @@
-"""Normalize validated source rows of both datasets into one preference-pair table.
+"""Normalize validated source rows of every dataset into one preference-pair table.
 
-* HH-RLHF: ``harmless-base`` lines give ``harmless`` pairs, the helpful subsets ``helpful``
-  pairs. ``prompt`` is the whole conversation before the final Assistant turn, ``chosen`` and
-  ``rejected`` the final Assistant responses. Safety label columns are null.
-* PKU-SafeRLHF: each row gives a ``helpful`` pair (chosen = ``response_{better_response_id}``)
-  and a ``harmless`` pair (chosen = ``response_{safer_response_id}``), with the safety labels of
-  the chosen and rejected response (is_safe, severity, harm categories by name).
+Each dataset maps its valid rows onto :data:`~curation.schema.PAIRS` (its module in
+:mod:`curation.datasets`: ``pairs``/``pair_parts``); this module fills ``pair_id``, streams the
+files group by group, and splits off the quarantined rows and the red-team transcripts.
 
 ``pair_id`` is the xxh3-128 hex digest of dataset, subset, split, dimension and the normalized
 prompt/chosen/rejected (see :mod:`curation.textnorm`), so it is stable across runs and
@@ -25,26 +22,16 @@ import pyarrow.compute as pc
 
 from curation import hh
 from curation.batches import BatchStream
+from curation.datasets import dataset, dataset_of, pairs_per_row
 from curation.ingest import RAW_LINE, REASONS, WARNINGS
 from curation.jsonl import SOURCE_LINE
 from curation.parallel import in_threads
 from curation.report import report_of
-from curation.schema import (
-    HARM_CATEGORIES,
-    HH_DATASET,
-    PAIRS,
-    QUARANTINE,
-    RED_TEAM,
-    TURN,
-)
+from curation.schema import PAIRS, QUARANTINE, RED_TEAM, TURN
 from curation.stage_table import StageTable
 from curation.text_index import xxh3_128_digests
 from curation.textnorm import NORMALIZED_PROMPT, normalize_array
 
-HARMLESS_SUBSETS = frozenset({"harmless-base"})
-#: PKU: the column naming the chosen response of each dimension, in output order.
-PKU_CHOSEN_ID = {"helpful": "better_response_id", "harmless": "safer_response_id"}
-PKU_DIMENSIONS = tuple(PKU_CHOSEN_ID)
 #: Pairs between stages: :data:`~curation.schema.PAIRS` plus the normalized prompt.
 PAIRS_STAGE = PAIRS.append(pa.field(NORMALIZED_PROMPT, pa.large_string()))
 _KEY_SEP = "\x1f"
@@ -70,112 +57,6 @@ def quarantine_rows(table: pa.Table) -> pa.Table:
         },
         schema=QUARANTINE,
     )
-
-
-def _constant(value: str | None, n: int) -> pa.Array:
-    return pa.array([value] * n, pa.string())
-
-
-def _null_labels(n: int) -> dict[str, pa.Array]:
-    return {
-        "chosen_is_safe": pa.nulls(n, pa.bool_()),
-        "rejected_is_safe": pa.nulls(n, pa.bool_()),
-        "chosen_severity": pa.nulls(n, pa.int8()),
-        "rejected_severity": pa.nulls(n, pa.int8()),
-        "chosen_harm_categories": pa.nulls(n, pa.list_(pa.string())),
-        "rejected_harm_categories": pa.nulls(n, pa.list_(pa.string())),
-    }
-
-
-def hh_pairs(table: pa.Table) -> pa.Table:
-    """HH preference rows (validated) → pairs without ``pair_id`` (filled by :func:`with_pair_ids`)."""
-    n = table.num_rows
-    chosen = hh.parse_transcripts(table.column("chosen"))
-    rejected = hh.final_responses(table.column("rejected"))
-    subsets = table.column("subset")
-    harmless = pc.is_in(subsets, pa.array(sorted(HARMLESS_SUBSETS)))
-    columns = {
-        "pair_id": _constant("", n),
-        "dataset": table.column("dataset"),
-        "subset": subsets,
-        "split": table.column("split"),
-        "source_file": table.column("source_file"),
-        "source_line": table.column(SOURCE_LINE),
-        "dimension": pc.if_else(harmless, "harmless", "helpful"),
-        "prompt": chosen["prompt"].to_arrow(),
-        "prompt_turns": chosen["prompt_turns"].to_arrow().cast(pa.list_(TURN)),
-        "chosen": chosen["response"].to_arrow(),
-        "rejected": rejected.to_arrow(),
-        **_null_labels(n),
-    }
-    return pa.table(columns, schema=PAIRS)
-
-
-def _categories(column: pa.ChunkedArray) -> pa.Array:
-    """A struct of 19 named booleans → the list of names that are true."""
-    frame = pl.from_arrow(pa.table({"c": column}).flatten())
-    names = [pl.when(pl.col(f"c.{name}")).then(pl.lit(name)) for name in HARM_CATEGORIES]
-    lists = frame.select(pl.concat_list(names).list.drop_nulls()).to_series()
-    return lists.to_arrow().cast(pa.list_(pa.string()))
-
-
-def _pku_turns(prompt: pa.ChunkedArray) -> pa.ListArray:
-    """One human turn per PKU prompt."""
-    n = len(prompt)
-    return pa.ListArray.from_arrays(
-        pa.array(range(n + 1), pa.int32()),
-        pa.StructArray.from_arrays(
-            [_constant("human", n), prompt.combine_chunks()], fields=list(TURN)
-        ),
-    )
-
-
-def _pku_first(table: pa.Table, dimension: str) -> pa.ChunkedArray:
-    """Where the chosen response of ``dimension`` is ``response_0``."""
-    return pc.equal(table.column(PKU_CHOSEN_ID[dimension]), 0)
-
-
-def _pku_dimension(table: pa.Table, dimension: str, turns: pa.Array) -> pa.Table:
-    """The ``dimension`` pairs of PKU rows (validated), without ``pair_id``."""
-    n = table.num_rows
-    has_labels = "response_0_severity_level" in table.column_names
-    first = _pku_first(table, dimension)
-
-    def pick(name: str, chosen: bool) -> pa.ChunkedArray:
-        zero, one = table.column(name.format(0)), table.column(name.format(1))
-        return pc.if_else(first, zero, one) if chosen else pc.if_else(first, one, zero)
-
-    labels = _null_labels(n)
-    labels["chosen_is_safe"] = pick("is_response_{}_safe", True)
-    labels["rejected_is_safe"] = pick("is_response_{}_safe", False)
-    if has_labels:
-        for side, chosen in (("chosen", True), ("rejected", False)):
-            severity = pick("response_{}_severity_level", chosen)
-            labels[f"{side}_severity"] = pc.cast(severity, pa.int8())
-            labels[f"{side}_harm_categories"] = _categories(
-                pick("response_{}_harm_category", chosen)
-            )
-    columns = {
-        "pair_id": _constant("", n),
-        "dataset": table.column("dataset"),
-        "subset": table.column("subset"),
-        "split": table.column("split"),
-        "source_file": table.column("source_file"),
-        "source_line": table.column(SOURCE_LINE),
-        "dimension": _constant(dimension, n),
-        "prompt": table.column("prompt"),
-        "prompt_turns": turns,
-        "chosen": pick("response_{}", True),
-        "rejected": pick("response_{}", False),
-        **labels,
-    }
-    return pa.table(columns, schema=PAIRS)
-
-
-def pku_pairs(table: pa.Table) -> pa.Table:
-    """PKU rows (validated) → a helpful and a harmless pair per row, without ``pair_id``."""
-    turns = _pku_turns(table.column("prompt"))
-    return pa.concat_tables([_pku_dimension(table, d, turns) for d in PKU_DIMENSIONS])
 
 
 _HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
@@ -268,8 +149,8 @@ def _staged_with_base_ids(
     """``pairs`` with the normalized prompt appended, and their ids before repeat suffixes.
 
     The id key is dataset, subset, split, dimension and the normalized prompt, chosen and
-    rejected texts; normalized texts computed already (PKU: once per row for both dimensions)
-    can be passed in.
+    rejected texts; normalized texts computed already (a dataset giving several pairs a row:
+    once per row) can be passed in.
     """
     prompt = normalize_array(pairs.column("prompt")) if prompt is None else prompt
     chosen = normalize_array(pairs.column("chosen")) if chosen is None else chosen
@@ -293,7 +174,7 @@ def pairs_from(table: pa.Table) -> pa.Table:
     """Pairs of one validated ingested table of either dataset, ``pair_id`` not yet filled."""
     if table.num_rows == 0:
         return PAIRS.empty_table()
-    return hh_pairs(table) if table.column("dataset")[0].as_py() == HH_DATASET else pku_pairs(table)
+    return dataset(table.column("dataset")[0].as_py()).pairs(table)
 
 
 def normalize_file(table: pa.Table) -> tuple[dict, pa.Table, pa.Table]:
@@ -317,8 +198,8 @@ _UNUSED = (RAW_LINE, WARNINGS)
 
 
 def is_red_team(raw: RawTable) -> bool:
-    """Whether an ingested table holds HH red-team transcripts (not preference pairs)."""
-    return "transcript" in raw.schema.names
+    """Whether an ingested table holds red-team transcripts (its dataset gives no pairs for it)."""
+    return pairs_per_row(report_of(raw)) == 0
 
 
 def pair_files_in_order(raw_tables: Mapping[str, RawTable]) -> list[RawTable]:
@@ -359,7 +240,7 @@ def red_team_table(raws: Sequence[RawTable]) -> pa.Table:
 
 
 def _pairs_per_row(raw: RawTable) -> int:
-    return 1 if "chosen" in raw.schema.names else 2
+    return pairs_per_row(report_of(raw))
 
 
 def _stored_batch_rows(raw: RawTable) -> list[int]:
@@ -411,23 +292,11 @@ class _Part:
     empty: bool
 
 
-def _hh_group(good: pa.Table) -> list[tuple[str, pa.Table, pa.Array]]:
-    return [("", *_staged_with_base_ids(hh_pairs(good)))]
-
-
-def _pku_group(good: pa.Table) -> list[tuple[str, pa.Table, pa.Array]]:
-    """Both dimensions of PKU rows; the prompt and the two responses are normalized once."""
-    prompt = normalize_array(good.column("prompt"))
-    responses = [normalize_array(good.column(f"response_{i}")) for i in (0, 1)]
-    turns = _pku_turns(good.column("prompt"))
-    out = []
-    for dimension in PKU_DIMENSIONS:
-        first = _pku_first(good, dimension)
-        chosen = pc.if_else(first, responses[0], responses[1])
-        rejected = pc.if_else(first, responses[1], responses[0])
-        pairs = _pku_dimension(good, dimension, turns)
-        out.append((dimension, *_staged_with_base_ids(pairs, prompt, chosen, rejected)))
-    return out
+def _parts(raw: RawTable, good: pa.Table) -> list[tuple[str, pa.Table, pa.Array]]:
+    """The pairs of validated rows, per part of their dataset (:meth:`pair_parts`), staged with
+    their base ids."""
+    parts = dataset_of(report_of(raw)).pair_parts(good)
+    return [(p.key, *_staged_with_base_ids(p.pairs, p.prompt, p.chosen, p.rejected)) for p in parts]
 
 
 def _group_pairs(group: _Group) -> _Part:
@@ -440,8 +309,7 @@ def _group_pairs(group: _Group) -> _Part:
     good = table.filter(valid)
     if good.num_rows == 0:
         return _Part([], counts, True)
-    make = _hh_group if _pairs_per_row(group.raw) == 1 else _pku_group
-    return _Part(make(good), counts, False)
+    return _Part(_parts(group.raw, good), counts, False)
 
 
 def _empty_batch() -> pa.RecordBatch:

@@ -16,6 +16,8 @@ are read. A harm-category key outside the 19 known names quarantines its row
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -66,6 +68,15 @@ UNION_FIELDS = [
     f if f.name in _V0_NAMES else FieldSpec(f.name, f.type, False, f.closed_reason)
     for f in CURRENT_FIELDS
 ]
+
+
+#: The two harm-category struct columns of the current layout.
+HARM_CATEGORY_COLUMNS = ("response_0_harm_category", "response_1_harm_category")
+
+
+def harm_category_columns(prefixes: Iterable[str] = HARM_CATEGORY_COLUMNS) -> list[str]:
+    """The flattened ``<prefix>.<Category Name>`` columns, prefix-major, upstream key order."""
+    return [f"{prefix}.{name}" for prefix in prefixes for name in HARM_CATEGORIES]
 
 
 def majority_variant(table: pa.Table) -> tuple[str, np.ndarray]:

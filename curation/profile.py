@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.schema import PKU_DATASET
+from curation.datasets import REGISTRY
 from curation.stage_table import StageTable
 from curation.text_index import text_hash128
 
@@ -48,6 +48,10 @@ SAFETY_CELLS = ("safe/safe", "safe/unsafe", "unsafe/safe", "unsafe/unsafe")
 _BATCH_ROWS = 64 * 1024
 
 ProfileTable = pa.Table | StageTable
+
+
+#: The datasets whose pairs carry safety labels, severity levels and harm categories.
+_LABELLED = pa.array([d.name for d in REGISTRY if d.harm_labels], pa.string())
 
 
 def _batches(table: ProfileTable, columns: Sequence[str]) -> Iterator[pa.Table]:
@@ -109,7 +113,7 @@ def label_counts(pairs: ProfileTable) -> dict[str, dict[str, dict[str, int]]]:
 
     where = ["subset", "dimension"]
     for batch in _batches(pairs, columns):
-        pku = batch.filter(pc.equal(batch.column("dataset"), PKU_DATASET))
+        pku = batch.filter(pc.is_in(batch.column("dataset"), _LABELLED))
         if pku.num_rows == 0:
             continue
         labelled = pku.filter(

@@ -43,12 +43,13 @@ def report_of(table: pa.Table) -> dict:
 
 
 def suite_for(report: dict) -> str:
-    """The GX suite of an ingested file, from its dataset, subset and detected schema variant."""
-    if report["subset"] == "red-team-attempts":
-        return "hh_red_team_raw"
-    if report["dataset"] == "hh-rlhf":
-        return "hh_preference_raw"
-    return "pku_saferlhf_v0_raw" if report["schema_variant"] == "v0" else "pku_saferlhf_raw"
+    """The GX suite of an ingested file, from its dataset, subset and detected schema variant
+    (the dataset's module decides: :func:`curation.datasets.suite_for`)."""
+    from curation.datasets import (
+        suite_for as registered_suite_for,
+    )  # the registry imports polars: `releases` commands must not
+
+    return registered_suite_for(report)
 
 
 def quarantine_rate(report: Mapping[str, Any]) -> float:

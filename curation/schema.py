@@ -10,13 +10,6 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-HH_DATASET = "hh-rlhf"
-PKU_DATASET = "pku-saferlhf"
-DATASETS = (HH_DATASET, PKU_DATASET)
-
-HH_SUBSETS = ("harmless-base", "helpful-base", "helpful-online", "helpful-rejection-sampled")
-HH_RED_TEAM_SUBSET = "red-team-attempts"
-PKU_CONFIGS = ("Alpaca-7B", "Alpaca2-7B", "Alpaca3-8B")
 SPLITS = ("train", "test")
 #: The one name of "no split" (the quarantined HH red-team rows): their folder
 #: (``quarantine/no_split/``), their split in the manifest, the card, the Hub ``configs``,

@@ -42,14 +42,6 @@ from curation.redact import (
     uri_secrets,
     userinfo,
 )
-from curation.schema import (
-    HH_DATASET,
-    HH_RED_TEAM_SUBSET,
-    HH_SUBSETS,
-    PKU_CONFIGS,
-    PKU_DATASET,
-    SPLITS,
-)
 
 log = logging.getLogger(__name__)
 
@@ -150,13 +142,17 @@ DEFAULT_POLICY = ReadPolicy()
 
 @dataclass(frozen=True)
 class SourceFile:
-    """One upstream file of a mirror: which dataset/subset/split it holds and its relative path."""
+    """One upstream file of a mirror: which dataset/subset/split it holds and its relative path.
+
+    ``kind`` names the file's format within its dataset (e.g. HH-style preference lines or
+    red-team transcripts); only the dataset's own module interprets it.
+    """
 
     dataset: str
     subset: str
     split: str | None
     relpath: str
-    kind: str  # "hh_preference" | "hh_red_team" | "pku"
+    kind: str
 
     @property
     def key(self) -> str:
@@ -165,42 +161,17 @@ class SourceFile:
         return "__".join(p.lower().replace("-", "_") for p in parts)
 
 
-def hh_files() -> list[SourceFile]:
-    """Every file of the HH-RLHF upstream layout (4 preference subsets × 2 splits + red team)."""
-    files = [
-        SourceFile(HH_DATASET, subset, split, f"{subset}/{split}.jsonl.gz", "hh_preference")
-        for subset in HH_SUBSETS
-        for split in SPLITS
-    ]
-    files.append(
-        SourceFile(
-            HH_DATASET,
-            HH_RED_TEAM_SUBSET,
-            None,
-            f"{HH_RED_TEAM_SUBSET}/red_team_attempts.jsonl.gz",
-            "hh_red_team",
-        )
-    )
-    return files
-
-
-def pku_files() -> list[SourceFile]:
-    """Every file of the PKU-SafeRLHF upstream layout (3 configs × 2 splits)."""
-    return [
-        SourceFile(PKU_DATASET, config, split, f"data/{config}/{split}.jsonl", "pku")
-        for config in PKU_CONFIGS
-        for split in SPLITS
-    ]
-
-
 def all_files() -> list[SourceFile]:
-    """All upstream files of both datasets."""
-    return hh_files() + pku_files()
+    """Every upstream file of every registered dataset (:func:`curation.datasets.all_files`;
+    imported when called: the registry imports polars, the ``releases`` commands must not)."""
+    from curation.datasets import all_files as registered_files
+
+    return registered_files()
 
 
 def source_file(subset: str, split: str | None = None) -> SourceFile:
-    """The upstream file of ``subset`` (an HH subset or a PKU config) and ``split`` (``None`` for
-    the red-team file); KeyError if there is none."""
+    """The upstream file of ``subset`` (of any dataset) and ``split`` (``None`` for a file
+    without split); KeyError if there is none."""
     for f in all_files():
         if f.subset == subset and f.split == split:
             return f
@@ -509,7 +480,7 @@ def check_layout(
     root: str, files: Sequence[SourceFile], storage_options: dict | None = None
 ) -> None:
     """Fail with a :class:`SourceError` naming ``root`` when it holds none of ``files`` (the
-    layout of one dataset, e.g. :func:`hh_files`): the mirror of another dataset, or a folder
+    layout of one dataset, e.g. its ``files()``): the mirror of another dataset, or a folder
     above or below the mirror root. Nothing is read (one existence check per file, stopping at
     the first found). A path that cannot be checked (permission denied) or a dangling link
     counts as found: reading it fails naming it.

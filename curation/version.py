@@ -34,16 +34,18 @@ SUITES = ROOT / "expectations"
 
 @cache
 def code_version() -> str:
-    """``<package version>+<12 hex>`` over ``curation/*.py``, ``curation/data/*`` and the suites."""
+    """``<package version>+<12 hex>`` over ``curation/**/*.py`` (the datasets' package too),
+    ``curation/data/*`` and the suites."""
     root = Path(__file__).resolve().parent
     digest = hashlib.sha256()
     files = (
-        sorted(root.glob("*.py"))
+        sorted(root.rglob("*.py"))
         + sorted((root / "data").glob("*"))
         + sorted((root.parent / "expectations").glob("*.json"))
     )
     for path in files:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        name = path.relative_to(root).as_posix() if path.suffix == ".py" else path.name
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return f"{__version__}+{digest.hexdigest()[:12]}"
 
 

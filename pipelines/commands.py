@@ -25,6 +25,7 @@ from assets.alerting import alert_records
 from assets.io import OPTIONAL_INPUT_MANAGER
 from assets.resources import CREDENTIALS_HINT, settings_from_mapping
 from curation.alerts import Delivery
+from curation.datasets import REGISTRY
 from curation.preflight import preflight
 from curation.redact import has_credentials, redact_uri
 from curation.store import STORE_CREDENTIALS_HINT
@@ -96,7 +97,7 @@ def preflight_ok(environment: Environment) -> bool:
     with dg.build_resources({k: resources[k] for k in needed}) as built:
         checks = preflight(
             environment.store_uri,
-            {"hh-rlhf": environment.hh_rlhf_uri, "pku-saferlhf": environment.pku_saferlhf_uri},
+            {d.name: getattr(environment, d.uri_field) for d in REGISTRY},
             store_options=built.store.storage_options(),
             source_options=built.sources.storage_options,
         )

@@ -34,6 +34,7 @@ from assets.resources import (
     StoreResource,
 )
 from assets.upstream import build_upstream_files
+from curation.datasets import REGISTRY
 from pipelines.automation import (
     full_refresh_job,
     observation_condition,
@@ -77,8 +78,7 @@ def build_resources(
         region=secret("AWS_DEFAULT_REGION"),
     )
     credentials = SourceCredentials(
-        hh_rlhf_uri=secret("HH_RLHF_URI"),
-        pku_saferlhf_uri=secret("PKU_SAFERLHF_URI"),
+        **{d.uri_field: secret(d.uri_variable) for d in REGISTRY},
         http_headers=secret("SOURCES_HTTP_HEADERS"),
     )
     # a URI variable with credentials in it: the resource gets the variable, never its value
@@ -88,12 +88,7 @@ def build_resources(
         "aws": aws,
         "source_credentials": credentials,
         "sources": SourcesResource(
-            hh_rlhf_uri=environment.hh_rlhf_uri,
-            pku_saferlhf_uri=environment.pku_saferlhf_uri,
-            hh_rlhf_revision=environment.hh_rlhf_revision,
-            pku_saferlhf_revision=environment.pku_saferlhf_revision,
-            aws=aws,
-            credentials=credentials,
+            **environment.sources_config(), aws=aws, credentials=credentials
         ),
         "store": StoreResource(uri=secret("CURATED_STORE_URI") or environment.store_uri, aws=aws),
         "settings": settings or CurationSettings(),

@@ -15,12 +15,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from assets.resources import CurationSettings
+from curation.datasets import raw_suite_names
 from curation.version import stage_code_version
 
 #: Never followed: settings are covered by their values, alerting and the Dagster-free version
 #: module do not shape outputs.
 NOT_OUTPUT_SHAPING = ("assets/resources.py", "assets/alerting.py", "curation/version.py")
-RAW_SUITES = ("hh_preference_raw", "hh_red_team_raw", "pku_saferlhf_raw", "pku_saferlhf_v0_raw")
+RAW_SUITES = raw_suite_names()
 
 
 @dataclass(frozen=True)

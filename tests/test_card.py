@@ -18,6 +18,7 @@ from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard
 
 from curation import schema as S
+from curation.datasets import pku_saferlhf
 from curation.release import publish_release, release_prefix
 from curation.store import Store
 from tests.factories import make_pairs
@@ -32,7 +33,7 @@ def _tables() -> dict[str, pa.Table]:
         [
             {
                 "pair_id": "r0",
-                "dataset": S.PKU_DATASET,
+                "dataset": pku_saferlhf.NAME,
                 "subset": "Alpaca-7B",
                 "split": "test",
                 "dimension": "helpful",

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pytest
 
 from curation import gx_validate as gv
+from curation.pku import harm_category_columns
 from curation.schema import HARM_CATEGORIES, PAIRS
 
 N = 6
@@ -198,7 +199,7 @@ def test_pku_suite_covers_all_38_harm_category_columns():
     by_type: dict[str, set] = {}
     for exp in data["expectations"]:
         by_type.setdefault(exp["type"], set()).add(exp["kwargs"].get("column"))
-    harm = set(gv.harm_category_columns())
+    harm = set(harm_category_columns())
     assert len(harm) == 38
     assert "response_1_harm_category.White-Collar Crime" in harm
     for kind in (
@@ -413,7 +414,7 @@ def test_no_progress_bars_on_stderr(capfd):
 
 def test_frame_for_validation_flattens_structs_and_lists():
     df = gv.frame_for_validation(pku_table())
-    assert set(gv.harm_category_columns()) <= set(df.columns)
+    assert set(harm_category_columns()) <= set(df.columns)
     assert "response_0_harm_category" not in df.columns
     assert str(df["response_0_harm_category.Violence"].dtype) == "bool"
     tags = gv.frame_for_validation(red_team_table())["tags"]
@@ -424,7 +425,7 @@ def test_flatten_harm_categories_from_dict_records():
     records = pku_table().to_pylist()
     df = pd.DataFrame(records)
     flat = gv.flatten_harm_categories(df)
-    assert set(gv.harm_category_columns()) <= set(flat.columns)
+    assert set(harm_category_columns()) <= set(flat.columns)
     assert gv.validate_frame(flat, "pku_saferlhf_raw").success
     # a category missing from every row gives no column, so presence fails
     for record in records:

@@ -25,7 +25,7 @@ from curation.dedup import deduplicate
 from curation.ingest import ingest_file
 from curation.normalize import pairs_from, split_verdicts, with_pair_ids
 from curation.parallel import in_threads, parallel_map
-from curation.sources import hh_files, pku_files
+from curation.sources import all_files
 
 HANG = 60  # seconds; only reached when something deadlocks
 
@@ -239,7 +239,7 @@ def _real_pairs() -> pa.Table:
     """Pairs of the bundled real sample (HH harmless-base and PKU Alpaca-7B, both splits)."""
     roots = {"hh-rlhf": "sample_data/hh-rlhf", "pku-saferlhf": "sample_data/PKU-SafeRLHF"}
     tables = []
-    for source in hh_files() + pku_files():
+    for source in all_files():
         if source.subset in ("harmless-base", "Alpaca-7B"):
             good, _ = split_verdicts(ingest_file(source, roots[source.dataset]).table)
             tables.append(pairs_from(good))

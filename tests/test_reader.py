@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 
 from curation import schema as S
+from curation.datasets import hh_rlhf
 from curation.reader import diff_releases, list_releases, open_release, prune, show
 from curation.release import ReleaseError, compute_release_id, manifest_key
 from curation.store import Store
@@ -343,7 +344,7 @@ def test_rows_without_split_are_no_split_everywhere(tmp_path: Path) -> None:
     clock = Clock()
     a = publish(store, make_tables(quarantine=make_quarantine(2)), config={"v": 1}, clock=clock)
     red_team_row = {
-        "dataset": S.HH_DATASET,
+        "dataset": hh_rlhf.NAME,
         "subset": "red-team-attempts",
         "split": None,
         "source_file": "red-team-attempts/red_team_attempts.jsonl.gz",

@@ -20,6 +20,7 @@ import pytest
 from curation import schema as S
 from curation import store as store_module
 from curation.card import HARM_CHART, REMOVALS_CHART, render_card
+from curation.datasets import hh_rlhf, pku_saferlhf
 from curation.reader import list_releases, open_release
 from curation.release import (
     FORMAT_VERSION,
@@ -46,8 +47,8 @@ def make_pairs(n: int = 30, prefix: str = "p", text: str = "") -> pa.Table:
         rows.append(
             {
                 "pair_id": f"{prefix}{i:04d}",
-                "dataset": S.PKU_DATASET if pku else S.HH_DATASET,
-                "subset": S.PKU_CONFIGS[i % 3] if pku else S.HH_SUBSETS[i % 4],
+                "dataset": pku_saferlhf.NAME if pku else hh_rlhf.NAME,
+                "subset": pku_saferlhf.CONFIGS[i % 3] if pku else hh_rlhf.SUBSETS[i % 4],
                 "split": "test" if i % 5 == 0 else "train",
                 "source_file": "pku/train.jsonl" if pku else "hh/train.jsonl.gz",
                 "source_line": i,
@@ -75,7 +76,7 @@ def make_removed(reasons: dict[str, int] | None = None) -> pa.Table:
             rows.append(
                 {
                     "pair_id": f"r-{reason}-{i}",
-                    "dataset": S.HH_DATASET,
+                    "dataset": hh_rlhf.NAME,
                     "subset": "helpful-base",
                     "split": "train" if i % 2 else "test",
                     "source_file": "hh/train.jsonl.gz",
@@ -85,7 +86,7 @@ def make_removed(reasons: dict[str, int] | None = None) -> pa.Table:
                     "method": "sha256" if "duplicate" in reason else "13-gram",
                     "score": 1.0,
                     "matched_pair_id": f"p{i:04d}",
-                    "matched_dataset": S.HH_DATASET,
+                    "matched_dataset": hh_rlhf.NAME,
                     "matched_subset": "helpful-base",
                     "matched_split": "train",
                     "matched_source_file": "hh/train.jsonl.gz",
@@ -98,7 +99,7 @@ def make_removed(reasons: dict[str, int] | None = None) -> pa.Table:
 def make_quarantine(n: int = 3) -> pa.Table:
     rows = [
         {
-            "dataset": S.PKU_DATASET,
+            "dataset": pku_saferlhf.NAME,
             "subset": "Alpaca-7B",
             "split": "train",
             "source_file": "pku/train.jsonl",

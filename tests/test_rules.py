@@ -9,7 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curation import rules
+from curation import datasets, rules
+from curation.datasets import hh_rlhf, pku_saferlhf
 from curation.jsonl import parse_jsonl
 from curation.pku import CURRENT_FIELDS, V0_FIELDS
 from curation.schema import HARM_CATEGORIES
@@ -24,7 +25,7 @@ def hh_row(chosen_reply="Sure, here is how.", rejected_reply="No.", context=None
 
 def hh_reasons(row: dict) -> set[str]:
     table = pa.Table.from_pylist([row])
-    return {code for code, mask in rules.hh_preference_masks(table).items() if mask[0]}
+    return {code for code, mask in hh_rlhf.PREFERENCE_RULES(table).items() if mask[0]}
 
 
 HH_CASES = {
@@ -82,7 +83,7 @@ def pku_row(**changes) -> dict:
 def pku_reasons(row: dict, fields=CURRENT_FIELDS) -> set[str]:
     parsed = parse_jsonl(json.dumps(row).encode() + b"\n", fields)
     assert not parsed.bad, parsed.bad
-    return {code for code, mask in rules.pku_masks(parsed.table).items() if mask[0]}
+    return {code for code, mask in pku_saferlhf.FAMILY(parsed.table).items() if mask[0]}
 
 
 def both_unsafe(**changes) -> dict:
@@ -141,13 +142,15 @@ def test_pku_v0_rows_use_the_labels_they_have():
 
 
 def test_levels_override_and_validation():
-    levels = rules.resolve_levels({"safer_has_higher_severity": "error", "sha256_mismatch": "off"})
+    levels = datasets.resolve_levels(
+        {"safer_has_higher_severity": "error", "sha256_mismatch": "off"}
+    )
     assert levels["safer_has_higher_severity"] == "error"
     assert levels["sha256_mismatch"] == "off"
     with pytest.raises(ValueError, match="unknown rule"):
-        rules.resolve_levels({"nope": "warn"})
+        datasets.resolve_levels({"nope": "warn"})
     with pytest.raises(ValueError, match="always an error"):
-        rules.resolve_levels({"invalid_json": "warn"})
+        datasets.resolve_levels({"invalid_json": "warn"})
 
 
 def test_reasons_by_level_splits_errors_and_warnings():
@@ -185,10 +188,14 @@ FAMILY_TABLES = {
 }
 
 
+#: Every rule family of the registered datasets, by kind.
+FAMILIES = {f.kind: f for f in datasets.rule_families()}
+
+
 @pytest.mark.parametrize("layout", sorted(FAMILY_TABLES))
 def test_every_family_masks_exactly_its_applicable_rules(layout: str):
     """Each family's masks are its declared rules minus those the layout legitimately skips."""
-    family = rules.FAMILIES[layout.removesuffix("_v0")]
+    family = FAMILIES[layout.removesuffix("_v0")]
     make_table, skipped = FAMILY_TABLES[layout]
     table = make_table()
     masks = family(table)
@@ -198,9 +205,9 @@ def test_every_family_masks_exactly_its_applicable_rules(layout: str):
 
 
 def test_every_family_is_tested_and_every_rule_belongs_to_one():
-    assert {layout.removesuffix("_v0") for layout in FAMILY_TABLES} == set(rules.FAMILIES)
-    in_families = {r.code for f in rules.FAMILIES.values() for r in f.rules}
-    assert in_families | rules.PARSE_CODES == set(rules.ALL_RULES)
+    assert {layout.removesuffix("_v0") for layout in FAMILY_TABLES} == set(FAMILIES)
+    in_families = {r.code for f in FAMILIES.values() for r in f.rules}
+    assert in_families | rules.PARSE_CODES == set(datasets.all_rules())
     assert not in_families & rules.PARSE_CODES
 
 

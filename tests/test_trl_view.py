@@ -19,9 +19,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from curation.datasets import dataset as dataset_of_name
+from curation.datasets.hh_rlhf import NAME as HH_DATASET
+from curation.datasets.pku_saferlhf import NAME as PKU_DATASET
 from curation.reader import open_release
 from curation.release import ReleaseError
-from curation.schema import HH_DATASET, PKU_DATASET
 from curation.store import Store
 from curation.trl import TRL_PREFERENCE, TRL_VIEW, ViewError, trl_preference_view
 from pipelines.settings import SAMPLE
@@ -79,7 +81,7 @@ def hh_turns(transcript: str) -> list[tuple[str, str]]:
 
 def raw_line(source_file: str, line: int, dataset: str) -> dict[str, Any]:
     """The sample's raw JSON line a pair came from."""
-    root = SAMPLE / ("hh-rlhf" if dataset == HH_DATASET else "PKU-SafeRLHF")
+    root = SAMPLE / dataset_of_name(dataset).sample
     path = root / source_file
     data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     return json.loads(data.splitlines()[line])
