@@ -20,6 +20,7 @@ import logging
 import math
 import sys
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -398,6 +399,8 @@ def _sample(
 # --------------------------------------------------------------------------------------------
 
 _LOCK = threading.RLock()
+#: Tries of the background GX import (:func:`warm_up`) before it leaves it to the validation.
+WARM_UP_ATTEMPTS = 3
 _STATE: dict[str, Any] = {}
 
 
@@ -443,7 +446,17 @@ def warm_up() -> threading.Thread:
 
     def run() -> None:
         with _LOCK:
-            _batch_definition()
+            for attempt in range(WARM_UP_ATTEMPTS):
+                try:
+                    _batch_definition()
+                    return
+                except ImportError as exc:
+                    # CPython's path-entry finders can miss an installed package while another
+                    # thread refreshes the import caches; the import is tried again, and when it
+                    # keeps failing the validation imports GX itself and raises there.
+                    logger.debug("GX warm-up, attempt %d: %s", attempt + 1, exc)
+                    importlib.invalidate_caches()
+                    time.sleep(0.2)
 
     thread = threading.Thread(target=run, name="gx-warm-up")  # never killed mid-import
     thread.start()

@@ -121,7 +121,8 @@ def webhook() -> Iterator[tuple[str, list[dict]]]:
 
 #: Test files that take minutes (real daemons, several CLI processes, many materializations),
 #: longest first. ``make test`` hands whole files to two pytest-xdist workers in collection
-#: order; starting these first keeps one long file from running alone at the end (longest
+#: order (``--no-loadscope-reorder``: xdist would otherwise order files by their number of
+#: tests); starting these first keeps one long file from running alone at the end (longest
 #: processing time first: the suite ends close to half its total work, not at half plus the
 #: last long file).
 LONGEST_FIRST = (

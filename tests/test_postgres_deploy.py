@@ -292,11 +292,7 @@ def deployment(
         HH_RLHF_URI=str(sources["hh"]),
         PKU_SAFERLHF_URI=str(sources["pku"]),
         CURATED_STORE_URI=str(store),
-        SOURCE_SENSOR_INTERVAL_SECONDS="5",  # the source sensors tick every 5 s
-        # the cron tick (observation + keeping the release fresh) once an hour: the sensors
-        # find the change here, and a tick a minute would add a run a minute to a 2-core CI
-        # machine (what a tick publishes is tested in tests/test_automation.py)
-        REFRESH_CRON="0 * * * *",
+        REFRESH_CRON="* * * * *",  # the upstream files are observed on cron: every minute
         PYTHONUNBUFFERED="1",
     )
     for name in ("AWS_ENDPOINT_URL", "ALERT_WEBHOOK_URL", "STAGE_STORE_URI"):
@@ -379,13 +375,13 @@ def test_a_changed_source_file_leads_to_exactly_one_new_release(
 
     # let the automation run on: nothing else may be published for one change
     deployment.wait_idle()
-    time.sleep(20)  # several sensor ticks (5 s) and queue passes (2 s)
+    time.sleep(20)  # several automation evaluations and queue passes (2 s)
     runs = deployment.wait_idle()
     assert all(r["status"] == "SUCCESS" for r in runs), runs
     assert deployment.releases() - before == {release_id}
     after_change = [e for e in deployment.release_events() if e["timestamp"] > changed_at]
     published = [e["release_id"] for e in after_change if e["status"] == "published"]
-    assert published == [release_id], after_change  # a cron tick would only re-point (unchanged)
+    assert published == [release_id], after_change  # freshness ticks only re-point (unchanged)
     assert deployment.latest() == release_id
     # the automation launched it (not the test): the run is not the baseline
     assert after_change[0]["run_id"] != baseline

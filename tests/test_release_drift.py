@@ -113,7 +113,7 @@ class Scenario:
         checks = {
             e.check_name: e
             for e in result.get_asset_check_evaluations()
-            if e.asset_key == dg.AssetKey("release")
+            if e.asset_key == dg.AssetKey("release") and e.check_name in CHECKS
         }
         return release_metadata(result), checks
 
