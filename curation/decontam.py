@@ -147,6 +147,9 @@ class Units:
     sorted by ``pair_id``; ``-1`` for extras), ``key`` (order key of a reference: its row, or
     ``n + i`` for the i-th extra prompt), ``unit`` (``WHOLE``/``OPENING``/``LATER``) and
     ``probe`` (a train occurrence). ``inf_open``/``inf_turn`` flag informative texts by ``tid``.
+    ``other_refs`` locates the references that are not pairs (key ``n + j`` is its row ``j``):
+    extra prompts (``dataset`` = the list's name, ``source_line`` = the index in it), then
+    quarantined test rows.
     ``words.texts`` reads the texts again on demand (:class:`~curation.near_dup.LazyTexts`).
     """
 
@@ -156,8 +159,7 @@ class Units:
     occ: pl.DataFrame
     inf_open: np.ndarray
     inf_turn: np.ndarray
-    extra_names: np.ndarray
-    extra_index: np.ndarray
+    other_refs: pa.Table
 
     @property
     def n(self) -> int:
@@ -248,17 +250,57 @@ def _text_reader(
     return fetch
 
 
+def _other_references(
+    n: int, extras: list[tuple[str, list[str]]], quarantined: pa.Table | None
+) -> tuple[list[str], np.ndarray, np.ndarray, pa.Table]:
+    """The references that are not pairs: extra prompts, then quarantined test rows.
+
+    Returns their unit texts as one flat list (extra prompt ``i``; then per quarantined row its
+    whole prompt and its human turns), each text's ``key`` and ``unit``, and the references'
+    locations in key order (key ``n + j`` is row ``j``: ``matched_*`` of what they remove).
+    """
+    texts = [t if t is not None else "" for _, p in extras for t in p]
+    n_extra = len(texts)
+    keys = [n + i for i in range(n_extra)]
+    units = [OPENING] * n_extra
+    where = {
+        "dataset": [name for name, p in extras for _ in p],
+        "subset": [None] * n_extra,
+        "split": [None] * n_extra,
+        "source_file": [None] * n_extra,
+        "source_line": [i for _, p in extras for i in range(len(p))],
+    }
+    if quarantined is not None:
+        for j, row in enumerate(quarantined.to_pylist()):
+            human = [t["text"] or "" for t in row["prompt_turns"] or [] if t["role"] == "human"]
+            texts += [row["prompt"] or "", *human]
+            keys += [n + n_extra + j] * (1 + len(human))
+            units += [WHOLE] + [OPENING if k == 0 else LATER for k in range(len(human))]
+            for name in where:
+                where[name].append(row[name])
+    locations = pa.table(
+        {
+            name: pa.array(values, pa.int64() if name == "source_line" else pa.string())
+            for name, values in where.items()
+        }
+    )
+    return texts, np.asarray(keys, np.int64), np.asarray(units, np.int8), locations
+
+
 def collect_units(
     pairs: pa.Table | StageTable,
     config: DecontamConfig,
     extra_references: Sequence[tuple[str, Sequence[str]]] = (),
+    quarantined: pa.Table | None = None,
 ) -> Units | None:
     """Phase 1: the distinct unit texts of train and reference prompts and where they occur.
 
     ``pairs`` (a table or a :class:`~curation.stage_table.StageTable`) is read batch by batch:
     each unit text is normalized, hashed and (when new) tokenized once, and only ids, hashes and
-    word hashes are kept. Returns ``None`` when there is nothing to compare (no train rows, or
-    no references).
+    word hashes are kept. ``quarantined`` (:func:`curation.references.quarantined_test_prompts`)
+    adds the prompts of quarantined test rows as references, after the test pairs and the extra
+    prompts. Returns ``None`` when there is nothing to compare (no train rows, or no
+    references).
     """
     lap = Laps("decontaminate units")
     tbl, order = sorted_pairs(pairs)
@@ -267,12 +309,12 @@ def collect_units(
     is_train = split == "train"
     used = is_train | (split == "test")
     extras = [(str(name), list(prompts)) for name, prompts in extra_references]
-    n_extra = sum(len(p) for _, p in extras)
+    extra_texts, e_key, e_unit, other_refs = _other_references(n, extras, quarantined)
+    n_extra = len(extra_texts)
     if not is_train.any() or (not (split == "test").any() and n_extra == 0):
         return None
     inv = np.empty(n, np.int64)
     inv[order] = np.arange(n)  # input row -> sorted row
-    extra_texts = [t if t is not None else "" for _, p in extras for t in p]
     texts = DistinctTexts(config.seed)
     # occurrences: whole prompts, then human turns, then extras (hash, sorted row, turn index)
     p_parts: list[tuple[np.ndarray, ...]] = []
@@ -310,12 +352,12 @@ def collect_units(
     del texts
     lap("words")
     row = np.concatenate([p_rows, t_rows, np.full(n_extra, -1, np.int64)])
-    key = np.concatenate([p_rows, t_rows, n + np.arange(n_extra, dtype=np.int64)])
+    key = np.concatenate([p_rows, t_rows, e_key])
     unit = np.concatenate(
         [
             np.full(len(p_rows), WHOLE, np.int8),
             np.where(t_index == 0, OPENING, LATER).astype(np.int8),
-            np.full(n_extra, OPENING, np.int8),
+            e_unit,
         ]
     )
     probe = np.concatenate([is_train[p_rows], is_train[t_rows], np.zeros(n_extra, bool)])
@@ -338,8 +380,7 @@ def collect_units(
             min_words=config.min_words,
             min_words_with_rare=config.min_words_with_rare,
         ),
-        extra_names=np.array([name for name, p in extras for _ in p], object),
-        extra_index=np.array([i for _, p in extras for i in range(len(p))], np.int64),
+        other_refs=other_refs,
     )
 
 
@@ -614,18 +655,16 @@ def decontaminate(
     rows = best["row"].to_numpy()
     k = best["key"].to_numpy()
     n = units.n
-    is_extra = k >= n
-    ext = np.where(is_extra, k - n, 0)
-    has_extra = len(units.extra_names) > 0
+    is_other = k >= n
+    others = units.other_refs.take(pa.array(np.where(is_other, k - n, 0), pa.int64()))
     removed = removed_table(
         units.tbl,
         rows,
         best["reason"].to_numpy().astype(object),
         best["method"].to_numpy().astype(object),
         best["score"].to_numpy(),
-        np.where(is_extra, -1, k),
-        extra_name=units.extra_names[ext] if has_extra else None,
-        extra_index=units.extra_index[ext] if has_extra else None,
+        np.where(is_other, -1, k),
+        others=others if units.other_refs.num_rows else None,
     )
     mask = np.ones(n, bool)
     mask[rows] = False
