@@ -1,6 +1,7 @@
 """Stage 4, publish: write an immutable, content-addressed release to the curated store."""
 
 import json
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -193,6 +194,14 @@ def release(
         "accounting": accounting,
     }
     sources = manifest_sources(reports)
+    timings = {}
+    started = time.perf_counter()
+    profile = profile_release({"pairs": curated_pairs, "removed": removed}, sources)
+    timings["profile_seconds"] = time.perf_counter() - started
+    keys = pair_keys(curated_pairs)
+    timings["pair_keys_seconds"] = time.perf_counter() - started - sum(timings.values())
+    checks = check_evaluations(context)
+    timings["check_results_seconds"] = time.perf_counter() - started - sum(timings.values())
     try:
         result = publish_release(
             store.uri,
@@ -208,9 +217,9 @@ def release(
             code_version=context.assets_def.code_versions_by_key[context.asset_key]
             or code_version(),
             counts=counts,
-            checks=check_evaluations(context),
-            profile=profile_release({"pairs": curated_pairs, "removed": removed}, sources),
-            pair_keys=pair_keys(curated_pairs),
+            checks=checks,
+            profile=profile,
+            pair_keys=keys,
             drift=settings.drift_config(),
             allowed_missing=tuple(settings.allow_missing_files),
             storage_options=store.storage_options(),
@@ -239,6 +248,8 @@ def release(
             "previous_release": changes.get("previous_release") or "",
             "drift": changes.get("severity", PASS),
             "held": result.held,
+            **{k: round(v, 3) for k, v in timings.items()},  # what the comparison costs
+            "publish_seconds": round(time.perf_counter() - started - sum(timings.values()), 3),
             **store.describe(),
         },
         check_results=drift_check_results(result.manifest),

@@ -19,9 +19,14 @@ from huggingface_hub import DatasetCardData
 
 from curation.card_changes import changes_section, checks_section
 from curation.charts import png
-from curation.redact import redact_uri
-from curation.report import format_value, markdown_table
-from curation.schema import HARM_CATEGORIES, HH_DATASET, PKU_DATASET, SEVERITY_LEVELS
+from curation.report import SOURCES_HEADER, format_value, markdown_table, source_rows
+from curation.schema import (
+    HARM_CATEGORIES,
+    HH_DATASET,
+    NO_SPLIT,
+    PKU_DATASET,
+    SEVERITY_LEVELS,
+)
 
 REMOVALS_CHART = "removals_by_reason.png"
 HARM_CHART = "pku_harm_category_by_severity.png"
@@ -285,35 +290,35 @@ def _contents_section(manifest: Mapping[str, Any]) -> list[str]:
         splits = info.get("splits") or {}
         split_txt = ", ".join(f"{k}: {format_value(v)}" for k, v in splits.items()) or "-"
         rows.append([f"`{name}`", info.get("rows", 0), len(info.get("files", [])), split_txt])
-    return [
+    lines = [
         "## Contents",
         "",
         markdown_table(["table", "rows", "files", "rows per split"], rows),
         "",
     ]
+    if any(NO_SPLIT in (info.get("splits") or {}) for info in manifest.get("tables", {}).values()):
+        lines += [
+            f"`{NO_SPLIT}`: rows that belong to no split (the quarantined HH red-team rows), in "
+            f"the folder `<table>/{NO_SPLIT}/` and the Hub split `{NO_SPLIT}`; their `split` "
+            "column is null.",
+            "",
+        ]
+    return lines
 
 
 def _sources_section(manifest: Mapping[str, Any]) -> list[str]:
-    """One row per upstream source: URI, revision, files present and rows read (if any)."""
+    """One row per upstream source (``curation.report.source_rows``, as ``releases show``)."""
     sources = manifest.get("sources") or []
     if not sources:
         return []
-    rows = []
-    for s in sources:
-        files = s.get("files") or []
-        rows.append(
-            [
-                s.get("name") or s.get("dataset") or "-",
-                redact_uri(s.get("uri") or s.get("url") or "-"),
-                s.get("revision") or "-",
-                sum(1 for f in files if f.get("present", True)),
-                sum(int(f.get("rows") or 0) for f in files),
-            ]
-        )
     return [
         "## Sources",
         "",
-        markdown_table(["source", "uri", "revision", "files", "rows"], rows),
+        markdown_table(SOURCES_HEADER, source_rows(sources)),
+        "",
+        "`files present / listed`: the source list names every upstream file of a dataset; a "
+        "file absent from the mirror is listed (with `present: false` in the manifest) but not "
+        "read. `rows read` counts the rows of the present files.",
         "",
     ]
 
@@ -422,11 +427,11 @@ def render_card(
     """The dataset card markdown and its charts (``{filename: png bytes}``).
 
     ``tables`` are the release's tables (``pairs``, ``removed``, ``quarantine``...); counts fall
-    back to the manifest when a table is not given. ``base_uri`` is the release folder's URI used
-    in the loading snippets (default: ``releases/<release_id>`` relative to the store).
+    back to the manifest when a table is not given. ``base_uri`` is the release folder's URI:
+    an ``s3://`` one is shown in the loading snippets; a local one never is (it is a path on
+    the publishing machine), the snippets then use paths relative to the release folder.
     """
     tables = tables or {}
-    base = (base_uri or f"releases/{manifest.get('release_id', '?')}").rstrip("/")
     removals, removals_chart = _removals_section(tables.get("removed"))
     harm, harm_chart = _harm_section(tables.get("pairs"))
     changes, changes_chart = changes_section(manifest)
@@ -443,28 +448,54 @@ def render_card(
         _flat_section("Pipeline counts", ["count", "value"], manifest.get("counts")),
         checks_section(manifest),
         _licences_section(),
-        _loading_section(manifest, base, base.startswith("s3://")),
+        _loading_section(manifest, _remote_release_uri(base_uri)),
     ]
     markdown = "\n".join(line for section in sections for line in section)
     return markdown.rstrip() + "\n", {**removals_chart, **harm_chart, **changes_chart}
 
 
-def _loading_section(manifest: Mapping[str, Any], base: str, is_s3: bool) -> list[str]:
+def _remote_release_uri(base_uri: str | None) -> str | None:
+    """The release folder's URI when it is one others can use (``s3://``), else ``None``."""
+    if base_uri and base_uri.startswith("s3://"):
+        return base_uri.rstrip("/")
+    return None
+
+
+def _loading_section(manifest: Mapping[str, Any], remote: str | None) -> list[str]:
+    """How to read the release with pandas, DuckDB, polars, ``datasets`` and our reader.
+
+    Paths are relative to the release folder (``base = "."``: the folder of this card), or
+    under the store's ``s3://`` URI; never a local path of the machine that published it.
+    """
+    rid = manifest.get("release_id", "?")
     files = _data_files(manifest)
     pair_splits = sorted(s for s in files.get("pairs", {}) if s is not None) or ["train", "test"]
     split = "train" if "train" in pair_splits else pair_splits[0]
-    opts = ", storage_options={...}" if is_s3 else ""
+    opts = ", storage_options={...}" if remote else ""
     hf_files = ", ".join(f'"{s}": f"{{base}}/pairs/{s}/*.parquet"' for s in pair_splits)
+    if remote:
+        base_line = f'base = "{remote}"'
+        store_line = f'release = open_release("{remote.rsplit("/releases/", 1)[0]}", "{rid}")'
+        where = f"Data files live under `{remote}/<table>/<split>/part-NNNNN.parquet`"
+    else:
+        base_line = f'base = "."  # this release\'s folder (releases/{rid}/ in the store)'
+        store_line = (
+            f'release = open_release("path/to/store", "{rid}")  # the folder holding releases/'
+        )
+        where = (
+            "Paths are relative to this release's folder (the folder of this card, "
+            f"`releases/{rid}/` in the store): data files live under "
+            "`<table>/<split>/part-NNNNN.parquet`"
+        )
     lines = [
         "## How to load",
         "",
-        f"Data files live under `{base}/<table>/<split>/part-NNNNN.parquet` (`red_team` has no "
-        "split level); every file of a table has the same schema and also carries the `split` "
-        "column. The manifest (`manifest.json`) lists every file with its row count, size and "
-        "sha256.",
+        f"{where} (`red_team` has no split level); every file of a table has the same schema "
+        "and also carries the `split` column. The manifest (`manifest.json`) lists every file "
+        "with its row count, size and sha256.",
         "",
     ]
-    if is_s3:
+    if remote:
         lines += [
             "For S3, `storage_options` are the usual s3fs options (e.g. `{'endpoint_url': ...}`) "
             "or the `AWS_*` environment variables; DuckDB needs the `httpfs` extension and an S3 secret.",
@@ -475,7 +506,7 @@ def _loading_section(manifest: Mapping[str, Any], base: str, is_s3: bool) -> lis
         "",
         "```python",
         "import pandas as pd",
-        f'base = "{base}"',
+        base_line,
         f'train = pd.read_parquet(f"{{base}}/pairs/{split}"{opts})',
         f'pairs = pd.read_parquet(f"{{base}}/pairs"{opts})  # all splits',
         "```",
@@ -484,9 +515,10 @@ def _loading_section(manifest: Mapping[str, Any], base: str, is_s3: bool) -> lis
         "",
         "```python",
         "import duckdb",
+        base_line,
         "duckdb.sql(",
         '    "SELECT dataset, split, dimension, count(*) AS n "',
-        f"    \"FROM read_parquet('{base}/pairs/*/*.parquet') GROUP BY ALL ORDER BY ALL\"",
+        "    f\"FROM read_parquet('{base}/pairs/*/*.parquet') GROUP BY ALL ORDER BY ALL\"",
         ").show()",
         "```",
         "",
@@ -494,22 +526,25 @@ def _loading_section(manifest: Mapping[str, Any], base: str, is_s3: bool) -> lis
         "",
         "```python",
         "import polars as pl",
-        f'pairs = pl.scan_parquet("{base}/pairs/*/*.parquet").collect()',
+        base_line,
+        'pairs = pl.scan_parquet(f"{base}/pairs/*/*.parquet").collect()',
         "```",
         "",
-        "Hugging Face `datasets`:",
+        "Hugging Face `datasets` (or `load_dataset(base)`: the `configs` of this card's front "
+        "matter name every table and split):",
         "",
         "```python",
         "from datasets import load_dataset",
-        f'base = "{base}"',
+        base_line,
         f'ds = load_dataset("parquet", data_files={{{hf_files}}}{opts})',
         "```",
         "",
-        "With this project's reader (resolves the manifest, checks nothing is missing, verifies hashes on demand):",
+        "With this project's reader (resolves the manifest, checks nothing is missing, verifies "
+        "hashes on demand):",
         "",
         "```python",
         "from curation.reader import open_release",
-        f'release = open_release("{base.rsplit("/releases/", 1)[0]}", "{manifest.get("release_id")}")',
+        store_line,
         f'train = release.to_pandas("pairs", split="{split}")',
         "problems = release.verify()",
         "```",

@@ -35,6 +35,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from annotated_types import Ge, Interval
 
 from curation.bounds import InvalidConfig, field_problems
@@ -288,7 +290,7 @@ def check_rows(
 
 
 def check_pairs(swaps: Mapping[str, Mapping[str, int]] | None, config: DriftConfig) -> CheckResult:
-    """Pairs with the other response chosen now (:func:`curation.profile.swapped_pairs`), as a
+    """Pairs with the other response chosen now (:func:`swapped_pairs`), as a
     share of the pairs both releases hold, per dataset/subset/split/dimension."""
     result = CheckResult("drift_pairs")
     for group, counts in sorted((swaps or {}).items()):
@@ -508,7 +510,7 @@ def compare_releases(
     """Every check of ``new`` (a manifest, or its body before it is written) against
     ``previous`` (the release consumers had; ``None`` or one without a profile: a baseline, every
     check passes). ``allowed_missing``: globs of files (``dataset/path``) that may vanish (WARN);
-    ``swaps``: :func:`curation.profile.swapped_pairs` of the two releases (None: not compared)."""
+    ``swaps``: :func:`swapped_pairs` of the two releases (None: not compared)."""
     config = config or DriftConfig()
     if not previous or not previous.get("profile") or not new.get("profile"):
         return [CheckResult(check, baseline=True) for check in CHECKS]
@@ -522,6 +524,27 @@ def compare_releases(
         check_lengths(old, now, config),
         check_schema(previous, new, config),
     ]
+
+
+def swapped_pairs(previous: pa.Table, new: pa.Table) -> dict[str, dict[str, int]]:
+    """Per group: pairs in both releases (same prompt and responses) and how many of them have
+    the other response chosen now."""
+    keys = ["group", "prompt_key", "low_key", "high_key"]
+
+    def plain(table: pa.Table) -> pa.Table:
+        return table.set_column(0, "group", table["group"].cast(pa.string()))
+
+    joined = plain(previous).join(
+        plain(new), keys=keys, right_suffix="_new", join_type="inner", use_threads=False
+    )
+    swapped = pc.not_equal(joined["chosen_key"], joined["chosen_key_new"])
+    counts = pa.table({"group": joined["group"], "swapped": swapped})
+    out: dict[str, dict[str, int]] = {}
+    for row in (
+        counts.group_by("group").aggregate([([], "count_all"), ("swapped", "sum")]).to_pylist()
+    ):
+        out[row["group"]] = {"common": row["count_all"], "swapped": int(row["swapped_sum"] or 0)}
+    return dict(sorted(out.items()))
 
 
 def worst(results: Iterable[CheckResult]) -> str:

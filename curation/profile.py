@@ -18,7 +18,7 @@ be compared with exact tests:
 Beside the profile, :func:`pair_keys` gives every pair a key that ignores which response is
 chosen (the prompt and the two responses, unordered) and the key of its chosen response; the
 release stores them (``_profile/pair_keys.parquet``, 32 bytes a pair), so the next release can
-count pairs whose chosen and rejected responses were swapped (a flipped label the distributions
+count pairs whose chosen and rejected responses were swapped (``curation.drift.swapped_pairs``) (a flipped label the distributions
 may not show: a pair of two safe or two equally unsafe responses changes no count).
 
 Reading is column by column and batch by batch (a stage table is never read whole); on the
@@ -152,24 +152,27 @@ def length_summary(pairs: ProfileTable) -> dict[str, dict[str, dict[str, Any]]]:
     ``quantiles`` (p5, p50, p95) and ``bins`` (:func:`_length_bins`)."""
     parts: dict[tuple[str, str], list[np.ndarray]] = {}
     for batch in _batches(pairs, ["dataset", "prompt", "chosen", "rejected"]):
-        datasets = batch.column("dataset")
-        for dataset in pc.unique(datasets).to_pylist():
-            rows = batch.filter(pc.equal(datasets, dataset))
-            for kind, columns in (("prompt", ["prompt"]), ("response", ["chosen", "rejected"])):
-                for column in columns:
-                    lengths = pc.fill_null(pc.utf8_length(rows.column(column)), 0)
-                    parts.setdefault((dataset, kind), []).append(
-                        lengths.to_numpy().astype(np.int64)
-                    )
+        codes = pc.dictionary_encode(batch["dataset"]).combine_chunks()
+        index = codes.indices.to_numpy(zero_copy_only=False)
+        lengths = {
+            column: pc.fill_null(pc.utf8_length(batch[column]), 0).to_numpy().astype(np.int64)
+            for column in ("prompt", "chosen", "rejected")
+        }
+        for code, dataset in enumerate(codes.dictionary.to_pylist()):
+            rows = index == code
+            parts.setdefault((dataset, "prompt"), []).append(lengths["prompt"][rows])
+            parts.setdefault((dataset, "response"), []).extend(
+                [lengths["chosen"][rows], lengths["rejected"][rows]]
+            )
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for (dataset, kind), arrays in sorted(parts.items()):
-        lengths = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int64)
-        if lengths.size == 0:
+        values = np.concatenate(arrays)
+        if values.size == 0:
             continue
-        quantiles = np.quantile(lengths, QUANTILES, method="inverted_cdf")
+        quantiles = np.quantile(values, QUANTILES, method="inverted_cdf")
         out.setdefault(dataset, {})[kind] = {
             "quantiles": [int(q) for q in quantiles],
-            "bins": _length_bins(lengths).tolist(),
+            "bins": _length_bins(values).tolist(),
         }
     return out
 
@@ -215,27 +218,6 @@ def pair_keys(pairs: ProfileTable) -> pa.Table:
     if not parts:
         return PAIR_KEYS.empty_table()
     return pa.concat_tables(parts).unify_dictionaries().combine_chunks()
-
-
-def swapped_pairs(previous: pa.Table, new: pa.Table) -> dict[str, dict[str, int]]:
-    """Per group: pairs in both releases (same prompt and responses) and how many of them have
-    the other response chosen now."""
-    keys = ["group", "prompt_key", "low_key", "high_key"]
-
-    def plain(table: pa.Table) -> pa.Table:
-        return table.set_column(0, "group", table["group"].cast(pa.string()))
-
-    joined = plain(previous).join(
-        plain(new), keys=keys, right_suffix="_new", join_type="inner", use_threads=False
-    )
-    swapped = pc.not_equal(joined["chosen_key"], joined["chosen_key_new"])
-    counts = pa.table({"group": joined["group"], "swapped": swapped})
-    out: dict[str, dict[str, int]] = {}
-    for row in (
-        counts.group_by("group").aggregate([([], "count_all"), ("swapped", "sum")]).to_pylist()
-    ):
-        out[row["group"]] = {"common": row["count_all"], "swapped": int(row["swapped_sum"] or 0)}
-    return dict(sorted(out.items()))
 
 
 def file_counts(sources: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.drift import DriftConfig, compare_releases
+from curation.drift import DriftConfig, compare_releases, swapped_pairs
 from curation.integrity import (
     Problem,
     accounting_problems,
@@ -33,7 +33,6 @@ from curation.integrity import (
     table_count_problems,
     unlisted_problems,
 )
-from curation.profile import swapped_pairs
 from curation.release import (
     LATEST_KEY,
     RELEASES_DIR,
@@ -49,6 +48,7 @@ from curation.release import (
     schema_from_b64,
     stored_pair_keys,
 )
+from curation.schema import NO_SPLIT
 from curation.store import Store
 
 if TYPE_CHECKING:
@@ -184,11 +184,17 @@ class Release:
         columns: Sequence[str] | None = None,
         filter: Any = None,
     ) -> pa.Table:
-        """The table (one split of it if ``split`` is given) as a :class:`pyarrow.Table`."""
+        """The table (one split of it if ``split`` is given) as a :class:`pyarrow.Table`.
+
+        Without a ``filter`` the files are read one by one with ``pyarrow.parquet``, which does
+        not import ``pyarrow.dataset`` (whose import loads pandas: a third of a second of
+        ``rlhf-curate releases diff``); a ``filter`` goes through :meth:`dataset`."""
         files = self.files(name, split)
         if not files:
             empty = self.schema(name).empty_table()
             return empty.select(list(columns)) if columns else empty
+        if filter is None:
+            return self._read_files(name, files, columns)
         try:
             return self.dataset(name, split).to_table(
                 columns=list(columns) if columns else None, filter=filter
@@ -200,6 +206,44 @@ class Release:
                 f"{self.store.uri}: release {self.release_id}: reading table {name!r}"
                 f"{f' split {split!r}' if split else ''} failed: {exc}"
             ) from exc
+
+    def _read_files(
+        self,
+        name: str,
+        files: Sequence[Mapping[str, Any]],
+        columns: Sequence[str] | None,
+        use_threads: bool = True,
+    ) -> pa.Table:
+        """``files`` of table ``name`` read in order into one table of its schema (every page's
+        CRC checked, as in :meth:`dataset`); errors name the file. ``use_threads=False``
+        decodes on the calling thread only: a process that read parquet on Arrow's thread pool
+        sometimes aborts at exit (``terminate called without an active exception``, about 2 in
+        100 short processes here; apache/arrow#34314), which the CLI must not do."""
+        import pyarrow.parquet as pq
+
+        schema = self.schema(name)
+        if columns:
+            schema = pa.schema([schema.field(c) for c in columns])
+        parts = []
+        for f in files:
+            key = f"{self.prefix}/{f['path']}"
+            try:
+                with self.store.open_input(key) as fh:
+                    parquet = pq.ParquetFile(fh, page_checksum_verification=True)
+                    parts.append(
+                        parquet.read(
+                            columns=list(columns) if columns else None, use_threads=use_threads
+                        )
+                    )
+            except (FileNotFoundError, OSError, pa.ArrowException) as exc:
+                missing = not self.store.exists(key)
+                raise ReleaseError(
+                    f"{self.store.uri}: release {self.release_id}: cannot read table {name!r}: "
+                    + (f"missing file {f['path']}" if missing else f"{f['path']}: {exc}")
+                ) from exc
+        if not parts:
+            return schema.empty_table()
+        return pa.concat_tables([part.cast(schema) for part in parts])
 
     def to_pandas(self, name: str, split: str | None = None, **kwargs: Any) -> pd.DataFrame:
         return self.table(name, split, **kwargs).to_pandas()
@@ -382,14 +426,12 @@ def _diff_frames(a: pa.Table, b: pa.Table, keys: list[str], examples: int) -> di
     }
 
 
-def _reason_counts(release: Release, name: str) -> dict[str, int]:
-    if name not in release.tables:
-        return {}
+def _reason_counts(table: pa.Table | None, name: str) -> dict[str, int]:
+    """``{reason: rows}`` of a ``removed`` (``reason``) or ``quarantine`` (``reasons``) table."""
     column = "reason" if name == "removed" else "reasons"
-    try:
-        values = release.table(name, columns=[column]).column(column)
-    except (KeyError, pa.ArrowInvalid):
+    if table is None or column not in table.column_names:
         return {}
+    values = table.column(column)
     if name != "removed":
         values = pc.list_flatten(values)
     if len(values) == 0:
@@ -399,6 +441,20 @@ def _reason_counts(release: Release, name: str) -> dict[str, int]:
         str(v): int(c)
         for v, c in zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist(), strict=True)
     }
+
+
+def _split_values(a: pa.ChunkedArray, b: pa.ChunkedArray) -> list[pa.Scalar]:
+    """The distinct values of two split columns (sorted, null last), as Arrow scalars: turning
+    a Python value into Arrow makes pyarrow import pandas (a third of a second of the CLI)."""
+    unique = pc.unique(pa.chunked_array([*a.chunks, *b.cast(a.type).chunks], type=a.type))
+    values = [unique[i] for i in range(len(unique))]
+    return sorted(values, key=lambda v: (not v.is_valid, str(v.as_py())))
+
+
+def _rows_of_split(table: pa.Table, column: str, value: pa.Scalar) -> pa.Table:
+    """The rows of ``table`` whose ``column`` is ``value`` (null: the rows without a split)."""
+    col = table.column(column)
+    return table.filter(pc.is_null(col) if not value.is_valid else pc.equal(col, value))
 
 
 def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -421,7 +477,8 @@ def diff_releases(
     """What changed from release ``a`` to release ``b``.
 
     Per table (keyed by ``pair_id``; see :data:`DIFF_KEYS`) and per split (plus ``'*'`` over the
-    whole table, where a pair that moved split counts as changed): rows added, removed, changed
+    whole table, where a pair that moved split counts as changed; rows whose split is null are
+    ``no_split``, as their folder and the manifest name them): rows added, removed, changed
     (same key, different hash of the other columns) and unchanged, with example keys. Also the
     per-reason count changes of ``removed`` and ``quarantine``, and config/code changes.
     """
@@ -444,9 +501,18 @@ def diff_releases(
         if ca.get(k) != cb.get(k):
             result["config_changes"][k] = {"a": ca.get(k), "b": cb.get(k)}
 
+    # each table read once, on this thread (see Release._read_files)
+    read = {
+        (r.release_id, name): (
+            r._read_files(name, r.files(name), None, use_threads=False)
+            if name in r.tables
+            else None
+        )
+        for r in (ra, rb)
+        for name in set(ra.tables) | set(rb.tables) | {"removed", "quarantine"}
+    }
     for name in sorted(set(ra.tables) | set(rb.tables)):
-        ta = ra.table(name) if name in ra.tables else None
-        tb = rb.table(name) if name in rb.tables else None
+        ta, tb = read[(ra.release_id, name)], read[(rb.release_id, name)]
         ref = tb if tb is not None else ta
         assert ref is not None
         keys = DIFF_KEYS.get(name) or (["pair_id"] if "pair_id" in ref.column_names else [])
@@ -464,23 +530,20 @@ def diff_releases(
             "split_column"
         )
         if split_col and split_col in ta.column_names and split_col in tb.column_names:
-            splits = set(pc.unique(ta.column(split_col)).to_pylist()) | set(
-                pc.unique(tb.column(split_col)).to_pylist()
-            )
-            for split in sorted(splits, key=lambda s: (s is None, str(s))):
-
-                def part(t: pa.Table, s: Any = split, c: str = split_col) -> pa.Table:
-                    col = t.column(c)
-                    return t.filter(
-                        pc.is_null(col) if s is None else pc.fill_null(pc.equal(col, s), False)
-                    )
-
-                per[str(split)] = _diff_frames(part(ta), part(tb), keys, examples)
+            for value in _split_values(ta.column(split_col), tb.column(split_col)):
+                name_of_split = str(value.as_py()) if value.is_valid else NO_SPLIT  # as the folder
+                per[name_of_split] = _diff_frames(
+                    _rows_of_split(ta, split_col, value),
+                    _rows_of_split(tb, split_col, value),
+                    keys,
+                    examples,
+                )
         result["tables"][name] = per
 
     result["drift"] = drift_between(st, ra.manifest, rb.manifest)
     for name in ("removed", "quarantine"):
-        xa, xb = _reason_counts(ra, name), _reason_counts(rb, name)
+        xa = _reason_counts(read[(ra.release_id, name)], name)
+        xb = _reason_counts(read[(rb.release_id, name)], name)
         if xa or xb:
             result["reasons"][name] = {
                 r: {"a": xa.get(r, 0), "b": xb.get(r, 0), "delta": xb.get(r, 0) - xa.get(r, 0)}

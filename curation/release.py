@@ -52,7 +52,14 @@ import pyarrow.parquet as pq
 
 from curation import schema as S
 from curation.card import CARD_PAIR_COLUMNS, render_card
-from curation.drift import ERROR, DriftConfig, changes_section, compare_releases, worst
+from curation.drift import (
+    ERROR,
+    DriftConfig,
+    changes_section,
+    compare_releases,
+    swapped_pairs,
+    worst,
+)
 from curation.integrity import (
     Problem,
     data_files,
@@ -81,7 +88,6 @@ from curation.layout import (
     release_prefix,
 )
 from curation.parallel import in_threads
-from curation.profile import swapped_pairs
 from curation.stage_table import StageTable
 from curation.store import Store, StoreError
 from curation.version import release_libraries
@@ -312,7 +318,7 @@ def advance_latest(
 #: Folder of the rows whose split is null (the red-team quarantine rows). Not ``_null``: pandas,
 #: pyarrow datasets and Spark skip folders starting with ``_`` or ``.``, so their readers would
 #: silently miss those rows.
-NULL_SPLIT_DIR = "no_split"
+NULL_SPLIT_DIR = S.NO_SPLIT
 
 
 def _safe_dir(value: Any) -> str:

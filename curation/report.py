@@ -14,6 +14,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from curation.redact import redact_uri
+
 REPORT_KEY = b"rlhf_curation.report"
 
 #: Thresholds of the ``quarantine_rate`` check: the share of a file's rows read that the rules
@@ -104,3 +106,30 @@ def plain_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(list(header)), rule, *(line(r) for r in cells)])
+
+
+#: Header of a release's sources table, in the card and in ``rlhf-curate releases show``.
+SOURCES_HEADER = ("source", "uri", "revision", "files present / listed", "rows read")
+
+
+def source_rows(sources: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
+    """One row per upstream source of a manifest, under :data:`SOURCES_HEADER`.
+
+    A source lists every file the source list names (``curation.sources``); an absent one is
+    listed with ``present: false``. ``files present / listed`` counts both (``3 / 9``): the one
+    definition the card and the CLI share. ``rows read`` adds up the present files' rows.
+    """
+    rows = []
+    for source in sources:
+        files = source.get("files") or []
+        present = sum(1 for f in files if f.get("present", True))
+        rows.append(
+            [
+                source.get("name") or source.get("dataset") or "-",
+                redact_uri(source.get("uri") or source.get("url") or "-"),
+                source.get("revision") or "-",
+                f"{present} / {len(files)}",
+                sum(int(f.get("rows") or 0) for f in files),
+            ]
+        )
+    return rows

@@ -18,6 +18,10 @@ HH_SUBSETS = ("harmless-base", "helpful-base", "helpful-online", "helpful-reject
 HH_RED_TEAM_SUBSET = "red-team-attempts"
 PKU_CONFIGS = ("Alpaca-7B", "Alpaca2-7B", "Alpaca3-8B")
 SPLITS = ("train", "test")
+#: The one name of "no split" (the quarantined HH red-team rows): their folder
+#: (``quarantine/no_split/``), their split in the manifest, the card, the Hub ``configs``,
+#: ``releases show`` and ``releases diff``. Their parquet ``split`` column stays null.
+NO_SPLIT = "no_split"
 DIMENSIONS = ("helpful", "harmless")
 
 #: The 19 harm categories of PKU-SafeRLHF, in upstream key order.

@@ -675,7 +675,10 @@ class _S3Atomic:
                     f"{store.uri}: access to bucket {store.bucket!r} denied ({code}): "
                     "check the AWS credentials"
                 ) from None
-            raise store._err("check bucket", "", exc) from exc
+            raise StoreError(
+                f"{store.uri}: checking bucket {store.bucket!r} failed: {type(exc).__name__}: {exc}",
+                is_transient(exc),
+            ) from exc
 
     def get_with_etag(self, key: str) -> tuple[bytes, str] | None:
         store = self.store

@@ -1,58 +1,51 @@
-"""``rlhf-curate``: run the pipeline, and inspect releases.
+"""The ``rlhf-curate`` console script: parse the arguments, then import what the command needs.
 
-``rlhf-curate run`` materializes the whole asset graph in process against a persistent Dagster
-instance (``DAGSTER_HOME``, default ``.dagster_home`` in the repo), so the run shows up in
-``dagster dev`` afterwards, and prints where the release is.
+``run`` and ``refresh`` import Dagster and the pipeline (:mod:`pipelines.commands`); ``releases``
+imports only ``curation/`` (:mod:`pipelines.cli_releases`); ``--help`` and ``--version`` import
+neither (``tests/test_cli.py`` checks which modules each command loads). A closed output pipe
+(``rlhf-curate releases diff --json | head``) ends the command quietly.
 """
 
 from __future__ import annotations
 
-import argparse
+import os
 import sys
 from collections.abc import Sequence
 
-from pipelines.cli_releases import add_release_commands, run_releases_command
-from pipelines.commands import refresh_command, run_command
+from pipelines.cli_parser import parse_args
 
-CONFIG_HELP = (
-    "YAML file of CurationSettings fields, e.g. `dedup: {prompt_dedup: true}` (or the same under "
-    "`resources: {settings: {config: ...}}`, as in the UI launchpad); checked before any work"
-)
+#: Exit status after the reader of our output went away (what a shell reports for SIGPIPE).
+BROKEN_PIPE_EXIT = 141
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``rlhf-curate``."""
-    parser = argparse.ArgumentParser(prog="rlhf-curate", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-    run = sub.add_parser("run", help="run the whole pipeline and publish a release")
-    run.add_argument("--hh", help="HH-RLHF mirror URI (default: $HH_RLHF_URI or the sample)")
-    run.add_argument(
-        "--pku", help="PKU-SafeRLHF mirror URI (default: $PKU_SAFERLHF_URI or the sample)"
-    )
-    run.add_argument(
-        "--store", help="curated store URI (default: $CURATED_STORE_URI or ./warehouse)"
-    )
-    run.add_argument("--config", metavar="FILE.yaml", help=CONFIG_HELP)
-    run.add_argument("-v", "--verbose", action="store_true", help="show Dagster's step logs")
-    refresh = sub.add_parser(
-        "refresh",
-        help="incremental refresh: observe the sources, re-run only what changed (nothing if nothing did)",
-    )
-    refresh.add_argument("--config", metavar="FILE.yaml", help=CONFIG_HELP)
-    refresh.add_argument("-v", "--verbose", action="store_true", help="show Dagster's step logs")
-    add_release_commands(sub)
-    return parser
+def dispatch(argv: Sequence[str] | None) -> int:
+    """Parse ``argv`` and run the chosen command; its exit status."""
+    args = parse_args(None if argv is None else list(argv))
+    if args.command == "run":
+        from pipelines.commands import run_command
+
+        return run_command(args)
+    if args.command == "refresh":
+        from pipelines.commands import refresh_command
+
+        return refresh_command(args)
+    from pipelines.cli_releases import run_releases_command
+
+    return run_releases_command(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rlhf-curate`` console script."""
-    args = build_parser().parse_args(argv)
-    if args.command == "run":
-        return run_command(args)
-    if args.command == "refresh":
-        return refresh_command(args)
-    return run_releases_command(args)
+    try:
+        try:
+            return dispatch(argv)  # (argparse's --help and errors leave by SystemExit)
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+    except BrokenPipeError:
+        # Python's recipe: point stdout at /dev/null so the final flush at exit cannot fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return BROKEN_PIPE_EXIT
 
 
 if __name__ == "__main__":

@@ -1,27 +1,34 @@
-"""``releases`` sub-command of the CLI: list, show, verify, diff and prune published releases.
+"""``releases`` sub-command of the CLI: list, show, verify, diff, prune and promote releases.
 
-The main CLI registers it with ``add_release_commands(subparsers)`` and dispatches to
-``run_releases_command(args)``; ``python -m pipelines.cli_releases releases list`` also works.
-No Dagster import here; every import at the top.
+The arguments are defined in :mod:`pipelines.cli_parser` (``add_release_commands``); the main
+CLI imports this module only for a ``releases`` command and calls ``run_releases_command(args)``,
+which runs the handler named by ``args.releases_command``.
+``python -m pipelines.cli_releases releases list`` also works. Only ``curation/`` is imported
+here (no Dagster, GX, pandas or matplotlib: ``tests/test_cli.py``).
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from curation import reader
-from curation.redact import redact_uri
+from curation import reader, release
 from curation.release import ReleaseError
-from curation.report import plain_table
+from curation.report import SOURCES_HEADER, plain_table, source_rows
 from curation.store import StoreError, credentials_refused
+from pipelines.cli import main as cli_main
+from pipelines.cli_parser import add_release_commands
 from pipelines.settings import Environment
 
-DEFAULT_STORE = "./warehouse"
-STORE_ENV = "CURATED_STORE_URI"
+__all__ = ["HANDLERS", "add_release_commands", "run_releases_command"]
+
+
+class Refused(ValueError):
+    """A command that would delete releases without the user's confirmation."""
 
 
 def _default_store() -> str:
@@ -32,54 +39,6 @@ def _default_store() -> str:
     if "CURATED_STORE_URI" in environment.secrets_set:
         raise credentials_refused(environment.store_uri)
     return environment.store_uri
-
-
-def add_release_commands(subparsers: Any) -> None:
-    """Register ``releases {list,show,verify,diff,prune}`` on an argparse ``subparsers`` object."""
-    releases = subparsers.add_parser(
-        "releases",
-        help="inspect, verify, diff and prune published releases",
-        description="Inspect, verify, diff and prune the versioned releases of a curated store.",
-    )
-    sub = releases.add_subparsers(dest="releases_command", metavar="COMMAND")
-    sub.required = True
-
-    def common(p: argparse.ArgumentParser, handler: Handler) -> argparse.ArgumentParser:
-        p.add_argument(  # SUPPRESS: never clobber a --store given to the parent parser
-            "--store",
-            default=argparse.SUPPRESS,
-            help=f"store URI: a folder or s3://bucket/prefix (default: ${STORE_ENV}, else {DEFAULT_STORE})",
-        )
-        p.add_argument(
-            "--json",
-            action="store_true",
-            default=argparse.SUPPRESS,
-            help="machine-readable JSON output",
-        )
-        p.set_defaults(func=run_releases_command, handler=handler)
-        return p
-
-    common(sub.add_parser("list", help="published releases, oldest first"), list_command)
-    p = common(sub.add_parser("show", help="a release's manifest summary"), show_command)
-    p.add_argument("release_id", nargs="?", default="latest", help="id, unique prefix or 'latest'")
-    p = common(sub.add_parser("verify", help="check every file's size and sha256"), verify_command)
-    p.add_argument("release_id", nargs="?", default="latest")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p = common(sub.add_parser("diff", help="pairs added/removed/changed from A to B"), diff_command)
-    p.add_argument("a")
-    p.add_argument("b", nargs="?", default="latest")
-    p.add_argument("--examples", type=int, default=5, help="example ids per category (default 5)")
-    p = common(sub.add_parser("prune", help="delete old releases"), prune_command)
-    p.add_argument("--keep", type=int, required=True, help="keep the newest N releases")
-    p.add_argument(
-        "--pin",
-        action="append",
-        default=[],
-        metavar="ID",
-        help="also keep this release (id, unique prefix or 'latest'; unknown: error, nothing deleted)",
-    )
-    p.add_argument("--dry-run", action="store_true", help="only report what would be deleted")
-    releases.set_defaults(func=run_releases_command)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO) -> None:
@@ -144,19 +103,8 @@ def _show_tables(manifest: dict[str, Any], out: TextIO) -> None:
 
 def _show_sources(manifest: dict[str, Any], out: TextIO) -> None:
     print(file=out)
-    _table(
-        ["source", "uri", "revision", "files"],
-        [
-            [
-                s.get("name", ""),
-                redact_uri(s.get("uri", "")),
-                s.get("revision", ""),
-                len(s.get("files") or []),
-            ]
-            for s in manifest["sources"]
-        ],
-        out,
-    )
+    rows = source_rows(manifest["sources"])
+    _table(SOURCES_HEADER, [[*row[:-1], _n(row[-1])] for row in rows], out)
 
 
 def show_command(store: str, args: argparse.Namespace, out: TextIO) -> int:
@@ -240,12 +188,46 @@ def diff_command(store: str, args: argparse.Namespace, out: TextIO) -> int:
         if changed:
             print(f"\n{name} by reason:", file=out)
             _table(["reason", "a", "b", "delta"], changed, out)
+    _print_drift(result.get("drift") or [], args.examples, out)
     return 0
 
 
+def _print_drift(checks: list[dict], examples: int, out: TextIO) -> None:
+    """The release-over-release checks of B against A (what the card and the alert say): each
+    check's result, and up to ``examples`` findings each with the previous and new value."""
+    if not checks:
+        return
+    print("\nrelease-over-release checks (B against A):", file=out)
+    rows = [[c["check"], c["severity"], _n(len(c["findings"])), _n(c["compared"])] for c in checks]
+    _table(["check", "result", "findings", "compared"], rows, out)
+    for check in checks:
+        for finding in check["findings"][: max(examples, 0)]:
+            print(
+                f"  {finding['severity']} {finding['check']} {finding['key']}: {finding['detail']}",
+                file=out,
+            )
+        more = len(check["findings"]) - max(examples, 0)
+        if more > 0:
+            print(f"  ... and {more} more {check['check']} findings", file=out)
+
+
 def prune_command(store: str, args: argparse.Namespace, out: TextIO) -> int:
-    """``releases prune``: delete all but the newest N, the pinned and the latest release."""
-    deleted = reader.prune(store, args.keep, args.pin, dry_run=args.dry_run)
+    """``releases prune``: delete all but the newest N, the pinned and the latest release.
+
+    A prune that would delete something needs ``--yes`` or a "y" on a terminal; without a
+    terminal and without ``--yes`` it is refused (exit 2). What was confirmed is all that can
+    go: every other release is pinned for the actual prune, so a release published meanwhile
+    cannot widen it.
+    """
+    pins = list(args.pin)
+    if not args.dry_run and not args.yes:
+        doomed = reader.prune(store, args.keep, pins, dry_run=True)
+        if doomed and not _confirm_deletion(store, doomed):
+            print("nothing deleted", file=sys.stderr)
+            return 1
+        listed = [r["release_id"] for r in reader.list_releases(store)]
+        pins += [rid for rid in listed if rid not in doomed]
+    deleted = reader.prune(store, args.keep, pins, dry_run=args.dry_run)
     if getattr(args, "json", False):
         print(json.dumps({"deleted": deleted, "dry_run": args.dry_run}, indent=2), file=out)
     elif deleted:
@@ -256,15 +238,59 @@ def prune_command(store: str, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _confirm_deletion(store: str, doomed: list[str]) -> bool:
+    """Ask on the terminal whether ``doomed`` may be deleted; :class:`Refused` without one."""
+    what = f"{len(doomed)} release(s) of {store}: {', '.join(doomed)}"
+    if not sys.stdin.isatty():
+        raise Refused(
+            f"releases prune would delete {what}; add --yes to delete them "
+            "(no terminal to ask on), or --dry-run to only list them"
+        )
+    print(f"Delete {what}? [y/N] ", end="", file=sys.stderr, flush=True)
+    answer = sys.stdin.readline().strip().lower()
+    return answer in ("y", "yes")
+
+
+def promote_command(store: str, args: argparse.Namespace, out: TextIO) -> int:
+    """``releases promote``: accept a held release (who, when, why) and point latest at it."""
+    release_id = reader.resolve_release_id(store, args.release_id)
+    by = args.by or getpass.getuser()
+    record = release.promote_release(store, release_id, by=by, reason=args.reason)
+    if getattr(args, "json", False):
+        print(json.dumps(record, indent=2), file=out)
+        return 0
+    print(
+        f"release {release_id} promoted by {record['by']} at {record['at']} "
+        f"(latest was {record['latest_before']}): {record['reason']}",
+        file=out,
+    )
+    return 0
+
+
+#: ``releases COMMAND`` -> its handler.
+HANDLERS: dict[str, Handler] = {
+    "list": list_command,
+    "show": show_command,
+    "verify": verify_command,
+    "diff": diff_command,
+    "prune": prune_command,
+    "promote": promote_command,
+}
+
+
 def run_releases_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run a parsed ``releases`` command (its ``handler``); returns the process exit code.
 
     0 = ok, 1 = verification problems found, 2 = error (bad id, unreachable store...).
     """
     out = out or sys.stdout
-    handler = getattr(args, "handler", None)
+    store = getattr(args, "store", None) or _default_store()
+    handler = HANDLERS.get(getattr(args, "releases_command", None) or "")
     if handler is None:
-        print("releases: choose a command: list, show, verify, diff, prune", file=sys.stderr)
+        print(
+            "releases: choose a command: list, show, verify, diff, prune, promote",
+            file=sys.stderr,
+        )
         return 2
     try:
         store = getattr(args, "store", None) or _default_store()
@@ -278,12 +304,8 @@ def run_releases_command(args: argparse.Namespace, out: TextIO | None = None) ->
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rlhf-curate")
-    subparsers = parser.add_subparsers(dest="command")
-    subparsers.required = True
-    add_release_commands(subparsers)
-    args = parser.parse_args(argv)
-    return run_releases_command(args)
+    """``python -m pipelines.cli_releases releases ...``: the ``rlhf-curate`` entry point."""
+    return cli_main(argv)
 
 
 if __name__ == "__main__":

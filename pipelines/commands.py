@@ -141,7 +141,7 @@ def run_command(args: argparse.Namespace) -> int:
         report_orphans(instance)
         tags = {**run_tags(environment), **process_tags()}
         with (
-            follow_run(instance) as token,
+            follow_run(instance, warnings=not args.verbose) as token,
             run_full_refresh(instance, run_config, tags={**tags, **token}) as result,
         ):
             alerts = alert_records(instance, result.run_id)
@@ -156,6 +156,21 @@ def report_orphans(instance: dg.DagsterInstance) -> None:
             f"marked {len(failed)} run(s) whose process is gone as failed: {', '.join(failed)}",
             file=sys.stderr,
         )
+
+
+def failure_text(event: dg.DagsterEvent) -> str:
+    """What went wrong, for the console: a ``dg.Failure``'s description, else the error and the
+    errors that caused it, one per line (Dagster's own log of it shows only with ``-v``)."""
+    data = event.step_failure_data if event.is_step_failure else None
+    if data is None:
+        return event.message or ""
+    if data.user_failure_data is not None and data.user_failure_data.description:
+        return data.user_failure_data.description
+    lines, error = [], data.error
+    while error is not None:
+        lines.append(error.message.strip())
+        error = error.cause
+    return "\n    caused by: ".join(lines) or (event.message or "")
 
 
 def alert_lines(records: list[dict]) -> list[str]:
@@ -182,7 +197,7 @@ def report(result: ExecuteJobResult, store_uri: str, alerts: list[dict] | None =
     alerts = alert_lines(alerts or [])
     if not result.success:
         for event in (e for e in result.all_events if e.is_failure):
-            print(f"FAILED {event.step_key}: {event.message}", file=sys.stderr)
+            print(f"FAILED {event.step_key or 'run'}: {failure_text(event)}", file=sys.stderr)
         for line in alerts:
             print(line, file=sys.stderr)
         print(
@@ -227,7 +242,7 @@ def refresh_command(args: argparse.Namespace) -> int:
     run_config = run_config_for(environment, settings, args.verbose)
     with persistent_instance(home) as instance:
         report_orphans(instance)
-        with follow_run(instance) as token:
+        with follow_run(instance, warnings=not args.verbose) as token:
             outcome = refresh(
                 defs,
                 instance,

@@ -163,8 +163,9 @@ def _executor(value: str | None) -> str:
 
 
 def console_run_config(verbose: bool) -> dict:
-    """Run config for in-process runs from the CLI: Dagster's step logs only when verbose."""
-    level = "INFO" if verbose else "WARNING"
+    """Run config for in-process runs from the CLI: Dagster's console log only when verbose
+    (otherwise the CLI prints the steps' warnings itself, as plain lines: ``pipelines.progress``)."""
+    level = "INFO" if verbose else "CRITICAL"
     return {"loggers": {"console": {"config": {"log_level": level}}}}
 
 

@@ -8,6 +8,7 @@ card's ``configs``.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -103,3 +104,32 @@ def test_load_dataset_finds_the_splits_through_the_card(
     assert sorted(pairs["train"]["pair_id"]) == ["p0002", "p0003", "p0004"]
     red_team = load_dataset(str(folder), "red_team", cache_dir=str(tmp_path / "hf"))
     assert red_team["train"]["transcript_id"] == ["t0", "t1"]
+
+
+def test_how_to_load_snippets_run_in_the_release_folder(
+    release: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The card's loading snippets name no path of the publishing machine, and run as written
+    from the release's folder (the reader's with the store's path filled in)."""
+    folder, manifest = release
+    text = (folder / "README.md").read_text()
+    section = text[text.index("## How to load") :]
+    snippets = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(snippets) == 5 and str(folder.parents[1]) not in text
+    monkeypatch.chdir(folder)
+    store, cache = str(folder.parents[1]), str(tmp_path / "hf")
+    results = []
+    for code in snippets:
+        scope: dict = {}
+        code = code.replace('"path/to/store"', repr(store))
+        code = code.replace(
+            'load_dataset("parquet", ', f"load_dataset('parquet', cache_dir={cache!r}, "
+        )
+        exec(code, scope)  # the card's own code
+        results.append(scope)
+    splits = manifest["tables"]["pairs"]["splits"]
+    assert len(results[0]["train"]) == splits["train"]  # pandas
+    assert len(results[0]["pairs"]) == sum(splits.values())
+    assert results[2]["pairs"].height == sum(splits.values())  # polars
+    assert {s: results[3]["ds"][s].num_rows for s in results[3]["ds"]} == splits  # datasets
+    assert len(results[4]["train"]) == splits["train"] and results[4]["problems"] == []

@@ -63,9 +63,19 @@ def test_run_refresh_and_releases(tmp_path: Path, env: dict[str, str]):
     run = cli(["run", "--config", str(config)], env, elsewhere)
     assert run.returncode == 0, run.stderr[-3000:]
     lines = run.stdout.splitlines()
+    steps = {line.split()[0]: line for line in lines if line.startswith("  ") and line.split()}
     for step in ("upstream_files", "ingest_files", "validate_and_normalize", "release"):
-        assert any(line.split()[0] == step and line.endswith(" s") for line in lines), run.stdout
-    assert any("decontaminate_pairs" in line and "removed" in line for line in lines)
+        assert step in steps, run.stdout
+    assert steps["ingest_files"].endswith("2,477 rows read from 5 of 15 files")
+    assert (
+        "2,389 pairs, 119 red-team, 14 quarantined from 2,477 rows read"
+        in steps["validate_and_normalize"]
+    )
+    assert steps["decontaminate_pairs"].endswith("pairs, 65 removed")
+    # the sample lacks 10 of the 15 upstream files: one plain line under the ingest step
+    warning = lines[lines.index(steps["ingest_files"]) + 1]
+    assert warning.startswith("    warning: 10 upstream files absent"), run.stdout
+    assert " - dagster - " not in run.stdout + run.stderr  # no Dagster log line in the table
     release_id = next(line.split()[1] for line in lines if line.startswith("release "))
     assert f"release {release_id} (published)" in run.stdout
     store = tmp_path / "store"
@@ -82,15 +92,18 @@ def test_run_refresh_and_releases(tmp_path: Path, env: dict[str, str]):
         tty = TerminalOutput()
         printer = StepPrinter(tty, tty=tty.isatty())
         for entry in instance.all_logs(record.run_id):
-            if entry.dagster_event is not None:
-                printer.handle(entry.dagster_event)
+            printer.handle_entry(entry)
         shown = tty.getvalue()
         assert "\r  ingest_files:" in shown and "/15 [" in shown  # the bar (files done / 15)
-        assert "rows in 15 assets" in shown  # and the stage line after it
+        assert "rows read from 5 of 15 files" in shown  # and the stage line after it
 
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         runs_before_refresh = [r.run_id for r in instance.get_runs()]
-    refresh = cli(["refresh", "--config", str(config)], env, elsewhere)
+    # the store as a flag (without it, refresh would observe for the default store)
+    no_store_env = {k: v for k, v in env.items() if k != "CURATED_STORE_URI"}
+    refresh = cli(
+        ["refresh", "--config", str(config), "--store", str(store)], no_store_env, elsewhere
+    )
     assert refresh.returncode == 0, refresh.stderr[-3000:]
     assert "nothing changed" in refresh.stdout
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:

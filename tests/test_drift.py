@@ -170,3 +170,63 @@ def test_a_distribution_never_drifts_from_itself(counts):
 def test_bad_thresholds_are_refused(values, named):
     with pytest.raises(InvalidConfig, match=named):
         DriftConfig(**values)
+
+
+def test_promote_from_the_cli_moves_a_held_release_to_latest(tmp_path):
+    """A release held by an ERROR drift (published through the library with two profiles: a
+    file's pairs fell by 30 %), accepted with the real ``rlhf-curate releases promote``."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from curation.release import publish_release
+    from tests.test_release import SOURCES, make_tables
+
+    store = tmp_path / "store"
+
+    def publish(pairs: int, config: dict):
+        profile = {"rows": {"hh-rlhf/harmless-base/test/harmless": pairs}, "files": {}}
+        return publish_release(
+            str(store),
+            make_tables(),
+            sources=SOURCES,
+            config=config,
+            code_version="test",
+            counts={},
+            checks={},
+            profile=profile,
+        )
+
+    baseline = publish(800, {"v": 1})
+    held = publish(560, {"v": 2})
+    assert held.held and not baseline.held
+    latest = json.loads((store / "latest.json").read_text())["release_id"]
+    assert latest == baseline.release_id
+    cli = Path(sys.executable).parent / "rlhf-curate"
+    done = subprocess.run(
+        [
+            str(cli),
+            "releases",
+            "promote",
+            held.release_id[:8],
+            "--reason",
+            "trimmed upstream",
+            "--by",
+            "a.reviewer",
+            "--store",
+            str(store),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"release {held.release_id} promoted by a.reviewer" in done.stdout
+    assert json.loads((store / "latest.json").read_text())["release_id"] == held.release_id
+    record = json.loads((store / "releases" / f"{held.release_id}.promotion.json").read_text())
+    assert (record["by"], record["reason"], record["latest_before"]) == (
+        "a.reviewer",
+        "trimmed upstream",
+        baseline.release_id,
+    )

@@ -15,7 +15,7 @@ from curation.reader import diff_releases, list_releases, open_release, prune, s
 from curation.release import ReleaseError, compute_release_id, manifest_key
 from curation.store import Store
 from curation.version import release_libraries
-from pipelines.cli_releases import add_release_commands
+from pipelines.cli_releases import add_release_commands, run_releases_command
 from tests.test_release import (  # shared synthetic data and fixtures
     SOURCES,
     Boom,
@@ -282,7 +282,7 @@ def _cli(*argv: str) -> tuple[int, str]:
     add_release_commands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(list(argv))
     out = io.StringIO()
-    return args.func(args, out=out), out.getvalue()
+    return run_releases_command(args, out=out), out.getvalue()
 
 
 def test_cli_commands(
@@ -326,10 +326,62 @@ def test_cli_commands(
     assert rc == 0 and "would delete 1 release(s): " + a.release_id in out
     rc, out = _cli("releases", "prune", "--keep", "0", "--pin", a.release_id, "--json")
     assert json.loads(out) == {"deleted": [], "dry_run": False}
-    rc, out = _cli("releases", "prune", "--keep", "1")
+    rc, out = _cli("releases", "prune", "--keep", "1", "--yes")
     assert rc == 0 and release_ids(store) == [b.release_id]
 
     rc, out = _cli("releases", "show", "ffffffffffffffff")
     assert rc == 2
     assert "ffffffffffffffff" in capsys.readouterr().err
     assert store.exists(manifest_key(b.release_id))
+
+
+def test_rows_without_split_are_no_split_everywhere(tmp_path: Path) -> None:
+    """A quarantined red-team row has no split: `no_split` in the manifest, the card (and its Hub
+    config), `releases show` and `releases diff`; null in the parquet `split` column."""
+    store = Store(tmp_path / "wh")
+    clock = Clock()
+    a = publish(store, make_tables(quarantine=make_quarantine(2)), config={"v": 1}, clock=clock)
+    red_team_row = {
+        "dataset": S.HH_DATASET,
+        "subset": "red-team-attempts",
+        "split": None,
+        "source_file": "red-team-attempts/red_team_attempts.jsonl.gz",
+        "source_line": 7,
+        "reasons": ["bad_turn_order"],
+        "raw_line": "{}",
+    }
+    quarantine = pa.concat_tables(
+        [make_quarantine(2), pa.Table.from_pylist([red_team_row], schema=S.QUARANTINE)]
+    )
+    b = publish(store, make_tables(quarantine=quarantine), config={"v": 2}, clock=clock)
+
+    assert b.manifest["tables"]["quarantine"]["splits"] == {"train": 2, "no_split": 1}
+    assert open_release(store).table("quarantine", split="no_split")["split"].to_pylist() == [None]
+    diff = diff_releases(store, a.release_id, b.release_id)["tables"]["quarantine"]
+    assert set(diff) == {"*", "train", "no_split"} and diff["no_split"]["added"] == 1
+    rc, out = _cli("releases", "diff", a.release_id, "latest", "--store", str(store.root))
+    assert rc == 0 and any(
+        line.split()[:3] == ["quarantine", "no_split", "1"] for line in out.splitlines()
+    )
+    rc, out = _cli("releases", "show", "--store", str(store.root))
+    assert "no_split=1" in out
+    card = store.get(f"releases/{b.release_id}/README.md").decode()
+    assert "- split: no_split\n    path: quarantine/no_split/*.parquet" in card
+    assert "| `quarantine` | 3 | 2 | train: 2, no_split: 1 |" in card
+    assert "`no_split`: rows that belong to no split" in card and "column is null" in card
+
+
+def test_show_and_card_count_source_files_alike(tmp_path: Path) -> None:
+    """One definition of a source's files: present / listed (an absent file is listed)."""
+    store = Store(tmp_path / "wh")
+    absent = {"path": "helpful-base/train.jsonl.gz", "present": False, "rows": 0}
+    sources = [{**SOURCES[0], "files": [*SOURCES[0]["files"], absent]}, SOURCES[1]]
+    result = publish(store, sources=sources)
+    _, out = _cli("releases", "show", "--store", str(store.root))
+    rows = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+    assert "files present / listed" in rows["source"] and "rows read" in rows["source"]
+    assert rows["hh-rlhf"].split()[-4:] == ["1", "/", "2", "30"]
+    assert rows["pku-saferlhf"].split()[-4:] == ["1", "/", "1", "40"]
+    card = store.get(f"releases/{result.release_id}/README.md").decode()
+    assert "| source | uri | revision | files present / listed | rows read |" in card
+    assert "| hh-rlhf | hf://datasets/Anthropic/hh-rlhf | 09be8c5 | 1 / 2 | 30 |" in card

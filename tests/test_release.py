@@ -716,7 +716,9 @@ def test_card_contents_and_charts(tmp_path) -> None:
         "| empty_response | 3 |",
         "| bad_json | 1 |",
         "| hh-rlhf | harmless-base | test | helpful | 2 |",
-        f"read_parquet('{result.uri}/pairs/*/*.parquet')",
+        "f\"FROM read_parquet('{base}/pairs/*/*.parquet') GROUP BY ALL ORDER BY ALL\"",
+        'base = "."  # this release\'s folder',
+        f'open_release("path/to/store", "{result.release_id}")',
         'pd.read_parquet(f"{base}/pairs/train")',
         "pl.scan_parquet(",
         'load_dataset("parquet"',
@@ -724,6 +726,7 @@ def test_card_contents_and_charts(tmp_path) -> None:
         f"]({HARM_CHART})",
     ):
         assert needle in card, needle
+    assert str(tmp_path) not in card  # no path of the publishing machine
     for chart in (REMOVALS_CHART, HARM_CHART):
         assert store.get(f"releases/{result.release_id}/{chart}").startswith(b"\x89PNG\r\n\x1a\n")
     # deterministic: the same manifest renders the same bytes
@@ -731,6 +734,15 @@ def test_card_contents_and_charts(tmp_path) -> None:
     md1, png1 = render_card(body, make_tables(), base_uri=result.uri)
     md2, png2 = render_card(body, make_tables(), base_uri=result.uri)
     assert md1 == md2 == card and png1 == png2
+
+
+def test_card_loads_from_the_store_uri_on_s3(s3_bucket: str) -> None:
+    store = Store(f"s3://{s3_bucket}/curated")
+    rid = publish(store).release_id
+    card = store.get(f"releases/{rid}/README.md").decode()
+    assert f'base = "s3://{s3_bucket}/curated/releases/{rid}"' in card
+    assert f'open_release("s3://{s3_bucket}/curated", "{rid}")' in card
+    assert "storage_options={...}" in card
 
 
 def test_harm_counts_deduplicate_dimensions() -> None:

@@ -218,3 +218,22 @@ def test_explicit_storage_options(
     with store.open_output("b") as fh:
         fh.write(b"2")
     assert store.list() == ["a", "b"]
+
+
+def test_unreachable_endpoint_names_the_bucket(free_port: int) -> None:
+    """Nothing listens on the endpoint: the preflight error names the store and the bucket."""
+    store = Store(
+        "s3://curated-bucket/prefix",
+        storage_options={
+            "endpoint_url": f"http://127.0.0.1:{free_port}",
+            "key": "k",
+            "secret": "s",
+            "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2},
+        },
+    )
+    with pytest.raises(StoreError) as error:
+        store.preflight()
+    message = str(error.value)
+    assert message.startswith("s3://curated-bucket/prefix: checking bucket 'curated-bucket' failed")
+    assert "EndpointConnectionError" in message and "''" not in message
+    assert error.value.transient
