@@ -9,7 +9,11 @@ from assets.resources import AwsCredentials, CurationSettings
 from curation.accounting import reason_counts
 from curation.decontam import decontaminate
 from curation.dedup import deduplicate
-from curation.references import read_reference_set, reference_table
+from curation.references import (
+    quarantined_test_prompts,
+    read_reference_set,
+    reference_table,
+)
 from curation.selection import RowSelection
 from curation.stage_table import StageTable, take_rows
 
@@ -22,7 +26,13 @@ def _head(kept: RowSelection, n: int = 5) -> pa.Table:
     return take_rows(kept.table, np.flatnonzero(kept.keep)[:n], columns)
 
 
-def _outputs(kept: RowSelection, removed: pa.Table, kept_name: str, removed_name: str):
+def _outputs(
+    kept: RowSelection,
+    removed: pa.Table,
+    kept_name: str,
+    removed_name: str,
+    removed_metadata: dict | None = None,
+):
     """The kept rows (written by the IO manager batch by batch) and the audit table."""
     counts = reason_counts(removed)
     yield dg.Output(
@@ -37,6 +47,7 @@ def _outputs(kept: RowSelection, removed: pa.Table, kept_name: str, removed_name
             **table_metadata(removed),
             "removed_by_reason": counts_markdown(counts),
             "preview": preview(removed),
+            **(removed_metadata or {}),
         },
     )
 
@@ -62,7 +73,7 @@ def deduplicate_pairs(settings: CurationSettings, normalized_pairs: StageTable):
 
 @dg.multi_asset(
     pool="rlhf_stage",
-    ins={"deduplicated_pairs": dg.AssetIn()},
+    ins={"deduplicated_pairs": dg.AssetIn(), "quarantine": dg.AssetIn()},
     outs={
         "curated_pairs": stage_out(
             CURATE_GROUP,
@@ -80,19 +91,31 @@ def deduplicate_pairs(settings: CurationSettings, normalized_pairs: StageTable):
     },
 )
 def decontaminate_pairs(
-    settings: CurationSettings, aws: AwsCredentials, deduplicated_pairs: StageTable
+    settings: CurationSettings,
+    aws: AwsCredentials,
+    deduplicated_pairs: StageTable,
+    quarantine: pa.Table,
 ):
-    """Remove train pairs whose prompt matches any test prompt (or an extra reference set)."""
+    """Remove train pairs whose prompt matches any test prompt: of a test pair, of a quarantined
+    test row whose prompt parses, or of an extra reference set."""
     extras = [
         read_reference_set(spec, aws.storage_options(spec))
         for spec in settings.extra_reference_uris
     ]
+    quarantined = quarantined_test_prompts(quarantine)
     kept, removed = decontaminate(
         deduplicated_pairs,
         settings.decontam_config(),
         [(extra.report.name, extra.prompts) for extra in extras],
+        quarantined,
         lazy=True,
     )
-    yield from _outputs(kept, removed, "curated_pairs", "decontam_removed")
+    yield from _outputs(
+        kept,
+        removed,
+        "curated_pairs",
+        "decontam_removed",
+        {"quarantined_test_references": dg.MetadataValue.int(quarantined.num_rows)},
+    )
     references = reference_table([extra.report for extra in extras])
     yield dg.Output(references, "reference_files", metadata=table_metadata(references))

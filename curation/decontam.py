@@ -632,6 +632,7 @@ def decontaminate(
     pairs: pa.Table,
     config: DecontamConfig = DecontamConfig(),
     extra_references: Sequence[tuple[str, Sequence[str]]] = (),
+    quarantined: pa.Table | None = None,
     *,
     lazy: bool = False,
 ) -> tuple[pa.Table | RowSelection, pa.Table]:
@@ -639,12 +640,15 @@ def decontaminate(
 
     With ``lazy=True`` ``kept`` is a :class:`~curation.selection.RowSelection` of ``pairs``.
 
-    The reference set is the test split of ``pairs`` itself plus ``extra_references``, a list of
-    ``(name, prompts)``; a match on an extra list is reported with ``matched_dataset = name``
-    and ``matched_source_line`` = the prompt's index in its list. ``kept`` keeps the schema of
-    ``pairs`` and its row order; ``removed`` has schema :data:`curation.schema.REMOVED`.
+    The reference set is the test split of ``pairs`` itself, plus ``extra_references``, a list
+    of ``(name, prompts)`` (a match on an extra list is reported with ``matched_dataset = name``
+    and ``matched_source_line`` = the prompt's index in its list), plus ``quarantined``, the
+    prompts of quarantined test rows (:func:`curation.references.quarantined_test_prompts`; a
+    match is reported with the quarantined row's dataset, subset, split, file and line, and a
+    null ``matched_pair_id``). ``kept`` keeps the schema of ``pairs`` and its row order;
+    ``removed`` has schema :data:`curation.schema.REMOVED`.
     """
-    units = collect_units(pairs, config, extra_references)
+    units = collect_units(pairs, config, extra_references, quarantined)
     everything = RowSelection(pairs, np.ones(pairs.num_rows, bool)) if lazy else pairs
     if units is None:
         return everything, empty_removed()
@@ -656,7 +660,9 @@ def decontaminate(
     k = best["key"].to_numpy()
     n = units.n
     is_other = k >= n
-    others = units.other_refs.take(pa.array(np.where(is_other, k - n, 0), pa.int64()))
+    others = None
+    if is_other.any():
+        others = units.other_refs.take(pa.array(np.where(is_other, k - n, 0), pa.int64()))
     removed = removed_table(
         units.tbl,
         rows,
@@ -664,7 +670,7 @@ def decontaminate(
         best["method"].to_numpy().astype(object),
         best["score"].to_numpy(),
         np.where(is_other, -1, k),
-        others=others if units.other_refs.num_rows else None,
+        others=others,
     )
     mask = np.ones(n, bool)
     mask[rows] = False
