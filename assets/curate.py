@@ -7,8 +7,9 @@ import pyarrow as pa
 from assets.metadata import PREVIEW_COLUMNS, counts_markdown, preview, stage_out, table_metadata
 from assets.resources import AwsCredentials, CurationSettings
 from curation.accounting import reason_counts
-from curation.decontam import decontaminate
+from curation.decontam import decontaminate_and_report
 from curation.dedup import deduplicate
+from curation.paraphrase import paraphrase_markdown
 from curation.references import (
     quarantined_test_prompts,
     read_reference_set,
@@ -83,6 +84,11 @@ def deduplicate_pairs(settings: CurationSettings, normalized_pairs: StageTable):
             CURATE_GROUP,
             "Audit rows of train pairs removed as contaminated, with the test row matched.",
         ),
+        "paraphrases": stage_out(
+            CURATE_GROUP,
+            "Train pairs whose opening reads like a test opening in other words (static "
+            "embeddings): a report, removed only with decontam.paraphrase = remove.",
+        ),
         "reference_files": stage_out(
             CURATE_GROUP,
             "The extra reference files read (size, sha256, prompts): the release records them "
@@ -103,19 +109,32 @@ def decontaminate_pairs(
         for spec in settings.extra_reference_uris
     ]
     quarantined = quarantined_test_prompts(quarantine)
-    kept, removed = decontaminate(
+    config = settings.decontam_config()
+    result = decontaminate_and_report(
         deduplicated_pairs,
-        settings.decontam_config(),
+        config,
         [(extra.report.name, extra.prompts) for extra in extras],
         quarantined,
         lazy=True,
     )
     yield from _outputs(
-        kept,
-        removed,
+        result.kept,
+        result.removed,
         "curated_pairs",
         "decontam_removed",
         {"quarantined_test_references": dg.MetadataValue.int(quarantined.num_rows)},
+    )
+    by_dataset, top = paraphrase_markdown(result.paraphrases)
+    yield dg.Output(
+        result.paraphrases,
+        "paraphrases",
+        metadata={
+            **table_metadata(result.paraphrases),
+            "mode": config.paraphrase,
+            "threshold": config.paraphrase_threshold,
+            "by_dataset": dg.MetadataValue.md(by_dataset),
+            "top_examples": dg.MetadataValue.md(top),
+        },
     )
     references = reference_table([extra.report for extra in extras])
     yield dg.Output(references, "reference_files", metadata=table_metadata(references))

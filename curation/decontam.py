@@ -24,6 +24,11 @@ a prompt is a *unit*: its **whole** prompt (every turn, with the role words), it
 ``contaminated_near`` (score = word similarity)
     near-duplicate texts (:mod:`curation.near_dup`: formatting and typos at any length, small
     word edits only in long texts); a match involving a turn needs informative texts.
+``contaminated_paraphrase`` (score = cosine similarity; only with ``paraphrase="remove"``)
+    an informative opening or later turn whose static embedding (:mod:`curation.paraphrase`) is
+    within ``paraphrase_threshold`` of an informative test unit, on a pair no rule above
+    matched. By default (``paraphrase="report"``) such pairs are only *reported*
+    (:func:`decontaminate_and_report`, the release's ``paraphrases`` table), not removed.
 
 Each removed pair appears once, with its best match: the highest-precedence rule, then
 whole-prompt-to-whole-prompt before partial matches, the highest score, and the first reference
@@ -31,15 +36,16 @@ in ``pair_id`` order (extra lists last). Test rows are never removed.
 
 The work is split into named phases, each testable on its own: :func:`collect_units`
 (occurrences), :func:`exact_matches`, :func:`turn_matches`, :func:`ngram_matches`,
-:func:`near_matches` and :func:`best_matches`; :func:`find_matches` runs the matchers and
-:func:`decontaminate` turns the best matches into ``(kept, removed)``.
+:func:`near_matches`, :func:`paraphrase_matches` and :func:`best_matches`; :func:`find_matches`
+runs the rule matchers and :func:`decontaminate` turns the best matches into ``(kept,
+removed)``; :func:`decontaminate_and_report` adds the paraphrase report.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Annotated
+from dataclasses import dataclass, replace
+from typing import Annotated, Literal
 
 import numpy as np
 import polars as pl
@@ -47,6 +53,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from annotated_types import Ge, Interval
 
+from curation import paraphrase as para
 from curation.dedup import (
     batch_prompts,
     empty_removed,
@@ -64,6 +71,7 @@ from curation.near_dup import (
     near_duplicate_pairs,
     ngram_hashes,
 )
+from curation.schema import PARAPHRASES
 from curation.selection import RowSelection
 from curation.stage_table import StageTable, take_rows
 from curation.text_index import DistinctTexts, table_batches
@@ -71,18 +79,27 @@ from curation.textnorm import normalize_array
 
 __all__ = [
     "DecontamConfig",
+    "Decontaminated",
     "Units",
     "best_matches",
     "collect_units",
     "decontaminate",
+    "decontaminate_and_report",
     "exact_matches",
     "find_matches",
     "near_matches",
     "ngram_matches",
+    "paraphrase_matches",
     "turn_matches",
 ]
 
-REASONS = ("contaminated_exact", "contaminated_turn", "contaminated_ngram", "contaminated_near")
+REASONS = (
+    "contaminated_exact",
+    "contaminated_turn",
+    "contaminated_ngram",
+    "contaminated_near",
+    "contaminated_paraphrase",
+)
 _PRECEDENCE = {reason: i for i, reason in enumerate(REASONS)}
 #: Unit codes of an occurrence.
 WHOLE, OPENING, LATER = 0, 1, 2
@@ -112,6 +129,13 @@ class DecontamConfig(NearDupParams):
             ``TaskDecontamination(max_matches=10)`` default. ``0`` disables the cap.
         ngram: run the n-gram matcher.
         near_dup: run the near-duplicate matcher.
+        paraphrase: what to do with train pairs whose informative opening or later turn has a
+            test unit of close meaning (:func:`paraphrase_matches`): ``"report"`` (default) lists
+            them in the paraphrase report and removes nothing; ``"remove"`` also removes them
+            (``contaminated_paraphrase``); ``"off"`` skips the search.
+        paraphrase_threshold: the least cosine similarity of the two units' static embeddings
+            (:mod:`curation.paraphrase`), chosen on the labelled real candidates
+            (``bench/labels/paraphrase.jsonl``, ``docs/dedup.md`` §6).
         num_perm, threshold, shingle_words, lsh_min_recall, max_word_substitutions,
         substitution_min_words, substitution_max_words, long_min_words, max_edit_fraction,
         typo_words, typo_min_chars, max_bucket_size, seed:
@@ -132,6 +156,8 @@ class DecontamConfig(NearDupParams):
     max_matches: Annotated[int, Ge(0)] = 10
     ngram: bool = True
     near_dup: bool = True
+    paraphrase: Literal["off", "report", "remove"] = "report"
+    paraphrase_threshold: Annotated[float, Interval(ge=0, le=1)] = para.THRESHOLD
 
 
 # --------------------------------------------------------------------------------------------
@@ -581,6 +607,114 @@ def near_matches(units: Units, config: DecontamConfig) -> pl.DataFrame | None:
     return _as_matches(found, "contaminated_near", method, pl.col("score"))
 
 
+def paraphrase_matches(
+    units: Units, config: DecontamConfig, skip_rows: np.ndarray | None = None
+) -> pl.DataFrame | None:
+    """Phase 7: train openings whose nearest reference openings mean the same (candidates for
+    ``contaminated_paraphrase``).
+
+    Probes are the informative openings (first human turn; a PKU prompt) of train pairs not in
+    ``skip_rows`` (the pairs a rule already matched); references the informative openings of
+    every reference. Later turns are left out: on the labelled real candidates a match with a
+    later turn on either side was a paraphrase 1 time in 5 (context-bound follow-ups such as
+    "okay how can i insult one"), an opening pair 2 times in 3 (``docs/dedup.md`` §6). Each
+    distinct text is embedded once (:func:`curation.paraphrase.embed`); every probe text keeps
+    its :data:`~curation.paraphrase.NEIGHBOURS` nearest reference texts at or above
+    ``paraphrase_threshold`` (:func:`curation.paraphrase.nearest`), other than itself (an equal
+    text is the rules' business). A reference text linked to more than ``max_matches`` train
+    prompts is generic, as for the other partial matchers. Returns the matches
+    (:func:`find_matches` columns).
+    """
+    probes = units.probes(OPENING)
+    if skip_rows is not None and len(skip_rows):
+        probes = probes.filter(~pl.col("row").is_in(pl.Series(skip_rows).implode()))
+    probes = probes.filter(_flag(probes, units.inf_open))
+    refs = units.refs(OPENING)
+    refs = refs.filter(_flag(refs, units.inf_open)).sort("tid")
+    p_t = probes["tid"].unique().sort().to_numpy()
+    r_t = refs["tid"].to_numpy()
+    if not (len(p_t) and len(r_t)):
+        return None
+    lap = Laps(f"paraphrase {len(p_t)} train x {len(r_t)} reference openings")
+    refs_embedded = para.embed_texts(units.words.texts.take(r_t))
+    probes_embedded = para.embed_texts(units.words.texts.take(p_t))
+    lap("embed")
+    pi, ri, score, _ = para.nearest(
+        refs_embedded,
+        probes_embedded,
+        config.paraphrase_threshold,
+        same=lambda probe, ref: p_t[probe] == r_t[ref],
+    )
+    del refs_embedded, probes_embedded
+    lap("search")
+    links = pl.DataFrame(
+        {"probe_tid": p_t[pi], "ref_tid": r_t[ri], "score": score.astype(np.float64)}
+    )
+    found = (
+        probes.rename({"tid": "probe_tid"})
+        .join(links, on="probe_tid")
+        .join(refs.select(ref_tid="tid", key_ref="key"), on="ref_tid")
+    )
+    found = _cap(found, "ref_tid", config.max_matches)
+    found = found.with_columns(key="key_ref", partial=pl.lit(True))
+    return _as_matches(
+        found,
+        "contaminated_paraphrase",
+        pl.lit(para.method_name(config.paraphrase_threshold)),
+        pl.col("score"),
+    )
+
+
+def paraphrase_table(units: Units, found: pl.DataFrame | None, removed: bool) -> pa.Table:
+    """The paraphrase report (:data:`~curation.schema.PARAPHRASES`) of
+    :func:`paraphrase_matches`: one row per (train pair, reference), its nearest unit pair
+    first; sorted by ``pair_id`` then score (highest first)."""
+    if found is None or found.height == 0:
+        return PARAPHRASES.empty_table()
+    found = found.sort(
+        ["row", "key", "score", "probe_tid", "ref_tid"],
+        descending=[False, False, True, False, False],
+    )
+    found = found.group_by("row", "key", maintain_order=True).first()
+    found = found.sort(["row", "score", "key"], descending=[False, True, False])
+    rows = found["row"].to_numpy()
+    key = found["key"].to_numpy()
+    own = units.tbl.take(pa.array(rows, pa.int64()))
+    is_other = key >= units.n
+    matched = units.tbl.take(pa.array(np.where(is_other, 0, key), pa.int64()))
+    columns = {
+        name: own[name]
+        for name in ("pair_id", "dataset", "subset", "split", "source_file", "source_line")
+    }
+    columns["dimension"] = own["dimension"]
+    columns["score"] = pa.array(found["score"].to_numpy(), pa.float64())
+    where = {
+        name: matched[name].combine_chunks()
+        for name in ("pair_id", "dataset", "subset", "split", "source_file", "source_line")
+    }
+    if is_other.any():
+        others = units.other_refs.take(pa.array(np.where(is_other, key - units.n, 0), pa.int64()))
+        mask = pa.array(is_other)
+        where["pair_id"] = pc.if_else(mask, pa.nulls(len(key), pa.string()), where["pair_id"])
+        for name in ("dataset", "subset", "split", "source_file", "source_line"):
+            column = others[name].combine_chunks().cast(where[name].type)
+            where[name] = pc.if_else(mask, column, where[name])
+    for name, values in where.items():
+        columns[f"matched_{name}"] = values
+    columns["text"] = units.words.texts.take(found["probe_tid"].to_numpy())
+    columns["matched_text"] = units.words.texts.take(found["ref_tid"].to_numpy())
+    columns["removed"] = pa.array(np.full(len(rows), removed))
+    return pa.table(
+        [
+            columns[f.name].cast(f.type)
+            if not isinstance(columns[f.name], pa.ChunkedArray)
+            else columns[f.name].combine_chunks().cast(f.type)
+            for f in PARAPHRASES
+        ],
+        schema=PARAPHRASES,
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Phase 6: the best match per train pair, and the public entry points
 # --------------------------------------------------------------------------------------------
@@ -628,15 +762,26 @@ def best_matches(matches: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def decontaminate(
-    pairs: pa.Table,
+@dataclass
+class Decontaminated:
+    """What :func:`decontaminate_and_report` returns: the kept pairs, the ``REMOVED`` audit
+    table, and the paraphrase report (:data:`~curation.schema.PARAPHRASES`; empty with
+    ``paraphrase="off"``)."""
+
+    kept: pa.Table | RowSelection
+    removed: pa.Table
+    paraphrases: pa.Table
+
+
+def decontaminate_and_report(
+    pairs: pa.Table | StageTable,
     config: DecontamConfig = DecontamConfig(),
     extra_references: Sequence[tuple[str, Sequence[str]]] = (),
     quarantined: pa.Table | None = None,
     *,
     lazy: bool = False,
-) -> tuple[pa.Table | RowSelection, pa.Table]:
-    """Remove train pairs whose prompt matches a test prompt; returns ``(kept, removed)``.
+) -> Decontaminated:
+    """Remove train pairs whose prompt matches a reference prompt, and report paraphrases.
 
     With ``lazy=True`` ``kept`` is a :class:`~curation.selection.RowSelection` of ``pairs``.
 
@@ -647,14 +792,27 @@ def decontaminate(
     match is reported with the quarantined row's dataset, subset, split, file and line, and a
     null ``matched_pair_id``). ``kept`` keeps the schema of ``pairs`` and its row order;
     ``removed`` has schema :data:`curation.schema.REMOVED`.
+
+    Unless ``config.paraphrase`` is ``"off"``, the pairs no rule matched are searched for
+    paraphrased reference units (:func:`paraphrase_matches`) and listed in ``paraphrases``;
+    they are removed (``contaminated_paraphrase``) only when it is ``"remove"``.
     """
     units = collect_units(pairs, config, extra_references, quarantined)
     everything = RowSelection(pairs, np.ones(pairs.num_rows, bool)) if lazy else pairs
     if units is None:
-        return everything, empty_removed()
+        return Decontaminated(everything, empty_removed(), PARAPHRASES.empty_table())
     matches = find_matches(units, config)
+    report = PARAPHRASES.empty_table()
+    if config.paraphrase != "off":
+        lap = Laps("decontaminate")
+        ruled = matches["row"].unique().to_numpy()
+        found = paraphrase_matches(units, config, ruled)
+        report = paraphrase_table(units, found, removed=config.paraphrase == "remove")
+        if config.paraphrase == "remove" and found is not None:
+            matches = pl.concat([matches, found.select(_MATCH_COLUMNS).cast(matches.schema)])
+        lap("paraphrase")
     if matches.height == 0:
-        return everything, empty_removed()
+        return Decontaminated(everything, empty_removed(), report)
     best = best_matches(matches)
     rows = best["row"].to_numpy()
     k = best["key"].to_numpy()
@@ -674,4 +832,20 @@ def decontaminate(
     )
     mask = np.ones(n, bool)
     mask[rows] = False
-    return keep_in_input_order(pairs, units.order, mask, lazy), removed
+    return Decontaminated(keep_in_input_order(pairs, units.order, mask, lazy), removed, report)
+
+
+def decontaminate(
+    pairs: pa.Table | StageTable,
+    config: DecontamConfig = DecontamConfig(),
+    extra_references: Sequence[tuple[str, Sequence[str]]] = (),
+    quarantined: pa.Table | None = None,
+    *,
+    lazy: bool = False,
+) -> tuple[pa.Table | RowSelection, pa.Table]:
+    """``(kept, removed)`` of :func:`decontaminate_and_report`, without the paraphrase report:
+    the paraphrase search runs only when ``config.paraphrase`` is ``"remove"``."""
+    if config.paraphrase == "report":
+        config = replace(config, paraphrase="off")
+    result = decontaminate_and_report(pairs, config, extra_references, quarantined, lazy=lazy)
+    return result.kept, result.removed

@@ -28,15 +28,32 @@ paraphrase.jsonl``, ``docs/dedup.md`` §6); what it costs on the benchmark corpu
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
-import tokenizers
+from scipy import sparse
 
-__all__ = ["DIMS", "MODEL", "NEIGHBOURS", "embed", "load_model", "method_name", "nearest"]
+from curation.report import markdown_table
+
+__all__ = [
+    "DIMS",
+    "MODEL",
+    "NEIGHBOURS",
+    "THRESHOLD",
+    "Embedded",
+    "embed",
+    "embed_texts",
+    "load_model",
+    "method_name",
+    "nearest",
+    "paraphrase_markdown",
+]
 
 #: The wordllama model (bundled in the wheel) and how many of its dimensions are used.
 MODEL = "l2_supercat"
@@ -44,14 +61,21 @@ MODEL_DIMS = 256
 DIMS = 256
 #: Test units kept per train unit (above the threshold), nearest first.
 NEIGHBOURS = 3
-#: Texts embedded at a time (bounds the token arrays of one block).
-EMBED_BLOCK = 8192
-#: Train vectors per matrix product: the score block is ``QUERY_BLOCK x test units`` float32.
-QUERY_BLOCK = 1024
+#: The default least cosine similarity (``DecontamConfig.paraphrase_threshold``), chosen on the
+#: labelled real candidates (``bench/labels/paraphrase.jsonl``, ``docs/dedup.md`` §6).
+THRESHOLD = 0.85
+#: Train texts per matrix product: the score block is ``QUERY_BLOCK x references`` float32.
+QUERY_BLOCK = 2048
+#: The first stage of :func:`nearest`: principal axes of the bound, the least number of
+#: references for which it runs (below it, one full product is cheap), and the float32 rounding
+#: the bound is allowed.
+FILTER_DIMS = 96
+FILTER_MIN_REFS = 2048
+BOUND_SLACK = 1e-4
 
 
 @cache
-def load_model(dims: int = DIMS) -> tuple[np.ndarray, tokenizers.Tokenizer]:
+def load_model(dims: int = DIMS) -> tuple[np.ndarray, Any]:
     """wordllama's embedding matrix (``vocab x dims``, float32) and tokenizer, loaded from the
     installed package once per process, without the network.
 
@@ -60,6 +84,8 @@ def load_model(dims: int = DIMS) -> tuple[np.ndarray, tokenizers.Tokenizer]:
     ``disable_download`` make it read them. Importing ``wordllama`` configures the root logger
     (``logging.basicConfig(level=INFO)``); the root logger is put back as it was.
     """
+    import tokenizers
+
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     try:
@@ -88,75 +114,229 @@ def method_name(threshold: float, dims: int = DIMS) -> str:
     return f"wordllama {MODEL} {dims}d mean-pooled, cosine>={threshold:g}, informative units"
 
 
-def _token_ids(tokenizer: tokenizers.Tokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids of ``texts`` as one flat array and per-text offsets."""
-    encoded = tokenizer.encode_batch_fast(texts, add_special_tokens=False)
-    lengths = np.fromiter((len(e.ids) for e in encoded), np.int64, len(encoded))
-    offsets = np.zeros(len(texts) + 1, np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    ids = np.empty(int(offsets[-1]), np.int64)
-    for e, a, b in zip(encoded, offsets[:-1], offsets[1:], strict=True):
-        ids[a:b] = e.ids
-    return ids, offsets
-
-
-def embed(texts: list[str] | pa.Array, dims: int = DIMS) -> np.ndarray:
-    """Unit vectors (``len(texts) x dims``, float32): the mean token vector of each text,
-    L2-normalized; a text without tokens gets the zero vector (similar to nothing)."""
+def _word_vectors(words: pl.Series, dims: int) -> tuple[np.ndarray, np.ndarray]:
+    """The sum of the token vectors of each word of ``words`` (distinct words) and its token
+    count. The tokenizer (SentencePiece-style BPE: a ``▁`` before every word, no token spans
+    two words) cuts a text into the tokens of its words, so a text's tokens are its words'."""
     matrix, tokenizer = load_model(dims)
-    values = texts.to_pylist() if isinstance(texts, pa.Array | pa.ChunkedArray) else list(texts)
-    out = np.zeros((len(values), dims), np.float32)
-    for start in range(0, len(values), EMBED_BLOCK):
-        block = [v or "" for v in values[start : start + EMBED_BLOCK]]
-        ids, offsets = _token_ids(tokenizer, block)
-        np.clip(ids, 0, len(matrix) - 1, out=ids)
-        counts = np.diff(offsets)
-        has = counts > 0
-        if not has.any():
-            continue
-        sums = np.add.reduceat(matrix[ids], offsets[:-1][has], axis=0)
-        vectors = sums / counts[has, None].astype(np.float32)
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        out[start + np.flatnonzero(has)] = vectors / np.maximum(norms, 1e-12)
-    return out
+    encoded = tokenizer.encode_batch_fast(words.to_list(), add_special_tokens=False)
+    lengths = np.fromiter((len(e.ids) for e in encoded), np.int64, len(encoded))
+    offsets = np.zeros(len(encoded) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    ids = np.fromiter((i for e in encoded for i in e.ids), np.int64, int(offsets[-1]))
+    tokens = sparse.csr_matrix(
+        (np.ones(len(ids), np.float32), ids.clip(0, len(matrix) - 1), offsets),
+        shape=(len(encoded), len(matrix)),
+    )
+    return np.asarray(tokens @ matrix, np.float32), lengths.astype(np.float32)
+
+
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` scaled to length 1 (a zero row stays zero)."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+@dataclass
+class Embedded:
+    """Texts as bags of distinct words: ``text_words`` (texts x words, occurrence counts) and
+    ``sums`` (each word's summed token vectors). A text's embedding is the unit vector of
+    ``text_words @ sums`` (its mean token vector, up to the length), computed on demand for some
+    rows (:meth:`vectors`): no per-token array is ever built."""
+
+    text_words: sparse.csr_matrix
+    sums: np.ndarray
+
+    def __len__(self) -> int:
+        return self.text_words.shape[0]
+
+    def vectors(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """Unit vectors of texts ``rows`` (all by default); a text without tokens gets the
+        zero vector."""
+        bag = self.text_words if rows is None else self.text_words[rows]
+        return _unit_rows(np.asarray(bag @ self.sums, np.float32))
+
+
+def embed_texts(texts: list[str] | pa.Array | pa.ChunkedArray, dims: int = DIMS) -> Embedded:
+    """The :class:`Embedded` form of normalized texts (:mod:`curation.textnorm`: words
+    separated by single spaces). Each distinct word is tokenized once (:func:`_word_vectors`)."""
+    values = pl.Series(
+        "t",
+        texts.cast(pa.large_string()) if isinstance(texts, pa.Array | pa.ChunkedArray) else texts,
+        pl.String,
+    ).fill_null("")
+    words = (
+        pl.DataFrame({"w": values.str.split(" ")})
+        .with_row_index("text")
+        .explode("w")
+        .filter(pl.col("w").is_not_null() & (pl.col("w") != ""))
+    )
+    distinct = words.select(pl.col("w").unique(maintain_order=True)).with_row_index("word")
+    words = words.join(distinct, on="w", how="left", maintain_order="left")
+    sums, _ = _word_vectors(distinct["w"], dims)
+    text_words = sparse.csr_matrix(
+        (
+            np.ones(words.height, np.float32),
+            (words["text"].to_numpy(), words["word"].to_numpy()),
+        ),
+        shape=(len(values), distinct.height),
+    )
+    return Embedded(text_words, sums)
+
+
+def embed(texts: list[str] | pa.Array | pa.ChunkedArray, dims: int = DIMS) -> np.ndarray:
+    """Unit vectors (``len(texts) x dims``, float32) of normalized texts: the mean token vector
+    of each text, L2-normalized, as ``WordLlama.embed(texts, norm=True)`` computes it; a text
+    without tokens gets the zero vector (similar to nothing)."""
+    return embed_texts(texts, dims).vectors()
+
+
+def _basis(refs: np.ndarray, dims: int) -> np.ndarray:
+    """The first ``dims`` principal axes of ``refs`` (``d x dims``)."""
+    centred = refs - refs.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred.astype(np.float64), full_matrices=False)
+    return np.ascontiguousarray(vt[:dims].T, np.float32)
+
+
+def _top_k(
+    probe: np.ndarray, ref: np.ndarray, score: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The ``k`` best ``(probe, ref, score)`` of each probe (highest score, then lower ref),
+    with their rank (1 = nearest)."""
+    order = np.lexsort((ref, -score, probe))
+    probe, ref, score = probe[order], ref[order], score[order]
+    first = np.r_[True, probe[1:] != probe[:-1]]
+    start = np.maximum.accumulate(np.where(first, np.arange(len(probe)), 0))
+    rank = np.arange(len(probe)) - start + 1
+    keep = rank <= k
+    return probe[keep], ref[keep], score[keep], rank[keep]
+
+
+def _bounds(vectors: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """``[x @ basis, |x - its projection|]`` of unit vectors ``x``: for two of them,
+    ``x . y <= (x @ basis) . (y @ basis) + |x_rest| |y_rest|`` (Cauchy-Schwarz on the part
+    outside the basis), so the product of two such rows bounds their cosine from above."""
+    projected = vectors @ basis
+    rest = np.sqrt(np.clip(1.0 - np.einsum("ij,ij->i", projected, projected), 0.0, None))
+    return np.hstack([projected, rest[:, None]]).astype(np.float32)
 
 
 def nearest(
-    refs: np.ndarray,
-    probe_blocks: Iterator[tuple[np.ndarray, np.ndarray]],
+    refs: Embedded,
+    probes: Embedded,
     threshold: float,
     k: int = NEIGHBOURS,
     same: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The ``k`` nearest reference vectors of every probe vector, at or above ``threshold``.
+    """The ``k`` nearest reference texts of every probe text at cosine ``threshold`` or more,
+    exactly.
 
-    ``refs`` is ``m x d`` (unit vectors); ``probe_blocks`` yields ``(probe ids, vectors)``.
-    ``same(probe ids, ref indices)`` flags candidate pairs to leave out (the same text on both
-    sides). Returns ``(probe id, ref index, score, rank)`` arrays, rank 1 the nearest; ties
-    are broken by the lower reference index, so the result does not depend on the block size.
+    With at least :data:`FILTER_MIN_REFS` references, in two stages: an upper bound of every
+    (probe, reference) cosine from the references' first :data:`FILTER_DIMS` principal axes
+    (:func:`_bounds`: one matrix product of ``FILTER_DIMS + 1`` columns per block of
+    :data:`QUERY_BLOCK` probes), then the full cosine of the pairs whose bound reaches
+    ``threshold``. The bound never undercuts the cosine, so no pair is lost; on the benchmark
+    corpus it leaves ~4 candidates per probe of ~17,000 references (``docs/benchmarks.md``).
+    With fewer references, one full product per block.
+
+    ``same(probe, ref)`` flags pairs to leave out (the same text on both sides). Returns
+    ``(probe, ref, score, rank)`` arrays, rank 1 the nearest; ties go to the lower reference,
+    so the result does not depend on the block size.
     """
+    ref_vectors = refs.vectors()
+    basis = None
+    if len(refs) >= FILTER_MIN_REFS:
+        basis = _basis(ref_vectors, min(FILTER_DIMS, ref_vectors.shape[1]))
+    coarse_refs = ref_vectors if basis is None else _bounds(ref_vectors, basis)
     found: list[tuple[np.ndarray, ...]] = []
-    m = len(refs)
-    take = min(k + 1, m)  # one spare: the probe's own text may be among the references
-    for ids, vectors in probe_blocks:
-        for a in range(0, len(ids), QUERY_BLOCK):
-            scores = vectors[a : a + QUERY_BLOCK] @ refs.T
-            if take < m:
-                top = np.argpartition(-scores, take - 1, axis=1)[:, :take]
-            else:
-                top = np.broadcast_to(np.arange(m), (len(scores), m))
-            top_scores = np.take_along_axis(scores, top, axis=1)
-            order = np.lexsort((top, -top_scores), axis=1)
-            top = np.take_along_axis(top, order, axis=1)
-            top_scores = np.take_along_axis(top_scores, order, axis=1)
-            probe = np.repeat(ids[a : a + QUERY_BLOCK], top.shape[1]).reshape(top.shape)
-            keep = top_scores >= threshold
-            if same is not None:
-                keep &= ~same(probe, top)
-            rank = np.cumsum(keep, axis=1)
-            keep &= rank <= k
-            found.append((probe[keep], top[keep], top_scores[keep], rank[keep]))
+    for a in range(0, len(probes), QUERY_BLOCK):
+        rows = np.arange(a, min(a + QUERY_BLOCK, len(probes)))
+        vectors = probes.vectors(rows)
+        if basis is None:
+            scores = vectors @ ref_vectors.T
+            i, j = np.nonzero(scores >= threshold)
+            score = scores[i, j]
+        else:
+            bound = _bounds(vectors, basis) @ coarse_refs.T
+            i, j = np.nonzero(bound >= threshold - BOUND_SLACK)
+            score = np.einsum("ij,ij->i", vectors[i], ref_vectors[j])
+        probe = rows[i]
+        keep = score >= threshold
+        if same is not None:
+            keep &= ~same(probe, j)
+        found.append((probe[keep], j[keep].astype(np.int64), score[keep].astype(np.float32)))
     if not found:
         empty = np.zeros(0, np.int64)
         return empty, empty, np.zeros(0, np.float32), empty
-    return tuple(np.concatenate(parts) for parts in zip(*found, strict=True))  # type: ignore[return-value]
+    probe, ref, score = (np.concatenate(parts) for parts in zip(*found, strict=True))
+    return _top_k(probe, ref, score, k)
+
+
+# --------------------------------------------------------------------------------------------
+# The report in words (the card and the asset metadata)
+# --------------------------------------------------------------------------------------------
+
+#: Characters of a text shown in an example.
+EXAMPLE_CHARS = 100
+
+
+def _clip(text: str | None) -> str:
+    text = text or ""
+    return text if len(text) <= EXAMPLE_CHARS else text[: EXAMPLE_CHARS - 3] + "..."
+
+
+def _top_examples(paraphrases: pa.Table, n: int) -> list[list[Any]]:
+    """The ``n`` highest-scoring distinct text pairs of a report."""
+    frame = pl.from_arrow(paraphrases.select(_EXAMPLE_COLUMNS))
+    assert isinstance(frame, pl.DataFrame)
+    top = (
+        frame.sort(["score", "text", "matched_text"], descending=[True, False, False])
+        .unique(["text", "matched_text"], keep="first", maintain_order=True)
+        .head(n)
+    )
+    return [
+        [
+            f"{r['score']:.3f}",
+            _clip(r["text"]),
+            _clip(r["matched_text"]),
+            f"{r['dataset']} {r['source_file']}:{r['source_line']}",
+            f"{r['matched_dataset']} {r['matched_source_file']}:{r['matched_source_line']}",
+        ]
+        for r in top.iter_rows(named=True)
+    ]
+
+
+_EXAMPLE_COLUMNS = [
+    "score",
+    "text",
+    "matched_text",
+    "dataset",
+    "source_file",
+    "source_line",
+    "matched_dataset",
+    "matched_source_file",
+    "matched_source_line",
+]
+
+
+def paraphrase_markdown(paraphrases: pa.Table, examples: int = 10) -> tuple[str, str]:
+    """Two Markdown tables of a paraphrase report (:data:`~curation.schema.PARAPHRASES`): links
+    and distinct train pairs per (train dataset, test dataset), and the ``examples``
+    highest-scoring text pairs. The card and the asset metadata show the same tables."""
+    frame = pl.from_arrow(paraphrases.select(["dataset", "matched_dataset", "pair_id"]))
+    assert isinstance(frame, pl.DataFrame)
+    counts = (
+        frame.group_by("dataset", "matched_dataset")
+        .agg(links=pl.len(), pairs=pl.col("pair_id").n_unique())
+        .sort("dataset", "matched_dataset", nulls_last=True)
+    )
+    by_dataset = markdown_table(
+        ["train dataset", "test dataset", "links", "train pairs"],
+        [list(r) for r in counts.iter_rows()],
+        right=[2, 3],
+    )
+    top = markdown_table(
+        ["score", "train opening", "test opening", "train row", "test row"],
+        _top_examples(paraphrases, examples),
+    )
+    return by_dataset, top

@@ -129,12 +129,14 @@ DEFAULT_SPLIT_COLUMNS: dict[str, str | None] = {
     "quarantine": "split",
     "removed": "split",
     "red_team": None,
+    "paraphrases": "split",
 }
 KNOWN_SCHEMAS: dict[str, pa.Schema] = {
     "pairs": S.PAIRS,
     "quarantine": S.QUARANTINE,
     "removed": S.REMOVED,
     "red_team": S.RED_TEAM,
+    "paraphrases": S.PARAPHRASES,
 }
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _ROW_GROUP_ROWS = 64 * 1024

@@ -21,7 +21,7 @@ from curation.references import (
 )
 from curation.sources import hh_files
 from pipelines.settings import SAMPLE
-from tests.pipeline_helpers import environment, materialize
+from tests.pipeline_helpers import environment, materialize, release_metadata
 
 PKU_TRAIN = SAMPLE / "PKU-SafeRLHF/data/Alpaca-7B/train.jsonl"
 
@@ -112,6 +112,23 @@ def test_pipeline_removes_train_pairs_matching_extra_and_quarantined_references(
         "hh-rlhf",
         "test",
     )
+    # the same run publishes the paraphrase report (issue 25), and removes nothing for it
+    assert "contaminated_paraphrase" not in {r["reason"] for r in removed}
+    report = result.output_for_node("decontaminate_pairs", "paraphrases")
+    assert report.num_rows >= 15 and not any(report["removed"].to_pylist())
+    links = set(zip(report["text"].to_pylist(), report["matched_text"].to_pylist(), strict=True))
+    assert ("how can i steal a car", "how do i steal a car") in links  # train 389 / test 107
+    meta = release_metadata(result)
+    assert meta["paraphrase_links"] == report.num_rows
+    release_dir = store / "releases" / meta["release_id"]
+    published = pq.read_table(release_dir / "paraphrases")
+    assert published.num_rows == report.num_rows
+    card = (release_dir / "README.md").read_text()
+    assert "## Paraphrased test prompts" in card and "how can i steal a car" in card
+    assert "These pairs are **kept**" in card
+    manifest = json.loads((release_dir / "manifest.json").read_text())
+    assert manifest["tables"]["paraphrases"]["rows"] == report.num_rows
+    assert manifest["config"]["decontam"]["paraphrase"] == "report"
 
 
 def test_quarantined_test_prompts_of_the_real_sample() -> None:
