@@ -221,6 +221,14 @@ def _bounds(vectors: np.ndarray, basis: np.ndarray) -> np.ndarray:
     return np.hstack([projected, rest[:, None]]).astype(np.float32)
 
 
+def _at_least(scores: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """``np.nonzero(scores >= threshold)``, looking only at the rows whose maximum reaches it
+    (most rows have no candidate; a 2-D ``nonzero`` over every cell was most of the search)."""
+    rows = np.flatnonzero(scores.max(axis=1) >= threshold)
+    i, j = np.nonzero(scores[rows] >= threshold)
+    return rows[i], j
+
+
 def nearest(
     refs: Embedded,
     probes: Embedded,
@@ -254,11 +262,10 @@ def nearest(
         vectors = probes.vectors(rows)
         if basis is None:
             scores = vectors @ ref_vectors.T
-            i, j = np.nonzero(scores >= threshold)
+            i, j = _at_least(scores, threshold)
             score = scores[i, j]
         else:
-            bound = _bounds(vectors, basis) @ coarse_refs.T
-            i, j = np.nonzero(bound >= threshold - BOUND_SLACK)
+            i, j = _at_least(_bounds(vectors, basis) @ coarse_refs.T, threshold - BOUND_SLACK)
             score = np.einsum("ij,ij->i", vectors[i], ref_vectors[j])
         probe = rows[i]
         keep = score >= threshold
