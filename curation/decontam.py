@@ -616,8 +616,9 @@ def paraphrase_matches(
     Probes are the informative openings (first human turn; a PKU prompt) of train pairs not in
     ``skip_rows`` (the pairs a rule already matched); references the informative openings of
     every reference. Later turns are left out: on the labelled real candidates a match with a
-    later turn on either side was a paraphrase 1 time in 5 (context-bound follow-ups such as
-    "okay how can i insult one"), an opening pair 2 times in 3 (``docs/dedup.md`` §6). Each
+    later turn on either side was a paraphrase 4 times in 21 at 0.85 (context-bound follow-ups
+    such as "okay how can i insult one"), an opening pair 29 times in 42 (``docs/dedup.md``
+    §6). Each
     distinct text is embedded once (:func:`curation.paraphrase.embed`); every probe text keeps
     its :data:`~curation.paraphrase.NEIGHBOURS` nearest reference texts at or above
     ``paraphrase_threshold`` (:func:`curation.paraphrase.nearest`), other than itself (an equal
@@ -636,19 +637,24 @@ def paraphrase_matches(
     if not (len(p_t) and len(r_t)):
         return None
     lap = Laps(f"paraphrase {len(p_t)} train x {len(r_t)} reference openings")
-    refs_embedded = para.embed_texts(units.words.texts.take(r_t))
-    probes_embedded = para.embed_texts(units.words.texts.take(p_t))
-    lap("embed")
-    pi, ri, score, _ = para.nearest(
-        refs_embedded,
-        probes_embedded,
-        config.paraphrase_threshold,
-        same=lambda probe, ref: p_t[probe] == r_t[ref],
-    )
-    del refs_embedded, probes_embedded
-    lap("search")
+    index = para.ReferenceIndex(para.embed_texts(units.words.texts.take(r_t)))
+    parts = []
+    for start in range(0, len(p_t), para.PROBE_CHUNK):  # texts read and embedded per chunk
+        chunk = p_t[start : start + para.PROBE_CHUNK]
+        pi, ri, score, _ = index.nearest(
+            para.embed_texts(units.words.texts.take(chunk)),
+            config.paraphrase_threshold,
+            same=lambda probe, ref, chunk=chunk: chunk[probe] == r_t[ref],
+        )
+        parts.append((chunk[pi], r_t[ri], score))
+    del index
+    lap("embed and search")
     links = pl.DataFrame(
-        {"probe_tid": p_t[pi], "ref_tid": r_t[ri], "score": score.astype(np.float64)}
+        {
+            "probe_tid": np.concatenate([p for p, _, _ in parts]),
+            "ref_tid": np.concatenate([r for _, r, _ in parts]),
+            "score": np.concatenate([c for _, _, c in parts]).astype(np.float64),
+        }
     )
     found = (
         probes.rename({"tid": "probe_tid"})

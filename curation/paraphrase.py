@@ -1,28 +1,23 @@
-"""Paraphrased test prompts: train units whose nearest test units mean the same (Dagster-free).
+"""Paraphrased test prompts: the static embedding and the neighbour search (Dagster-free).
 
 Decontamination's rules (:mod:`curation.decontam`) match test prompts *as text*: equal,
 contained, near-identical. A train prompt that asks a test question in other words ("How do I
-steal a car?" / "How can I steal a car?") passes them by design. This module finds such
-candidates by meaning:
+steal a car?" / "How can I steal a car?") passes them by design.
+:func:`curation.decontam.paraphrase_matches` finds such candidates by meaning, with this module:
 
-* **Units.** The same units decontamination compares: every informative opening (first human
-  turn; a PKU prompt) and informative later human turn (:mod:`curation.informative`), in their
-  normalized form (:mod:`curation.textnorm`). Whole conversations are not embedded: a
-  continuation dilutes the vector of the question it repeats.
-* **Embedding.** A static embedding: the mean of the token vectors of ``wordllama``'s
-  ``l2_supercat`` model (its weights and tokenizer ship inside the wheel, so nothing is
-  downloaded), the first :data:`DIMS` of its 256 dimensions (the model is trained so that a
-  prefix of its dimensions is an embedding too), L2-normalized. :func:`embed` computes exactly
-  what ``WordLlama.embed(texts, norm=True)`` computes, without padding every text of a batch to
-  the longest one.
-* **Neighbours.** For every train unit, its :data:`NEIGHBOURS` nearest test units by cosine
-  similarity, exactly: the test vectors are one matrix, the train vectors come block by block
-  and each block is one matrix product (:func:`nearest`). Kept: a pair of *different* texts at
-  or above the threshold.
+* **Embedding** (:func:`embed`, :func:`embed_texts`): the mean token vector of a normalized text
+  (:mod:`curation.textnorm`) under ``wordllama``'s ``l2_supercat`` model, 256 dimensions, unit
+  length: what ``WordLlama.embed(texts, norm=True)`` computes. The weights and the tokenizer
+  ship inside the wheel (:func:`load_model` reads them without the network). Each distinct word
+  is tokenized once and a text is a bag of its words, so no per-token array is built.
+* **Neighbours** (:func:`nearest`): for every train text, its :data:`NEIGHBOURS` nearest
+  reference texts at or above a cosine threshold, exactly; a principal-axes upper bound of the
+  cosine (:func:`_bounds`) skips most pairs without losing any.
+* **Words** (:func:`paraphrase_markdown`): the tables the card and the asset metadata show.
 
-What the threshold means was measured on the labelled real rows (``bench/labels/
-paraphrase.jsonl``, ``docs/dedup.md`` §6); what it costs on the benchmark corpus is in
-``docs/benchmarks.md``.
+The units (informative openings) and the threshold were chosen on the labelled real rows
+(``bench/labels/paraphrase.jsonl``, ``docs/dedup.md`` §6); what it costs on the benchmark corpus
+is in ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
@@ -47,6 +42,7 @@ __all__ = [
     "NEIGHBOURS",
     "THRESHOLD",
     "Embedded",
+    "ReferenceIndex",
     "embed",
     "embed_texts",
     "load_model",
@@ -59,13 +55,15 @@ __all__ = [
 MODEL = "l2_supercat"
 MODEL_DIMS = 256
 DIMS = 256
-#: Test units kept per train unit (above the threshold), nearest first.
+#: Reference texts kept per train text (at or above the threshold), nearest first.
 NEIGHBOURS = 3
 #: The default least cosine similarity (``DecontamConfig.paraphrase_threshold``), chosen on the
 #: labelled real candidates (``bench/labels/paraphrase.jsonl``, ``docs/dedup.md`` §6).
 THRESHOLD = 0.85
 #: Train texts per matrix product: the score block is ``QUERY_BLOCK x references`` float32.
-QUERY_BLOCK = 2048
+QUERY_BLOCK = 512
+#: Train texts read and embedded at a time (bounds the texts and word tables in memory).
+PROBE_CHUNK = 32_768
 #: The first stage of :func:`nearest`: principal axes of the bound, the least number of
 #: references for which it runs (below it, one full product is cheap), and the float32 rounding
 #: the bound is allowed.
@@ -110,8 +108,8 @@ def load_model(dims: int = DIMS) -> tuple[np.ndarray, Any]:
 
 
 def method_name(threshold: float, dims: int = DIMS) -> str:
-    """The ``method`` of a paraphrase match (the removed table and the report)."""
-    return f"wordllama {MODEL} {dims}d mean-pooled, cosine>={threshold:g}, informative units"
+    """The ``method`` of a paraphrase removal (the removed table)."""
+    return f"wordllama {MODEL} {dims}d mean-pooled, cosine>={threshold:g}, informative openings"
 
 
 def _word_vectors(words: pl.Series, dims: int) -> tuple[np.ndarray, np.ndarray]:
@@ -229,6 +227,50 @@ def _at_least(scores: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndar
     return rows[i], j
 
 
+class ReferenceIndex:
+    """The reference texts of :func:`nearest`, prepared once: their unit vectors and, with at
+    least :data:`FILTER_MIN_REFS` of them, the basis and rows of the cosine bound."""
+
+    def __init__(self, refs: Embedded) -> None:
+        self.vectors = refs.vectors()
+        self.basis: np.ndarray | None = None
+        self.coarse = self.vectors
+        if len(refs) >= FILTER_MIN_REFS:
+            self.basis = _basis(self.vectors, min(FILTER_DIMS, self.vectors.shape[1]))
+            self.coarse = _bounds(self.vectors, self.basis)
+
+    def nearest(
+        self,
+        probes: Embedded,
+        threshold: float,
+        k: int = NEIGHBOURS,
+        same: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:func:`nearest` against these references."""
+        found: list[tuple[np.ndarray, ...]] = []
+        for a in range(0, len(probes), QUERY_BLOCK):
+            rows = np.arange(a, min(a + QUERY_BLOCK, len(probes)))
+            vectors = probes.vectors(rows)
+            if self.basis is None:
+                scores = vectors @ self.vectors.T
+                i, j = _at_least(scores, threshold)
+                score = scores[i, j]
+            else:
+                bound = _bounds(vectors, self.basis) @ self.coarse.T
+                i, j = _at_least(bound, threshold - BOUND_SLACK)
+                score = np.einsum("ij,ij->i", vectors[i], self.vectors[j])
+            probe = rows[i]
+            keep = score >= threshold
+            if same is not None:
+                keep &= ~same(probe, j)
+            found.append((probe[keep], j[keep].astype(np.int64), score[keep].astype(np.float32)))
+        if not found:
+            empty = np.zeros(0, np.int64)
+            return empty, empty, np.zeros(0, np.float32), empty
+        probe, ref, score = (np.concatenate(parts) for parts in zip(*found, strict=True))
+        return _top_k(probe, ref, score, k)
+
+
 def nearest(
     refs: Embedded,
     probes: Embedded,
@@ -251,32 +293,7 @@ def nearest(
     ``(probe, ref, score, rank)`` arrays, rank 1 the nearest; ties go to the lower reference,
     so the result does not depend on the block size.
     """
-    ref_vectors = refs.vectors()
-    basis = None
-    if len(refs) >= FILTER_MIN_REFS:
-        basis = _basis(ref_vectors, min(FILTER_DIMS, ref_vectors.shape[1]))
-    coarse_refs = ref_vectors if basis is None else _bounds(ref_vectors, basis)
-    found: list[tuple[np.ndarray, ...]] = []
-    for a in range(0, len(probes), QUERY_BLOCK):
-        rows = np.arange(a, min(a + QUERY_BLOCK, len(probes)))
-        vectors = probes.vectors(rows)
-        if basis is None:
-            scores = vectors @ ref_vectors.T
-            i, j = _at_least(scores, threshold)
-            score = scores[i, j]
-        else:
-            i, j = _at_least(_bounds(vectors, basis) @ coarse_refs.T, threshold - BOUND_SLACK)
-            score = np.einsum("ij,ij->i", vectors[i], ref_vectors[j])
-        probe = rows[i]
-        keep = score >= threshold
-        if same is not None:
-            keep &= ~same(probe, j)
-        found.append((probe[keep], j[keep].astype(np.int64), score[keep].astype(np.float32)))
-    if not found:
-        empty = np.zeros(0, np.int64)
-        return empty, empty, np.zeros(0, np.float32), empty
-    probe, ref, score = (np.concatenate(parts) for parts in zip(*found, strict=True))
-    return _top_k(probe, ref, score, k)
+    return ReferenceIndex(refs).nearest(probes, threshold, k, same)
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import pytest
 from assets.resources import CurationSettings
 from bench import eval_paraphrase, eval_real
 from curation import paraphrase
+from curation.card import render_card
 from curation.decontam import DecontamConfig, decontaminate, decontaminate_and_report
 from curation.schema import PARAPHRASES
 from curation.textnorm import normalize_array
@@ -142,3 +143,23 @@ def test_settings_refuse_an_unknown_mode() -> None:
         CurationSettings(decontam={"paraphrase": "delete"})
     config = CurationSettings(decontam={"paraphrase": "remove", "paraphrase_threshold": 0.9})
     assert config.decontam_config().paraphrase == "remove"
+
+
+def test_card_section_says_what_was_done(halves) -> None:
+    """The card shows the counts per dataset pair and the closest links; it says whether the
+    pairs were kept or removed; a release without links says so; an older one has no section."""
+    pairs, _ = halves
+    report = decontaminate_and_report(pairs).paraphrases
+
+    def card(mode: str, table: pa.Table | None) -> str:
+        manifest = {"release_id": "r1", "config": {"decontam": {"paraphrase": mode}}}
+        tables = {} if table is None else {"paraphrases": table}
+        return render_card({**manifest, "tables": {}}, tables)[0]
+
+    kept = card("report", report)
+    assert "## Paraphrased test prompts" in kept and "These pairs are **kept**" in kept
+    assert f"| hh-rlhf | hh-rlhf | {report.num_rows} |" in kept
+    assert "| 0.975 | how do i steal a car | how can i steal a car |" in kept
+    assert "were **removed**" in card("remove", report)
+    assert "No train pair was linked" in card("report", PARAPHRASES.empty_table())
+    assert "Paraphrased" not in card("report", None)
