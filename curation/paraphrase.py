@@ -33,7 +33,9 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 from scipy import sparse
+from threadpoolctl import threadpool_limits
 
+from curation.parallel import parallel_map
 from curation.report import markdown_table
 
 __all__ = [
@@ -246,9 +248,11 @@ class ReferenceIndex:
         k: int = NEIGHBOURS,
         same: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """:func:`nearest` against these references."""
-        found: list[tuple[np.ndarray, ...]] = []
-        for a in range(0, len(probes), QUERY_BLOCK):
+        """:func:`nearest` against these references. The blocks of probes are spread over the
+        library's thread pool with one BLAS thread each: OpenBLAS's own threads, spinning
+        between the many small products, took 3.5x the wall time on a busy 2-core machine."""
+
+        def block(a: int) -> tuple[np.ndarray, ...]:
             rows = np.arange(a, min(a + QUERY_BLOCK, len(probes)))
             vectors = probes.vectors(rows)
             if self.basis is None:
@@ -263,7 +267,10 @@ class ReferenceIndex:
             keep = score >= threshold
             if same is not None:
                 keep &= ~same(probe, j)
-            found.append((probe[keep], j[keep].astype(np.int64), score[keep].astype(np.float32)))
+            return probe[keep], j[keep].astype(np.int64), score[keep].astype(np.float32)
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            found = parallel_map(block, range(0, len(probes), QUERY_BLOCK))
         if not found:
             empty = np.zeros(0, np.int64)
             return empty, empty, np.zeros(0, np.float32), empty
