@@ -209,8 +209,11 @@ def _group(occ: pl.DataFrame, by: str | None) -> pl.DataFrame:
     )
 
 
-def _human_turns(pairs: pa.Table) -> tuple[np.ndarray, np.ndarray, pa.Array]:
-    """(input row, human-turn index, normalized text) of every human turn of ``pairs``."""
+def _human_turns(
+    pairs: pa.Table, normalize: bool = True
+) -> tuple[np.ndarray, np.ndarray, pa.Array]:
+    """(input row, human-turn index, normalized text) of every human turn of ``pairs`` (the
+    text as written with ``normalize=False``)."""
     empty = np.zeros(0, np.int64)
     if "prompt_turns" not in pairs.column_names:
         return empty, empty, pa.array([], pa.large_string())
@@ -232,10 +235,11 @@ def _human_turns(pairs: pa.Table) -> tuple[np.ndarray, np.ndarray, pa.Array]:
         start += len(chunk)
     if not texts:
         return empty, empty, pa.array([], pa.large_string())
+    flat = pa.concat_arrays(texts)
     return (
         np.concatenate(rows).astype(np.int64),
         np.concatenate(index).astype(np.int64),
-        normalize_array(pa.concat_arrays(texts)),
+        normalize_array(flat) if normalize else flat,
     )
 
 
@@ -265,9 +269,12 @@ def _text_reader(
             out[whole] = read_prompts(pairs, rows[whole]).to_pylist()
         if turn.any():
             wanted = np.flatnonzero(turn)
-            src, index, texts = _human_turns(take_rows(pairs, rows[wanted], ["prompt_turns"]))
+            src, index, texts = _human_turns(
+                take_rows(pairs, rows[wanted], ["prompt_turns"]), normalize=False
+            )
             pick = index == sub[wanted][src] - 1  # the human turn each request asked for
-            out[wanted[src[pick]]] = texts.filter(pa.array(pick)).to_pylist()
+            chosen = normalize_array(texts.filter(pa.array(pick)))  # only the turns asked for
+            out[wanted[src[pick]]] = chosen.to_pylist()
         if is_extra.any():
             chosen = [extras[i] or "" for i in (-locators[is_extra] - 1).tolist()]
             out[is_extra] = normalize_array(pa.array(chosen, pa.large_string())).to_pylist()
