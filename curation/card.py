@@ -388,6 +388,8 @@ def _paraphrase_section(manifest: Mapping[str, Any], paraphrases: pa.Table | Non
         + " The `paraphrases` table lists every link with both texts (normalized).",
         "",
     ]
+    if decontam.get("paraphrase") == "off":
+        return [*lines[:2], "The search was off (`decontam.paraphrase: off`).", ""]
     if paraphrases.num_rows == 0:
         return [*lines, "No train pair was linked to a test opening.", ""]
     by_dataset, top = paraphrase_markdown(paraphrases, PARAPHRASE_EXAMPLES)

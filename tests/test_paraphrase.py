@@ -163,3 +163,4 @@ def test_card_section_says_what_was_done(halves) -> None:
     assert "were **removed**" in card("remove", report)
     assert "No train pair was linked" in card("report", PARAPHRASES.empty_table())
     assert "Paraphrased" not in card("report", None)
+    assert "The search was off" in card("off", PARAPHRASES.empty_table())
