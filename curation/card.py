@@ -19,7 +19,6 @@ from huggingface_hub import DatasetCardData
 
 from curation.card_changes import changes_section, checks_section
 from curation.charts import png
-from curation.paraphrase import paraphrase_markdown
 from curation.report import SOURCES_HEADER, format_value, markdown_table, source_rows
 from curation.schema import (
     HARM_CATEGORIES,
@@ -392,6 +391,8 @@ def _paraphrase_section(manifest: Mapping[str, Any], paraphrases: pa.Table | Non
         return [*lines[:2], "The search was off (`decontam.paraphrase: off`).", ""]
     if paraphrases.num_rows == 0:
         return [*lines, "No train pair was linked to a test opening.", ""]
+    from curation.paraphrase import paraphrase_markdown  # polars and scipy: not for `releases`
+
     by_dataset, top = paraphrase_markdown(paraphrases, PARAPHRASE_EXAMPLES)
     return [*lines, by_dataset, "", "The closest links (one per text pair):", "", top, ""]
 
