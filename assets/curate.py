@@ -7,9 +7,14 @@ import pyarrow as pa
 from assets.metadata import PREVIEW_COLUMNS, counts_markdown, preview, stage_out, table_metadata
 from assets.resources import AwsCredentials, CurationSettings
 from curation.accounting import reason_counts
-from curation.decontam import decontaminate
+from curation.decontam import decontaminate_and_report
 from curation.dedup import deduplicate
-from curation.references import read_reference_set, reference_table
+from curation.paraphrase import paraphrase_markdown
+from curation.references import (
+    quarantined_test_prompts,
+    read_reference_set,
+    reference_table,
+)
 from curation.selection import RowSelection
 from curation.stage_table import StageTable, take_rows
 
@@ -22,7 +27,13 @@ def _head(kept: RowSelection, n: int = 5) -> pa.Table:
     return take_rows(kept.table, np.flatnonzero(kept.keep)[:n], columns)
 
 
-def _outputs(kept: RowSelection, removed: pa.Table, kept_name: str, removed_name: str):
+def _outputs(
+    kept: RowSelection,
+    removed: pa.Table,
+    kept_name: str,
+    removed_name: str,
+    removed_metadata: dict | None = None,
+):
     """The kept rows (written by the IO manager batch by batch) and the audit table."""
     counts = reason_counts(removed)
     yield dg.Output(
@@ -37,6 +48,7 @@ def _outputs(kept: RowSelection, removed: pa.Table, kept_name: str, removed_name
             **table_metadata(removed),
             "removed_by_reason": counts_markdown(counts),
             "preview": preview(removed),
+            **(removed_metadata or {}),
         },
     )
 
@@ -62,7 +74,7 @@ def deduplicate_pairs(settings: CurationSettings, normalized_pairs: StageTable):
 
 @dg.multi_asset(
     pool="rlhf_stage",
-    ins={"deduplicated_pairs": dg.AssetIn()},
+    ins={"deduplicated_pairs": dg.AssetIn(), "quarantine": dg.AssetIn()},
     outs={
         "curated_pairs": stage_out(
             CURATE_GROUP,
@@ -72,6 +84,11 @@ def deduplicate_pairs(settings: CurationSettings, normalized_pairs: StageTable):
             CURATE_GROUP,
             "Audit rows of train pairs removed as contaminated, with the test row matched.",
         ),
+        "paraphrases": stage_out(
+            CURATE_GROUP,
+            "Train pairs whose opening reads like a test opening in other words (static "
+            "embeddings): a report, removed only with decontam.paraphrase = remove.",
+        ),
         "reference_files": stage_out(
             CURATE_GROUP,
             "The extra reference files read (size, sha256, prompts): the release records them "
@@ -80,19 +97,44 @@ def deduplicate_pairs(settings: CurationSettings, normalized_pairs: StageTable):
     },
 )
 def decontaminate_pairs(
-    settings: CurationSettings, aws: AwsCredentials, deduplicated_pairs: StageTable
+    settings: CurationSettings,
+    aws: AwsCredentials,
+    deduplicated_pairs: StageTable,
+    quarantine: pa.Table,
 ):
-    """Remove train pairs whose prompt matches any test prompt (or an extra reference set)."""
+    """Remove train pairs whose prompt matches any test prompt: of a test pair, of a quarantined
+    test row whose prompt parses, or of an extra reference set."""
     extras = [
         read_reference_set(spec, aws.storage_options(spec))
         for spec in settings.extra_reference_uris
     ]
-    kept, removed = decontaminate(
+    quarantined = quarantined_test_prompts(quarantine)
+    config = settings.decontam_config()
+    result = decontaminate_and_report(
         deduplicated_pairs,
-        settings.decontam_config(),
+        config,
         [(extra.report.name, extra.prompts) for extra in extras],
+        quarantined,
         lazy=True,
     )
-    yield from _outputs(kept, removed, "curated_pairs", "decontam_removed")
+    yield from _outputs(
+        result.kept,
+        result.removed,
+        "curated_pairs",
+        "decontam_removed",
+        {"quarantined_test_references": dg.MetadataValue.int(quarantined.num_rows)},
+    )
+    by_dataset, top = paraphrase_markdown(result.paraphrases)
+    yield dg.Output(
+        result.paraphrases,
+        "paraphrases",
+        metadata={
+            **table_metadata(result.paraphrases),
+            "mode": config.paraphrase,
+            "threshold": config.paraphrase_threshold,
+            "by_dataset": dg.MetadataValue.md(by_dataset),
+            "top_examples": dg.MetadataValue.md(top),
+        },
+    )
     references = reference_table([extra.report for extra in extras])
     yield dg.Output(references, "reference_files", metadata=table_metadata(references))

@@ -177,6 +177,7 @@ def release(
     red_team: pa.Table,
     dedup_removed: pa.Table,
     decontam_removed: pa.Table,
+    paraphrases: pa.Table,
     source_files: pa.Table,
     reference_files: pa.Table,
 ) -> dg.MaterializeResult:
@@ -219,6 +220,7 @@ def release(
                 "quarantine": quarantine,
                 "removed": removed,
                 "red_team": red_team,
+                "paraphrases": paraphrases,
             },
             sources=sources,
             references=manifest_references(reference_files),
@@ -253,6 +255,7 @@ def release(
             "quarantined_rows": quarantine.num_rows,
             "removed_pairs": removed.num_rows,
             "removed_by_reason": counts_markdown(counts["removed_by_reason"]),
+            "paraphrase_links": paraphrases.num_rows,
             "quarantine_by_reason": counts_markdown(counts["quarantine_by_reason"]),
             "previous_release": changes.get("previous_release") or "",
             "drift": changes.get("severity", PASS),

@@ -111,8 +111,19 @@ def in_range(value: float, metadata: Iterable[Any]) -> bool:
 _TYPE_NAMES = {bool: "a boolean (true/false)", int: "an integer", float: "a number"}
 
 
-def _right_type(value: Any, kind: type) -> bool:
-    """Strict types: ``True`` is not an integer, ``"5"`` not a number; an int is a number."""
+def _type_name(kind: Any) -> str:
+    """How a field's type reads in a message: ``one of 'off', 'report', 'remove'`` for a
+    ``Literal``."""
+    if typing.get_origin(kind) is typing.Literal:
+        return "one of " + ", ".join(repr(v) for v in typing.get_args(kind))
+    return _TYPE_NAMES[kind]
+
+
+def _right_type(value: Any, kind: Any) -> bool:
+    """Strict types: ``True`` is not an integer, ``"5"`` not a number; an int is a number; a
+    ``Literal`` field takes one of its values."""
+    if typing.get_origin(kind) is typing.Literal:
+        return any(type(value) is type(v) and value == v for v in typing.get_args(kind))
     if kind is bool:
         return isinstance(value, bool)
     if kind is int:
@@ -153,7 +164,7 @@ def field_problems(config: Any) -> dict[str, str]:
     for name, (kind, metadata) in _declared(type(config)).items():
         value = getattr(config, name)
         if not _right_type(value, kind):
-            problems[name] = f"{name}: {quoted(value)} is not {_TYPE_NAMES[kind]}"
+            problems[name] = f"{name}: {quoted(value)} is not {_type_name(kind)}"
         elif kind in (int, float) and not in_range(value, metadata):
             problems[name] = (
                 f"{name}: {quoted(value)} is out of range: must be {describe_range(metadata)}"

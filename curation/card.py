@@ -265,9 +265,10 @@ def _title_section(manifest: Mapping[str, Any]) -> list[str]:
         "preference: `prompt`/`prompt_turns`, a `chosen` and a `rejected` response, and for "
         f"{_labelled()} the per-response safety labels, severity levels and harm categories. "
         "Rows that failed validation are in `quarantine`, pairs dropped by dedup or "
-        "decontamination in `removed` (with what they matched), and the HH red-team transcripts "
-        "in `red_team`. `trl` holds the same pairs in TRL's conversational preference format "
-        "(see How to load). This card is generated from the release manifest.",
+        "decontamination in `removed` (with what they matched), train pairs whose opening "
+        "paraphrases a test opening in `paraphrases` (a report), and the HH red-team "
+        "transcripts in `red_team`. `trl` holds the same pairs in TRL's conversational preference "
+        "format (see How to load). This card is generated from the release manifest.",
         "",
         markdown_table(
             ["field", "value"],
@@ -359,6 +360,44 @@ def _removals_section(removed: pa.Table | None) -> tuple[list[str], dict[str, by
     return lines, {REMOVALS_CHART: _bar_chart(counts, "Pairs removed by reason", "pairs")}
 
 
+#: Examples of the paraphrase section (the highest scores, one per text pair).
+PARAPHRASE_EXAMPLES = 10
+
+
+def _paraphrase_section(manifest: Mapping[str, Any], paraphrases: pa.Table | None) -> list[str]:
+    """The paraphrase report: train pairs whose opening reads like a test opening in other
+    words (counts per dataset pair, the top examples); nothing for a release without it."""
+    if paraphrases is None:
+        return []
+    decontam = (manifest.get("config") or {}).get("decontam") or {}
+    threshold = decontam.get("paraphrase_threshold")
+    removed = decontam.get("paraphrase") == "remove"
+    lines = [
+        "## Paraphrased test prompts",
+        "",
+        "Train pairs no decontamination rule matched whose opening (first human turn) has a "
+        "test opening of close meaning: cosine similarity of static embeddings (wordllama) "
+        f"of at least {threshold}. On hand-labelled real rows about two in three such links "
+        "are the same question in other words; the others are template siblings, more "
+        "specific questions or related ones (see `docs/dedup.md` of the pipeline). "
+        + (
+            "These pairs were **removed** (`contaminated_paraphrase`)."
+            if removed
+            else "These pairs are **kept**: this is a report, for the training team to decide."
+        )
+        + " The `paraphrases` table lists every link with both texts (normalized).",
+        "",
+    ]
+    if decontam.get("paraphrase") == "off":
+        return [*lines[:2], "The search was off (`decontam.paraphrase: off`).", ""]
+    if paraphrases.num_rows == 0:
+        return [*lines, "No train pair was linked to a test opening.", ""]
+    from curation.paraphrase import paraphrase_markdown  # polars and scipy: not for `releases`
+
+    by_dataset, top = paraphrase_markdown(paraphrases, PARAPHRASE_EXAMPLES)
+    return [*lines, by_dataset, "", "The closest links (one per text pair):", "", top, ""]
+
+
 def _quarantine_section(quarantine: pa.Table | None) -> list[str]:
     """Quarantined rows by reason (a row counts once per rule it failed)."""
     counts = quarantine_counts(quarantine)
@@ -439,6 +478,7 @@ def render_card(
         _sources_section(manifest),
         _pairs_section(tables.get("pairs")),
         removals,
+        _paraphrase_section(manifest, tables.get("paraphrases")),
         _quarantine_section(tables.get("quarantine")),
         harm,
         changes,

@@ -24,6 +24,11 @@ a prompt is a *unit*: its **whole** prompt (every turn, with the role words), it
 ``contaminated_near`` (score = word similarity)
     near-duplicate texts (:mod:`curation.near_dup`: formatting and typos at any length, small
     word edits only in long texts); a match involving a turn needs informative texts.
+``contaminated_paraphrase`` (score = cosine similarity; only with ``paraphrase="remove"``)
+    an informative opening or later turn whose static embedding (:mod:`curation.paraphrase`) is
+    within ``paraphrase_threshold`` of an informative test unit, on a pair no rule above
+    matched. By default (``paraphrase="report"``) such pairs are only *reported*
+    (:func:`decontaminate_and_report`, the release's ``paraphrases`` table), not removed.
 
 Each removed pair appears once, with its best match: the highest-precedence rule, then
 whole-prompt-to-whole-prompt before partial matches, the highest score, and the first reference
@@ -31,15 +36,16 @@ in ``pair_id`` order (extra lists last). Test rows are never removed.
 
 The work is split into named phases, each testable on its own: :func:`collect_units`
 (occurrences), :func:`exact_matches`, :func:`turn_matches`, :func:`ngram_matches`,
-:func:`near_matches` and :func:`best_matches`; :func:`find_matches` runs the matchers and
-:func:`decontaminate` turns the best matches into ``(kept, removed)``.
+:func:`near_matches`, :func:`paraphrase_matches` and :func:`best_matches`; :func:`find_matches`
+runs the rule matchers and :func:`decontaminate` turns the best matches into ``(kept,
+removed)``; :func:`decontaminate_and_report` adds the paraphrase report.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Annotated
+from dataclasses import dataclass, replace
+from typing import Annotated, Literal
 
 import numpy as np
 import polars as pl
@@ -47,6 +53,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from annotated_types import Ge, Interval
 
+from curation import paraphrase as para
 from curation.dedup import (
     batch_prompts,
     empty_removed,
@@ -64,6 +71,7 @@ from curation.near_dup import (
     near_duplicate_pairs,
     ngram_hashes,
 )
+from curation.schema import PARAPHRASES
 from curation.selection import RowSelection
 from curation.stage_table import StageTable, take_rows
 from curation.text_index import DistinctTexts, table_batches
@@ -71,18 +79,27 @@ from curation.textnorm import normalize_array
 
 __all__ = [
     "DecontamConfig",
+    "Decontaminated",
     "Units",
     "best_matches",
     "collect_units",
     "decontaminate",
+    "decontaminate_and_report",
     "exact_matches",
     "find_matches",
     "near_matches",
     "ngram_matches",
+    "paraphrase_matches",
     "turn_matches",
 ]
 
-REASONS = ("contaminated_exact", "contaminated_turn", "contaminated_ngram", "contaminated_near")
+REASONS = (
+    "contaminated_exact",
+    "contaminated_turn",
+    "contaminated_ngram",
+    "contaminated_near",
+    "contaminated_paraphrase",
+)
 _PRECEDENCE = {reason: i for i, reason in enumerate(REASONS)}
 #: Unit codes of an occurrence.
 WHOLE, OPENING, LATER = 0, 1, 2
@@ -112,6 +129,13 @@ class DecontamConfig(NearDupParams):
             ``TaskDecontamination(max_matches=10)`` default. ``0`` disables the cap.
         ngram: run the n-gram matcher.
         near_dup: run the near-duplicate matcher.
+        paraphrase: what to do with train pairs whose informative opening or later turn has a
+            test unit of close meaning (:func:`paraphrase_matches`): ``"report"`` (default) lists
+            them in the paraphrase report and removes nothing; ``"remove"`` also removes them
+            (``contaminated_paraphrase``); ``"off"`` skips the search.
+        paraphrase_threshold: the least cosine similarity of the two units' static embeddings
+            (:mod:`curation.paraphrase`), chosen on the labelled real candidates
+            (``bench/labels/paraphrase.jsonl``, ``docs/dedup.md`` §6).
         num_perm, threshold, shingle_words, lsh_min_recall, max_word_substitutions,
         substitution_min_words, substitution_max_words, long_min_words, max_edit_fraction,
         typo_words, typo_min_chars, max_bucket_size, seed:
@@ -132,6 +156,8 @@ class DecontamConfig(NearDupParams):
     max_matches: Annotated[int, Ge(0)] = 10
     ngram: bool = True
     near_dup: bool = True
+    paraphrase: Literal["off", "report", "remove"] = "report"
+    paraphrase_threshold: Annotated[float, Interval(ge=0, le=1)] = para.THRESHOLD
 
 
 # --------------------------------------------------------------------------------------------
@@ -147,6 +173,9 @@ class Units:
     sorted by ``pair_id``; ``-1`` for extras), ``key`` (order key of a reference: its row, or
     ``n + i`` for the i-th extra prompt), ``unit`` (``WHOLE``/``OPENING``/``LATER``) and
     ``probe`` (a train occurrence). ``inf_open``/``inf_turn`` flag informative texts by ``tid``.
+    ``other_refs`` locates the references that are not pairs (key ``n + j`` is its row ``j``):
+    extra prompts (``dataset`` = the list's name, ``source_line`` = the index in it), then
+    quarantined test rows.
     ``words.texts`` reads the texts again on demand (:class:`~curation.near_dup.LazyTexts`).
     """
 
@@ -156,8 +185,7 @@ class Units:
     occ: pl.DataFrame
     inf_open: np.ndarray
     inf_turn: np.ndarray
-    extra_names: np.ndarray
-    extra_index: np.ndarray
+    other_refs: pa.Table
 
     @property
     def n(self) -> int:
@@ -181,8 +209,11 @@ def _group(occ: pl.DataFrame, by: str | None) -> pl.DataFrame:
     )
 
 
-def _human_turns(pairs: pa.Table) -> tuple[np.ndarray, np.ndarray, pa.Array]:
-    """(input row, human-turn index, normalized text) of every human turn of ``pairs``."""
+def _human_turns(
+    pairs: pa.Table, normalize: bool = True
+) -> tuple[np.ndarray, np.ndarray, pa.Array]:
+    """(input row, human-turn index, normalized text) of every human turn of ``pairs`` (the
+    text as written with ``normalize=False``)."""
     empty = np.zeros(0, np.int64)
     if "prompt_turns" not in pairs.column_names:
         return empty, empty, pa.array([], pa.large_string())
@@ -204,10 +235,11 @@ def _human_turns(pairs: pa.Table) -> tuple[np.ndarray, np.ndarray, pa.Array]:
         start += len(chunk)
     if not texts:
         return empty, empty, pa.array([], pa.large_string())
+    flat = pa.concat_arrays(texts)
     return (
         np.concatenate(rows).astype(np.int64),
         np.concatenate(index).astype(np.int64),
-        normalize_array(pa.concat_arrays(texts)),
+        normalize_array(flat) if normalize else flat,
     )
 
 
@@ -237,9 +269,12 @@ def _text_reader(
             out[whole] = read_prompts(pairs, rows[whole]).to_pylist()
         if turn.any():
             wanted = np.flatnonzero(turn)
-            src, index, texts = _human_turns(take_rows(pairs, rows[wanted], ["prompt_turns"]))
+            src, index, texts = _human_turns(
+                take_rows(pairs, rows[wanted], ["prompt_turns"]), normalize=False
+            )
             pick = index == sub[wanted][src] - 1  # the human turn each request asked for
-            out[wanted[src[pick]]] = texts.filter(pa.array(pick)).to_pylist()
+            chosen = normalize_array(texts.filter(pa.array(pick)))  # only the turns asked for
+            out[wanted[src[pick]]] = chosen.to_pylist()
         if is_extra.any():
             chosen = [extras[i] or "" for i in (-locators[is_extra] - 1).tolist()]
             out[is_extra] = normalize_array(pa.array(chosen, pa.large_string())).to_pylist()
@@ -248,17 +283,57 @@ def _text_reader(
     return fetch
 
 
+def _other_references(
+    n: int, extras: list[tuple[str, list[str]]], quarantined: pa.Table | None
+) -> tuple[list[str], np.ndarray, np.ndarray, pa.Table]:
+    """The references that are not pairs: extra prompts, then quarantined test rows.
+
+    Returns their unit texts as one flat list (extra prompt ``i``; then per quarantined row its
+    whole prompt and its human turns), each text's ``key`` and ``unit``, and the references'
+    locations in key order (key ``n + j`` is row ``j``: ``matched_*`` of what they remove).
+    """
+    texts = [t if t is not None else "" for _, p in extras for t in p]
+    n_extra = len(texts)
+    keys = [n + i for i in range(n_extra)]
+    units = [OPENING] * n_extra
+    where = {
+        "dataset": [name for name, p in extras for _ in p],
+        "subset": [None] * n_extra,
+        "split": [None] * n_extra,
+        "source_file": [None] * n_extra,
+        "source_line": [i for _, p in extras for i in range(len(p))],
+    }
+    if quarantined is not None:
+        for j, row in enumerate(quarantined.to_pylist()):
+            human = [t["text"] or "" for t in row["prompt_turns"] or [] if t["role"] == "human"]
+            texts += [row["prompt"] or "", *human]
+            keys += [n + n_extra + j] * (1 + len(human))
+            units += [WHOLE] + [OPENING if k == 0 else LATER for k in range(len(human))]
+            for name in where:
+                where[name].append(row[name])
+    locations = pa.table(
+        {
+            name: pa.array(values, pa.int64() if name == "source_line" else pa.string())
+            for name, values in where.items()
+        }
+    )
+    return texts, np.asarray(keys, np.int64), np.asarray(units, np.int8), locations
+
+
 def collect_units(
     pairs: pa.Table | StageTable,
     config: DecontamConfig,
     extra_references: Sequence[tuple[str, Sequence[str]]] = (),
+    quarantined: pa.Table | None = None,
 ) -> Units | None:
     """Phase 1: the distinct unit texts of train and reference prompts and where they occur.
 
     ``pairs`` (a table or a :class:`~curation.stage_table.StageTable`) is read batch by batch:
     each unit text is normalized, hashed and (when new) tokenized once, and only ids, hashes and
-    word hashes are kept. Returns ``None`` when there is nothing to compare (no train rows, or
-    no references).
+    word hashes are kept. ``quarantined`` (:func:`curation.references.quarantined_test_prompts`)
+    adds the prompts of quarantined test rows as references, after the test pairs and the extra
+    prompts. Returns ``None`` when there is nothing to compare (no train rows, or no
+    references).
     """
     lap = Laps("decontaminate units")
     tbl, order = sorted_pairs(pairs)
@@ -267,12 +342,12 @@ def collect_units(
     is_train = split == "train"
     used = is_train | (split == "test")
     extras = [(str(name), list(prompts)) for name, prompts in extra_references]
-    n_extra = sum(len(p) for _, p in extras)
+    extra_texts, e_key, e_unit, other_refs = _other_references(n, extras, quarantined)
+    n_extra = len(extra_texts)
     if not is_train.any() or (not (split == "test").any() and n_extra == 0):
         return None
     inv = np.empty(n, np.int64)
     inv[order] = np.arange(n)  # input row -> sorted row
-    extra_texts = [t if t is not None else "" for _, p in extras for t in p]
     texts = DistinctTexts(config.seed)
     # occurrences: whole prompts, then human turns, then extras (hash, sorted row, turn index)
     p_parts: list[tuple[np.ndarray, ...]] = []
@@ -310,12 +385,12 @@ def collect_units(
     del texts
     lap("words")
     row = np.concatenate([p_rows, t_rows, np.full(n_extra, -1, np.int64)])
-    key = np.concatenate([p_rows, t_rows, n + np.arange(n_extra, dtype=np.int64)])
+    key = np.concatenate([p_rows, t_rows, e_key])
     unit = np.concatenate(
         [
             np.full(len(p_rows), WHOLE, np.int8),
             np.where(t_index == 0, OPENING, LATER).astype(np.int8),
-            np.full(n_extra, OPENING, np.int8),
+            e_unit,
         ]
     )
     probe = np.concatenate([is_train[p_rows], is_train[t_rows], np.zeros(n_extra, bool)])
@@ -338,8 +413,7 @@ def collect_units(
             min_words=config.min_words,
             min_words_with_rare=config.min_words_with_rare,
         ),
-        extra_names=np.array([name for name, p in extras for _ in p], object),
-        extra_index=np.array([i for _, p in extras for i in range(len(p))], np.int64),
+        other_refs=other_refs,
     )
 
 
@@ -540,6 +614,120 @@ def near_matches(units: Units, config: DecontamConfig) -> pl.DataFrame | None:
     return _as_matches(found, "contaminated_near", method, pl.col("score"))
 
 
+def paraphrase_matches(
+    units: Units, config: DecontamConfig, skip_rows: np.ndarray | None = None
+) -> pl.DataFrame | None:
+    """Phase 7: train openings whose nearest reference openings mean the same (candidates for
+    ``contaminated_paraphrase``).
+
+    Probes are the informative openings (first human turn; a PKU prompt) of train pairs not in
+    ``skip_rows`` (the pairs a rule already matched); references the informative openings of
+    every reference. Later turns are left out: on the labelled real candidates a match with a
+    later turn on either side was a paraphrase 4 times in 21 at 0.85 (context-bound follow-ups
+    such as "okay how can i insult one"), an opening pair 29 times in 42 (``docs/dedup.md``
+    §6). Each
+    distinct text is embedded once (:func:`curation.paraphrase.embed`); every probe text keeps
+    its :data:`~curation.paraphrase.NEIGHBOURS` nearest reference texts at or above
+    ``paraphrase_threshold`` (:func:`curation.paraphrase.nearest`), other than itself (an equal
+    text is the rules' business). A reference text linked to more than ``max_matches`` train
+    prompts is generic, as for the other partial matchers. Returns the matches
+    (:func:`find_matches` columns).
+    """
+    probes = units.probes(OPENING)
+    if skip_rows is not None and len(skip_rows):
+        probes = probes.filter(~pl.col("row").is_in(pl.Series(skip_rows).implode()))
+    probes = probes.filter(_flag(probes, units.inf_open))
+    refs = units.refs(OPENING)
+    refs = refs.filter(_flag(refs, units.inf_open)).sort("tid")
+    p_t = probes["tid"].unique().sort().to_numpy()
+    r_t = refs["tid"].to_numpy()
+    if not (len(p_t) and len(r_t)):
+        return None
+    lap = Laps(f"paraphrase {len(p_t)} train x {len(r_t)} reference openings")
+    index = para.ReferenceIndex(para.embed_texts(units.words.texts.take(r_t)))
+    parts = []
+    for start in range(0, len(p_t), para.PROBE_CHUNK):  # texts read and embedded per chunk
+        chunk = p_t[start : start + para.PROBE_CHUNK]
+        pi, ri, score, _ = index.nearest(
+            para.embed_texts(units.words.texts.take(chunk)),
+            config.paraphrase_threshold,
+            same=lambda probe, ref, chunk=chunk: chunk[probe] == r_t[ref],
+        )
+        parts.append((chunk[pi], r_t[ri], score))
+    del index
+    lap("embed and search")
+    links = pl.DataFrame(
+        {
+            "probe_tid": np.concatenate([p for p, _, _ in parts]),
+            "ref_tid": np.concatenate([r for _, r, _ in parts]),
+            "score": np.concatenate([c for _, _, c in parts]).astype(np.float64),
+        }
+    )
+    found = (
+        probes.rename({"tid": "probe_tid"})
+        .join(links, on="probe_tid")
+        .join(refs.select(ref_tid="tid", key_ref="key"), on="ref_tid")
+    )
+    found = _cap(found, "ref_tid", config.max_matches)
+    found = found.with_columns(key="key_ref", partial=pl.lit(True))
+    return _as_matches(
+        found,
+        "contaminated_paraphrase",
+        pl.lit(para.method_name(config.paraphrase_threshold)),
+        pl.col("score"),
+    )
+
+
+def paraphrase_table(units: Units, found: pl.DataFrame | None, removed: bool) -> pa.Table:
+    """The paraphrase report (:data:`~curation.schema.PARAPHRASES`) of
+    :func:`paraphrase_matches`: one row per (train pair, reference), its nearest unit pair
+    first; sorted by ``pair_id`` then score (highest first)."""
+    if found is None or found.height == 0:
+        return PARAPHRASES.empty_table()
+    found = found.sort(
+        ["row", "key", "score", "probe_tid", "ref_tid"],
+        descending=[False, False, True, False, False],
+    )
+    found = found.group_by("row", "key", maintain_order=True).first()
+    found = found.sort(["row", "score", "key"], descending=[False, True, False])
+    rows = found["row"].to_numpy()
+    key = found["key"].to_numpy()
+    own = units.tbl.take(pa.array(rows, pa.int64()))
+    is_other = key >= units.n
+    matched = units.tbl.take(pa.array(np.where(is_other, 0, key), pa.int64()))
+    columns = {
+        name: own[name]
+        for name in ("pair_id", "dataset", "subset", "split", "source_file", "source_line")
+    }
+    columns["dimension"] = own["dimension"]
+    columns["score"] = pa.array(found["score"].to_numpy(), pa.float64())
+    where = {
+        name: matched[name].combine_chunks()
+        for name in ("pair_id", "dataset", "subset", "split", "source_file", "source_line")
+    }
+    if is_other.any():
+        others = units.other_refs.take(pa.array(np.where(is_other, key - units.n, 0), pa.int64()))
+        mask = pa.array(is_other)
+        where["pair_id"] = pc.if_else(mask, pa.nulls(len(key), pa.string()), where["pair_id"])
+        for name in ("dataset", "subset", "split", "source_file", "source_line"):
+            column = others[name].combine_chunks().cast(where[name].type)
+            where[name] = pc.if_else(mask, column, where[name])
+    for name, values in where.items():
+        columns[f"matched_{name}"] = values
+    columns["text"] = units.words.texts.take(found["probe_tid"].to_numpy())
+    columns["matched_text"] = units.words.texts.take(found["ref_tid"].to_numpy())
+    columns["removed"] = pa.array(np.full(len(rows), removed))
+    return pa.table(
+        [
+            columns[f.name].cast(f.type)
+            if not isinstance(columns[f.name], pa.ChunkedArray)
+            else columns[f.name].combine_chunks().cast(f.type)
+            for f in PARAPHRASES
+        ],
+        schema=PARAPHRASES,
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Phase 6: the best match per train pair, and the public entry points
 # --------------------------------------------------------------------------------------------
@@ -587,46 +775,90 @@ def best_matches(matches: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def decontaminate(
-    pairs: pa.Table,
+@dataclass
+class Decontaminated:
+    """What :func:`decontaminate_and_report` returns: the kept pairs, the ``REMOVED`` audit
+    table, and the paraphrase report (:data:`~curation.schema.PARAPHRASES`; empty with
+    ``paraphrase="off"``)."""
+
+    kept: pa.Table | RowSelection
+    removed: pa.Table
+    paraphrases: pa.Table
+
+
+def decontaminate_and_report(
+    pairs: pa.Table | StageTable,
     config: DecontamConfig = DecontamConfig(),
     extra_references: Sequence[tuple[str, Sequence[str]]] = (),
+    quarantined: pa.Table | None = None,
     *,
     lazy: bool = False,
-) -> tuple[pa.Table | RowSelection, pa.Table]:
-    """Remove train pairs whose prompt matches a test prompt; returns ``(kept, removed)``.
+) -> Decontaminated:
+    """Remove train pairs whose prompt matches a reference prompt, and report paraphrases.
 
     With ``lazy=True`` ``kept`` is a :class:`~curation.selection.RowSelection` of ``pairs``.
 
-    The reference set is the test split of ``pairs`` itself plus ``extra_references``, a list of
-    ``(name, prompts)``; a match on an extra list is reported with ``matched_dataset = name``
-    and ``matched_source_line`` = the prompt's index in its list. ``kept`` keeps the schema of
-    ``pairs`` and its row order; ``removed`` has schema :data:`curation.schema.REMOVED`.
+    The reference set is the test split of ``pairs`` itself, plus ``extra_references``, a list
+    of ``(name, prompts)`` (a match on an extra list is reported with ``matched_dataset = name``
+    and ``matched_source_line`` = the prompt's index in its list), plus ``quarantined``, the
+    prompts of quarantined test rows (:func:`curation.references.quarantined_test_prompts`; a
+    match is reported with the quarantined row's dataset, subset, split, file and line, and a
+    null ``matched_pair_id``). ``kept`` keeps the schema of ``pairs`` and its row order;
+    ``removed`` has schema :data:`curation.schema.REMOVED`.
+
+    Unless ``config.paraphrase`` is ``"off"``, the pairs no rule matched are searched for
+    paraphrased reference units (:func:`paraphrase_matches`) and listed in ``paraphrases``;
+    they are removed (``contaminated_paraphrase``) only when it is ``"remove"``.
     """
-    units = collect_units(pairs, config, extra_references)
+    units = collect_units(pairs, config, extra_references, quarantined)
     everything = RowSelection(pairs, np.ones(pairs.num_rows, bool)) if lazy else pairs
     if units is None:
-        return everything, empty_removed()
+        return Decontaminated(everything, empty_removed(), PARAPHRASES.empty_table())
     matches = find_matches(units, config)
+    report = PARAPHRASES.empty_table()
+    if config.paraphrase != "off":
+        lap = Laps("decontaminate")
+        ruled = matches["row"].unique().to_numpy()
+        found = paraphrase_matches(units, config, ruled)
+        report = paraphrase_table(units, found, removed=config.paraphrase == "remove")
+        if config.paraphrase == "remove" and found is not None:
+            matches = pl.concat([matches, found.select(_MATCH_COLUMNS).cast(matches.schema)])
+        lap("paraphrase")
     if matches.height == 0:
-        return everything, empty_removed()
+        return Decontaminated(everything, empty_removed(), report)
     best = best_matches(matches)
     rows = best["row"].to_numpy()
     k = best["key"].to_numpy()
     n = units.n
-    is_extra = k >= n
-    ext = np.where(is_extra, k - n, 0)
-    has_extra = len(units.extra_names) > 0
+    is_other = k >= n
+    others = None
+    if is_other.any():
+        others = units.other_refs.take(pa.array(np.where(is_other, k - n, 0), pa.int64()))
     removed = removed_table(
         units.tbl,
         rows,
         best["reason"].to_numpy().astype(object),
         best["method"].to_numpy().astype(object),
         best["score"].to_numpy(),
-        np.where(is_extra, -1, k),
-        extra_name=units.extra_names[ext] if has_extra else None,
-        extra_index=units.extra_index[ext] if has_extra else None,
+        np.where(is_other, -1, k),
+        others=others,
     )
     mask = np.ones(n, bool)
     mask[rows] = False
-    return keep_in_input_order(pairs, units.order, mask, lazy), removed
+    return Decontaminated(keep_in_input_order(pairs, units.order, mask, lazy), removed, report)
+
+
+def decontaminate(
+    pairs: pa.Table | StageTable,
+    config: DecontamConfig = DecontamConfig(),
+    extra_references: Sequence[tuple[str, Sequence[str]]] = (),
+    quarantined: pa.Table | None = None,
+    *,
+    lazy: bool = False,
+) -> tuple[pa.Table | RowSelection, pa.Table]:
+    """``(kept, removed)`` of :func:`decontaminate_and_report`, without the paraphrase report:
+    the paraphrase search runs only when ``config.paraphrase`` is ``"remove"``."""
+    if config.paraphrase == "report":
+        config = replace(config, paraphrase="off")
+    result = decontaminate_and_report(pairs, config, extra_references, quarantined, lazy=lazy)
+    return result.kept, result.removed

@@ -158,13 +158,13 @@ def removed_table(
     method: np.ndarray,
     score: np.ndarray,
     matched_row: np.ndarray,
-    extra_name: np.ndarray | None = None,
-    extra_index: np.ndarray | None = None,
+    others: pa.Table | None = None,
 ) -> pa.Table:
     """Build the REMOVED audit table for rows ``rows`` of ``tbl``.
 
-    ``matched_row[i]`` is the row of ``tbl`` that was matched, or ``-1`` when the match is an
-    extra reference described by ``extra_name[i]`` / ``extra_index[i]``.
+    ``matched_row[i]`` is the row of ``tbl`` that was matched, or ``-1`` when the match is a
+    reference that is not a pair; then row ``i`` of ``others`` (columns ``dataset``, ``subset``,
+    ``split``, ``source_file``, ``source_line``) says where it is, and ``matched_pair_id`` is null.
     """
     rows = np.asarray(rows, np.int64)
     order = np.argsort(rows, kind="stable")  # tbl is sorted by pair_id
@@ -188,17 +188,14 @@ def removed_table(
     }
     for name in ("pair_id", "dataset", "subset", "split", "source_file", "source_line"):
         cols[f"matched_{name}"] = matched[name]
-    if extra_name is not None and missing.any():
-        names = np.asarray(extra_name, object)[order]
-        lines = np.asarray(extra_index)[order]
-        cols["matched_dataset"] = pc.if_else(
-            pa.array(missing), pa.array(names.tolist(), pa.string()), cols["matched_dataset"]
-        )
-        cols["matched_source_line"] = pc.if_else(
-            pa.array(missing),
-            pa.array(np.where(missing, lines, 0).astype(np.int64)),
-            cols["matched_source_line"].cast(pa.int64()),
-        )
+    if others is not None and missing.any():
+        where = others.take(pa.array(order, pa.int64()))
+        for name in ("dataset", "subset", "split", "source_file", "source_line"):
+            column = cols[f"matched_{name}"]
+            column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+            cols[f"matched_{name}"] = pc.if_else(
+                pa.array(missing), where[name].combine_chunks().cast(column.type), column
+            )
     arrays = [
         cols[f.name].combine_chunks().cast(f.type)
         if isinstance(cols[f.name], pa.ChunkedArray)

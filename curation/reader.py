@@ -63,6 +63,13 @@ DIFF_KEYS: dict[str, list[str]] = {
     "removed": ["pair_id"],
     "quarantine": ["dataset", "subset", "source_file", "source_line"],
     "red_team": ["transcript_id"],
+    "paraphrases": [
+        "pair_id",
+        "matched_pair_id",
+        "matched_dataset",
+        "matched_source_file",
+        "matched_source_line",
+    ],
 }
 
 

@@ -1,8 +1,13 @@
-"""Extra reference sets for decontamination: user-supplied evaluation prompts (JSONL or parquet).
+"""Reference prompts for decontamination beyond the test pairs (Dagster-free).
 
-A reference file shapes the release (its prompts decide which train pairs are removed), so what
-was read is reported like a source file: size and sha256 of the stored bytes, prompts read.
-The release records these reports and hashes the sha256s into its id.
+* **Extra reference sets**: user-supplied evaluation prompts (JSONL or parquet). A reference
+  file shapes the release (its prompts decide which train pairs are removed), so what was read
+  is reported like a source file: size and sha256 of the stored bytes, prompts read. The release
+  records these reports and hashes the sha256s into its id.
+* **Quarantined test rows** (:func:`quarantined_test_prompts`): a test row quarantined for a
+  label or format defect (an empty response, a turn-order fault, a bad label) is not a pair,
+  but a team evaluating on the upstream test file still asks its prompt. Every test row whose
+  prompt can be parsed from its raw line stays a reference (``docs/dedup.md`` §4).
 """
 
 from __future__ import annotations
@@ -16,7 +21,11 @@ import fsspec.compression
 import fsspec.utils
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from curation.datasets import dataset
+from curation.schema import TURN
 
 #: The columns of the ``reference_files`` stage table (one row per reference set).
 REFERENCE_FILES = pa.schema(
@@ -117,3 +126,54 @@ def reference_table(reports: list[ReferenceReport]) -> pa.Table:
 def manifest_references(table: pa.Table) -> list[dict]:
     """The ``references`` section of a release manifest, from a ``reference_files`` table."""
     return sorted(table.to_pylist(), key=lambda r: (r["name"], r["spec"]))
+
+
+#: The prompts of quarantined test rows (:func:`quarantined_test_prompts`): where the row is
+#: and its prompt, as a pair would have it (HH: the conversation before the final Assistant
+#: turn; PKU: the prompt, one human turn).
+QUARANTINED_PROMPTS = pa.schema(
+    [
+        ("dataset", pa.string()),
+        ("subset", pa.string()),
+        ("split", pa.string()),
+        ("source_file", pa.string()),
+        ("source_line", pa.int64()),
+        ("prompt", pa.string()),
+        ("prompt_turns", pa.list_(TURN)),
+    ]
+)
+
+
+def _raw_object(raw: str | None) -> dict | None:
+    try:
+        found = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def quarantined_test_prompts(quarantine: pa.Table) -> pa.Table:
+    """The prompts of the quarantined **test** rows of ``quarantine`` (schema
+    :data:`~curation.schema.QUARANTINE`) that can be parsed from their raw line, in the
+    :data:`QUARANTINED_PROMPTS` schema. A row whose line is not a JSON object, or has no prompt
+    (an HH transcript without a human turn before a final Assistant turn, a PKU row without a
+    ``prompt`` string) is left out: there is nothing to compare with.
+    """
+    test = quarantine.filter(pc.fill_null(pc.equal(quarantine["split"], "test"), False))
+    rows = []
+    for row in test.to_pylist():
+        obj = _raw_object(row["raw_line"])
+        if obj is None:
+            continue
+        found = dataset(row["dataset"]).raw_prompt(obj)
+        if found is None:
+            continue
+        prompt, turns = found
+        rows.append(
+            {
+                **{k: row[k] for k in ("dataset", "subset", "split", "source_file", "source_line")},
+                "prompt": prompt,
+                "prompt_turns": turns,
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=QUARANTINED_PROMPTS)

@@ -133,6 +133,7 @@ DEFAULT_SPLIT_COLUMNS: dict[str, str | None] = {
     "removed": "split",
     "red_team": None,
     TRL_VIEW: "split",
+    "paraphrases": "split",
 }
 KNOWN_SCHEMAS: dict[str, pa.Schema] = {
     "pairs": S.PAIRS,
@@ -140,6 +141,7 @@ KNOWN_SCHEMAS: dict[str, pa.Schema] = {
     "removed": S.REMOVED,
     "red_team": S.RED_TEAM,
     TRL_VIEW: TRL_PREFERENCE,
+    "paraphrases": S.PARAPHRASES,
 }
 
 

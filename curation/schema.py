@@ -198,6 +198,33 @@ REMOVED = pa.schema(
 
 _UPSTREAM = "(upstream field)"
 
+#: The paraphrase report (``curation.decontam``, issue 25): one row per (train pair, test unit)
+#: whose openings (first human turns) have close static embeddings but match no decontamination
+#: rule. ``text`` and ``matched_text`` are the two openings in normalized form
+#: (``curation.textnorm``); ``removed`` is true when the settings remove such pairs
+#: (``paraphrase: remove``).
+PARAPHRASES = pa.schema(
+    [
+        ("pair_id", pa.string()),
+        ("dataset", pa.string()),
+        ("subset", pa.string()),
+        ("split", pa.string()),
+        ("source_file", pa.string()),
+        ("source_line", pa.int64()),
+        ("dimension", pa.string()),
+        ("score", pa.float64()),
+        ("matched_pair_id", pa.string()),
+        ("matched_dataset", pa.string()),
+        ("matched_subset", pa.string()),
+        ("matched_split", pa.string()),
+        ("matched_source_file", pa.string()),
+        ("matched_source_line", pa.int64()),
+        ("text", pa.string()),
+        ("matched_text", pa.string()),
+        ("removed", pa.bool_()),
+    ]
+)
+
 #: HH red-team attempts, one row per transcript, turns parsed.
 RED_TEAM = pa.schema(
     [

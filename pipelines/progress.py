@@ -45,6 +45,7 @@ ROW_NAMES: dict[str, str | None] = {
     "decontam_removed": "removed",
     "quarantine": "quarantined",
     "reference_files": "reference rows",
+    "paraphrases": "paraphrase links",
     "source_files": None,  # one report per file; its rows_read is shown instead
 }
 #: Assets shown even when they have no rows.

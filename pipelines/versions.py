@@ -41,7 +41,7 @@ STAGES = {
     "dedup": Stage(
         "deduplicate_pairs",
         ("assets/curate.py", "assets/io.py"),
-        exclude=("curation/decontam.py", "curation/references.py"),
+        exclude=("curation/decontam.py", "curation/references.py", "curation/paraphrase.py"),
     ),
     "decontam": Stage(
         "decontaminate_pairs", ("assets/curate.py", "assets/io.py"), ("curated_pairs",)

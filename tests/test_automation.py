@@ -54,11 +54,12 @@ AFTER_INGEST = [
     "dedup_removed",
     "curated_pairs",
     "decontam_removed",
+    "paraphrases",
     "reference_files",
     "release",
 ]
 AFTER_NORMALIZE = set(AFTER_INGEST)
-AFTER_DECONTAM = {"curated_pairs", "decontam_removed", "reference_files", "release"}
+AFTER_DECONTAM = {"curated_pairs", "decontam_removed", "paraphrases", "reference_files", "release"}
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import typing
 
 import pytest
 from hypothesis import given, settings
@@ -225,7 +226,12 @@ def test_every_setting_is_hashed_or_declared_harmless():
     defaults = CurationSettings()
     for name in ("dedup", "decontam"):
         config_class = DedupConfig if name == "dedup" else DecontamConfig
+        hints = typing.get_type_hints(config_class)
         for field in dataclasses.fields(config_class):
             value = getattr(config_class(), field.name)
-            other = CurationSettings(**{name: {field.name: changed(value)}})
+            if typing.get_origin(hints[field.name]) is typing.Literal:  # another allowed value
+                new = next(v for v in typing.get_args(hints[field.name]) if v != value)
+            else:
+                new = changed(value)
+            other = CurationSettings(**{name: {field.name: new}})
             assert other.release_config() != defaults.release_config(), f"{name}.{field.name}"

@@ -43,6 +43,7 @@ AFTER_INGEST = {
     "dedup_removed",
     "curated_pairs",
     "decontam_removed",
+    "paraphrases",
     "reference_files",
     "release",
 }

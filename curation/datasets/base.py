@@ -17,7 +17,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 
@@ -177,6 +177,17 @@ class PreferenceDataset(ABC):
     def is_large(self, source: SourceFile) -> bool:
         """Whether ingesting ``source`` alone holds several hundred MB (one at a time)."""
         return False
+
+    def raw_prompt(self, row: Mapping[str, Any]) -> tuple[str, list[dict]] | None:
+        """The prompt and its turns (``{"role", "text"}``) of one upstream row (a parsed JSON
+        object) as a pair would have it, or None when it has none; used for the prompts of
+        quarantined test rows, which stay decontamination references
+        (:func:`curation.references.quarantined_test_prompts`). Default: a ``prompt`` string,
+        one human turn."""
+        prompt = row.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            return None
+        return prompt, [{"role": "human", "text": prompt}]
 
     def empty_pairs(self) -> pa.Table:
         """No pairs."""

@@ -11,6 +11,7 @@ Transcript parsing and the field specs are in :mod:`curation.hh`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -210,6 +211,19 @@ class HHRLHF(PreferenceDataset):
     def pairs_per_row(self, subset: str) -> int:
         """One pair per preference line; the red-team transcripts give none."""
         return 0 if subset == RED_TEAM_SUBSET else 1
+
+    def raw_prompt(self, row: Mapping[str, Any]) -> tuple[str, list[dict]] | None:
+        """The prompt and its turns from the ``chosen`` transcript (else ``rejected``), when one
+        of them parses into a prompt with a non-empty human turn."""
+        for side in ("chosen", "rejected"):
+            text = row.get(side)
+            if not isinstance(text, str):
+                continue
+            parsed = hh.parse_transcripts(pa.array([text], pa.large_string())).row(0, named=True)
+            turns = parsed["prompt_turns"] or []
+            if parsed["prompt"] and any(t["role"] == "human" and t["text"].strip() for t in turns):
+                return parsed["prompt"], turns
+        return None
 
     def is_large(self, source: SourceFile) -> bool:
         """The train files: their decompressed JSON, parsed table and output table are in memory
