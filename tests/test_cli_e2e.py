@@ -71,7 +71,7 @@ def test_run_refresh_and_releases(tmp_path: Path, env: dict[str, str]):
         "2,389 pairs, 119 red-team, 14 quarantined from 2,477 rows read"
         in steps["validate_and_normalize"]
     )
-    assert steps["decontaminate_pairs"].endswith("pairs, 65 removed")
+    assert steps["decontaminate_pairs"].endswith("pairs, 65 removed, 20 paraphrase links")
     # the sample lacks 10 of the 15 upstream files: one plain line under the ingest step
     warning = lines[lines.index(steps["ingest_files"]) + 1]
     assert warning.startswith("    warning: 10 upstream files absent"), run.stdout
