@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from bench.eval_real import LABELS, _assign_split, _line, load_universe_pairs
+from bench.eval_real import LABELS, FamilyScore, _assign_split, _line, load_universe_pairs
 from bench.eval_real import SPLITS as RULE_SPLITS
 from curation import decontam
 from curation.decontam import DecontamConfig, collect_units
@@ -112,21 +112,11 @@ def load_labels() -> dict[str, dict]:
 
 
 @dataclass
-class Score:
-    links: int = 0
-    right: int = 0
-    positives: int = 0
-    found: int = 0
+class Score(FamilyScore):
+    """:class:`bench.eval_real.FamilyScore` (links, right, positives, found; precision and
+    recall) with the wrong links counted per label category."""
+
     wrong: dict[str, int] = field(default_factory=dict)
-    missed_examples: list[str] = field(default_factory=list)
-
-    @property
-    def precision(self) -> float:
-        return self.right / self.links if self.links else 1.0
-
-    @property
-    def recall(self) -> float:
-        return self.found / self.positives if self.positives else 1.0
 
 
 def evaluate(

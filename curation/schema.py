@@ -162,6 +162,20 @@ QUARANTINE = pa.schema(
 
 _MATCHED = "Of the pair or reference the removed pair matched:"
 
+
+def _matched_columns(of: str, pair_id: str) -> list[pa.Field]:
+    """Where a matched pair or reference is: ``matched_pair_id`` (described by ``pair_id``),
+    ``matched_dataset`` ... ``matched_source_line``, each description opening with ``of``."""
+    return [
+        column("matched_pair_id", pa.string(), f"{of} {pair_id}"),
+        column("matched_dataset", pa.string(), f"{of} dataset."),
+        column("matched_subset", pa.string(), f"{of} subset."),
+        column("matched_split", pa.string(), f"{of} split."),
+        column("matched_source_file", pa.string(), f"{of} source file."),
+        column("matched_source_line", pa.int64(), f"{of} 0-based line in that file."),
+    ]
+
+
 #: One row per pair removed by dedup or decontamination, with what it matched.
 REMOVED = pa.schema(
     [
@@ -185,14 +199,11 @@ REMOVED = pa.schema(
             pa.float64(),
             "Strength of the match: 1.0 for exact matches, else the overlap or similarity.",
         ),
-        column(
-            "matched_pair_id", pa.string(), f"{_MATCHED} pair_id (null for an extra reference)."
+        *_matched_columns(
+            _MATCHED,
+            "pair_id (null for a reference that is not a pair: an extra reference set's prompt "
+            "or a quarantined test row).",
         ),
-        column("matched_dataset", pa.string(), f"{_MATCHED} dataset."),
-        column("matched_subset", pa.string(), f"{_MATCHED} subset."),
-        column("matched_split", pa.string(), f"{_MATCHED} split."),
-        column("matched_source_file", pa.string(), f"{_MATCHED} source file."),
-        column("matched_source_line", pa.int64(), f"{_MATCHED} 0-based line in that file."),
     ]
 )
 
@@ -205,23 +216,26 @@ _UPSTREAM = "(upstream field)"
 #: (``paraphrase: remove``).
 PARAPHRASES = pa.schema(
     [
-        ("pair_id", pa.string()),
-        ("dataset", pa.string()),
-        ("subset", pa.string()),
-        ("split", pa.string()),
-        ("source_file", pa.string()),
-        ("source_line", pa.int64()),
-        ("dimension", pa.string()),
-        ("score", pa.float64()),
-        ("matched_pair_id", pa.string()),
-        ("matched_dataset", pa.string()),
-        ("matched_subset", pa.string()),
-        ("matched_split", pa.string()),
-        ("matched_source_file", pa.string()),
-        ("matched_source_line", pa.int64()),
-        ("text", pa.string()),
-        ("matched_text", pa.string()),
-        ("removed", pa.bool_()),
+        column("pair_id", pa.string(), f"Of the train pair. {_PAIR_ID}"),
+        column("dataset", pa.string(), _DATASET),
+        column("subset", pa.string(), _SUBSET),
+        column("split", pa.string(), "train (only train pairs are searched)."),
+        column("source_file", pa.string(), _SOURCE_FILE),
+        column("source_line", pa.int64(), _SOURCE_LINE),
+        column("dimension", pa.string(), _DIMENSION),
+        column(
+            "score",
+            pa.float64(),
+            "Cosine similarity of the two openings' static embeddings (docs/dedup.md §6).",
+        ),
+        *_matched_columns("Of the test pair whose opening is close:", "pair_id."),
+        column("text", pa.string(), "The train pair's opening (first human turn), normalized."),
+        column("matched_text", pa.string(), "The test pair's opening, normalized."),
+        column(
+            "removed",
+            pa.bool_(),
+            "Whether the train pair was removed for it (settings: paraphrase: remove).",
+        ),
     ]
 )
 
