@@ -18,13 +18,13 @@ from assets.metadata import counts_markdown
 from assets.resources import CurationSettings, StoreResource
 from curation.accounting import account_release
 from curation.contract import SuiteRun
+from curation.core.report import quarantine_rate, report_of, suite_for
+from curation.core.stage_table import StageTable
+from curation.core.store import StoreError
 from curation.gx_validate import SuiteResult, warm_up
 from curation.ingest import RAW_LINE, REASONS, UPSTREAM_ROWS, WARNINGS, upstream_row_differences
 from curation.reader import open_release
 from curation.release import ReleaseError
-from curation.report import quarantine_rate, report_of, suite_for
-from curation.stage_table import StageTable
-from curation.store import StoreError
 
 BOOKKEEPING = [REASONS, WARNINGS, RAW_LINE, "dataset", "subset", "split"]
 

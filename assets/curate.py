@@ -7,6 +7,8 @@ import pyarrow as pa
 from assets.metadata import PREVIEW_COLUMNS, counts_markdown, preview, stage_out, table_metadata
 from assets.resources import AwsCredentials, CurationSettings
 from curation.accounting import reason_counts
+from curation.core.selection import RowSelection
+from curation.core.stage_table import StageTable, take_rows
 from curation.decontam import decontaminate_and_report
 from curation.dedup import deduplicate
 from curation.paraphrase import paraphrase_markdown
@@ -15,8 +17,6 @@ from curation.references import (
     read_reference_set,
     reference_table,
 )
-from curation.selection import RowSelection
-from curation.stage_table import StageTable, take_rows
 
 CURATE_GROUP = "curate"
 

@@ -17,6 +17,9 @@ import pyarrow as pa
 from assets.keys import FINGERPRINT, ingest_asset_key, ingest_group, upstream_asset_key
 from assets.metadata import counts_markdown, table_metadata
 from assets.resources import CurationSettings, SourcesResource, StoreResource
+from curation.core.report import REPORT_KEY
+from curation.core.store import Store, StoreError
+from curation.core.version import code_version
 from curation.ingest import (
     check_patterns,
     check_presence,
@@ -26,7 +29,6 @@ from curation.ingest import (
     previous_release_files,
 )
 from curation.release import ReleaseError
-from curation.report import REPORT_KEY
 from curation.sources import (
     SourceError,
     SourceFile,
@@ -36,9 +38,7 @@ from curation.sources import (
     file_uri,
     is_present,
 )
-from curation.store import Store, StoreError
 from curation.upstream import is_transient
-from curation.version import code_version
 
 
 def _ingest_out(source: SourceFile) -> dg.AssetOut:

@@ -37,11 +37,11 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 import pyarrow as pa
 
-from curation.batches import BatchStream
-from curation.redact import has_credentials
-from curation.selection import RowSelection
-from curation.stage_table import StageTable
-from curation.store import credentials_refused
+from curation.core.batches import BatchStream
+from curation.core.redact import has_credentials
+from curation.core.selection import RowSelection
+from curation.core.stage_table import StageTable
+from curation.core.store import credentials_refused
 
 if TYPE_CHECKING:
     from upath import UPath
@@ -326,7 +326,7 @@ class ArrowTableIOManager(dg.ConfigurableIOManagerFactory):
     def create_io_manager(self, context: dg.InitResourceContext) -> RunScopedArrowIOManager:
         from upath import UPath
 
-        if has_credentials(self.base_dir):  # as a store does (curation.store)
+        if has_credentials(self.base_dir):  # as a store does (curation.core.store)
             raise credentials_refused(self.base_dir)
         manager = RunScopedArrowIOManager(
             UPath(self.base_dir),

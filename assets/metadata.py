@@ -6,8 +6,8 @@ from typing import Any
 import dagster as dg
 import pyarrow as pa
 
-from curation.report import markdown_escape, markdown_table
-from curation.schema import column_descriptions, description
+from curation.core.report import markdown_escape, markdown_table
+from curation.core.schema import column_descriptions, description
 
 PREVIEW_COLUMNS = ("pair_id", "dataset", "subset", "split", "dimension", "prompt", "chosen")
 
@@ -33,7 +33,7 @@ def preview(table: pa.Table, n: int = 5, width: int = 80) -> dg.MarkdownMetadata
 
 def column_schema(schema: pa.Schema) -> dg.TableSchema:
     """The Arrow schema as Dagster's ``dagster/column_schema`` (the UI's Columns tab), each
-    column described by its field metadata (``curation.schema``), else by what its name means
+    column described by its field metadata (``curation.core.schema``), else by what its name means
     in the curation schemas (an ingested file's ``prompt``, ``split``...)."""
     known = column_descriptions()
     return dg.TableSchema(

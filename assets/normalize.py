@@ -9,6 +9,8 @@ from assets.keys import INGEST_KEYS
 from assets.metadata import counts_markdown, preview, stage_out, table_metadata
 from assets.resources import CurationSettings
 from curation.accounting import sum_counts
+from curation.core.report import report_of
+from curation.core.stage_table import StageTable
 from curation.ingest import require_recognisable
 from curation.normalize import (
     is_red_team,
@@ -18,9 +20,7 @@ from curation.normalize import (
     quarantine_table,
     red_team_table,
 )
-from curation.report import report_of
 from curation.sources import SourceError
-from curation.stage_table import StageTable
 
 VALIDATE_GROUP = "validate"
 SOURCE_FILES = pa.schema([("report", pa.string())])

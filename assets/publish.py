@@ -14,15 +14,15 @@ from assets.keys import RELEASE_KEY
 from assets.metadata import column_schema, counts_markdown
 from assets.resources import CurationSettings, StoreResource
 from curation.accounting import account_release, reason_counts, sum_counts
+from curation.core.schema import REMOVED
+from curation.core.stage_table import StageTable
+from curation.core.store import StoreError
+from curation.core.version import code_version
 from curation.drift import CHECK_DESCRIPTIONS, CHECKS, ERROR, PASS, CheckResult, Finding
 from curation.ingest import manifest_sources
 from curation.profile import pair_keys, profile_release
 from curation.references import manifest_references
 from curation.release import ReleaseError, publish_release, schema_from_b64
-from curation.schema import REMOVED
-from curation.stage_table import StageTable
-from curation.store import StoreError
-from curation.version import code_version
 
 PUBLISH_GROUP = "publish"
 

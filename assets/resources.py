@@ -13,18 +13,18 @@ from typing import Any
 import dagster as dg
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
-from curation import memory, parallel
-from curation.bounds import InvalidConfig, describe_range, key_text, quoted
 from curation.contract import DEFAULT_SAMPLE_ROWS
+from curation.core import memory, parallel
+from curation.core.bounds import InvalidConfig, describe_range, key_text, quoted
+from curation.core.memory import MAX_MMAP_THRESHOLD
+from curation.core.redact import has_credentials, redact_uri
+from curation.core.report import QUARANTINE_ERROR_RATE, QUARANTINE_WARN_RATE
 from curation.datasets import REGISTRY, resolve_levels
 from curation.datasets import dataset as registered_dataset
 from curation.decontam import DecontamConfig
 from curation.dedup import DedupConfig
 from curation.drift import DriftConfig
 from curation.ingest import check_patterns
-from curation.memory import MAX_MMAP_THRESHOLD
-from curation.redact import has_credentials, redact_uri
-from curation.report import QUARANTINE_ERROR_RATE, QUARANTINE_WARN_RATE
 from curation.sources import (
     DECOMPRESSED_BYTES_CEILING,
     MAX_DECOMPRESSED_BYTES,
@@ -163,7 +163,7 @@ class CurationSettings(dg.ConfigurableResource):
     """Rule levels, dedup/decontamination parameters and check thresholds.
 
     ``rule_levels`` overrides the default level (``error`` | ``warn`` | ``off``) of row rules by
-    reason code (see ``curation.rules``); ``dedup`` and ``decontam`` override fields of
+    reason code (see ``curation.core.rules``); ``dedup`` and ``decontam`` override fields of
     ``curation.dedup.DedupConfig`` and ``curation.decontam.DecontamConfig``, whose valid ranges
     are declared there. Every numeric field here declares its range too. Unknown keys, values of
     the wrong type and values out of range are refused when the resource is built (before any
@@ -189,7 +189,7 @@ class CurationSettings(dg.ConfigurableResource):
         le=1,
         strict=True,
         description="quarantine_rate check: ERROR above this share of a file's rows quarantined "
-        "(curation.report.QUARANTINE_ERROR_RATE: the measured real rate and why). A share, in "
+        "(curation.core.report.QUARANTINE_ERROR_RATE: the measured real rate and why). A share, in "
         "[0, 1]; 1 never errors.",
     )
     quarantine_warn_rate: float = Field(
@@ -199,14 +199,14 @@ class CurationSettings(dg.ConfigurableResource):
         strict=True,
         validate_default=True,  # checked against quarantine_error_rate even when not given
         description="quarantine_rate check: WARN above this share of a file's rows quarantined "
-        "(curation.report.QUARANTINE_WARN_RATE). In [0, quarantine_error_rate]: a warning "
+        "(curation.core.report.QUARANTINE_WARN_RATE). In [0, quarantine_error_rate]: a warning "
         "threshold above the error threshold could never warn.",
     )
     threads: int = Field(
         default=0,
         ge=0,
         strict=True,
-        description="Threads of the one curation thread pool (curation.parallel: ingest, "
+        description="Threads of the one curation thread pool (curation.core.parallel: ingest, "
         "normalization, matching, release encoding); 0: one per CPU.",
     )
     ingest_threads: int = Field(
@@ -234,7 +234,7 @@ class CurationSettings(dg.ConfigurableResource):
         le=MAX_MMAP_THRESHOLD,
         strict=True,
         description="Bytes from which glibc gives every allocation its own mapping, returned to "
-        "the OS when freed (curation.memory: fixed, not raised as blocks are freed); 0: leave "
+        "the OS when freed (curation.core.memory: fixed, not raised as blocks are freed); 0: leave "
         "glibc's dynamic threshold. At most 32 MiB, glibc's documented maximum on 64-bit "
         "(DEFAULT_MMAP_THRESHOLD_MAX, mallopt(3)).",
     )
@@ -369,7 +369,7 @@ def overrides_of(cls: type, value: dict[str, Any], name: str) -> dict[str, Any]:
     """``value`` checked against the fields of the config dataclass ``cls``: known keys, right
     types, values in the ranges ``cls`` declares (it checks them itself when built).
 
-    Raises :class:`~curation.bounds.InvalidConfig` with one line per problem, each naming the
+    Raises :class:`~curation.core.bounds.InvalidConfig` with one line per problem, each naming the
     key (``dedup.threshold: 1.5 is out of range: must be in (0, 1]``).
     """
     fields = {f.name for f in dataclasses.fields(cls)}
@@ -394,7 +394,7 @@ def _location(loc: tuple[Any, ...]) -> str:
 
 def _problem_lines(error: Any) -> list[str]:
     """One line per problem of one pydantic error: a range names the declared range, a
-    validator's :class:`~curation.bounds.InvalidConfig` brings its own lines."""
+    validator's :class:`~curation.core.bounds.InvalidConfig` brings its own lines."""
     cause = (error.get("ctx") or {}).get("error")
     if isinstance(cause, InvalidConfig):
         return cause.problems
@@ -429,7 +429,7 @@ def settings_problems(config: Any) -> list[str]:
 def settings_from_mapping(config: dict[str, Any]) -> CurationSettings:
     """A :class:`CurationSettings` from a mapping with its field names as keys.
 
-    Raises :class:`~curation.bounds.InvalidConfig` (a ``ValueError``) listing every unknown key
+    Raises :class:`~curation.core.bounds.InvalidConfig` (a ``ValueError``) listing every unknown key
     and bad value, one line each.
     """
     problems = settings_problems(config)

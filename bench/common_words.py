@@ -4,7 +4,7 @@
 ``wordfreq``'s ``en`` "best" word list (Speer 2022, https://github.com/rspeer/wordfreq, version
 pinned in ``pyproject.toml``) with a Zipf frequency above ``ZIPF`` (more than 10**(ZIPF-3) =
 ~32 occurrences per million words), plus the same words with apostrophes deleted, as
-:mod:`curation.textnorm` does (``don't`` -> ``dont``). :mod:`curation.informative` reads it; the
+:mod:`curation.core.textnorm` does (``don't`` -> ``dont``). :mod:`curation.informative` reads it; the
 threshold is derived from the labelled real turns in ``bench/labels`` (``docs/dedup.md``).
 """
 

@@ -37,10 +37,10 @@ from typing import Any
 
 import pyarrow.dataset as ds
 
+from curation.core.store import Store
 from curation.drift import changes_section, compare_releases, swapped_pairs, worst
 from curation.profile import pair_keys, profile_release
 from curation.release import read_manifest, stored_pair_keys
-from curation.store import Store
 
 CUT_SHARE = 0.1
 

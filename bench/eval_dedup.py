@@ -45,11 +45,11 @@ import polars as pl
 import pyarrow as pa
 
 from bench.synth import CONTAM_KINDS, DEDUP_KINDS, EXPECTED_REASON, HARD_NEGATIVE_KINDS
+from curation.core.schema import PAIRS
 from curation.decontam import DecontamConfig, decontaminate
 from curation.dedup import DedupConfig, deduplicate
 from curation.ingest import ingest_file
 from curation.normalize import pairs_from, split_verdicts, with_pair_ids
-from curation.schema import PAIRS
 from curation.sources import all_files
 
 __all__ = ["TARGETS", "check_targets", "evaluate", "format_report", "load_pairs", "score"]

@@ -36,8 +36,8 @@ import orjson
 import pyarrow as pa
 from datasketch import MinHash, MinHashLSH
 
+from curation.core.textnorm import normalize_text
 from curation.hh import parse_transcripts
-from curation.textnorm import normalize_text
 
 NGRAM_N = 8
 NGRAM_DF_CAP = 25

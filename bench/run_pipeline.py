@@ -321,7 +321,7 @@ def run_in_process(corpus: Path, workdir: Path, mode: str = "full") -> dict:
     defs = build_definitions(Environment.from_env())
     run_config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     import curation
-    from curation.version import code_version
+    from curation.core.version import code_version
 
     out: dict = {
         "mode": mode,

@@ -74,9 +74,9 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curation.core.schema import HARM_CATEGORIES
 from curation.datasets import hh_rlhf, pku_saferlhf
 from curation.near_dup import is_typo
-from curation.schema import HARM_CATEGORIES
 
 __all__ = [
     "CONTAM_KINDS",
@@ -455,7 +455,7 @@ _EXTRA_PUNCT = ("!", "...", ";", ",", " -", "?!", ":", ")")
 
 def cosmetic(text: str, rng: np.random.Generator) -> str:
     """Case, whitespace, punctuation, apostrophe, NBSP and full-width edits that leave the
-    :mod:`curation.textnorm` normal form unchanged; always changes the text."""
+    :mod:`curation.core.textnorm` normal form unchanged; always changes the text."""
     tokens = text.split(" ")
     out = []
     mode = rng.integers(0, 3)  # 0: per-word case flips, 1: all lower, 2: all upper

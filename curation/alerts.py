@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from curation.redact import redact_uri, scrub, split_userinfo, uri_secrets
+from curation.core.redact import redact_uri, scrub, split_userinfo, uri_secrets
 
 #: Environment variable the pipeline reads the webhook URL from (unset: alerts are only logged).
 WEBHOOK_ENV = "ALERT_WEBHOOK_URL"
@@ -57,7 +57,7 @@ _log = logging.getLogger(__name__)
 
 def redact_url(url: str | None) -> str:
     """A webhook URL as it may be logged: ``scheme://host[:port]/...`` (no user info, path,
-    query or fragment; :func:`curation.redact.redact_uri`)."""
+    query or fragment; :func:`curation.core.redact.redact_uri`)."""
     return redact_uri(url, keep_path=False) if url else "<none>"
 
 

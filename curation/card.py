@@ -20,8 +20,8 @@ from huggingface_hub import DatasetCardData
 
 from curation.card_changes import changes_section, checks_section
 from curation.charts import png
-from curation.report import SOURCES_HEADER, format_value, markdown_table, source_rows
-from curation.schema import HARM_CATEGORIES, NO_SPLIT, SEVERITY_LEVELS
+from curation.core.report import SOURCES_HEADER, format_value, markdown_table, source_rows
+from curation.core.schema import HARM_CATEGORIES, NO_SPLIT, SEVERITY_LEVELS
 from curation.trl import TRL_VIEW
 
 REMOVALS_CHART = "removals_by_reason.png"
@@ -47,7 +47,7 @@ def _labelled() -> str:
 
 
 #: The pair columns this card reads: of a pair table given to the release as a
-#: :class:`~curation.stage_table.StageTable`, the card gets only these (``tests/test_release.py``
+#: :class:`~curation.core.stage_table.StageTable`, the card gets only these (``tests/test_release.py``
 #: checks that the card comes out the same as from the whole table).
 CARD_PAIR_COLUMNS = (
     "dataset",
@@ -309,7 +309,7 @@ def _contents_section(manifest: Mapping[str, Any]) -> list[str]:
 
 
 def _sources_section(manifest: Mapping[str, Any]) -> list[str]:
-    """One row per upstream source (``curation.report.source_rows``, as ``releases show``)."""
+    """One row per upstream source (``curation.core.report.source_rows``, as ``releases show``)."""
     sources = manifest.get("sources") or []
     if not sources:
         return []

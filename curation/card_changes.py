@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from curation.charts import png
-from curation.report import markdown_table
+from curation.core.report import markdown_table
 
 CHANGES_CHART = "changes_pairs.png"
 

@@ -18,7 +18,7 @@ pandas copy of the frame; on the full corpus the per-file suites took ~17 s of a
 
 A table fails when GX fails on its rows or when the Arrow pass finds an unexpected row anywhere.
 
-A table may be given as a :class:`~curation.stage_table.StageTable`: the Arrow pass then reads
+A table may be given as a :class:`~curation.core.stage_table.StageTable`: the Arrow pass then reads
 one column at a time in blocks of rows (``unique`` reads its whole column) and the sample rows
 batch by batch, so the table is never in memory whole.
 """
@@ -35,7 +35,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation import stage_table
+from curation.core import stage_table
+from curation.core.stage_table import StageTable
 from curation.gx_validate import (
     ID_COLUMNS,
     SuiteResult,
@@ -44,7 +45,6 @@ from curation.gx_validate import (
     load_suite_json,
     validate_frame,
 )
-from curation.stage_table import StageTable
 
 __all__ = ["DEFAULT_SAMPLE_ROWS", "SuiteRun", "row_failures", "validate_tables"]
 

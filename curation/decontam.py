@@ -2,7 +2,7 @@
 
 The **reference set** is the test split of every subset of both datasets (plus optional extra
 prompt lists). A **train** pair is removed when its prompt contains a test prompt *in
-substance*. Texts are compared in the normalized form of :mod:`curation.textnorm`; each text of
+substance*. Texts are compared in the normalized form of :mod:`curation.core.textnorm`; each text of
 a prompt is a *unit*: its **whole** prompt (every turn, with the role words), its **opening**
 (the first human turn; a PKU prompt and an extra reference are their own opening) and its
 **later** human turns. The rules, each derived from the labelled real rows of ``bench/labels``
@@ -54,6 +54,10 @@ import pyarrow.compute as pc
 from annotated_types import Ge, Interval
 
 from curation import paraphrase as para
+from curation.core.schema import PARAPHRASES
+from curation.core.selection import RowSelection
+from curation.core.stage_table import StageTable, take_rows
+from curation.core.textnorm import normalize_array
 from curation.dedup import (
     batch_prompts,
     empty_removed,
@@ -71,11 +75,7 @@ from curation.near_dup import (
     near_duplicate_pairs,
     ngram_hashes,
 )
-from curation.schema import PARAPHRASES
-from curation.selection import RowSelection
-from curation.stage_table import StageTable, take_rows
 from curation.text_index import DistinctTexts, table_batches
-from curation.textnorm import normalize_array
 
 __all__ = [
     "DecontamConfig",
@@ -142,7 +142,7 @@ class DecontamConfig(NearDupParams):
             near-duplicate parameters, same defaults and sources as
             :class:`curation.dedup.DedupConfig`.
 
-    Ranges (declared on the fields, checked when a config is built, :mod:`curation.bounds`):
+    Ranges (declared on the fields, checked when a config is built, :mod:`curation.core.bounds`):
     ``ngram_n`` >= 1; ``ngram_min_overlap`` is a share, in [0, 1] (0: one shared n-gram is
     enough, as in lm-evaluation-harness); the three word counts >= 1 (a turn without words is
     never informative); ``max_matches`` >= 0.
@@ -328,7 +328,7 @@ def collect_units(
 ) -> Units | None:
     """Phase 1: the distinct unit texts of train and reference prompts and where they occur.
 
-    ``pairs`` (a table or a :class:`~curation.stage_table.StageTable`) is read batch by batch:
+    ``pairs`` (a table or a :class:`~curation.core.stage_table.StageTable`) is read batch by batch:
     each unit text is normalized, hashed and (when new) tokenized once, and only ids, hashes and
     word hashes are kept. ``quarantined`` (:func:`curation.references.quarantined_test_prompts`)
     adds the prompts of quarantined test rows as references, after the test pairs and the extra
@@ -679,7 +679,7 @@ def paraphrase_matches(
 
 
 def paraphrase_table(units: Units, found: pl.DataFrame | None, removed: bool) -> pa.Table:
-    """The paraphrase report (:data:`~curation.schema.PARAPHRASES`) of
+    """The paraphrase report (:data:`~curation.core.schema.PARAPHRASES`) of
     :func:`paraphrase_matches`: one row per (train pair, reference), its nearest unit pair
     first; sorted by ``pair_id`` then score (highest first)."""
     if found is None or found.height == 0:
@@ -778,7 +778,7 @@ def best_matches(matches: pl.DataFrame) -> pl.DataFrame:
 @dataclass
 class Decontaminated:
     """What :func:`decontaminate_and_report` returns: the kept pairs, the ``REMOVED`` audit
-    table, and the paraphrase report (:data:`~curation.schema.PARAPHRASES`; empty with
+    table, and the paraphrase report (:data:`~curation.core.schema.PARAPHRASES`; empty with
     ``paraphrase="off"``)."""
 
     kept: pa.Table | RowSelection
@@ -796,7 +796,7 @@ def decontaminate_and_report(
 ) -> Decontaminated:
     """Remove train pairs whose prompt matches a reference prompt, and report paraphrases.
 
-    With ``lazy=True`` ``kept`` is a :class:`~curation.selection.RowSelection` of ``pairs``.
+    With ``lazy=True`` ``kept`` is a :class:`~curation.core.selection.RowSelection` of ``pairs``.
 
     The reference set is the test split of ``pairs`` itself, plus ``extra_references``, a list
     of ``(name, prompts)`` (a match on an extra list is reported with ``matched_dataset = name``
@@ -804,7 +804,7 @@ def decontaminate_and_report(
     prompts of quarantined test rows (:func:`curation.references.quarantined_test_prompts`; a
     match is reported with the quarantined row's dataset, subset, split, file and line, and a
     null ``matched_pair_id``). ``kept`` keeps the schema of ``pairs`` and its row order;
-    ``removed`` has schema :data:`curation.schema.REMOVED`.
+    ``removed`` has schema :data:`curation.core.schema.REMOVED`.
 
     Unless ``config.paraphrase`` is ``"off"``, the pairs no rule matched are searched for
     paraphrased reference units (:func:`paraphrase_matches`) and listed in ``paraphrases``;

@@ -1,7 +1,7 @@
 """Exact and near-duplicate removal of preference pairs (Dagster-free).
 
 :func:`deduplicate` works within each ``(split, dimension)`` *scope*, across subsets and both
-datasets, on the normalized text of :mod:`curation.textnorm`:
+datasets, on the normalized text of :mod:`curation.core.textnorm`:
 
 1. **Exact**: pairs with the same normalized ``(prompt, chosen, rejected)`` (xxh3-128 of each
    field) keep one survivor, the pair of the first source row (:data:`SOURCE_ORDER`: dataset,
@@ -35,6 +35,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curation.core.schema import REMOVED
+from curation.core.selection import RowSelection
+from curation.core.stage_table import StageTable, take_rows
+from curation.core.textnorm import NORMALIZED_PROMPT, normalize_array, normalized_prompts
 from curation.near_dup import (
     _M1,
     Laps,
@@ -46,9 +50,6 @@ from curation.near_dup import (
     tokenize,
     verify_pairs,
 )
-from curation.schema import REMOVED
-from curation.selection import RowSelection
-from curation.stage_table import StageTable, take_rows
 from curation.text_index import (
     DistinctTexts,
     distinct_texts,
@@ -56,7 +57,6 @@ from curation.text_index import (
     table_batches,
     text_hash128,
 )
-from curation.textnorm import NORMALIZED_PROMPT, normalize_array, normalized_prompts
 
 __all__ = ["EXACT_METHOD", "DedupConfig", "deduplicate"]
 
@@ -122,8 +122,8 @@ def sorted_pairs(
 
     Returns ``(meta, order)``: ``meta`` holds the identifying columns in that order and
     ``order`` the input row of each ``meta`` row. Only the identifying columns are read (a
-    :class:`~curation.stage_table.StageTable` reads nothing else); texts are read where needed
-    (:func:`~curation.stage_table.take_rows`, :func:`~curation.text_index.table_batches`). Both
+    :class:`~curation.core.stage_table.StageTable` reads nothing else); texts are read where needed
+    (:func:`~curation.core.stage_table.take_rows`, :func:`~curation.text_index.table_batches`). Both
     orders are independent of the input order (``pair_id`` is unique).
     """
     missing = [c for c in (*_REQUIRED, "prompt", *extra_columns) if c not in pairs.column_names]
@@ -209,7 +209,7 @@ def keep_in_input_order(
     pairs: pa.Table | StageTable, order: np.ndarray, keep_sorted: np.ndarray, lazy: bool = False
 ) -> pa.Table | RowSelection:
     """The rows of ``pairs`` whose sorted position is flagged in ``keep_sorted``, in input order
-    (a :class:`~curation.selection.RowSelection` when ``lazy``)."""
+    (a :class:`~curation.core.selection.RowSelection` when ``lazy``)."""
     keep = np.zeros(len(order), bool)
     keep[order[keep_sorted]] = True
     return RowSelection(pairs, keep) if lazy else pairs.filter(pa.array(keep))
@@ -473,13 +473,13 @@ def deduplicate(
 ) -> tuple[pa.Table | RowSelection, pa.Table]:
     """Remove exact and near-duplicate pairs; returns ``(kept, removed)``.
 
-    ``pairs`` is a table or a :class:`~curation.stage_table.StageTable` handle (read batch by
+    ``pairs`` is a table or a :class:`~curation.core.stage_table.StageTable` handle (read batch by
     batch: only ids, hashes and word hashes are kept; texts are read again for candidates).
-    With ``lazy=True`` ``kept`` is a :class:`~curation.selection.RowSelection` of ``pairs`` (no
+    With ``lazy=True`` ``kept`` is a :class:`~curation.core.selection.RowSelection` of ``pairs`` (no
     copy of the kept rows).
 
     ``kept`` has the schema of ``pairs`` and keeps its row order; ``removed`` has schema
-    :data:`curation.schema.REMOVED` with one row per removed pair (reasons ``exact_duplicate``,
+    :data:`curation.core.schema.REMOVED` with one row per removed pair (reasons ``exact_duplicate``,
     ``conflicting_duplicate``, ``near_duplicate``). Every input ``pair_id`` is in exactly one of
     them.
     """

@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from annotated_types import Ge, Interval
 
-from curation.bounds import InvalidConfig, field_problems
+from curation.core.bounds import InvalidConfig, field_problems
 
 PASS, WARN, ERROR = "PASS", "WARN", "ERROR"
 _ORDER = {PASS: 0, WARN: 1, ERROR: 2}
@@ -80,7 +80,7 @@ class DriftConfig:
             (20 %).
         quarantine_warn, quarantine_error: change (absolute, in share of the file's rows) of the
             quarantine (or flag) rate of one file and reason; the same 1 % / 5 % as the
-            ``quarantine_rate`` check's levels (``curation.report``: the real files' rates and
+            ``quarantine_rate`` check's levels (``curation.core.report``: the real files' rates and
             why). This share, and the removed one, must also change significantly (a 2x2
             chi-square under ``p_warn``/``p_error``).
         removed_warn, removed_error: change (absolute) of one reason's removed pairs as a share

@@ -30,11 +30,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from curation.datasets import REGISTRY, dataset_names, raw_suite_names
-from curation.datasets.base import SuiteDef
-from curation.pku import HARM_CATEGORY_COLUMNS
-from curation.schema import DIMENSIONS, HARM_CATEGORIES, PAIRS, SEVERITY_LEVELS, SPLITS
-from curation.suite_builder import (
+from curation.core.schema import DIMENSIONS, HARM_CATEGORIES, PAIRS, SEVERITY_LEVELS, SPLITS
+from curation.core.suite_builder import (
     BOOL_TYPES,
     ID_COLUMNS,
     INT_TYPES,
@@ -43,6 +40,9 @@ from curation.suite_builder import (
     SuiteBuilder,
     gx_quiet,
 )
+from curation.datasets import REGISTRY, dataset_names, raw_suite_names
+from curation.datasets.base import SuiteDef
+from curation.pku import HARM_CATEGORY_COLUMNS
 from expectations import SUITE_DIR
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -65,7 +65,7 @@ def suite_definitions() -> dict[str, SuiteDef]:
     for dataset in REGISTRY:
         defs.update(dataset.suites())
     defs["curated_pairs"] = (
-        "Curated preference pairs (curation.schema.PAIRS); chosen != rejected is a row rule.",
+        "Curated preference pairs (curation.core.schema.PAIRS); chosen != rejected is a row rule.",
         _curated_pairs,
     )
     return defs

@@ -15,7 +15,7 @@ from __future__ import annotations
 import polars as pl
 import pyarrow as pa
 
-from curation.jsonl import FieldSpec
+from curation.core.jsonl import FieldSpec
 
 HUMAN = "\n\nHuman:"
 ASSISTANT = "\n\nAssistant:"

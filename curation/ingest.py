@@ -20,11 +20,9 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation import rules
-from curation.bounds import InvalidConfig, quoted
-from curation.datasets import dataset_of, resolve_levels, upstream_rows
-from curation.datasets.base import ObjectNormalizer
-from curation.jsonl import (
+from curation.core import rules
+from curation.core.bounds import InvalidConfig, quoted
+from curation.core.jsonl import (
     SOURCE_LINE,
     BadLine,
     FieldSpec,
@@ -36,8 +34,11 @@ from curation.jsonl import (
     line_bounds,
     unknown_keys,
 )
-from curation.parallel import in_threads
-from curation.redact import redact_uri
+from curation.core.parallel import in_threads
+from curation.core.redact import redact_uri
+from curation.core.store import Store
+from curation.datasets import dataset_of, resolve_levels, upstream_rows
+from curation.datasets.base import ObjectNormalizer
 from curation.release import read_latest, read_manifest
 from curation.sources import (
     DEFAULT_POLICY,
@@ -49,7 +50,6 @@ from curation.sources import (
     file_uri,
     read_raw,
 )
-from curation.store import Store
 from curation.upstream import (
     ABSENT,
     content_fingerprint,
@@ -401,7 +401,7 @@ def _matches(name: str, patterns: list[str]) -> bool:
 
 
 def check_patterns(patterns: list[str], what: str) -> None:
-    """Raise :class:`~curation.bounds.InvalidConfig` (a ``ValueError``), one line per pattern
+    """Raise :class:`~curation.core.bounds.InvalidConfig` (a ``ValueError``), one line per pattern
     that matches no upstream file (a typo in the config)."""
     names = [file_name(s.dataset, s.relpath) for s in all_files()]
     problems = [

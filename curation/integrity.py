@@ -18,6 +18,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from curation.accounting import account
+from curation.core.store import Store
 from curation.layout import (
     LATEST_KEY,
     MANIFEST_NAME,
@@ -26,7 +27,6 @@ from curation.layout import (
     release_id_of,
     release_prefix,
 )
-from curation.store import Store
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 A release id is a function of every input that can change a release's bytes (see
 ``docs/releases.md``, "Release id"): the source files' contents, the extra reference files'
 contents, the curation config, the code version (the code of every stage, its data files and
-suites, :mod:`curation.version`) and the versions of the libraries and interpreter that encode
+suites, :mod:`curation.core.version`) and the versions of the libraries and interpreter that encode
 the output. The manifest records each of them, so the id can be recomputed from a manifest
 (:func:`release_id_of`): a manifest whose inputs were edited no longer matches its id.
 """

@@ -55,8 +55,8 @@ import xxhash
 from annotated_types import Ge, Interval
 from rapidfuzz.distance import OSA, Levenshtein
 
-from curation.bounds import InvalidConfig, field_problems, widen_ints
-from curation.textnorm import halves, parallel_map
+from curation.core.bounds import InvalidConfig, field_problems, widen_ints
+from curation.core.textnorm import halves, parallel_map
 
 __all__ = [
     "Laps",
@@ -124,8 +124,8 @@ class NearDupParams:
     ``docs/dedup.md``): ``long_min_words``, ``max_edit_fraction``, ``typo_words``,
     ``typo_min_chars``.
 
-    Every field declares its valid range (:mod:`curation.bounds`), checked when a config is
-    built (:class:`~curation.bounds.InvalidConfig` lists every bad value). Where it is not
+    Every field declares its valid range (:mod:`curation.core.bounds`), checked when a config is
+    built (:class:`~curation.core.bounds.InvalidConfig` lists every bad value). Where it is not
     obvious: ``threshold`` and ``lsh_min_recall`` are a Jaccard similarity and a probability;
     a ``threshold`` of 0 would make every pair of texts a candidate. ``max_edit_fraction``
     stays below 1 (at 1 any two long texts of similar length would be "near-duplicates").

@@ -1,11 +1,11 @@
 """Normalize validated source rows of every dataset into one preference-pair table.
 
-Each dataset maps its valid rows onto :data:`~curation.schema.PAIRS` (its module in
+Each dataset maps its valid rows onto :data:`~curation.core.schema.PAIRS` (its module in
 :mod:`curation.datasets`: ``pairs``/``pair_parts``); this module fills ``pair_id``, streams the
 files group by group, and splits off the quarantined rows and the red-team transcripts.
 
 ``pair_id`` is the xxh3-128 hex digest of dataset, subset, split, dimension and the normalized
-prompt/chosen/rejected (see :mod:`curation.textnorm`), so it is stable across runs and
+prompt/chosen/rejected (see :mod:`curation.core.textnorm`), so it is stable across runs and
 independent of row order; exact repeats inside one file get ``-1``, ``-2``... in line order.
 """
 
@@ -21,18 +21,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation import hh
-from curation.batches import BatchStream
+from curation.core.batches import BatchStream
+from curation.core.jsonl import SOURCE_LINE
+from curation.core.parallel import in_threads
+from curation.core.report import report_of
+from curation.core.schema import PAIRS, QUARANTINE, RED_TEAM, TURN
+from curation.core.stage_table import StageTable
+from curation.core.textnorm import NORMALIZED_PROMPT, normalize_array
 from curation.datasets import dataset, dataset_of, pairs_per_row
 from curation.ingest import RAW_LINE, REASONS, WARNINGS
-from curation.jsonl import SOURCE_LINE
-from curation.parallel import in_threads
-from curation.report import report_of
-from curation.schema import PAIRS, QUARANTINE, RED_TEAM, TURN
-from curation.stage_table import StageTable
 from curation.text_index import xxh3_128_digests
-from curation.textnorm import NORMALIZED_PROMPT, normalize_array
 
-#: Pairs between stages: :data:`~curation.schema.PAIRS` plus the normalized prompt.
+#: Pairs between stages: :data:`~curation.core.schema.PAIRS` plus the normalized prompt.
 PAIRS_STAGE = PAIRS.append(pa.field(NORMALIZED_PROMPT, pa.large_string()))
 _KEY_SEP = "\x1f"
 
@@ -44,7 +44,7 @@ def split_verdicts(table: pa.Table) -> tuple[pa.Table, pa.Table]:
 
 
 def quarantine_rows(table: pa.Table) -> pa.Table:
-    """Quarantined rows of an ingested table in the :data:`~curation.schema.QUARANTINE` schema."""
+    """Quarantined rows of an ingested table in the :data:`~curation.core.schema.QUARANTINE` schema."""
     return pa.table(
         {
             "dataset": table.column("dataset"),
@@ -131,8 +131,8 @@ def content_ids(keys: list[pa.ChunkedArray | pa.Array], order: pa.ChunkedArray) 
 def with_pair_ids(pairs: pa.Table) -> pa.Table:
     """Fill ``pair_id`` (see the module docstring) and add the normalized prompt.
 
-    The result has the :data:`PAIRS_STAGE` schema: :data:`~curation.schema.PAIRS` plus
-    :data:`~curation.textnorm.NORMALIZED_PROMPT`, so dedup and decontamination do not normalize
+    The result has the :data:`PAIRS_STAGE` schema: :data:`~curation.core.schema.PAIRS` plus
+    :data:`~curation.core.textnorm.NORMALIZED_PROMPT`, so dedup and decontamination do not normalize
     the prompts again.
     """
     staged, base = _staged_with_base_ids(pairs)
@@ -161,7 +161,7 @@ def _staged_with_base_ids(
 
 
 def red_team_rows(table: pa.Table) -> pa.Table:
-    """Validated red-team rows → the :data:`~curation.schema.RED_TEAM` table with parsed turns."""
+    """Validated red-team rows → the :data:`~curation.core.schema.RED_TEAM` table with parsed turns."""
     parsed = hh.parse_transcripts(table.column("transcript"))
     columns = {name: table.column(name) for name in RED_TEAM.names if name in table.column_names}
     columns["turns"] = parsed["turns"].to_arrow().cast(pa.list_(TURN))
@@ -225,7 +225,7 @@ def _valid(reasons: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
 
 
 def quarantine_table(raws: Sequence[RawTable]) -> pa.Table:
-    """The quarantined rows of every raw table, in order (:data:`~curation.schema.QUARANTINE`)."""
+    """The quarantined rows of every raw table, in order (:data:`~curation.core.schema.QUARANTINE`)."""
     parts = []
     for raw in raws:
         columns = ["dataset", "subset", "split", "source_file", SOURCE_LINE, REASONS, RAW_LINE]

@@ -6,7 +6,7 @@ steal a car?" / "How can I steal a car?") passes them by design.
 :func:`curation.decontam.paraphrase_matches` finds such candidates by meaning, with this module:
 
 * **Embedding** (:func:`embed`, :func:`embed_texts`): the mean token vector of a normalized text
-  (:mod:`curation.textnorm`) under ``wordllama``'s ``l2_supercat`` model, 256 dimensions, unit
+  (:mod:`curation.core.textnorm`) under ``wordllama``'s ``l2_supercat`` model, 256 dimensions, unit
   length: what ``WordLlama.embed(texts, norm=True)`` computes. The weights and the tokenizer
   ship inside the wheel (:func:`load_model` reads them without the network). Each distinct word
   is tokenized once and a text is a bag of its words, so no per-token array is built.
@@ -35,8 +35,8 @@ import pyarrow as pa
 from scipy import sparse
 from threadpoolctl import threadpool_limits
 
-from curation.parallel import parallel_map
-from curation.report import markdown_table
+from curation.core.parallel import parallel_map
+from curation.core.report import markdown_table
 
 __all__ = [
     "DIMS",
@@ -158,7 +158,7 @@ class Embedded:
 
 
 def embed_texts(texts: list[str] | pa.Array | pa.ChunkedArray, dims: int = DIMS) -> Embedded:
-    """The :class:`Embedded` form of normalized texts (:mod:`curation.textnorm`: words
+    """The :class:`Embedded` form of normalized texts (:mod:`curation.core.textnorm`: words
     separated by single spaces). Each distinct word is tokenized once (:func:`_word_vectors`)."""
     values = pl.Series(
         "t",
@@ -351,7 +351,7 @@ _EXAMPLE_COLUMNS = [
 
 
 def paraphrase_markdown(paraphrases: pa.Table, examples: int = 10) -> tuple[str, str]:
-    """Two Markdown tables of a paraphrase report (:data:`~curation.schema.PARAPHRASES`): links
+    """Two Markdown tables of a paraphrase report (:data:`~curation.core.schema.PARAPHRASES`): links
     and distinct train pairs per (train dataset, test dataset), and the ``examples``
     highest-scoring text pairs. The card and the asset metadata show the same tables."""
     frame = pl.from_arrow(paraphrases.select(["dataset", "matched_dataset", "pair_id"]))

@@ -22,8 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.jsonl import FieldSpec
-from curation.schema import HARM_CATEGORIES
+from curation.core.jsonl import FieldSpec
+from curation.core.schema import HARM_CATEGORIES
 
 HARM_STRUCT = pa.struct([(name, pa.bool_()) for name in HARM_CATEGORIES])
 

@@ -4,7 +4,7 @@ A missing bucket, refused credentials, a read-only folder, a mistyped source URI
 the wrong dataset otherwise surface only later in a run (the store at publish, after the whole
 pipeline; a root without any file of its dataset after every file was ingested). Each check gives
 one line; nothing is retried (these are permanent errors). A line never quotes a credential:
-URIs are redacted and errors scrubbed (``curation.redact``).
+URIs are redacted and errors scrubbed (``curation.core.redact``).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 
 import fsspec
 
-from curation.redact import redact_uri, scrub
+from curation.core.redact import redact_uri, scrub
+from curation.core.store import Store, StoreError
 from curation.sources import SourceError, all_files, check_layout, option_secrets
-from curation.store import Store, StoreError
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curation.core.stage_table import StageTable
 from curation.datasets import REGISTRY
-from curation.stage_table import StageTable
 from curation.text_index import text_hash128
 
 PROFILE_VERSION = 1

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curation.core.schema import NO_SPLIT
+from curation.core.store import Store
 from curation.drift import DriftConfig, compare_releases, swapped_pairs
 from curation.integrity import (
     Problem,
@@ -48,8 +50,6 @@ from curation.release import (
     schema_from_b64,
     stored_pair_keys,
 )
-from curation.schema import NO_SPLIT
-from curation.store import Store
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -24,8 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curation.core.schema import TURN
 from curation.datasets import dataset
-from curation.schema import TURN
 
 #: The columns of the ``reference_files`` stage table (one row per reference set).
 REFERENCE_FILES = pa.schema(
@@ -154,7 +154,7 @@ def _raw_object(raw: str | None) -> dict | None:
 
 def quarantined_test_prompts(quarantine: pa.Table) -> pa.Table:
     """The prompts of the quarantined **test** rows of ``quarantine`` (schema
-    :data:`~curation.schema.QUARANTINE`) that can be parsed from their raw line, in the
+    :data:`~curation.core.schema.QUARANTINE`) that can be parsed from their raw line, in the
     :data:`QUARANTINED_PROMPTS` schema. A row whose line is not a JSON object, or has no prompt
     (an HH transcript without a human turn before a final Assistant turn, a PKU row without a
     ``prompt`` string) is left out: there is nothing to compare with.

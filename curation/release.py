@@ -51,8 +51,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curation import schema as S
 from curation.card import CARD_PAIR_COLUMNS, render_card
+from curation.core import schema as S
+from curation.core.parallel import in_threads
+from curation.core.stage_table import StageTable
+from curation.core.store import Store, StoreError
+from curation.core.version import release_libraries
 from curation.drift import (
     ERROR,
     DriftConfig,
@@ -88,12 +92,8 @@ from curation.layout import (
     release_id_of,
     release_prefix,
 )
-from curation.parallel import in_threads
-from curation.stage_table import StageTable
-from curation.store import Store, StoreError
 from curation.trl import SOURCE_COLUMNS as TRL_SOURCE_COLUMNS
 from curation.trl import TRL_PREFERENCE, TRL_VIEW, VIEW_OF, ViewError, trl_preference_view
-from curation.version import release_libraries
 
 log = logging.getLogger(__name__)
 
@@ -1132,7 +1132,7 @@ def _publish(
     defaults to :data:`DEFAULT_SPLIT_COLUMNS`, and to ``'split'`` for other tables that have it.
     ``references``: the extra reference files decontamination read (``name``, ``field``,
     ``sha256``, ...); ``libraries``: library versions that encode the output (default:
-    :func:`curation.version.release_libraries`). Both are recorded and hashed into the id.
+    :func:`curation.core.version.release_libraries`). Both are recorded and hashed into the id.
     ``profile``: the release's profile (:func:`curation.profile.profile_release`); given, the
     release is compared with the one ``latest`` names (``drift`` thresholds, ``allowed_missing``
     file globs that may vanish) and an ERROR keeps ``latest`` where it is (``held``);

@@ -10,7 +10,7 @@ symbolic link only when it resolves inside the mirror root (unless
 ``allow_links_outside_mirror``); only regular files are read; no file decompresses to more than
 ``max_decompressed_bytes``, and decompression stops there.
 
-The URIs handled here are the redacted ones (``curation.redact``): credentials of a mirror
+The URIs handled here are the redacted ones (``curation.core.redact``): credentials of a mirror
 travel as fsspec storage options only (:func:`mirror_storage_options`: the user info and query
 string of the source URI as configured, ``SOURCES_HTTP_HEADERS``), so a file's URI can be
 recorded as it is, and read errors are scrubbed of every secret in the options.
@@ -34,7 +34,7 @@ from typing import Any
 import fsspec
 from isal import igzip, igzip_lib
 
-from curation.redact import (
+from curation.core.redact import (
     query_params,
     redact_uri,
     scrub,
@@ -278,7 +278,7 @@ def option_secrets(storage_options: Mapping[str, Any] | None) -> list[str]:
 class RawFile:
     """The stored bytes of a source file plus what the manifest records about it."""
 
-    uri: str  # redacted (curation.redact): no credentials
+    uri: str  # redacted (curation.core.redact): no credentials
     raw: bytes
     sha256: str
 

@@ -5,13 +5,13 @@ Dedup and decontamination compare ~0.5 M distinct normalized texts. Keeping thos
 mapped pair table they come from) alive for the whole step costs more memory than everything
 derived from them, yet the texts themselves are only read again for the few thousand candidate
 pairs that are aligned word by word. So the pair table (a ``pa.Table`` or a
-:class:`~curation.stage_table.StageTable` handle) is read one record batch at a time
+:class:`~curation.core.stage_table.StageTable` handle) is read one record batch at a time
 (:func:`table_batches`); :class:`DistinctTexts` hashes each batch's texts (xxh3-128), tokenizes
 only texts it has not seen before, and keeps their word hashes, their space-free key and a
 *locator* (where the text came from, e.g. its input row). :meth:`DistinctTexts.words` then
 returns the texts of any set of occurrences as text ids and :class:`~curation.near_dup.Words` in
 the order :func:`distinct_texts` gives them, with :class:`~curation.near_dup.LazyTexts` that
-re-read the few texts a verdict needs (:func:`~curation.stage_table.take_rows`).
+re-read the few texts a verdict needs (:func:`~curation.core.stage_table.take_rows`).
 
 Every value is a function of one text, so the results are the same as hashing and tokenizing the
 whole column at once.
@@ -28,8 +28,8 @@ import polars as pl
 import pyarrow as pa
 import xxhash
 
+from curation.core.stage_table import StageTable
 from curation.near_dup import LazyTexts, Words, _ranges, compact_keys, tokenize
-from curation.stage_table import StageTable
 
 __all__ = [
     "DistinctTexts",

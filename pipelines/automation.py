@@ -38,7 +38,7 @@ import dagster as dg
 from assets.alerting import AlertsResource
 from assets.keys import RELEASE_KEY, UPSTREAM_KEYS
 from assets.resources import CurationSettings
-from curation.redact import redact_uri
+from curation.core.redact import redact_uri
 from pipelines.settings import Environment
 from pipelines.staleness import Decision, decide, failed_at_error
 from pipelines.versions import STAGE_OF_OP, stage_versions

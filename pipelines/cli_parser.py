@@ -69,7 +69,7 @@ class VersionAction(argparse.Action):
 def version_text() -> str:
     """``rlhf-curate 0.1.0 (code version 0.1.0+1a2b3c4d5e6f)``."""
     from curation import __version__
-    from curation.version import code_version
+    from curation.core.version import code_version
 
     return f"rlhf-curate {__version__} (code version {code_version()})"
 

@@ -17,9 +17,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from curation import reader, release
+from curation.core.report import SOURCES_HEADER, plain_table, source_rows
+from curation.core.store import StoreError, credentials_refused
 from curation.release import ReleaseError
-from curation.report import SOURCES_HEADER, plain_table, source_rows
-from curation.store import StoreError, credentials_refused
 from pipelines.cli import main as cli_main
 from pipelines.cli_parser import add_release_commands
 from pipelines.settings import Environment
@@ -34,7 +34,7 @@ class Refused(ValueError):
 def _default_store() -> str:
     """The store ``rlhf-curate run`` publishes to (``$CURATED_STORE_URI``, else the repo's
     ``warehouse``), wherever the command is started. Credentials in it are refused
-    (``curation.store.credentials_refused``)."""
+    (``curation.core.store.credentials_refused``)."""
     environment = Environment.from_env()
     if "CURATED_STORE_URI" in environment.secrets_set:
         raise credentials_refused(environment.store_uri)

@@ -25,10 +25,10 @@ from assets.alerting import alert_records
 from assets.io import OPTIONAL_INPUT_MANAGER
 from assets.resources import CREDENTIALS_HINT, settings_from_mapping
 from curation.alerts import Delivery
+from curation.core.redact import has_credentials, redact_uri
+from curation.core.store import STORE_CREDENTIALS_HINT
 from curation.datasets import REGISTRY
 from curation.preflight import preflight
-from curation.redact import has_credentials, redact_uri
-from curation.store import STORE_CREDENTIALS_HINT
 from pipelines.automation import run_tags
 from pipelines.config_file import ConfigError, settings_config
 from pipelines.definitions import build_definitions, build_resources

@@ -17,7 +17,7 @@ from yaml.composer import ComposerError
 from yaml.constructor import ConstructorError
 
 from assets.resources import settings_problems
-from curation.bounds import key_text, quoted
+from curation.core.bounds import key_text, quoted
 
 __all__ = ["MAX_CONFIG_BYTES", "MAX_DEPTH", "ConfigError", "SettingsLoader", "settings_config"]
 

@@ -16,9 +16,9 @@ from typing import Any
 import yaml
 
 from curation.alerts import DEFAULT_BUDGET_SECONDS
-from curation.redact import has_credentials, redact_uri
+from curation.core.redact import has_credentials, redact_uri
+from curation.core.store import credentials_refused
 from curation.sources import HTTP_HEADERS_ENV, parse_http_headers
-from curation.store import credentials_refused
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_data"
@@ -40,7 +40,7 @@ LOCAL_INSTANCE_SETTINGS = {
     "nux": "nux:\n  enabled: false\n",
 }
 #: Variables holding a URI. A URI is recorded (run config, run tags, metadata, the release), so
-#: :class:`Environment` keeps only its redacted form (``curation.redact.redact_uri``); a variable
+#: :class:`Environment` keeps only its redacted form (``curation.core.redact.redact_uri``); a variable
 #: whose value carried credentials is in ``secrets_set`` and reaches its resource as
 #: ``dg.EnvVar``. Source mirrors read with those credentials; stores refuse them (``problems``).
 URI_VARIABLES = ("HH_RLHF_URI", "PKU_SAFERLHF_URI", "CURATED_STORE_URI", "STAGE_STORE_URI")

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 import dagster as dg
 
 from assets.keys import FINGERPRINT, RELEASE_KEY, UPSTREAM_KEYS
+from curation.core.store import Store, StoreError
 from curation.release import manifest_key
-from curation.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 

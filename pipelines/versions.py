@@ -1,7 +1,7 @@
 """Per-stage code versions: which code, suites and settings shape each stage's output.
 
 A stage's version covers its asset module and every project module it imports (see
-:func:`curation.version.stage_code_version`), the expectation suites whose blocking checks gate
+:func:`curation.core.version.stage_code_version`), the expectation suites whose blocking checks gate
 it, and the settings values it reads. So a decontamination change re-runs decontamination and
 publish, not ingest; a changed resource default marks exactly the stages that read it stale. The
 release's version also covers every other stage, and it is the code version recorded in the
@@ -15,12 +15,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from assets.resources import CurationSettings
+from curation.core.version import stage_code_version
 from curation.datasets import raw_suite_names
-from curation.version import stage_code_version
 
 #: Never followed: settings are covered by their values, alerting and the Dagster-free version
 #: module do not shape outputs.
-NOT_OUTPUT_SHAPING = ("assets/resources.py", "assets/alerting.py", "curation/version.py")
+NOT_OUTPUT_SHAPING = ("assets/resources.py", "assets/alerting.py", "curation/core/version.py")
 RAW_SUITES = raw_suite_names()
 
 

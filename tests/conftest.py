@@ -81,7 +81,7 @@ def s3_bucket(s3_client) -> str:
 @pytest.fixture(params=["local", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Path):
     """A fresh empty store: a local folder, or a prefix in a fresh moto bucket."""
-    from curation.store import Store
+    from curation.core.store import Store
 
     if request.param == "local":
         return Store(tmp_path / "store")

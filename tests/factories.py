@@ -6,7 +6,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from curation.schema import PAIRS
+from curation.core.schema import PAIRS
 
 LABELS = (
     "chosen_is_safe",

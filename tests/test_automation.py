@@ -16,7 +16,7 @@ from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializa
 from dagster._core.instance.utils import RUNLESS_JOB_NAME, RUNLESS_RUN_ID
 
 import assets.ingest as ingest_module
-import curation.version as version_module
+import curation.core.version as version_module
 from assets.alerting import AlertsResource
 from assets.keys import (
     INGEST_KEYS,

@@ -17,10 +17,10 @@ from datasets import load_dataset
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard
 
-from curation import schema as S
+from curation.core import schema as S
+from curation.core.store import Store
 from curation.datasets import pku_saferlhf
 from curation.release import publish_release, release_prefix
-from curation.store import Store
 from tests.factories import make_pairs
 
 

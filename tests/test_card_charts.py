@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 from curation import card
+from curation.core.schema import HARM_CATEGORIES
 from curation.decontam import REASONS
-from curation.schema import HARM_CATEGORIES
 
 #: Every removal reason the pipeline writes (dedup's and decontamination's).
 REMOVAL_REASONS = ("exact_duplicate", "near_duplicate", "conflicting_duplicate", *REASONS)

@@ -14,9 +14,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from curation.core.store import Store
+from curation.core.version import code_version
 from curation.release import release_prefix
-from curation.store import Store
-from curation.version import code_version
 from pipelines import cli_parser
 from pipelines.cli import BROKEN_PIPE_EXIT
 from pipelines.cli_releases import run_releases_command

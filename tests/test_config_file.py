@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from assets.resources import CurationSettings, settings_from_mapping, settings_problems
-from curation.bounds import QUOTE_LIMIT, InvalidConfig, describe_range, quoted
+from curation.core.bounds import QUOTE_LIMIT, InvalidConfig, describe_range, quoted
 from curation.decontam import DecontamConfig
 from curation.dedup import DedupConfig
 from pipelines.commands import settings_config

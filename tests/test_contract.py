@@ -9,7 +9,7 @@ import pytest
 from curation import contract
 from curation import gx_validate as gv
 from curation.contract import SuiteRun, row_failures, take_rows, validate_tables
-from curation.stage_table import StageTable
+from curation.core.stage_table import StageTable
 from tests.test_gx_validate import CLEAN, pku_table
 
 

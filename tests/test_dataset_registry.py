@@ -16,7 +16,7 @@ CHECKED = ("curation", "assets", "pipelines")
 #: Modules that may still spell a dataset, and why.
 ALLOWED = {
     # the column descriptions are published bytes (the parquet schema's field metadata)
-    "curation/schema.py",
+    "curation/core/schema.py",
     # the configuration contract keeps one setting per dataset: environment variables
     # (HH_RLHF_URI...), resource fields, run tags and CLI flags (--hh, --pku)
     "pipelines/settings.py",

@@ -13,6 +13,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from curation.core.schema import PAIRS, REMOVED
+from curation.core.textnorm import normalize_array
 from curation.dedup import SOURCE_ORDER, DedupConfig, deduplicate
 from curation.near_dup import (
     NearDupParams,
@@ -22,8 +24,6 @@ from curation.near_dup import (
     near_duplicate_pairs,
     tokenize,
 )
-from curation.schema import PAIRS, REMOVED
-from curation.textnorm import normalize_array
 from tests.factories import make_pairs
 
 

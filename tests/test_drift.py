@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from curation.bounds import InvalidConfig
+from curation.core.bounds import InvalidConfig
 from curation.drift import (
     ERROR,
     PASS,

@@ -12,8 +12,8 @@ import pyarrow as pa
 import pytest
 
 from curation import gx_validate as gv
+from curation.core.schema import HARM_CATEGORIES, PAIRS
 from curation.pku import harm_category_columns
-from curation.schema import HARM_CATEGORIES, PAIRS
 
 N = 6
 BAD = 3  # the row each mutation breaks

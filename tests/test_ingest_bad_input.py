@@ -214,7 +214,7 @@ PARSE_FAILURE_LINES = {
 
 
 def test_every_declared_parse_failure_is_tested():
-    from curation.rules import PARSE_CODES
+    from curation.core.rules import PARSE_CODES
 
     assert set(PARSE_FAILURE_LINES) == PARSE_CODES
 

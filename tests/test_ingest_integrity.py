@@ -15,10 +15,10 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pytest
 
+from curation.core.report import QUARANTINE_ERROR_RATE, QUARANTINE_WARN_RATE, quarantine_rate
 from curation.ingest import ingest_file
 from curation.normalize import pairs_from, red_team_rows, split_verdicts
 from curation.pku import CURRENT_MARKERS, V0_FIELDS
-from curation.report import QUARANTINE_ERROR_RATE, QUARANTINE_WARN_RATE, quarantine_rate
 from curation.sources import source_file
 from pipelines.settings import SAMPLE
 
@@ -291,7 +291,7 @@ def test_the_real_files_parse_without_unknown_keys_or_new_quarantine(tmp_path: P
 
 @pytest.mark.skipif(not SHARED.exists(), reason="needs ../shared/data")
 def test_quarantine_rate_thresholds_against_the_measured_real_rates(tmp_path: Path):
-    """The figures QUARANTINE_WARN_RATE / QUARANTINE_ERROR_RATE cite (curation/report.py)."""
+    """The figures QUARANTINE_WARN_RATE / QUARANTINE_ERROR_RATE cite (curation/core/report.py)."""
     write(tmp_path, HH_TEST.relpath, (SHARED / "hh-rlhf/harmless-base/test.jsonl.gz").read_bytes())
     hh = ingest_file(HH_TEST, str(tmp_path)).report.to_dict()
     pku_data = (SHARED / "PKU-SafeRLHF/data/Alpaca-7B/test.sample.jsonl").read_bytes()

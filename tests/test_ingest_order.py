@@ -9,7 +9,7 @@ import itertools
 import threading
 import time
 
-from curation import parallel
+from curation.core import parallel
 from curation.ingest import UPSTREAM_ROWS, file_name, ingest_in_threads, ingest_order, is_large
 from curation.sources import all_files, source_file
 

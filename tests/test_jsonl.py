@@ -8,7 +8,7 @@ import pyarrow as pa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from curation.jsonl import FieldSpec, line_bounds, parse_jsonl
+from curation.core.jsonl import FieldSpec, line_bounds, parse_jsonl
 
 
 @given(

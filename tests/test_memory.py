@@ -1,4 +1,4 @@
-"""curation.memory: freed large blocks go back to the OS once glibc's mmap threshold is pinned.
+"""curation.core.memory: freed large blocks go back to the OS once glibc's mmap threshold is pinned.
 
 Each case runs in a fresh interpreter, so glibc's threshold starts at its default there. The
 pattern is the one that kept a run's memory resident between steps: one large block freed
@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from curation.memory import pin_mmap_threshold
+from curation.core.memory import pin_mmap_threshold
 
 pytestmark = pytest.mark.skipif(
     platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
@@ -35,7 +35,7 @@ SETUP = {
 PROGRAM = """
 import dagster as dg
 from assets.resources import CurationSettings
-from curation.memory import pin_mmap_threshold
+from curation.core.memory import pin_mmap_threshold
 {setup}
 big = bytearray(16 << 20)
 del big

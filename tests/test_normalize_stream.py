@@ -14,6 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from curation.core.report import REPORT_KEY
+from curation.core.stage_table import StageTable
 from curation.ingest import REASONS, ingest_file
 from curation.normalize import (
     PAIRS_STAGE,
@@ -26,9 +28,7 @@ from curation.normalize import (
     split_verdicts,
     with_pair_ids,
 )
-from curation.report import REPORT_KEY
 from curation.sources import source_file
-from curation.stage_table import StageTable
 from pipelines.settings import SAMPLE
 
 HH_TRAIN = source_file("harmless-base", "train")

@@ -1,4 +1,4 @@
-"""The one thread pool (``curation.parallel``) behind ingest, normalization, matching and release
+"""The one thread pool (``curation.core.parallel``) behind ingest, normalization, matching and release
 encoding.
 
 Concurrency is shown by what the threads record (barriers that only open when enough items run
@@ -19,12 +19,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from assets.resources import CurationSettings
-from curation import parallel, textnorm
+from curation.core import parallel, textnorm
+from curation.core.parallel import in_threads, parallel_map
 from curation.decontam import decontaminate
 from curation.dedup import deduplicate
 from curation.ingest import ingest_file
 from curation.normalize import pairs_from, split_verdicts, with_pair_ids
-from curation.parallel import in_threads, parallel_map
 from curation.sources import all_files
 
 HANG = 60  # seconds; only reached when something deadlocks

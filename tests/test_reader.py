@@ -10,12 +10,12 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from curation import schema as S
+from curation.core import schema as S
+from curation.core.store import Store
+from curation.core.version import release_libraries
 from curation.datasets import hh_rlhf
 from curation.reader import diff_releases, list_releases, open_release, prune, show
 from curation.release import ReleaseError, compute_release_id, manifest_key
-from curation.store import Store
-from curation.version import release_libraries
 from pipelines.cli_releases import add_release_commands, run_releases_command
 from tests.test_release import (  # shared synthetic data and fixtures
     SOURCES,
@@ -86,11 +86,11 @@ def test_reads_never_unpickle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     import pickle
     import re
 
+    import curation.core.store
     import curation.reader
     import curation.release
-    import curation.store
 
-    for module in (curation.reader, curation.release, curation.store):
+    for module in (curation.reader, curation.release, curation.core.store):
         source = Path(module.__file__).read_text()
         assert not re.search(r"import (cloud)?pickle|pickle\.load|read_pickle|joblib", source)
     store = Store(tmp_path / "s")

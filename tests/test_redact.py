@@ -1,4 +1,4 @@
-"""``curation.redact``: the one recorded form of a URI, and free text scrubbed of credentials.
+"""``curation.core.redact``: the one recorded form of a URI, and free text scrubbed of credentials.
 
 Pure tests (examples and Hypothesis properties), then the library's read path against a real
 HTTP server on loopback that requires credentials: what a failed read says, and that the
@@ -18,7 +18,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from curation.alerts import redact_url
-from curation.redact import (
+from curation.core.redact import (
     REDACTED,
     has_credentials,
     redact_uri,

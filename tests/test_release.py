@@ -17,9 +17,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curation import schema as S
-from curation import store as store_module
 from curation.card import HARM_CHART, REMOVALS_CHART, render_card
+from curation.core import schema as S
+from curation.core import store as store_module
+from curation.core.stage_table import StageTable
+from curation.core.store import Store, StoreError
+from curation.core.version import release_libraries
 from curation.datasets import hh_rlhf, pku_saferlhf
 from curation.reader import list_releases, open_release
 from curation.release import (
@@ -33,9 +36,6 @@ from curation.release import (
     read_latest,
     read_manifest,
 )
-from curation.stage_table import StageTable
-from curation.store import Store, StoreError
-from curation.version import release_libraries
 
 # ---------------------------------------------------------------------------- synthetic data
 

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from assets.checks import ALL_CHECKS, release_verified
+from curation.core.schema import DESCRIPTION, PAIRS
 from curation.reader import open_release
-from curation.schema import DESCRIPTION, PAIRS
 from pipelines.definitions import ALL_ASSETS, build_resources
 from tests.pipeline_helpers import check_results, environment, materialize, release_metadata
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-import curation.version as version_module
+import curation.core.version as version_module
 from assets.alerting import AlertsResource
 from assets.checks import ALL_CHECKS
 from assets.resources import CurationSettings

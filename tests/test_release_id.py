@@ -24,12 +24,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import curation.version as version_module
+import curation.core.version as version_module
 from assets.resources import CurationSettings
+from curation.core.version import import_closure
 from curation.decontam import DecontamConfig
 from curation.dedup import DedupConfig
 from curation.layout import compute_release_id, release_id_of
-from curation.version import import_closure
 from pipelines.versions import NOT_OUTPUT_SHAPING, STAGES, stage_versions
 
 #: Settings that never change what a release contains, and why.

@@ -1,8 +1,8 @@
-"""The one table renderer (curation.report): Markdown and plain text over the same rows."""
+"""The one table renderer (curation.core.report): Markdown and plain text over the same rows."""
 
 from __future__ import annotations
 
-from curation.report import format_value, markdown_table, plain_table
+from curation.core.report import format_value, markdown_table, plain_table
 
 HEADER = ["reason", "rows"]
 ROWS = [["a|b", 1234], ["two\nlines", None], ["`code`", 0.123456]]

@@ -9,11 +9,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curation import datasets, rules
+from curation import datasets
+from curation.core import rules
+from curation.core.jsonl import parse_jsonl
+from curation.core.schema import HARM_CATEGORIES
 from curation.datasets import hh_rlhf, pku_saferlhf
-from curation.jsonl import parse_jsonl
 from curation.pku import CURRENT_FIELDS, V0_FIELDS
-from curation.schema import HARM_CATEGORIES
 
 H, A = "\n\nHuman:", "\n\nAssistant:"
 

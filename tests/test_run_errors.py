@@ -16,8 +16,8 @@ import dagster as dg
 import pytest
 
 from assets.io import EXECUTING
+from curation.core.store import Store, StoreError
 from curation.release import LATEST_KEY, RELEASES_DIR, publish_release
-from curation.store import Store, StoreError
 from pipelines.definitions import ALL_ASSETS, build_resources
 from pipelines.orphans import HOST_TAG, PROCESS_TAG, fail_orphaned_runs, process_identity
 from pipelines.settings import REPO
@@ -106,7 +106,7 @@ def test_killed_lock_holder_does_not_block(tmp_path: Path) -> None:
                 f"""
                 import sys, time
                 from filelock import FileLock
-                from curation.store import Store
+                from curation.core.store import Store
                 store = Store({str(store.root)!r})
                 with store.lock("publish"), FileLock(store._lock_path("latest.json")):
                     print("locked", flush=True)

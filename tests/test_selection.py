@@ -9,9 +9,9 @@ import pyarrow as pa
 import pytest
 
 from assets.io import read_table, write_table
+from curation.core.selection import RowSelection
 from curation.decontam import decontaminate
 from curation.dedup import deduplicate
-from curation.selection import RowSelection
 from tests.test_dedup import _mixed_corpus, make_pairs
 
 

@@ -21,7 +21,7 @@ import pytest
 
 from assets.io import ArrowTableIOManager
 from assets.keys import INGEST_KEYS
-from curation.stage_table import StageTable
+from curation.core.stage_table import StageTable
 
 
 @dg.asset

@@ -9,7 +9,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from curation.store import Store, StoreError, sha256_bytes
+from curation.core.store import Store, StoreError, sha256_bytes
 
 # ---------------------------------------------------------------------------- moto itself
 
@@ -135,7 +135,7 @@ def test_local_lock_file_without_holder_does_not_block(
     waited for, then reported. (A holder killed for real: tests/test_run_errors.py.)"""
     from filelock import FileLock
 
-    from curation import store as store_mod
+    from curation.core import store as store_mod
 
     store = Store(tmp_path)
     store.put("latest.json", b"a")

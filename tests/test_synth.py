@@ -11,10 +11,10 @@ import pyarrow as pa
 import pytest
 
 from bench import eval_dedup, synth
+from curation.core.schema import REMOVED
 from curation.decontam import DecontamConfig
 from curation.dedup import DedupConfig
 from curation.ingest import ingest_file
-from curation.schema import REMOVED
 from curation.sources import all_files
 
 SCALE = 0.01

@@ -13,9 +13,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from curation.core.textnorm import normalize_array
 from curation.near_dup import compact_keys, tokenize
 from curation.text_index import DistinctTexts, distinct_texts
-from curation.textnorm import normalize_array
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data/hh-rlhf/harmless-base/test.jsonl.gz"
 SEED = 7

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from curation.textnorm import normalize_array, normalize_text
+from curation.core.textnorm import normalize_array, normalize_text
 
 
 @pytest.mark.parametrize(
@@ -98,9 +98,9 @@ def test_case_whitespace_punctuation_edits_are_invisible(words: list[str], data)
 def test_stage_pairs_carry_the_normalized_prompt_once():
     import pyarrow as pa
 
+    from curation.core.schema import PAIRS
+    from curation.core.textnorm import NORMALIZED_PROMPT, normalize_array, normalized_prompts
     from curation.normalize import PAIRS_STAGE, with_pair_ids
-    from curation.schema import PAIRS
-    from curation.textnorm import NORMALIZED_PROMPT, normalize_array, normalized_prompts
 
     rows = {name: [None, None] for name in PAIRS.names}
     rows.update(

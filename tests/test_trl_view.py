@@ -19,12 +19,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from curation.core.store import Store
 from curation.datasets import dataset as dataset_of_name
 from curation.datasets.hh_rlhf import NAME as HH_DATASET
 from curation.datasets.pku_saferlhf import NAME as PKU_DATASET
 from curation.reader import open_release
 from curation.release import ReleaseError
-from curation.store import Store
 from curation.trl import TRL_PREFERENCE, TRL_VIEW, ViewError, trl_preference_view
 from pipelines.settings import SAMPLE
 from tests.test_release import make_pairs, make_tables, publish

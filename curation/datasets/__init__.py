@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from curation.core.rules import Rule, RuleFamily
+from curation.core.rules import all_rules as _all_rules
+from curation.core.rules import resolve_levels as _resolve_levels
 from curation.datasets import hh_rlhf, pku_saferlhf
 from curation.datasets.base import PreferenceDataset, SourceFile
-from curation.rules import Rule, RuleFamily
-from curation.rules import all_rules as _all_rules
-from curation.rules import resolve_levels as _resolve_levels
 
 #: Every dataset, in the order of their files, settings and card sections.
 REGISTRY: tuple[PreferenceDataset, ...] = (
@@ -61,7 +61,7 @@ def all_rules() -> dict[str, Rule]:
 
 def resolve_levels(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
     """Default levels of every rule with ``overrides`` applied
-    (:func:`curation.rules.resolve_levels` over :func:`all_rules`)."""
+    (:func:`curation.core.rules.resolve_levels` over :func:`all_rules`)."""
     return _resolve_levels(overrides, all_rules())
 
 

@@ -2,7 +2,7 @@
 
 A dataset is one module under ``curation/datasets/`` holding one :class:`PreferenceDataset`
 (its name, source list, field specs and layout variants, row rules, mapping onto
-:data:`~curation.schema.PAIRS`, GX suites, licence and card text) and one line in the registry
+:data:`~curation.core.schema.PAIRS`, GX suites, licence and card text) and one line in the registry
 (:mod:`curation.datasets`). Everything else in the pipeline reaches a dataset through the
 registry, by the ``dataset`` of a file or row; no other module names one
 (``tests/test_dataset_registry.py``).
@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 
-from curation.jsonl import FieldSpec, ParsedFile, parse_jsonl
-from curation.schema import PAIRS
+from curation.core.jsonl import FieldSpec, ParsedFile, parse_jsonl
+from curation.core.schema import PAIRS
+from curation.core.suite_builder import SuiteBuilder
 from curation.sources import SourceFile
-from curation.suite_builder import SuiteBuilder
 
 if TYPE_CHECKING:  # the rules import polars; the source list (`releases` commands) must not
-    from curation.rules import RuleFamily
+    from curation.core.rules import RuleFamily
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def constant(value: str | None, n: int) -> pa.Array:
 
 
 def null_labels(n: int) -> dict[str, pa.Array]:
-    """The safety label columns of :data:`~curation.schema.PAIRS`, all null (a dataset without
+    """The safety label columns of :data:`~curation.core.schema.PAIRS`, all null (a dataset without
     safety labels)."""
     return {
         "chosen_is_safe": pa.nulls(n, pa.bool_()),
@@ -144,7 +144,7 @@ class PreferenceDataset(ABC):
 
     @abstractmethod
     def pairs(self, table: pa.Table) -> pa.Table:
-        """Validated rows of one file → :data:`~curation.schema.PAIRS` rows, ``pair_id`` empty."""
+        """Validated rows of one file → :data:`~curation.core.schema.PAIRS` rows, ``pair_id`` empty."""
 
     @abstractmethod
     def suites(self) -> Mapping[str, SuiteDef]:

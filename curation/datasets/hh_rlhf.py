@@ -18,6 +18,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation import hh
+from curation.core.jsonl import SOURCE_LINE, FieldSpec
+from curation.core.rules import ERROR, Masks, Rule, RuleFamily
+from curation.core.schema import PAIRS, SPLITS, TURN
+from curation.core.suite_builder import (
+    BOOL_TYPES,
+    FLOAT_TYPES,
+    LIST_TYPES,
+    NUMBER_TYPES,
+    STR_TYPES,
+    SuiteBuilder,
+)
 from curation.datasets.base import (
     Licence,
     ObjectNormalizer,
@@ -26,17 +37,6 @@ from curation.datasets.base import (
     SuiteDef,
     constant,
     null_labels,
-)
-from curation.jsonl import SOURCE_LINE, FieldSpec
-from curation.rules import ERROR, Masks, Rule, RuleFamily
-from curation.schema import PAIRS, SPLITS, TURN
-from curation.suite_builder import (
-    BOOL_TYPES,
-    FLOAT_TYPES,
-    LIST_TYPES,
-    NUMBER_TYPES,
-    STR_TYPES,
-    SuiteBuilder,
 )
 
 NAME = "hh-rlhf"

@@ -19,6 +19,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation import pku
+from curation.core.jsonl import (
+    SOURCE_LINE,
+    FieldSpec,
+    ParsedFile,
+    divert,
+    parse_jsonl,
+    require_fields,
+)
+from curation.core.rules import ERROR, WARN, Masks, Rule, RuleFamily, blank, has_columns, np_values
+from curation.core.schema import HARM_CATEGORIES, PAIRS, SEVERITY_LEVELS, SPLITS, TURN
+from curation.core.suite_builder import BOOL_TYPES, INT_TYPES, SHA256_HEX, STR_TYPES, SuiteBuilder
+from curation.core.textnorm import normalize_array
 from curation.datasets.base import (
     Licence,
     PairPart,
@@ -29,11 +41,6 @@ from curation.datasets.base import (
     constant,
     null_labels,
 )
-from curation.jsonl import SOURCE_LINE, FieldSpec, ParsedFile, divert, parse_jsonl, require_fields
-from curation.rules import ERROR, WARN, Masks, Rule, RuleFamily, blank, has_columns, np_values
-from curation.schema import HARM_CATEGORIES, PAIRS, SEVERITY_LEVELS, SPLITS, TURN
-from curation.suite_builder import BOOL_TYPES, INT_TYPES, SHA256_HEX, STR_TYPES, SuiteBuilder
-from curation.textnorm import normalize_array
 
 NAME = "pku-saferlhf"
 CONFIGS = ("Alpaca-7B", "Alpaca2-7B", "Alpaca3-8B")

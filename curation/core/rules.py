@@ -23,7 +23,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.bounds import InvalidConfig, key_text, quoted
+from curation.core.bounds import InvalidConfig, key_text, quoted
 
 ERROR, WARN, OFF = "error", "warn", "off"
 LEVELS = (ERROR, WARN, OFF)
@@ -139,7 +139,7 @@ def resolve_levels(
     overrides: Mapping[str, str] | None, known: Mapping[str, Rule]
 ) -> dict[str, str]:
     """Default levels of the ``known`` rules with ``overrides`` applied; unknown codes or levels
-    raise :class:`~curation.bounds.InvalidConfig` listing every bad entry, one line each
+    raise :class:`~curation.core.bounds.InvalidConfig` listing every bad entry, one line each
     (the rules of the registered datasets: :func:`curation.datasets.resolve_levels`)."""
     levels = default_levels(known)
     problems = []

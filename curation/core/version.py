@@ -24,7 +24,7 @@ from typing import Any
 
 from curation import __version__
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 #: Packages whose modules count as project code when followed through imports.
 PROJECT_PACKAGES = ("curation", "assets")
 #: Top-level packages of this repository (never third-party libraries).
@@ -34,13 +34,13 @@ SUITES = ROOT / "expectations"
 
 @cache
 def code_version() -> str:
-    """``<package version>+<12 hex>`` over ``curation/**/*.py`` (the datasets' package too),
-    ``curation/data/*`` and the suites."""
-    root = Path(__file__).resolve().parent
+    """``<package version>+<12 hex>`` over ``curation/**/*.py`` (every stage's package),
+    ``curation/**/data/*`` and the suites."""
+    root = ROOT / "curation"
     digest = hashlib.sha256()
     files = (
         sorted(root.rglob("*.py"))
-        + sorted((root / "data").glob("*"))
+        + sorted(p for p in root.glob("**/data/*") if p.is_file())
         + sorted((root.parent / "expectations").glob("*.json"))
     )
     for path in files:

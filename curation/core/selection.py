@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from curation.stage_table import StageTable
+from curation.core.stage_table import StageTable
 
 
 @dataclass(frozen=True)

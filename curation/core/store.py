@@ -43,7 +43,7 @@ import fsspec
 from filelock import FileLock
 from filelock import Timeout as FileLockTimeout
 
-from curation.redact import has_credentials, redact_uri
+from curation.core.redact import has_credentials, redact_uri
 
 log = logging.getLogger(__name__)
 

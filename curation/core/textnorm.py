@@ -33,12 +33,12 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.parallel import parallel_map
+from curation.core.parallel import parallel_map
 
 __all__ = ["normalize_array", "normalize_text", "parallel_map"]
 
 #: Arrays larger than this are processed as two halves on the shared thread pool
-#: (:func:`curation.parallel.parallel_map`).
+#: (:func:`curation.core.parallel.parallel_map`).
 PARALLEL_BYTES = 16 << 20
 
 
@@ -155,7 +155,7 @@ def _normalize(values: pa.LargeStringArray, force_general: bool) -> pa.LargeStri
 
 #: Stage-table column holding ``normalize_array(prompt)``, computed once by
 #: :func:`curation.normalize.with_pair_ids` and reused by dedup and decontamination (releases
-#: drop it: it is not in :data:`curation.schema.PAIRS`).
+#: drop it: it is not in :data:`curation.core.schema.PAIRS`).
 NORMALIZED_PROMPT = "prompt_normalized"
 
 

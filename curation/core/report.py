@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from curation.redact import redact_uri
+from curation.core.redact import redact_uri
 
 REPORT_KEY = b"rlhf_curation.report"
 

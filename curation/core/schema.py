@@ -212,7 +212,7 @@ _UPSTREAM = "(upstream field)"
 #: The paraphrase report (``curation.decontam``, issue 25): one row per (train pair, test unit)
 #: whose openings (first human turns) have close static embeddings but match no decontamination
 #: rule. ``text`` and ``matched_text`` are the two openings in normalized form
-#: (``curation.textnorm``); ``removed`` is true when the settings remove such pairs
+#: (``curation.core.textnorm``); ``removed`` is true when the settings remove such pairs
 #: (``paraphrase: remove``).
 PARAPHRASES = pa.schema(
     [
@@ -298,7 +298,7 @@ STAGE_COLUMNS = {
     "quarantine_reasons": "Reason codes of the ERROR rules the row failed; empty: the row goes on.",
     "warning_reasons": "Reason codes of the WARN rules the row failed (counted, not removed).",
     "prompt_normalized": "The prompt as dedup and decontamination compare it "
-    "(curation.textnorm); in stage tables only, never published.",
+    "(curation.core.textnorm); in stage tables only, never published.",
 }
 #: Columns that mean the same in every table, the ingested files' included.
 SHARED_COLUMNS = ("dataset", "subset", "split", "source_file", "source_line", "raw_line")
