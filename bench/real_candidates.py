@@ -37,7 +37,7 @@ import pyarrow as pa
 from datasketch import MinHash, MinHashLSH
 
 from curation.core.textnorm import normalize_text
-from curation.hh import parse_transcripts
+from curation.datasets.hh_format import parse_transcripts
 
 NGRAM_N = 8
 NGRAM_DF_CAP = 25

@@ -42,7 +42,7 @@ from curation.core.suite_builder import (
 )
 from curation.datasets import REGISTRY, dataset_names, raw_suite_names
 from curation.datasets.base import SuiteDef
-from curation.pku import HARM_CATEGORY_COLUMNS
+from curation.datasets.pku_format import HARM_CATEGORY_COLUMNS
 from expectations import SUITE_DIR
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -321,7 +321,7 @@ def _parse_array_or_lines(
     Lines, into a table.
 
     Keys are normalized first (``normalize``, the dataset's, e.g.
-    :func:`curation.hh.normalize_red_team`); keys outside the spec are
+    :func:`curation.datasets.hh_format.normalize_red_team`); keys outside the spec are
     counted in :attr:`ParsedFile.unknown_keys`.
     """
     names = [s.name for s in specs]

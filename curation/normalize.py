@@ -20,7 +20,6 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation import hh
 from curation.core.batches import BatchStream
 from curation.core.jsonl import SOURCE_LINE
 from curation.core.parallel import in_threads
@@ -29,6 +28,7 @@ from curation.core.schema import PAIRS, QUARANTINE, RED_TEAM, TURN
 from curation.core.stage_table import StageTable
 from curation.core.textnorm import NORMALIZED_PROMPT, normalize_array
 from curation.datasets import dataset, dataset_of, pairs_per_row
+from curation.datasets import hh_format as hh
 from curation.ingest import RAW_LINE, REASONS, WARNINGS
 from curation.text_index import xxh3_128_digests
 

@@ -13,7 +13,7 @@ import pytest
 
 from curation import gx_validate as gv
 from curation.core.schema import HARM_CATEGORIES, PAIRS
-from curation.pku import harm_category_columns
+from curation.datasets.pku_format import harm_category_columns
 
 N = 6
 BAD = 3  # the row each mutation breaks

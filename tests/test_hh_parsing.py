@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from curation import hh
+from curation.datasets import hh_format as hh
 
 
 def parse_one(text: str) -> dict:
@@ -69,7 +69,7 @@ def test_prompt_null_when_last_turn_is_human():
 def test_final_responses_equal_the_full_parse_on_well_formed_transcripts(transcript):
     import pyarrow as pa
 
-    from curation import hh
+    from curation.datasets import hh_format as hh
 
     parsed = hh.parse_transcripts(pa.array([transcript]))
     assert hh.well_formed(parsed).to_list() == [True]

@@ -16,9 +16,9 @@ import pyarrow.compute as pc
 import pytest
 
 from curation.core.report import QUARANTINE_ERROR_RATE, QUARANTINE_WARN_RATE, quarantine_rate
+from curation.datasets.pku_format import CURRENT_MARKERS, V0_FIELDS
 from curation.ingest import ingest_file
 from curation.normalize import pairs_from, red_team_rows, split_verdicts
-from curation.pku import CURRENT_MARKERS, V0_FIELDS
 from curation.sources import source_file
 from pipelines.settings import SAMPLE
 

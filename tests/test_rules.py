@@ -14,7 +14,7 @@ from curation.core import rules
 from curation.core.jsonl import parse_jsonl
 from curation.core.schema import HARM_CATEGORIES
 from curation.datasets import hh_rlhf, pku_saferlhf
-from curation.pku import CURRENT_FIELDS, V0_FIELDS
+from curation.datasets.pku_format import CURRENT_FIELDS, V0_FIELDS
 
 H, A = "\n\nHuman:", "\n\nAssistant:"
 

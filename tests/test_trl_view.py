@@ -69,7 +69,7 @@ def is_conversational_preference(row: dict[str, Any]) -> bool:
 
 
 def hh_turns(transcript: str) -> list[tuple[str, str]]:
-    """An HH transcript split on its turn markers, independently of ``curation.hh``:
+    """An HH transcript split on its turn markers, independently of ``curation.datasets.hh_format``:
     ``[(speaker, text)]`` with the one space after the marker removed."""
     parts = re.split(r"\n\n(Human|Assistant):", transcript)
     assert parts[0] == "", "a transcript starts with a marker"

@@ -5,7 +5,7 @@ a train and a test file, and the red-team attempts (one JSON array of transcript
 they go to the ``red_team`` table). ``harmless-base`` lines give ``harmless`` pairs, the helpful
 subsets ``helpful`` pairs: ``prompt`` is the whole conversation before the final Assistant turn,
 ``chosen`` and ``rejected`` the final Assistant responses; the safety label columns are null.
-Transcript parsing and the field specs are in :mod:`curation.hh`.
+Transcript parsing and the field specs are in :mod:`curation.datasets.hh_format`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation import hh
 from curation.core.jsonl import SOURCE_LINE, FieldSpec
 from curation.core.rules import ERROR, Masks, Rule, RuleFamily
 from curation.core.schema import PAIRS, SPLITS, TURN
@@ -29,6 +28,7 @@ from curation.core.suite_builder import (
     STR_TYPES,
     SuiteBuilder,
 )
+from curation.datasets import hh_format as hh
 from curation.datasets.base import (
     Licence,
     ObjectNormalizer,
@@ -142,7 +142,7 @@ def _red_team_suite(b: SuiteBuilder) -> None:
     b.provenance()
     b.required_text("transcript")
     floats = ("min_harmlessness_score_transcript", "task_description_harmlessness_score")
-    # red_team_member_id: int or string upstream, published as a string (curation.hh)
+    # red_team_member_id: int or string upstream, published as a string (curation.datasets.hh_format)
     texts = ("num_params", "model_type", "task_description", "red_team_member_id")
     b.exists(*floats, *texts, "rating", "is_upworker", "tags")
     b.types(FLOAT_TYPES, *floats)
@@ -196,7 +196,7 @@ class HHRLHF(PreferenceDataset):
 
     def array_reader(self, source: SourceFile) -> ObjectNormalizer | None:
         """The red-team file is one JSON array (upstream) or JSON Lines; its keys are
-        normalized first (:func:`curation.hh.normalize_red_team`)."""
+        normalized first (:func:`curation.datasets.hh_format.normalize_red_team`)."""
         return hh.normalize_red_team if source.kind == RED_TEAM else None
 
     def rule_family(self, source: SourceFile) -> RuleFamily:

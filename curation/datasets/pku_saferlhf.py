@@ -2,7 +2,7 @@
 
 Three configs (``Alpaca-7B``, ``Alpaca2-7B``, ``Alpaca3-8B``) with a train and a test file of
 JSON Lines each, in the current layout or the older v0 layout, detected per file by majority
-(:mod:`curation.pku`: field specs, variants). Each row gives a ``helpful`` pair (chosen =
+(:mod:`curation.datasets.pku_format`: field specs, variants). Each row gives a ``helpful`` pair (chosen =
 ``response_{better_response_id}``) and a ``harmless`` pair (chosen =
 ``response_{safer_response_id}``), with the safety labels of the chosen and rejected response
 (is_safe, severity, harm categories by name).
@@ -18,7 +18,6 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation import pku
 from curation.core.jsonl import (
     SOURCE_LINE,
     FieldSpec,
@@ -31,6 +30,7 @@ from curation.core.rules import ERROR, WARN, Masks, Rule, RuleFamily, blank, has
 from curation.core.schema import HARM_CATEGORIES, PAIRS, SEVERITY_LEVELS, SPLITS, TURN
 from curation.core.suite_builder import BOOL_TYPES, INT_TYPES, SHA256_HEX, STR_TYPES, SuiteBuilder
 from curation.core.textnorm import normalize_array
+from curation.datasets import pku_format as pku
 from curation.datasets.base import (
     Licence,
     PairPart,
@@ -53,7 +53,7 @@ DIMENSIONS = tuple(CHOSEN_ID)
 _RESPONSES = ("response_0", "response_1")
 _IDS = ("better_response_id", "safer_response_id")
 _SAFE = ("is_response_0_safe", "is_response_1_safe")
-#: Label columns of the current layout only (absent in v0, see :mod:`curation.pku`).
+#: Label columns of the current layout only (absent in v0, see :mod:`curation.datasets.pku_format`).
 SEVERITY = ("response_0_severity_level", "response_1_severity_level")
 HARM = ("response_0_harm_category", "response_1_harm_category")
 SHA256 = ("response_0_sha256", "response_1_sha256")
@@ -198,7 +198,7 @@ FAMILY = RuleFamily(KIND, RULES, _masks)
 
 def _read(data: bytes) -> tuple[ParsedFile, str]:
     """Parse a file with both layouts; the majority layout wins, the other rows are
-    quarantined as ``schema_variant_mismatch`` (see :mod:`curation.pku`)."""
+    quarantined as ``schema_variant_mismatch`` (see :mod:`curation.datasets.pku_format`)."""
     parsed = parse_jsonl(data, pku.UNION_FIELDS)
     variant, other = pku.majority_variant(parsed.table)
     table, mismatched = divert(
