@@ -18,9 +18,10 @@ from assets.metadata import counts_markdown
 from assets.resources import CurationSettings, StoreResource
 from curation.accounting import account_release
 from curation.contract import SuiteRun
-from curation.core.report import quarantine_rate, report_of, suite_for
+from curation.core.report import quarantine_rate, report_of
 from curation.core.stage_table import StageTable
 from curation.core.store import StoreError
+from curation.datasets import suite_for
 from curation.gx_validate import SuiteResult, warm_up
 from curation.ingest import RAW_LINE, REASONS, UPSTREAM_ROWS, WARNINGS, upstream_row_differences
 from curation.reader import open_release

@@ -26,9 +26,8 @@ from curation.ingest import (
     file_name,
     ingest_file,
     ingest_in_threads,
-    previous_release_files,
 )
-from curation.release import ReleaseError
+from curation.release import ReleaseError, previous_release_files
 from curation.sources import (
     SourceError,
     SourceFile,

@@ -35,6 +35,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curation.core.hashing import text_hash128
 from curation.core.schema import REMOVED
 from curation.core.selection import RowSelection
 from curation.core.stage_table import StageTable, take_rows
@@ -55,7 +56,6 @@ from curation.text_index import (
     distinct_texts,
     read_columns,
     table_batches,
-    text_hash128,
 )
 
 __all__ = ["EXACT_METHOD", "DedupConfig", "deduplicate"]

@@ -36,10 +36,9 @@ from curation.core.jsonl import (
 )
 from curation.core.parallel import in_threads
 from curation.core.redact import redact_uri
-from curation.core.store import Store
+from curation.core.source_file import file_name
 from curation.datasets import dataset_of, resolve_levels, upstream_rows
 from curation.datasets.base import ObjectNormalizer
-from curation.release import read_latest, read_manifest
 from curation.sources import (
     DEFAULT_POLICY,
     RawFile,
@@ -390,12 +389,6 @@ def upstream_row_differences(reports: list[dict]) -> list[dict]:
     return out
 
 
-def file_name(dataset: str, relpath: str) -> str:
-    """The name of an upstream file in ``expected_files`` / ``allow_missing_files``:
-    ``<dataset>/<relpath>``, e.g. ``<dataset>/harmless-base/train.jsonl.gz``."""
-    return f"{dataset}/{relpath}"
-
-
 def _matches(name: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
@@ -412,22 +405,6 @@ def check_patterns(patterns: list[str], what: str) -> None:
     ]
     if problems:
         raise InvalidConfig(problems)
-
-
-def previous_release_files(store: Store) -> tuple[str, set[str]] | None:
-    """The id of the release ``latest.json`` names and the files present in its sources, or
-    ``None`` when the store has no release yet."""
-    pointer = read_latest(store)
-    if not pointer:
-        return None
-    manifest = read_manifest(store, pointer["release_id"]) or {}
-    present = {
-        file_name(source["dataset"], f["path"])
-        for source in manifest.get("sources", [])
-        for f in source.get("files", [])
-        if f.get("present")
-    }
-    return pointer["release_id"], present
 
 
 @dataclass

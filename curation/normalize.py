@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.core.batches import BatchStream
+from curation.core.hashing import xxh3_128_digests
 from curation.core.jsonl import SOURCE_LINE
 from curation.core.parallel import in_threads
 from curation.core.report import report_of
@@ -30,7 +31,6 @@ from curation.core.textnorm import NORMALIZED_PROMPT, normalize_array
 from curation.datasets import dataset, dataset_of, pairs_per_row
 from curation.datasets import hh_format as hh
 from curation.ingest import RAW_LINE, REASONS, WARNINGS
-from curation.text_index import xxh3_128_digests
 
 #: Pairs between stages: :data:`~curation.core.schema.PAIRS` plus the normalized prompt.
 PAIRS_STAGE = PAIRS.append(pa.field(NORMALIZED_PROMPT, pa.large_string()))
@@ -65,7 +65,7 @@ _HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
 def hex_digests128(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     """``xxh3_128_hexdigest`` of every string of ``values`` (UTF-8 bytes), without Python strings.
 
-    The digests (:func:`~curation.text_index.xxh3_128_digests`) are hex-encoded in numpy (the
+    The digests (:func:`~curation.core.hashing.xxh3_128_digests`) are hex-encoded in numpy (the
     per-row ``to_pylist`` + ``encode`` + ``hexdigest`` took ~1.5 s at full scale).
     """
     nibbles = xxh3_128_digests(values)

@@ -35,9 +35,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curation.core.hashing import text_hash128
 from curation.core.stage_table import StageTable
 from curation.datasets import REGISTRY
-from curation.text_index import text_hash128
 
 PROFILE_VERSION = 1
 #: Quantiles of the length summaries.

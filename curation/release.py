@@ -54,6 +54,7 @@ import pyarrow.parquet as pq
 from curation.card import CARD_PAIR_COLUMNS, render_card
 from curation.core import schema as S
 from curation.core.parallel import in_threads
+from curation.core.source_file import file_name
 from curation.core.stage_table import StageTable
 from curation.core.store import Store, StoreError
 from curation.core.version import release_libraries
@@ -241,6 +242,22 @@ def read_manifest(store: Store, release_id: str) -> dict[str, Any] | None:
 def read_latest(store: Store) -> dict[str, Any] | None:
     """The parsed ``latest.json`` pointer, or ``None``."""
     return read_json(store, LATEST_KEY)
+
+
+def previous_release_files(store: Store) -> tuple[str, set[str]] | None:
+    """The id of the release ``latest.json`` names and the files present in its sources, or
+    ``None`` when the store has no release yet."""
+    pointer = read_latest(store)
+    if not pointer:
+        return None
+    manifest = read_manifest(store, pointer["release_id"]) or {}
+    present = {
+        file_name(source["dataset"], f["path"])
+        for source in manifest.get("sources", [])
+        for f in source.get("files", [])
+        if f.get("present")
+    }
+    return pointer["release_id"], present
 
 
 def _pointer(manifest: Mapping[str, Any], run_started_at: str, digest: str) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from curation.core.redact import (
     uri_secrets,
     userinfo,
 )
+from curation.core.source_file import SourceFile
 
 log = logging.getLogger(__name__)
 
@@ -138,27 +139,6 @@ class ReadPolicy:
 
 
 DEFAULT_POLICY = ReadPolicy()
-
-
-@dataclass(frozen=True)
-class SourceFile:
-    """One upstream file of a mirror: which dataset/subset/split it holds and its relative path.
-
-    ``kind`` names the file's format within its dataset (e.g. HH-style preference lines or
-    red-team transcripts); only the dataset's own module interprets it.
-    """
-
-    dataset: str
-    subset: str
-    split: str | None
-    relpath: str
-    kind: str
-
-    @property
-    def key(self) -> str:
-        """A short identifier usable as a Dagster asset name suffix."""
-        parts = [self.dataset, self.subset] + ([self.split] if self.split else [])
-        return "__".join(p.lower().replace("-", "_") for p in parts)
 
 
 def all_files() -> list[SourceFile]:

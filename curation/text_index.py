@@ -26,8 +26,8 @@ from typing import IO
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import xxhash
 
+from curation.core.hashing import text_hash128
 from curation.core.stage_table import StageTable
 from curation.near_dup import LazyTexts, Words, _ranges, compact_keys, tokenize
 
@@ -36,8 +36,6 @@ __all__ = [
     "distinct_texts",
     "read_columns",
     "table_batches",
-    "text_hash128",
-    "xxh3_128_digests",
 ]
 
 #: Rows per record batch of :func:`table_batches`: large enough that per-batch costs vanish,
@@ -82,32 +80,6 @@ def read_columns(pairs: pa.Table | StageTable, columns: Sequence[str]) -> pa.Tab
         return pairs.select(list(columns))
     schema = pa.schema([pairs.schema.field(c) for c in columns])
     return pa.Table.from_batches(list(table_batches(pairs, columns)), schema=schema)
-
-
-def xxh3_128_digests(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """``(n, 16)`` uint8: the xxh3-128 digest of every string of ``values`` (UTF-8 bytes; nulls
-    hash like ``""``), each hashed straight from the Arrow data buffer, without Python strings."""
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    if values.type != pa.large_string():
-        values = values.cast(pa.large_string())
-    n = len(values)
-    if n == 0:
-        return np.zeros((0, 16), np.uint8)
-    offs = np.frombuffer(values.buffers()[1], np.int64, n + 1, values.offset * 8)
-    data = values.buffers()[2]
-    mv = memoryview(data) if data is not None else memoryview(b"")
-    digest = xxhash.xxh3_128_digest
-    raw = b"".join(
-        [digest(mv[a:b]) for a, b in zip(offs[:-1].tolist(), offs[1:].tolist(), strict=True)]
-    )
-    return np.frombuffer(raw, np.uint8).reshape(n, 16)
-
-
-def text_hash128(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """xxh3-128 of every string of ``values`` (nulls hash like ``""``) as ``(high, low)`` u64."""
-    both = xxh3_128_digests(values).view(">u8").astype(np.uint64)
-    return both[:, 0].copy(), both[:, 1].copy()
 
 
 def distinct_texts(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

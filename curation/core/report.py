@@ -42,16 +42,6 @@ def report_of(table: pa.Table) -> dict:
     return json.loads((table.schema.metadata or {})[REPORT_KEY])
 
 
-def suite_for(report: dict) -> str:
-    """The GX suite of an ingested file, from its dataset, subset and detected schema variant
-    (the dataset's module decides: :func:`curation.datasets.suite_for`)."""
-    from curation.datasets import (
-        suite_for as registered_suite_for,
-    )  # the registry imports polars: `releases` commands must not
-
-    return registered_suite_for(report)
-
-
 def quarantine_rate(report: Mapping[str, Any]) -> float:
     """The share of a file's rows read that were quarantined (0 for a file with no rows)."""
     read = report["rows_read"]

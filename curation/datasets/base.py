@@ -23,8 +23,8 @@ import pyarrow as pa
 
 from curation.core.jsonl import FieldSpec, ParsedFile, parse_jsonl
 from curation.core.schema import PAIRS
+from curation.core.source_file import SourceFile
 from curation.core.suite_builder import SuiteBuilder
-from curation.sources import SourceFile
 
 if TYPE_CHECKING:  # the rules import polars; the source list (`releases` commands) must not
     from curation.core.rules import RuleFamily
