@@ -23,7 +23,13 @@ from curation.core.stage_table import StageTable
 from curation.core.store import StoreError
 from curation.datasets import suite_for
 from curation.gx_validate import SuiteResult, warm_up
-from curation.ingest import RAW_LINE, REASONS, UPSTREAM_ROWS, WARNINGS, upstream_row_differences
+from curation.ingest.ingest import (
+    RAW_LINE,
+    REASONS,
+    UPSTREAM_ROWS,
+    WARNINGS,
+    upstream_row_differences,
+)
 from curation.reader import open_release
 from curation.release import ReleaseError
 

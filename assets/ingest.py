@@ -20,15 +20,14 @@ from assets.resources import CurationSettings, SourcesResource, StoreResource
 from curation.core.report import REPORT_KEY
 from curation.core.store import Store, StoreError
 from curation.core.version import code_version
-from curation.ingest import (
+from curation.ingest.ingest import (
     check_patterns,
     check_presence,
     file_name,
     ingest_file,
     ingest_in_threads,
 )
-from curation.release import ReleaseError, previous_release_files
-from curation.sources import (
+from curation.ingest.sources import (
     SourceError,
     SourceFile,
     all_files,
@@ -37,7 +36,8 @@ from curation.sources import (
     file_uri,
     is_present,
 )
-from curation.upstream import is_transient
+from curation.ingest.upstream import is_transient
+from curation.release import ReleaseError, previous_release_files
 
 
 def _ingest_out(source: SourceFile) -> dg.AssetOut:
@@ -106,13 +106,13 @@ def ingest_files(
     store: StoreResource,
 ):
     """Ingest the selected upstream files, ``settings.ingest_threads`` at a time, at most one
-    large file (:func:`curation.ingest.is_large`) of them.
+    large file (:func:`curation.ingest.ingest.is_large`) of them.
 
     One step for all files: parsing, decompression and the vectorized rules release the GIL, so
     threads use every core without the per-process start-up and pickling of one step per file.
     Before any file is read, each mirror root must be a readable folder; after, absent files are
     judged against ``expected_files`` / ``allow_missing_files`` and the previous release
-    (:func:`curation.ingest.check_presence`).
+    (:func:`curation.ingest.ingest.check_presence`).
     """
     selected = [s for s in all_files() if ingest_asset_key(s) in context.selected_asset_keys]
     previous = _preflight(context, selected, sources, settings, store)

@@ -15,7 +15,7 @@ after ingest (``normalized_pairs`` ... ``release``) keep one-part keys.
 
 import dagster as dg
 
-from curation.sources import SourceFile, all_files
+from curation.ingest.sources import SourceFile, all_files
 
 RELEASE_KEY = dg.AssetKey("release")
 #: Metadata key of an ingest materialization: the data version of the upstream file it read.
@@ -57,6 +57,6 @@ def upstream_asset_key(source: SourceFile) -> dg.AssetKey:
 
 
 INGEST_KEYS = [ingest_asset_key(source) for source in all_files()]
-"""The ingest asset of every upstream file, in :func:`curation.sources.all_files` order."""
+"""The ingest asset of every upstream file, in :func:`curation.ingest.sources.all_files` order."""
 UPSTREAM_KEYS = [upstream_asset_key(source) for source in all_files()]
 """The observable source asset of every upstream file, in the same order."""

@@ -11,7 +11,8 @@ from assets.resources import CurationSettings
 from curation.accounting import sum_counts
 from curation.core.report import report_of
 from curation.core.stage_table import StageTable
-from curation.ingest import require_recognisable
+from curation.ingest.ingest import require_recognisable
+from curation.ingest.sources import SourceError
 from curation.normalize import (
     is_red_team,
     pair_files_in_order,
@@ -20,7 +21,6 @@ from curation.normalize import (
     quarantine_table,
     red_team_table,
 )
-from curation.sources import SourceError
 
 VALIDATE_GROUP = "validate"
 SOURCE_FILES = pa.schema([("report", pa.string())])

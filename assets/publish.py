@@ -19,7 +19,7 @@ from curation.core.stage_table import StageTable
 from curation.core.store import StoreError
 from curation.core.version import code_version
 from curation.drift import CHECK_DESCRIPTIONS, CHECKS, ERROR, PASS, CheckResult, Finding
-from curation.ingest import manifest_sources
+from curation.ingest.ingest import manifest_sources
 from curation.profile import pair_keys, profile_release
 from curation.references import manifest_references
 from curation.release import ReleaseError, publish_release, schema_from_b64

@@ -24,8 +24,8 @@ from curation.datasets import dataset as registered_dataset
 from curation.decontam import DecontamConfig
 from curation.dedup import DedupConfig
 from curation.drift import DriftConfig
-from curation.ingest import check_patterns
-from curation.sources import (
+from curation.ingest.ingest import check_patterns
+from curation.ingest.sources import (
     DECOMPRESSED_BYTES_CEILING,
     MAX_DECOMPRESSED_BYTES,
     ReadPolicy,
@@ -94,7 +94,7 @@ class SourceCredentials(dg.ConfigurableResource):
 
     def storage_options(self, uri: str) -> dict[str, Any]:
         """fsspec storage options with the credentials that reading ``uri`` needs (never log
-        them; ``curation.sources.mirror_storage_options``)."""
+        them; ``curation.ingest.sources.mirror_storage_options``)."""
         configured = tuple(getattr(self, d.uri_field) for d in REGISTRY)
         return mirror_storage_options(uri, configured, self.http_headers)
 
@@ -251,7 +251,7 @@ class CurationSettings(dg.ConfigurableResource):
         le=DECOMPRESSED_BYTES_CEILING,
         description="Bytes one source file may decompress to (or weigh, uncompressed); more fails "
         "the run naming the file, and decompression stops there (a gzip bomb). Default 1 GiB, "
-        "five times the largest upstream file (curation.sources.MAX_DECOMPRESSED_BYTES).",
+        "five times the largest upstream file (curation.ingest.sources.MAX_DECOMPRESSED_BYTES).",
     )
     allow_links_outside_mirror: bool = Field(
         default=False,

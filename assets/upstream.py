@@ -1,6 +1,6 @@
 """The 15 upstream files as observable source assets, observed together in one step.
 
-Observing records each file's fingerprint (``curation.upstream``) as its data version: sha256 for
+Observing records each file's fingerprint (``curation.ingest.upstream``) as its data version: sha256 for
 local files, the ETag for S3/HTTP, the dataset repo's commit for ``hf://``. An observation with a
 new data version is what marks the file's ingest asset (and what follows) as updated for
 declarative automation; an unchanged file is not an update.
@@ -13,8 +13,8 @@ import dagster as dg
 from assets.keys import ingest_group, upstream_asset_key
 from assets.resources import SourcesResource
 from curation.datasets import dataset_names
-from curation.sources import all_files, file_uri
-from curation.upstream import dataset_fingerprints
+from curation.ingest.sources import all_files, file_uri
+from curation.ingest.upstream import dataset_fingerprints
 
 
 def _spec(source) -> dg.AssetSpec:

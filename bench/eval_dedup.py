@@ -48,9 +48,9 @@ from bench.synth import CONTAM_KINDS, DEDUP_KINDS, EXPECTED_REASON, HARD_NEGATIV
 from curation.core.schema import PAIRS
 from curation.decontam import DecontamConfig, decontaminate
 from curation.dedup import DedupConfig, deduplicate
-from curation.ingest import ingest_file
+from curation.ingest.ingest import ingest_file
+from curation.ingest.sources import all_files
 from curation.normalize import pairs_from, split_verdicts, with_pair_ids
-from curation.sources import all_files
 
 __all__ = ["TARGETS", "check_targets", "evaluate", "format_report", "load_pairs", "score"]
 

@@ -39,9 +39,9 @@ import pyarrow.compute as pc
 from curation import decontam
 from curation.core.textnorm import normalize_text
 from curation.decontam import DecontamConfig, collect_units
-from curation.ingest import ingest_file
+from curation.ingest.ingest import ingest_file
+from curation.ingest.sources import all_files
 from curation.normalize import pairs_from, split_verdicts, with_pair_ids
-from curation.sources import all_files
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = REPO / "bench" / "labels"

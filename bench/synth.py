@@ -548,7 +548,7 @@ class FilePlan:
     dataset: str
     subset: str
     split: str
-    relpath: str  # inside the dataset root, as curation.sources
+    relpath: str  # inside the dataset root, as curation.ingest.sources
     root: str  # "hh-rlhf" or "PKU-SafeRLHF"
     rows: int
 

@@ -30,7 +30,7 @@ from curation.core.stage_table import StageTable
 from curation.core.textnorm import NORMALIZED_PROMPT, normalize_array
 from curation.datasets import dataset, dataset_of, pairs_per_row
 from curation.datasets import hh_format as hh
-from curation.ingest import RAW_LINE, REASONS, WARNINGS
+from curation.ingest.ingest import RAW_LINE, REASONS, WARNINGS
 
 #: Pairs between stages: :data:`~curation.core.schema.PAIRS` plus the normalized prompt.
 PAIRS_STAGE = PAIRS.append(pa.field(NORMALIZED_PROMPT, pa.large_string()))

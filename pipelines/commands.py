@@ -28,7 +28,7 @@ from curation.alerts import Delivery
 from curation.core.redact import has_credentials, redact_uri
 from curation.core.store import STORE_CREDENTIALS_HINT
 from curation.datasets import REGISTRY
-from curation.preflight import preflight
+from curation.ingest.preflight import preflight
 from pipelines.automation import run_tags
 from pipelines.config_file import ConfigError, settings_config
 from pipelines.definitions import build_definitions, build_resources

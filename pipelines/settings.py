@@ -18,7 +18,7 @@ import yaml
 from curation.alerts import DEFAULT_BUDGET_SECONDS
 from curation.core.redact import has_credentials, redact_uri
 from curation.core.store import credentials_refused
-from curation.sources import HTTP_HEADERS_ENV, parse_http_headers
+from curation.ingest.sources import HTTP_HEADERS_ENV, parse_http_headers
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_data"

@@ -27,7 +27,7 @@ from assets.resources import (
     SourcesResource,
     settings_from_mapping,
 )
-from curation.sources import SourceError
+from curation.ingest.sources import SourceError
 from pipelines.cli import main
 from tests.http_mirror import AuthMirror, basic
 

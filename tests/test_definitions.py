@@ -171,7 +171,7 @@ def test_file_assets_have_short_distinct_names_grouped_by_dataset():
     import dagster as dg
 
     from assets.keys import GRAPH_LABEL_MAX, file_label, ingest_asset_key, upstream_asset_key
-    from curation.sources import all_files
+    from curation.ingest.sources import all_files
     from pipelines.definitions import defs
 
     graph = defs.resolve_asset_graph()

@@ -25,9 +25,9 @@ import pytest
 
 from assets.ingest import ingest_one
 from assets.resources import AwsCredentials, CurationSettings, SourceCredentials, SourcesResource
-from curation.ingest import ingest_file
-from curation.preflight import check_source_root, preflight
-from curation.sources import (
+from curation.ingest.ingest import ingest_file
+from curation.ingest.preflight import check_source_root, preflight
+from curation.ingest.sources import (
     MAX_DECOMPRESSED_BYTES,
     ReadPolicy,
     SourceError,
@@ -35,7 +35,7 @@ from curation.sources import (
     read_raw,
     source_file,
 )
-from curation.upstream import source_fingerprint
+from curation.ingest.upstream import source_fingerprint
 from pipelines.settings import REPO, SAMPLE
 from tests.pipeline_helpers import environment, materialize
 
@@ -274,8 +274,8 @@ def test_the_bound_is_a_setting_checked_up_front(tmp_path: Path):
 BOMB_CHILD = textwrap.dedent(
     """
     import resource, sys
-    from curation.ingest import ingest_file
-    from curation.sources import SourceError, source_file
+    from curation.ingest.ingest import ingest_file
+    from curation.ingest.sources import SourceError, source_file
     try:
         ingest_file(source_file("harmless-base", "test"), sys.argv[1])
         print("INGESTED")

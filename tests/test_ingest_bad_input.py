@@ -9,8 +9,8 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pytest
 
-from curation.ingest import ingest_file
-from curation.sources import SourceError, source_file
+from curation.ingest.ingest import ingest_file
+from curation.ingest.sources import SourceError, source_file
 
 HH_TEST = source_file("harmless-base", "test")
 RED_TEAM = source_file("red-team-attempts")

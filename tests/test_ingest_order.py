@@ -1,4 +1,4 @@
-"""curation.ingest.ingest_order / is_large / ingest_in_threads: how ingest_files starts the files,
+"""curation.ingest.ingest.ingest_order / is_large / ingest_in_threads: how ingest_files starts the files,
 so that the large HH-RLHF train files run one after another while the small ones fill the other
 threads (two large files at once put the scale-1.0 ingest step at up to 1,533 MiB:
 docs/benchmarks.md)."""
@@ -10,8 +10,14 @@ import threading
 import time
 
 from curation.core import parallel
-from curation.ingest import UPSTREAM_ROWS, file_name, ingest_in_threads, ingest_order, is_large
-from curation.sources import all_files, source_file
+from curation.ingest.ingest import (
+    UPSTREAM_ROWS,
+    file_name,
+    ingest_in_threads,
+    ingest_order,
+    is_large,
+)
+from curation.ingest.sources import all_files, source_file
 
 
 def test_the_large_files_are_the_hh_train_files() -> None:

@@ -15,9 +15,9 @@ import pytest
 from bench import eval_real
 from curation.decontam import DecontamConfig, decontaminate
 from curation.dedup import DedupConfig, deduplicate
-from curation.ingest import ingest_file
+from curation.ingest.ingest import ingest_file
+from curation.ingest.sources import all_files
 from curation.normalize import pairs_from, split_verdicts, with_pair_ids
-from curation.sources import all_files
 
 MIN_PRECISION = MIN_RECALL = 0.98
 

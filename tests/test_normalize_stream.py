@@ -16,7 +16,8 @@ import pytest
 
 from curation.core.report import REPORT_KEY
 from curation.core.stage_table import StageTable
-from curation.ingest import REASONS, ingest_file
+from curation.ingest.ingest import REASONS, ingest_file
+from curation.ingest.sources import source_file
 from curation.normalize import (
     PAIRS_STAGE,
     normalize_file,
@@ -28,7 +29,6 @@ from curation.normalize import (
     split_verdicts,
     with_pair_ids,
 )
-from curation.sources import source_file
 from pipelines.settings import SAMPLE
 
 HH_TRAIN = source_file("harmless-base", "train")

@@ -23,9 +23,9 @@ from curation.core import parallel, textnorm
 from curation.core.parallel import in_threads, parallel_map
 from curation.decontam import decontaminate
 from curation.dedup import deduplicate
-from curation.ingest import ingest_file
+from curation.ingest.ingest import ingest_file
+from curation.ingest.sources import all_files
 from curation.normalize import pairs_from, split_verdicts, with_pair_ids
-from curation.sources import all_files
 
 HANG = 60  # seconds; only reached when something deadlocks
 

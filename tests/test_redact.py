@@ -26,14 +26,14 @@ from curation.core.redact import (
     split_userinfo,
     uri_secrets,
 )
-from curation.sources import (
+from curation.ingest.sources import (
     SourceError,
     mirror_storage_options,
     option_secrets,
     parse_http_headers,
     read_raw,
 )
-from curation.upstream import is_transient
+from curation.ingest.upstream import is_transient
 from tests.http_mirror import AuthMirror, basic
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"

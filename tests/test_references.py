@@ -13,7 +13,7 @@ import pytest
 
 from assets.resources import CurationSettings
 from curation.datasets.hh_rlhf import DATASET as HH
-from curation.ingest import ingest_file
+from curation.ingest.ingest import ingest_file
 from curation.normalize import quarantine_rows, split_verdicts
 from curation.references import (
     QUARANTINED_PROMPTS,

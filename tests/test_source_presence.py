@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from assets.resources import CurationSettings, settings_problems
-from curation.sources import SourceError, read_raw
+from curation.ingest.sources import SourceError, read_raw
 from pipelines.settings import SAMPLE
 from tests.pipeline_helpers import check_results, environment, materialize, release_metadata
 
@@ -105,7 +105,9 @@ def test_permission_denied_fails_the_run_naming_the_file(tmp_path: Path):
         "DAGSTER_HOME": str(tmp_path / "dagster_home"),
     }
     cli = str(Path(sys.executable).parent / "rlhf-curate")
-    read = f"from curation.sources import read_raw; read_raw({str(folder / 'train.jsonl')!r})"
+    read = (
+        f"from curation.ingest.sources import read_raw; read_raw({str(folder / 'train.jsonl')!r})"
+    )
     folder.chmod(0)
     try:
         run = subprocess.run(
@@ -282,7 +284,7 @@ def test_upstream_row_counts_warn_on_the_sample_and_pass_on_the_real_file(tmp_pa
 
 
 def test_mirror_roots_on_s3_are_checked(s3_client, s3_bucket: str, s3_env):
-    from curation.sources import check_root
+    from curation.ingest.sources import check_root
 
     options = {"client_kwargs": {"endpoint_url": s3_env["AWS_ENDPOINT_URL"]}}
     s3_client.put_object(Bucket=s3_bucket, Key="hh/harmless-base/test.jsonl.gz", Body=b"x")

@@ -14,8 +14,8 @@ from bench import eval_dedup, synth
 from curation.core.schema import REMOVED
 from curation.decontam import DecontamConfig
 from curation.dedup import DedupConfig
-from curation.ingest import ingest_file
-from curation.sources import all_files
+from curation.ingest.ingest import ingest_file
+from curation.ingest.sources import all_files
 
 SCALE = 0.01
 

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from assets.keys import file_label, ingest_asset_key
-from curation.sources import all_files
+from curation.ingest.sources import all_files
 from tests.conftest import REPO
 
 sync_api = pytest.importorskip(

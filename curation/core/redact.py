@@ -11,7 +11,7 @@ names: a list is never complete). :func:`scrub` does the same to free text such 
 message, and removes secrets given explicitly (a password, a header value).
 
 Reading may still use the credentials: :func:`split_userinfo` turns user info into the
-``Authorization: Basic`` header that HTTP clients send (``curation.sources`` and
+``Authorization: Basic`` header that HTTP clients send (``curation.ingest.sources`` and
 ``curation.alerts`` do so); only the redacted form is ever recorded.
 """
 

@@ -106,7 +106,7 @@ SOURCES_HEADER = ("source", "uri", "revision", "files present / listed", "rows r
 def source_rows(sources: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
     """One row per upstream source of a manifest, under :data:`SOURCES_HEADER`.
 
-    A source lists every file the source list names (``curation.sources``); an absent one is
+    A source lists every file the source list names (``curation.ingest.sources``); an absent one is
     listed with ``present: false``. ``files present / listed`` counts both (``3 / 9``): the one
     definition the card and the CLI share. ``rows read`` adds up the present files' rows.
     """

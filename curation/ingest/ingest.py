@@ -39,7 +39,7 @@ from curation.core.redact import redact_uri
 from curation.core.source_file import file_name
 from curation.datasets import dataset_of, resolve_levels, upstream_rows
 from curation.datasets.base import ObjectNormalizer
-from curation.sources import (
+from curation.ingest.sources import (
     DEFAULT_POLICY,
     RawFile,
     ReadPolicy,
@@ -49,7 +49,7 @@ from curation.sources import (
     file_uri,
     read_raw,
 )
-from curation.upstream import (
+from curation.ingest.upstream import (
     ABSENT,
     content_fingerprint,
     fingerprint_is_content,
@@ -75,7 +75,7 @@ class FileReport:
     present: bool
     size: int = 0
     sha256: str = ""
-    #: Its data version when read (``curation.upstream``): what the next observation compares.
+    #: Its data version when read (``curation.ingest.upstream``): what the next observation compares.
     fingerprint: str = ""
     compression: str = ""
     schema_variant: str = ""
@@ -169,7 +169,7 @@ def ingest_file(
     A missing file yields an empty table and a report with ``present=False`` (logged). An
     unreadable file (corrupt gzip, empty file, malformed JSON array), a file larger than
     ``policy.max_decompressed_bytes`` or a symbolic link out of the mirror (``policy``,
-    :func:`curation.sources.read_raw`) raises :class:`~curation.sources.SourceError` naming it.
+    :func:`curation.ingest.sources.read_raw`) raises :class:`~curation.ingest.sources.SourceError` naming it.
     """
     levels = resolve_levels(levels)
     plugin = dataset_of(source)

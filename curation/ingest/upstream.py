@@ -5,7 +5,7 @@ A fingerprint is the Dagster data version of an upstream file (see ``assets/upst
 - ``hf://datasets/<org>/<name>``: the dataset repo's commit (one Hub call per dataset);
 - object stores and HTTP: the ETag plus the size;
 - local files: the content sha256 (a ``touch`` is not a change), except a file that is not
-  read (a symbolic link out of the mirror, a FIFO or device: ``curation.sources.ReadPolicy``),
+  read (a symbolic link out of the mirror, a FIFO or device: ``curation.ingest.sources.ReadPolicy``),
   which gets its size and mtime;
 - anything else: size and mtime; a missing file is ``absent``.
 """
@@ -17,7 +17,7 @@ import re
 
 import fsspec
 
-from curation.sources import (
+from curation.ingest.sources import (
     SourceError,
     file_uri,
     http_failure,
@@ -126,8 +126,8 @@ def dataset_fingerprints(
 def is_transient(exc: BaseException) -> bool:
     """A read that failed on I/O (connection reset, timeout, throttling): worth retrying.
 
-    ``curation.sources`` wraps read errors in a ``SourceError`` that says whether it is
-    transient (:func:`curation.sources.is_transient_error`); otherwise the cause decides.
+    ``curation.ingest.sources`` wraps read errors in a ``SourceError`` that says whether it is
+    transient (:func:`curation.ingest.sources.is_transient_error`); otherwise the cause decides.
     Corrupt content (bad or truncated gzip, empty file, malformed JSON) is not retried.
     """
     if isinstance(exc, SourceError) and exc.transient is not None:

@@ -18,7 +18,7 @@ import fsspec
 
 from curation.core.redact import redact_uri, scrub
 from curation.core.store import Store, StoreError
-from curation.sources import SourceError, all_files, check_layout, option_secrets
+from curation.ingest.sources import SourceError, all_files, check_layout, option_secrets
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,7 @@ class SourceError(RuntimeError):
     """A source file or mirror that cannot be read; the message names the URI and the problem.
 
     ``transient`` says whether a retry may cure it (``None``: judged from ``__cause__``,
-    ``curation.upstream.is_transient``).
+    ``curation.ingest.upstream.is_transient``).
     """
 
     def __init__(self, message: str, transient: bool | None = None):
