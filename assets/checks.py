@@ -17,12 +17,10 @@ from assets.keys import INGEST_KEYS, RELEASE_KEY
 from assets.metadata import counts_markdown
 from assets.resources import CurationSettings, StoreResource
 from curation.accounting import account_release
-from curation.contract import SuiteRun
 from curation.core.report import quarantine_rate, report_of
 from curation.core.stage_table import StageTable
 from curation.core.store import StoreError
 from curation.datasets import suite_for
-from curation.gx_validate import SuiteResult, warm_up
 from curation.ingest.ingest import (
     RAW_LINE,
     REASONS,
@@ -32,6 +30,8 @@ from curation.ingest.ingest import (
 )
 from curation.reader import open_release
 from curation.release import ReleaseError
+from curation.validate.contract import SuiteRun
+from curation.validate.gx_validate import SuiteResult, warm_up
 
 BOOKKEEPING = [REASONS, WARNINGS, RAW_LINE, "dataset", "subset", "split"]
 
@@ -181,7 +181,7 @@ INGEST_BY_NAME = {key.to_python_identifier(): key for key in INGEST_KEYS}
     },
     can_subset=True,
     description="Schema suite and quarantine rate of every ingested file. One step, so that each "
-    "GX suite runs once per schema on the files' samples (curation.contract).",
+    "GX suite runs once per schema on the files' samples (curation.validate.contract).",
 )
 def ingest_checks(
     context: dg.AssetCheckExecutionContext,

@@ -13,7 +13,6 @@ from typing import Any
 import dagster as dg
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
-from curation.contract import DEFAULT_SAMPLE_ROWS
 from curation.core import memory, parallel
 from curation.core.bounds import InvalidConfig, describe_range, key_text, quoted
 from curation.core.memory import MAX_MMAP_THRESHOLD
@@ -32,6 +31,7 @@ from curation.ingest.sources import (
     SourceError,
     mirror_storage_options,
 )
+from curation.validate.contract import DEFAULT_SAMPLE_ROWS
 
 
 def _aws_options(

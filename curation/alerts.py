@@ -133,7 +133,7 @@ def build_alert(
 
 
 def suite_counts(result: Any) -> dict[str, int]:
-    """Counts for an alert from a ``curation.gx_validate.SuiteResult`` (duck-typed)."""
+    """Counts for an alert from a ``curation.validate.gx_validate.SuiteResult`` (duck-typed)."""
     unexpected = sum(f.get("unexpected_count") or 0 for f in result.failures)
     return {
         "rows": result.rows,

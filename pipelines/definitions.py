@@ -15,7 +15,7 @@ from __future__ import annotations
 import dagster as dg
 
 # Fully imported here, in the main thread, before any step starts Great Expectations' warm-up
-# thread (curation.gx_validate.warm_up), which imports sqlalchemy.orm too: two threads importing
+# thread (curation.validate.gx_validate.warm_up), which imports sqlalchemy.orm too: two threads importing
 # it at once left "partially initialized module 'sqlalchemy.orm.exc'" errors in ingest_checks.
 import sqlalchemy.orm  # noqa: F401
 

@@ -21,7 +21,7 @@ import psycopg2
 from filelock import FileLock
 
 from assets.resources import settings_from_mapping
-from curation.gx_validate import warm_up
+from curation.validate.gx_validate import warm_up
 from pipelines.definitions import build_definitions
 from pipelines.settings import Environment, PostgresSettings, instance_postgres
 

@@ -27,9 +27,9 @@ from assets.keys import (
 )
 from assets.resources import AwsCredentials, SourceCredentials, SourcesResource
 from assets.upstream import observe_files
-from curation.gx_validate import warm_up
 from curation.ingest.sources import SourceError, source_file
 from curation.ingest.upstream import hf_commit, source_fingerprint
+from curation.validate.gx_validate import warm_up
 from pipelines.automation import (
     AUTOMATION_SENSOR,
     freshness_state,

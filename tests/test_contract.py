@@ -6,10 +6,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curation import contract
-from curation import gx_validate as gv
-from curation.contract import SuiteRun, row_failures, take_rows, validate_tables
 from curation.core.stage_table import StageTable
+from curation.validate import contract
+from curation.validate import gx_validate as gv
+from curation.validate.contract import SuiteRun, row_failures, take_rows, validate_tables
 from tests.test_gx_validate import CLEAN, pku_table
 
 
@@ -72,7 +72,7 @@ def test_unique_flags_every_member_of_a_duplicate_group():
 
 
 def test_one_gx_run_per_schema_attributes_failures_to_the_right_file(monkeypatch):
-    from curation import contract
+    from curation.validate import contract
 
     runs: list[int] = []
     real = contract.validate_frame

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from curation.datasets import REGISTRY, all_files, dataset, dataset_names, raw_suite_names
-from curation.gx_validate import SUITE_NAMES
+from curation.validate.gx_validate import SUITE_NAMES
 
 REPO = Path(__file__).resolve().parent.parent
 CHECKED = ("curation", "assets", "pipelines")

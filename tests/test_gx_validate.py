@@ -11,9 +11,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from curation import gx_validate as gv
 from curation.core.schema import HARM_CATEGORIES, PAIRS
 from curation.datasets.pku_format import harm_category_columns
+from curation.validate import gx_validate as gv
 
 N = 6
 BAD = 3  # the row each mutation breaks
@@ -190,7 +190,7 @@ def test_suite_files_are_up_to_date_with_build_suites():
     built = gv.build_suites()
     for name, suite in built.items():
         assert suite.to_json_dict() == gv.load_suite_json(name), (
-            f"{name}.json is stale: run python -m curation.gx_validate write-suites"
+            f"{name}.json is stale: run python -m curation.validate.gx_validate write-suites"
         )
 
 

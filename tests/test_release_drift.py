@@ -32,9 +32,9 @@ from assets.alerting import AlertsResource
 from assets.checks import ALL_CHECKS
 from assets.resources import CurationSettings
 from curation.drift import CHECKS
-from curation.gx_validate import warm_up
 from curation.reader import diff_releases, open_release
 from curation.release import promote_release, read_promotion
+from curation.validate.gx_validate import warm_up
 from pipelines.definitions import build_definitions, build_resources
 from pipelines.settings import SAMPLE
 from tests.pipeline_helpers import environment, release_metadata

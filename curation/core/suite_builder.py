@@ -2,7 +2,7 @@
 
 A suite is built with a :class:`SuiteBuilder` (each expectation tagged with its family in
 ``meta``); the datasets' modules define their raw-file suites with it and
-:mod:`curation.gx_validate` the output contract, ``curated_pairs``. Great Expectations is
+:mod:`curation.validate.gx_validate` the output contract, ``curated_pairs``. Great Expectations is
 imported lazily (:func:`gx_quiet`).
 """
 
@@ -31,7 +31,7 @@ SHA256_HEX = r"^[0-9a-f]{64}$"
 
 def gx_quiet():
     """Import great_expectations quietly (no chatty loggers); analytics are off in the context's
-    own config (``curation.gx_validate``), not through the environment."""
+    own config (``curation.validate.gx_validate``), not through the environment."""
     import great_expectations
     from great_expectations.execution_engine import pandas_execution_engine
 

@@ -3,7 +3,7 @@
 Each dataset is one module of this package holding a
 :class:`~curation.datasets.base.PreferenceDataset` (``DATASET``); :data:`REGISTRY` lists them.
 Adding a dataset is its module, its suites written to ``expectations/`` (``python -m
-curation.gx_validate write-suites``) and one line below (``docs/architecture.md``, Adding a
+curation.validate.gx_validate write-suites``) and one line below (``docs/architecture.md``, Adding a
 dataset). Other modules find a dataset by name (:func:`dataset`) or by file
 (:func:`dataset_of`), never by spelling its name.
 """

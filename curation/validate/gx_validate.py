@@ -9,7 +9,7 @@ No Dagster import here: the asset checks wrap this module. Great Expectations is
 (it takes ~3 s to import) and its progress bars and logging are silenced.
 
 The JSON suites are generated from :func:`build_suites`; after changing a suite definition run
-``python -m curation.gx_validate write-suites`` (a test fails while the JSON files are stale).
+``python -m curation.validate.gx_validate write-suites`` (a test fails while the JSON files are stale).
 """
 
 from __future__ import annotations
@@ -435,7 +435,7 @@ def _context():
 
 def warm_up() -> threading.Thread:
     """Import GX and build its context on a background thread (~3 s), e.g. while the Arrow
-    pass of :mod:`curation.contract` runs; :func:`validate_frame` waits for it.
+    pass of :mod:`curation.validate.contract` runs; :func:`validate_frame` waits for it.
 
     SQLAlchemy's ORM is imported here first, on the calling thread: GX imports it too, and while
     the warm-up thread was half-way through that import, Dagster's event-log queries on the
@@ -552,10 +552,10 @@ def validate_frame(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m curation.gx_validate write-suites`` regenerates ``expectations/*.json``."""
+    """``python -m curation.validate.gx_validate write-suites`` regenerates ``expectations/*.json``."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args != ["write-suites"]:
-        print("usage: python -m curation.gx_validate write-suites", file=sys.stderr)
+        print("usage: python -m curation.validate.gx_validate write-suites", file=sys.stderr)
         return 2
     for path in write_suites():
         print(path)

@@ -13,7 +13,7 @@ pandas copy of the frame; on the full corpus the per-file suites took ~17 s of a
   suite and schema on a **seeded sample**: up to ``sample_rows`` random rows of every table plus
   every row the Arrow pass flagged (up to ``sample_size`` per failing expectation), so GX's
   report shows the same failures. Tables with at most ``sample_rows`` rows are validated by GX in
-  full, exactly as :func:`curation.gx_validate.validate_frame` does. Tables with the same suite
+  full, exactly as :func:`curation.validate.gx_validate.validate_frame` does. Tables with the same suite
   and the same Arrow schema share one GX run (a ``_member`` column attributes failing rows).
 
 A table fails when GX fails on its rows or when the Arrow pass finds an unexpected row anywhere.
@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 
 from curation.core import stage_table
 from curation.core.stage_table import StageTable
-from curation.gx_validate import (
+from curation.validate.gx_validate import (
     ID_COLUMNS,
     SuiteResult,
     _jsonable,
