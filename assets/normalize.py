@@ -13,7 +13,7 @@ from curation.core.report import report_of
 from curation.core.stage_table import StageTable
 from curation.ingest.ingest import require_recognisable
 from curation.ingest.sources import SourceError
-from curation.normalize import (
+from curation.normalize.normalize import (
     is_red_team,
     pair_files_in_order,
     pair_preview_rows,

@@ -50,7 +50,7 @@ from curation.decontam import DecontamConfig, decontaminate
 from curation.dedup import DedupConfig, deduplicate
 from curation.ingest.ingest import ingest_file
 from curation.ingest.sources import all_files
-from curation.normalize import pairs_from, split_verdicts, with_pair_ids
+from curation.normalize.normalize import pairs_from, split_verdicts, with_pair_ids
 
 __all__ = ["TARGETS", "check_targets", "evaluate", "format_report", "load_pairs", "score"]
 

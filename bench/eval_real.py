@@ -41,7 +41,7 @@ from curation.core.textnorm import normalize_text
 from curation.decontam import DecontamConfig, collect_units
 from curation.ingest.ingest import ingest_file
 from curation.ingest.sources import all_files
-from curation.normalize import pairs_from, split_verdicts, with_pair_ids
+from curation.normalize.normalize import pairs_from, split_verdicts, with_pair_ids
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = REPO / "bench" / "labels"

@@ -144,7 +144,7 @@ def test_malformed_red_team_array_fails_naming_the_file(tmp_path: Path):
 
 def test_pku_v0_file_is_accepted_and_normalized_with_its_labels(tmp_path: Path):
     from curation.datasets.pku_format import V0_FIELDS
-    from curation.normalize import pairs_from, split_verdicts
+    from curation.normalize.normalize import pairs_from, split_verdicts
     from tests.test_rules import pku_row
 
     v0 = {f.name for f in V0_FIELDS}

@@ -19,7 +19,7 @@ from curation.core.report import QUARANTINE_ERROR_RATE, QUARANTINE_WARN_RATE, qu
 from curation.datasets.pku_format import CURRENT_MARKERS, V0_FIELDS
 from curation.ingest.ingest import ingest_file
 from curation.ingest.sources import source_file
-from curation.normalize import pairs_from, red_team_rows, split_verdicts
+from curation.normalize.normalize import pairs_from, red_team_rows, split_verdicts
 from pipelines.settings import SAMPLE
 
 HH_TEST = source_file("harmless-base", "test")

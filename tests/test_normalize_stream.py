@@ -18,7 +18,7 @@ from curation.core.report import REPORT_KEY
 from curation.core.stage_table import StageTable
 from curation.ingest.ingest import REASONS, ingest_file
 from curation.ingest.sources import source_file
-from curation.normalize import (
+from curation.normalize.normalize import (
     PAIRS_STAGE,
     normalize_file,
     pair_files_in_order,

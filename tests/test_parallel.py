@@ -25,7 +25,7 @@ from curation.decontam import decontaminate
 from curation.dedup import deduplicate
 from curation.ingest.ingest import ingest_file
 from curation.ingest.sources import all_files
-from curation.normalize import pairs_from, split_verdicts, with_pair_ids
+from curation.normalize.normalize import pairs_from, split_verdicts, with_pair_ids
 
 HANG = 60  # seconds; only reached when something deadlocks
 

@@ -14,7 +14,7 @@ import pytest
 from assets.resources import CurationSettings
 from curation.datasets.hh_rlhf import DATASET as HH
 from curation.ingest.ingest import ingest_file
-from curation.normalize import quarantine_rows, split_verdicts
+from curation.normalize.normalize import quarantine_rows, split_verdicts
 from curation.references import (
     QUARANTINED_PROMPTS,
     load_reference_set,

@@ -100,7 +100,7 @@ def test_stage_pairs_carry_the_normalized_prompt_once():
 
     from curation.core.schema import PAIRS
     from curation.core.textnorm import NORMALIZED_PROMPT, normalize_array, normalized_prompts
-    from curation.normalize import PAIRS_STAGE, with_pair_ids
+    from curation.normalize.normalize import PAIRS_STAGE, with_pair_ids
 
     rows = {name: [None, None] for name in PAIRS.names}
     rows.update(

@@ -154,7 +154,7 @@ def _normalize(values: pa.LargeStringArray, force_general: bool) -> pa.LargeStri
 
 
 #: Stage-table column holding ``normalize_array(prompt)``, computed once by
-#: :func:`curation.normalize.with_pair_ids` and reused by dedup and decontamination (releases
+#: :func:`curation.normalize.normalize.with_pair_ids` and reused by dedup and decontamination (releases
 #: drop it: it is not in :data:`curation.core.schema.PAIRS`).
 NORMALIZED_PROMPT = "prompt_normalized"
 
