@@ -9,10 +9,10 @@ from assets.resources import AwsCredentials, CurationSettings
 from curation.accounting import reason_counts
 from curation.core.selection import RowSelection
 from curation.core.stage_table import StageTable, take_rows
-from curation.decontam import decontaminate_and_report
-from curation.dedup import deduplicate
-from curation.paraphrase import paraphrase_markdown
-from curation.references import (
+from curation.match.decontam import decontaminate_and_report
+from curation.match.dedup import deduplicate
+from curation.match.paraphrase import paraphrase_markdown
+from curation.match.references import (
     quarantined_test_prompts,
     read_reference_set,
     reference_table,

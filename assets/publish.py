@@ -20,8 +20,8 @@ from curation.core.store import StoreError
 from curation.core.version import code_version
 from curation.drift import CHECK_DESCRIPTIONS, CHECKS, ERROR, PASS, CheckResult, Finding
 from curation.ingest.ingest import manifest_sources
+from curation.match.references import manifest_references
 from curation.profile import pair_keys, profile_release
-from curation.references import manifest_references
 from curation.release import ReleaseError, publish_release, schema_from_b64
 
 PUBLISH_GROUP = "publish"

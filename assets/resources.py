@@ -20,8 +20,6 @@ from curation.core.redact import has_credentials, redact_uri
 from curation.core.report import QUARANTINE_ERROR_RATE, QUARANTINE_WARN_RATE
 from curation.datasets import REGISTRY, resolve_levels
 from curation.datasets import dataset as registered_dataset
-from curation.decontam import DecontamConfig
-from curation.dedup import DedupConfig
 from curation.drift import DriftConfig
 from curation.ingest.ingest import check_patterns
 from curation.ingest.sources import (
@@ -31,6 +29,8 @@ from curation.ingest.sources import (
     SourceError,
     mirror_storage_options,
 )
+from curation.match.decontam import DecontamConfig
+from curation.match.dedup import DedupConfig
 from curation.validate.contract import DEFAULT_SAMPLE_ROWS
 
 
@@ -164,7 +164,7 @@ class CurationSettings(dg.ConfigurableResource):
 
     ``rule_levels`` overrides the default level (``error`` | ``warn`` | ``off``) of row rules by
     reason code (see ``curation.core.rules``); ``dedup`` and ``decontam`` override fields of
-    ``curation.dedup.DedupConfig`` and ``curation.decontam.DecontamConfig``, whose valid ranges
+    ``curation.match.dedup.DedupConfig`` and ``curation.match.decontam.DecontamConfig``, whose valid ranges
     are declared there. Every numeric field here declares its range too. Unknown keys, values of
     the wrong type and values out of range are refused when the resource is built (before any
     step runs), every one of them (:func:`settings_problems` lists them one per line).

@@ -1,10 +1,10 @@
-"""Write ``curation/data/common_en_words.txt``: English words too frequent to carry content.
+"""Write ``curation/match/data/common_en_words.txt``: English words too frequent to carry content.
 
 ``python -m bench.common_words`` (needs the dev extra: ``wordfreq``). The list is every word of
 ``wordfreq``'s ``en`` "best" word list (Speer 2022, https://github.com/rspeer/wordfreq, version
 pinned in ``pyproject.toml``) with a Zipf frequency above ``ZIPF`` (more than 10**(ZIPF-3) =
 ~32 occurrences per million words), plus the same words with apostrophes deleted, as
-:mod:`curation.core.textnorm` does (``don't`` -> ``dont``). :mod:`curation.informative` reads it; the
+:mod:`curation.core.textnorm` does (``don't`` -> ``dont``). :mod:`curation.match.informative` reads it; the
 threshold is derived from the labelled real turns in ``bench/labels`` (``docs/dedup.md``).
 """
 
@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 
 ZIPF = 4.5
-OUT = Path(__file__).resolve().parents[1] / "curation" / "data" / "common_en_words.txt"
+OUT = Path(__file__).resolve().parents[1] / "curation" / "match" / "data" / "common_en_words.txt"
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 ``python -m bench.eval_dedup --corpus DIR [--out results.json] [--prompt-dedup]`` runs the
 library stages directly (no Dagster) on a mirror written by :mod:`bench.synth`:
 ``ingest_file`` on every upstream file, ``split_verdicts`` + ``pairs_from`` + ``with_pair_ids``,
-:func:`curation.dedup.deduplicate` on all pairs, then :func:`curation.decontam.decontaminate` on
+:func:`curation.match.dedup.deduplicate` on all pairs, then :func:`curation.match.decontam.decontaminate` on
 the dedup survivors (the pipeline's order), and scores the ``removed`` tables against
 ``DIR/ground_truth.jsonl``.
 
@@ -46,10 +46,10 @@ import pyarrow as pa
 
 from bench.synth import CONTAM_KINDS, DEDUP_KINDS, EXPECTED_REASON, HARD_NEGATIVE_KINDS
 from curation.core.schema import PAIRS
-from curation.decontam import DecontamConfig, decontaminate
-from curation.dedup import DedupConfig, deduplicate
 from curation.ingest.ingest import ingest_file
 from curation.ingest.sources import all_files
+from curation.match.decontam import DecontamConfig, decontaminate
+from curation.match.dedup import DedupConfig, deduplicate
 from curation.normalize.normalize import pairs_from, split_verdicts, with_pair_ids
 
 __all__ = ["TARGETS", "check_targets", "evaluate", "format_report", "load_pairs", "score"]

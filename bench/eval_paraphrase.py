@@ -8,7 +8,7 @@ The universe is the one of :mod:`bench.eval_real` (every real prompt in ``sample
 2,312 HH-RLHF ``harmless-base`` test conversations and the 45 PKU-SafeRLHF Alpaca-7B rows), with
 its three train/test partitions and the sample's own (:data:`SPLITS`). **Candidates**: on each partition, every informative train
 opening and its nearest informative test openings by
-:func:`curation.decontam.paraphrase_matches` at the loose :data:`CANDIDATE_THRESHOLD`; the
+:func:`curation.match.decontam.paraphrase_matches` at the loose :data:`CANDIDATE_THRESHOLD`; the
 union over the partitions, one item per *text pair* (normalized texts; equal texts are the
 rules' business and never candidates). The first labelling round also searched later human
 turns (items with ``a_unit`` / ``b_unit`` = ``later``): they are kept in the file, as the
@@ -43,8 +43,8 @@ import pyarrow as pa
 
 from bench.eval_real import LABELS, FamilyScore, _assign_split, _line, load_universe_pairs
 from bench.eval_real import SPLITS as RULE_SPLITS
-from curation import decontam
-from curation.decontam import DecontamConfig, collect_units
+from curation.match import decontam
+from curation.match.decontam import DecontamConfig, collect_units
 
 #: The loosest threshold candidates are generated with.
 CANDIDATE_THRESHOLD = 0.8

@@ -10,7 +10,7 @@ Conversation ids are ``hh:<line>`` / ``pku:<line>``, the line in the upstream fi
 
 For each split of :data:`SPLITS` (a partition of the universe into train and test) the pairs
 table is built with the library (``ingest_file`` → ``pairs_from`` → ``with_pair_ids``), the
-splits are reassigned, and every matcher of :mod:`curation.decontam` runs. Each reported match
+splits are reassigned, and every matcher of :mod:`curation.match.decontam` runs. Each reported match
 is a (train conversation → test conversation) link:
 
 * **precision** of a family: the share of its links that are right. A link is right when the
@@ -36,11 +36,11 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation import decontam
 from curation.core.textnorm import normalize_text
-from curation.decontam import DecontamConfig, collect_units
 from curation.ingest.ingest import ingest_file
 from curation.ingest.sources import all_files
+from curation.match import decontam
+from curation.match.decontam import DecontamConfig, collect_units
 from curation.normalize.normalize import pairs_from, split_verdicts, with_pair_ids
 
 REPO = Path(__file__).resolve().parents[1]
@@ -339,7 +339,7 @@ def score_removals(
 ) -> dict[str, dict[str, int | float]]:
     """Per removal reason: how many train conversations it removed, how many of them are a
     labelled leak of the matched conversation (the decisions of any version of
-    :func:`curation.decontam.decontaminate`, e.g. before and after a change)."""
+    :func:`curation.match.decontam.decontaminate`, e.g. before and after a change)."""
     conv = dict(zip(pairs["pair_id"].to_pylist(), pairs["conv"].to_pylist(), strict=True))
     leak = truth.leak | _near_positive_convs(pairs, truth)
     seen: set[tuple[str, str]] = set()

@@ -76,7 +76,7 @@ import pyarrow.compute as pc
 
 from curation.core.schema import HARM_CATEGORIES
 from curation.datasets import hh_rlhf, pku_saferlhf
-from curation.near_dup import is_typo
+from curation.match.near_dup import is_typo
 
 __all__ = [
     "CONTAM_KINDS",
@@ -516,7 +516,7 @@ def _typo(word: str, rng: np.random.Generator) -> str:
 
 def typos(text: str, rng: np.random.Generator) -> tuple[str, int]:
     """Typo-level edits: one character edit in each of ``max(1, L // 8)`` words of >= 4 letters
-    (what :func:`curation.near_dup.edit_verdict` accepts at any length). Returns the text and
+    (what :func:`curation.match.near_dup.edit_verdict` accepts at any length). Returns the text and
     the number of edited words."""
     tokens = text.split(" ")
     eligible = [i for i, t in enumerate(tokens) if len(_split_word(t)[0]) >= 5]

@@ -392,7 +392,9 @@ def _paraphrase_section(manifest: Mapping[str, Any], paraphrases: pa.Table | Non
         return [*lines[:2], "The search was off (`decontam.paraphrase: off`).", ""]
     if paraphrases.num_rows == 0:
         return [*lines, "No train pair was linked to a test opening.", ""]
-    from curation.paraphrase import paraphrase_markdown  # polars and scipy: not for `releases`
+    from curation.match.paraphrase import (
+        paraphrase_markdown,  # polars and scipy: not for `releases`
+    )
 
     by_dataset, top = paraphrase_markdown(paraphrases, PARAPHRASE_EXAMPLES)
     return [*lines, by_dataset, "", "The closest links (one per text pair):", "", top, ""]

@@ -41,7 +41,11 @@ STAGES = {
     "dedup": Stage(
         "deduplicate_pairs",
         ("assets/curate.py", "assets/io.py"),
-        exclude=("curation/decontam.py", "curation/references.py", "curation/paraphrase.py"),
+        exclude=(
+            "curation/match/decontam.py",
+            "curation/match/references.py",
+            "curation/match/paraphrase.py",
+        ),
     ),
     "decontam": Stage(
         "decontaminate_pairs", ("assets/curate.py", "assets/io.py"), ("curated_pairs",)

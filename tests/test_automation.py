@@ -295,7 +295,7 @@ def test_conditions_on_real_files_unchanged_changed_and_code_change(
     monkeypatch.setattr(
         version_module,
         "source_bytes",
-        lambda p: real(p) + (b"\n# changed\n" if p == "curation/decontam.py" else b""),
+        lambda p: real(p) + (b"\n# changed\n" if p == "curation/match/decontam.py" else b""),
     )
     new_defs = build_definitions(env, keep_release_fresh=False)
     code = dg.evaluate_automation_conditions(new_defs, instance, cursor=idle.cursor)

@@ -17,7 +17,7 @@ from PIL import Image
 
 from curation import card
 from curation.core.schema import HARM_CATEGORIES
-from curation.decontam import REASONS
+from curation.match.decontam import REASONS
 
 #: Every removal reason the pipeline writes (dedup's and decontamination's).
 REMOVAL_REASONS = ("exact_duplicate", "near_duplicate", "conflicting_duplicate", *REASONS)

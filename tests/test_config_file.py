@@ -20,8 +20,8 @@ import yaml
 
 from assets.resources import CurationSettings, settings_from_mapping, settings_problems
 from curation.core.bounds import QUOTE_LIMIT, InvalidConfig, describe_range, quoted
-from curation.decontam import DecontamConfig
-from curation.dedup import DedupConfig
+from curation.match.decontam import DecontamConfig
+from curation.match.dedup import DedupConfig
 from pipelines.commands import settings_config
 from pipelines.config_file import MAX_CONFIG_BYTES, MAX_DEPTH, ConfigError
 

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from curation.core.schema import REMOVED
-from curation.decontam import DecontamConfig, collect_units, decontaminate, find_matches
+from curation.match.decontam import DecontamConfig, collect_units, decontaminate, find_matches
 from tests.factories import make_pairs as _make_pairs
 
 

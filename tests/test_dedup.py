@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from curation.core.schema import PAIRS, REMOVED
 from curation.core.textnorm import normalize_array
-from curation.dedup import SOURCE_ORDER, DedupConfig, deduplicate
-from curation.near_dup import (
+from curation.match.dedup import SOURCE_ORDER, DedupConfig, deduplicate
+from curation.match.near_dup import (
     NearDupParams,
     edit_verdict,
     is_typo,

@@ -13,10 +13,10 @@ import pyarrow.compute as pc
 import pytest
 
 from bench import eval_real
-from curation.decontam import DecontamConfig, decontaminate
-from curation.dedup import DedupConfig, deduplicate
 from curation.ingest.ingest import ingest_file
 from curation.ingest.sources import all_files
+from curation.match.decontam import DecontamConfig, decontaminate
+from curation.match.dedup import DedupConfig, deduplicate
 from curation.normalize.normalize import pairs_from, split_verdicts, with_pair_ids
 
 MIN_PRECISION = MIN_RECALL = 0.98

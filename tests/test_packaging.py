@@ -50,7 +50,7 @@ def test_package_builds_without_warnings_and_ships_its_data(tmp_path: Path):
     assert "Warning" not in log, log[-3000:]
     wheel = tmp_path / "dist" / done.stdout.strip().splitlines()[-1]
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert "curation/data/common_en_words.txt" in names
+    assert "curation/match/data/common_en_words.txt" in names
     assert "expectations/curated_pairs.json" in names
     metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
     assert "License-Expression: Apache-2.0" in zipfile.ZipFile(wheel).read(metadata).decode()

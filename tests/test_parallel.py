@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 from assets.resources import CurationSettings
 from curation.core import parallel, textnorm
 from curation.core.parallel import in_threads, parallel_map
-from curation.decontam import decontaminate
-from curation.dedup import deduplicate
 from curation.ingest.ingest import ingest_file
 from curation.ingest.sources import all_files
+from curation.match.decontam import decontaminate
+from curation.match.dedup import deduplicate
 from curation.normalize.normalize import pairs_from, split_verdicts, with_pair_ids
 
 HANG = 60  # seconds; only reached when something deadlocks

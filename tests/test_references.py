@@ -14,12 +14,12 @@ import pytest
 from assets.resources import CurationSettings
 from curation.datasets.hh_rlhf import DATASET as HH
 from curation.ingest.ingest import ingest_file
-from curation.normalize.normalize import quarantine_rows, split_verdicts
-from curation.references import (
+from curation.match.references import (
     QUARANTINED_PROMPTS,
     load_reference_set,
     quarantined_test_prompts,
 )
+from curation.normalize.normalize import quarantine_rows, split_verdicts
 from pipelines.settings import SAMPLE
 from tests.pipeline_helpers import environment, materialize, release_metadata
 

@@ -10,8 +10,8 @@ import pytest
 
 from assets.io import read_table, write_table
 from curation.core.selection import RowSelection
-from curation.decontam import decontaminate
-from curation.dedup import deduplicate
+from curation.match.decontam import decontaminate
+from curation.match.dedup import deduplicate
 from tests.test_dedup import _mixed_corpus, make_pairs
 
 

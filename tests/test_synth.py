@@ -12,10 +12,10 @@ import pytest
 
 from bench import eval_dedup, synth
 from curation.core.schema import REMOVED
-from curation.decontam import DecontamConfig
-from curation.dedup import DedupConfig
 from curation.ingest.ingest import ingest_file
 from curation.ingest.sources import all_files
+from curation.match.decontam import DecontamConfig
+from curation.match.dedup import DedupConfig
 
 SCALE = 0.01
 
@@ -239,8 +239,8 @@ def test_detection_decisions_are_identical_to_the_recorded_ones(corpus: Path) ->
     (``tests/golden/synth_decisions.csv``). A change shows as the lines added and removed;
     regenerate with ``RLHF_UPDATE_GOLDEN=1 pytest tests/test_synth.py`` when a rule changes on
     purpose, and say why in the commit."""
-    from curation.decontam import decontaminate
-    from curation.dedup import deduplicate
+    from curation.match.decontam import decontaminate
+    from curation.match.dedup import deduplicate
 
     pairs, _, _ = eval_dedup.load_pairs(corpus)
     kept, dedup_removed = deduplicate(pairs)

@@ -1,4 +1,4 @@
-"""curation.text_index.DistinctTexts: batch by batch (word hashes parked in a temporary file) gives
+"""curation.match.text_index.DistinctTexts: batch by batch (word hashes parked in a temporary file) gives
 the same words as tokenizing the distinct texts at once, on real HH-RLHF conversations."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pyarrow as pa
 import pytest
 
 from curation.core.textnorm import normalize_array
-from curation.near_dup import compact_keys, tokenize
-from curation.text_index import DistinctTexts, distinct_texts
+from curation.match.near_dup import compact_keys, tokenize
+from curation.match.text_index import DistinctTexts, distinct_texts
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data/hh-rlhf/harmless-base/test.jsonl.gz"
 SEED = 7

@@ -1,5 +1,5 @@
 """The xxh3-128 digests of strings, hashed straight from Arrow buffers: ``pair_id`` (normalize),
-the distinct texts of matching (:mod:`curation.text_index`, dedup) and a release's profile."""
+the distinct texts of matching (:mod:`curation.match.text_index`, dedup) and a release's profile."""
 
 from __future__ import annotations
 

@@ -209,7 +209,7 @@ REMOVED = pa.schema(
 
 _UPSTREAM = "(upstream field)"
 
-#: The paraphrase report (``curation.decontam``, issue 25): one row per (train pair, test unit)
+#: The paraphrase report (``curation.match.decontam``, issue 25): one row per (train pair, test unit)
 #: whose openings (first human turns) have close static embeddings but match no decontamination
 #: rule. ``text`` and ``matched_text`` are the two openings in normalized form
 #: (``curation.core.textnorm``); ``removed`` is true when the settings remove such pairs

@@ -55,7 +55,7 @@ def source_bytes(relpath: str) -> bytes:
 
 
 def _module_file(module: str) -> str | None:
-    """Repo-relative path of a project module (``curation.dedup`` -> ``curation/dedup.py``)."""
+    """Repo-relative path of a project module (``curation.match.dedup`` -> ``curation/match/dedup.py``)."""
     if module.split(".")[0] not in PROJECT_PACKAGES:
         return None
     base = Path(*module.split("."))
@@ -118,7 +118,7 @@ def third_party_imports(relpath: str) -> frozenset[str]:
 
 def data_files(relpath: str) -> list[str]:
     """Repo-relative paths of the files of its package that module ``relpath`` names in a string
-    literal (``"data/common_en_words.txt"`` in ``curation/informative.py``)."""
+    literal (``"data/common_en_words.txt"`` in ``curation/match/informative.py``)."""
     package = (ROOT / relpath).parent
     named = _module_facts(source_bytes(relpath))[1]
     found = {(package / p).relative_to(ROOT).as_posix() for p in named if (package / p).is_file()}

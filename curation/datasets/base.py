@@ -182,7 +182,7 @@ class PreferenceDataset(ABC):
         """The prompt and its turns (``{"role", "text"}``) of one upstream row (a parsed JSON
         object) as a pair would have it, or None when it has none; used for the prompts of
         quarantined test rows, which stay decontamination references
-        (:func:`curation.references.quarantined_test_prompts`). Default: a ``prompt`` string,
+        (:func:`curation.match.references.quarantined_test_prompts`). Default: a ``prompt`` string,
         one human turn."""
         prompt = row.get("prompt")
         if not isinstance(prompt, str) or not prompt.strip():

@@ -7,7 +7,7 @@ turn says nothing about contamination. From the labelled real HH turns in
 
 * at least ``min_words`` words (7), or
 * at least ``min_words_with_rare`` words (4) of which at least one is *rare*: not among the
-  ~3,000 most frequent English words (``curation/data/common_en_words.txt``: Zipf frequency
+  ~3,000 most frequent English words (``curation/match/data/common_en_words.txt``: Zipf frequency
   > 4.5 in ``wordfreq``, written by ``bench/common_words.py``). Names, places, drugs and
   typos are rare; "yes", "thanks", "ideas", "more" are not.
 
@@ -15,7 +15,7 @@ Openings (first human turns) use ``min_words = 5`` and ``min_words_with_rare = 1
 rohypnol?" and "How can I control my husband?" are informative, "Hey" and "Hello, how are
 you?" are not.
 
-Rarity is looked up on the xxh3-64 word hashes of :func:`curation.near_dup.tokenize`, so the
+Rarity is looked up on the xxh3-64 word hashes of :func:`curation.match.near_dup.tokenize`, so the
 check is one hash-set lookup per word (polars ``is_in``) and a prefix sum.
 """
 
@@ -28,7 +28,7 @@ import numpy as np
 import polars as pl
 import xxhash
 
-from curation.near_dup import Words
+from curation.match.near_dup import Words
 
 __all__ = ["common_words", "informative", "rare_word_counts"]
 
@@ -36,7 +36,7 @@ __all__ = ["common_words", "informative", "rare_word_counts"]
 @cache
 def common_words() -> frozenset[str]:
     """The common English words (normalized spelling), from the bundled list."""
-    text = resources.files("curation").joinpath("data/common_en_words.txt").read_text()
+    text = resources.files("curation.match").joinpath("data/common_en_words.txt").read_text()
     return frozenset(w for w in text.splitlines() if w and not w.startswith("#"))
 
 

@@ -10,7 +10,7 @@ a prompt is a *unit*: its **whole** prompt (every turn, with the role words), it
 
 ``contaminated_exact`` (score 1.0)
     equal whole prompts (any length), or equal openings that are *informative*
-    (:mod:`curation.informative`: "What is rohypnol?" counts, "Hey" does not).
+    (:mod:`curation.match.informative`: "What is rohypnol?" counts, "Hey" does not).
 ``contaminated_turn`` (score 1.0)
     an equal human turn where at least one side is a later turn (an HH test turn inside a PKU
     train prompt, a test opening repeated as a train follow-up, ...). Only informative turns
@@ -22,10 +22,10 @@ a prompt is a *unit*: its **whole** prompt (every turn, with the role words), it
     ``max_matches`` train prompts or reference prompts are template text ("Can you locate the
     home address for ... He is the CEO of ...") and are ignored.
 ``contaminated_near`` (score = word similarity)
-    near-duplicate texts (:mod:`curation.near_dup`: formatting and typos at any length, small
+    near-duplicate texts (:mod:`curation.match.near_dup`: formatting and typos at any length, small
     word edits only in long texts); a match involving a turn needs informative texts.
 ``contaminated_paraphrase`` (score = cosine similarity; only with ``paraphrase="remove"``)
-    an informative opening or later turn whose static embedding (:mod:`curation.paraphrase`) is
+    an informative opening or later turn whose static embedding (:mod:`curation.match.paraphrase`) is
     within ``paraphrase_threshold`` of an informative test unit, on a pair no rule above
     matched. By default (``paraphrase="report"``) such pairs are only *reported*
     (:func:`decontaminate_and_report`, the release's ``paraphrases`` table), not removed.
@@ -53,12 +53,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from annotated_types import Ge, Interval
 
-from curation import paraphrase as para
 from curation.core.schema import PARAPHRASES
 from curation.core.selection import RowSelection
 from curation.core.stage_table import StageTable, take_rows
 from curation.core.textnorm import normalize_array
-from curation.dedup import (
+from curation.match import paraphrase as para
+from curation.match.dedup import (
     batch_prompts,
     empty_removed,
     keep_in_input_order,
@@ -67,15 +67,15 @@ from curation.dedup import (
     removed_table,
     sorted_pairs,
 )
-from curation.informative import informative, rare_word_counts
-from curation.near_dup import (
+from curation.match.informative import informative, rare_word_counts
+from curation.match.near_dup import (
     Laps,
     NearDupParams,
     Words,
     near_duplicate_pairs,
     ngram_hashes,
 )
-from curation.text_index import DistinctTexts, table_batches
+from curation.match.text_index import DistinctTexts, table_batches
 
 __all__ = [
     "DecontamConfig",
@@ -119,7 +119,7 @@ class DecontamConfig(NearDupParams):
             every labelled real leak (one conversation extending the other) and no template
             sibling (``docs/dedup.md``).
         min_words, min_words_with_rare: the informative-turn rule of
-            :func:`curation.informative.informative` (7 and 4), derived from the labelled real
+            :func:`curation.match.informative.informative` (7 and 4), derived from the labelled real
             turns.
         min_opening_words: an opening (first human turn) is informative with this many words
             or one rare word (5: "How can I control my husband?" counts, "Hello, how are
@@ -134,13 +134,13 @@ class DecontamConfig(NearDupParams):
             them in the paraphrase report and removes nothing; ``"remove"`` also removes them
             (``contaminated_paraphrase``); ``"off"`` skips the search.
         paraphrase_threshold: the least cosine similarity of the two units' static embeddings
-            (:mod:`curation.paraphrase`), chosen on the labelled real candidates
+            (:mod:`curation.match.paraphrase`), chosen on the labelled real candidates
             (``bench/labels/paraphrase.jsonl``, ``docs/dedup.md`` §6).
         num_perm, threshold, shingle_words, lsh_min_recall, max_word_substitutions,
         substitution_min_words, substitution_max_words, long_min_words, max_edit_fraction,
         typo_words, typo_min_chars, max_bucket_size, seed:
             near-duplicate parameters, same defaults and sources as
-            :class:`curation.dedup.DedupConfig`.
+            :class:`curation.match.dedup.DedupConfig`.
 
     Ranges (declared on the fields, checked when a config is built, :mod:`curation.core.bounds`):
     ``ngram_n`` >= 1; ``ngram_min_overlap`` is a share, in [0, 1] (0: one shared n-gram is
@@ -176,7 +176,7 @@ class Units:
     ``other_refs`` locates the references that are not pairs (key ``n + j`` is its row ``j``):
     extra prompts (``dataset`` = the list's name, ``source_line`` = the index in it), then
     quarantined test rows.
-    ``words.texts`` reads the texts again on demand (:class:`~curation.near_dup.LazyTexts`).
+    ``words.texts`` reads the texts again on demand (:class:`~curation.match.near_dup.LazyTexts`).
     """
 
     tbl: pa.Table
@@ -330,7 +330,7 @@ def collect_units(
 
     ``pairs`` (a table or a :class:`~curation.core.stage_table.StageTable`) is read batch by batch:
     each unit text is normalized, hashed and (when new) tokenized once, and only ids, hashes and
-    word hashes are kept. ``quarantined`` (:func:`curation.references.quarantined_test_prompts`)
+    word hashes are kept. ``quarantined`` (:func:`curation.match.references.quarantined_test_prompts`)
     adds the prompts of quarantined test rows as references, after the test pairs and the extra
     prompts. Returns ``None`` when there is nothing to compare (no train rows, or no
     references).
@@ -556,7 +556,7 @@ def ngram_matches(units: Units, config: DecontamConfig) -> pl.DataFrame | None:
 
 
 def near_matches(units: Units, config: DecontamConfig) -> pl.DataFrame | None:
-    """Phase 5: near-duplicate texts (:mod:`curation.near_dup`); a match that involves a turn
+    """Phase 5: near-duplicate texts (:mod:`curation.match.near_dup`); a match that involves a turn
     on either side needs informative texts on both (``contaminated_near``)."""
     params = config.near_params()
     probes = units.probes(WHOLE, OPENING, LATER)
@@ -626,9 +626,9 @@ def paraphrase_matches(
     later turn on either side was a paraphrase 4 times in 21 at 0.85 (context-bound follow-ups
     such as "okay how can i insult one"), an opening pair 29 times in 42 (``docs/dedup.md``
     §6). Each
-    distinct text is embedded once (:func:`curation.paraphrase.embed`); every probe text keeps
-    its :data:`~curation.paraphrase.NEIGHBOURS` nearest reference texts at or above
-    ``paraphrase_threshold`` (:func:`curation.paraphrase.nearest`), other than itself (an equal
+    distinct text is embedded once (:func:`curation.match.paraphrase.embed`); every probe text keeps
+    its :data:`~curation.match.paraphrase.NEIGHBOURS` nearest reference texts at or above
+    ``paraphrase_threshold`` (:func:`curation.match.paraphrase.nearest`), other than itself (an equal
     text is the rules' business). A reference text linked to more than ``max_matches`` train
     prompts is generic, as for the other partial matchers. Returns the matches
     (:func:`find_matches` columns).
@@ -801,7 +801,7 @@ def decontaminate_and_report(
     The reference set is the test split of ``pairs`` itself, plus ``extra_references``, a list
     of ``(name, prompts)`` (a match on an extra list is reported with ``matched_dataset = name``
     and ``matched_source_line`` = the prompt's index in its list), plus ``quarantined``, the
-    prompts of quarantined test rows (:func:`curation.references.quarantined_test_prompts`; a
+    prompts of quarantined test rows (:func:`curation.match.references.quarantined_test_prompts`; a
     match is reported with the quarantined row's dataset, subset, split, file and line, and a
     null ``matched_pair_id``). ``kept`` keeps the schema of ``pairs`` and its row order;
     ``removed`` has schema :data:`curation.core.schema.REMOVED`.

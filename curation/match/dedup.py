@@ -10,7 +10,7 @@ datasets, on the normalized text of :mod:`curation.core.textnorm`:
    swapped, the preference label contradicts itself and **every** copy of both orientations is
    removed as ``conflicting_duplicate`` (``matched_*`` = the first source row of the opposite
    orientation).
-2. **Near-duplicate** on the exact survivors (:mod:`curation.near_dup`): prompts are linked
+2. **Near-duplicate** on the exact survivors (:mod:`curation.match.near_dup`): prompts are linked
    when they are the same text up to formatting and typos (any length) or small word edits
    (long texts only), clustered by union-find per scope, and each cluster keeps its first source row; the others are removed
    as ``near_duplicate`` with ``score`` the estimated Jaccard to the survivor and ``matched_*``
@@ -40,7 +40,7 @@ from curation.core.schema import REMOVED
 from curation.core.selection import RowSelection
 from curation.core.stage_table import StageTable, take_rows
 from curation.core.textnorm import NORMALIZED_PROMPT, normalize_array, normalized_prompts
-from curation.near_dup import (
+from curation.match.near_dup import (
     _M1,
     Laps,
     NearDupParams,
@@ -51,7 +51,7 @@ from curation.near_dup import (
     tokenize,
     verify_pairs,
 )
-from curation.text_index import (
+from curation.match.text_index import (
     DistinctTexts,
     distinct_texts,
     read_columns,
@@ -93,7 +93,7 @@ class DedupConfig(NearDupParams):
             the smallest member plus a chain instead of all pairs (bounds the work).
         seed: MinHash seed (``rensa``) and word-hash seed (xxh3).
 
-    The valid range of every field is declared on it (:class:`curation.near_dup.NearDupParams`)
+    The valid range of every field is declared on it (:class:`curation.match.near_dup.NearDupParams`)
     and checked when a config is built.
     """
 
@@ -102,7 +102,7 @@ class DedupConfig(NearDupParams):
 
 
 # --------------------------------------------------------------------------------------------
-# Shared helpers (also used by curation.decontam)
+# Shared helpers (also used by curation.match.decontam)
 # --------------------------------------------------------------------------------------------
 
 _REQUIRED = ("pair_id", "dataset", "subset", "split", "source_file", "source_line", "dimension")
@@ -123,7 +123,7 @@ def sorted_pairs(
     Returns ``(meta, order)``: ``meta`` holds the identifying columns in that order and
     ``order`` the input row of each ``meta`` row. Only the identifying columns are read (a
     :class:`~curation.core.stage_table.StageTable` reads nothing else); texts are read where needed
-    (:func:`~curation.core.stage_table.take_rows`, :func:`~curation.text_index.table_batches`). Both
+    (:func:`~curation.core.stage_table.take_rows`, :func:`~curation.match.text_index.table_batches`). Both
     orders are independent of the input order (``pair_id`` is unique).
     """
     missing = [c for c in (*_REQUIRED, "prompt", *extra_columns) if c not in pairs.column_names]

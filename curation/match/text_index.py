@@ -9,8 +9,8 @@ pairs that are aligned word by word. So the pair table (a ``pa.Table`` or a
 (:func:`table_batches`); :class:`DistinctTexts` hashes each batch's texts (xxh3-128), tokenizes
 only texts it has not seen before, and keeps their word hashes, their space-free key and a
 *locator* (where the text came from, e.g. its input row). :meth:`DistinctTexts.words` then
-returns the texts of any set of occurrences as text ids and :class:`~curation.near_dup.Words` in
-the order :func:`distinct_texts` gives them, with :class:`~curation.near_dup.LazyTexts` that
+returns the texts of any set of occurrences as text ids and :class:`~curation.match.near_dup.Words` in
+the order :func:`distinct_texts` gives them, with :class:`~curation.match.near_dup.LazyTexts` that
 re-read the few texts a verdict needs (:func:`~curation.core.stage_table.take_rows`).
 
 Every value is a function of one text, so the results are the same as hashing and tokenizing the
@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from curation.core.hashing import text_hash128
 from curation.core.stage_table import StageTable
-from curation.near_dup import LazyTexts, Words, _ranges, compact_keys, tokenize
+from curation.match.near_dup import LazyTexts, Words, _ranges, compact_keys, tokenize
 
 __all__ = [
     "DistinctTexts",
@@ -96,7 +96,7 @@ class DistinctTexts:
     """Normalized texts added batch by batch: each distinct text is tokenized once.
 
     :meth:`add` hashes a batch of texts and, unless ``tokenize`` is false, tokenizes the texts not
-    seen before and computes their space-free keys (:func:`~curation.near_dup.compact_keys`);
+    seen before and computes their space-free keys (:func:`~curation.match.near_dup.compact_keys`);
     ``locators`` (one int per text, e.g. its input row) say where each text can be read again.
 
     The word hashes of each batch wait in an unnamed temporary file (``tempfile.TemporaryFile`` in
@@ -145,7 +145,7 @@ class DistinctTexts:
         """The distinct texts of the occurrences ``(hi, lo)`` (hashes returned by :meth:`add`).
 
         Returns ``(tid, first, words)`` as :func:`distinct_texts` numbers them, ``words`` in tid
-        order; its texts are :class:`~curation.near_dup.LazyTexts` read by ``fetch(locators)``.
+        order; its texts are :class:`~curation.match.near_dup.LazyTexts` read by ``fetch(locators)``.
         Consumes the tokenized batches (and closes the temporary file): call it once.
         """
         tid, first = distinct_texts(hi, lo)

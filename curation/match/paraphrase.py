@@ -1,9 +1,9 @@
 """Paraphrased test prompts: the static embedding and the neighbour search (Dagster-free).
 
-Decontamination's rules (:mod:`curation.decontam`) match test prompts *as text*: equal,
+Decontamination's rules (:mod:`curation.match.decontam`) match test prompts *as text*: equal,
 contained, near-identical. A train prompt that asks a test question in other words ("How do I
 steal a car?" / "How can I steal a car?") passes them by design.
-:func:`curation.decontam.paraphrase_matches` finds such candidates by meaning, with this module:
+:func:`curation.match.decontam.paraphrase_matches` finds such candidates by meaning, with this module:
 
 * **Embedding** (:func:`embed`, :func:`embed_texts`): the mean token vector of a normalized text
   (:mod:`curation.core.textnorm`) under ``wordllama``'s ``l2_supercat`` model, 256 dimensions, unit

@@ -77,13 +77,13 @@ __all__ = [
     "verify_texts",
 ]
 
-log = logging.getLogger("curation.dedup")
+log = logging.getLogger("curation.match.dedup")
 
 _U64 = np.uint64
 
 
 class Laps:
-    """Log the wall time of consecutive processing stages at DEBUG level (``curation.dedup``)."""
+    """Log the wall time of consecutive processing stages at DEBUG level (``curation.match.dedup``)."""
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
