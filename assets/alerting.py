@@ -1,7 +1,7 @@
 """Alert delivery from checks and sensors: a resource holding the webhook URL (a secret).
 
 :meth:`AlertsResource.send` builds the alert, logs it at once and keeps it in the execution's
-:class:`~curation.alerts.AlertOutbox`; the resource's teardown delivers what was kept within
+:class:`~curation.publish.alerts.AlertOutbox`; the resource's teardown delivers what was kept within
 ``budget_seconds``. Dagster tears resources down when the code that used them is done: with the
 in-process executor (``rlhf-curate run``/``refresh`` and, by default, runs from the UI and the
 daemon) at the **end of the run**, after the release is published; with a process per step at the
@@ -24,7 +24,7 @@ import dagster as dg
 from dagster._core.events import EngineEventData
 from pydantic import PrivateAttr
 
-from curation.alerts import (
+from curation.publish.alerts import (
     DEFAULT_BUDGET_SECONDS,
     DEFAULT_TIMEOUT_SECONDS,
     AlertOutbox,
@@ -138,7 +138,7 @@ def _deliver_and_record(outbox: AlertOutbox, context: dg.InitResourceContext) ->
 
 
 def alert_records(instance: dg.DagsterInstance, run_id: str) -> list[dict[str, Any]]:
-    """What each alert delivery of the run recorded (:func:`curation.alerts.summarize`), in
+    """What each alert delivery of the run recorded (:func:`curation.publish.alerts.summarize`), in
     order: the target, counts, seconds spent against the budget and every delivery."""
     records = []
     for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):

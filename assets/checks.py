@@ -16,7 +16,6 @@ from assets.io import OPTIONAL_INPUT_MANAGER
 from assets.keys import INGEST_KEYS, RELEASE_KEY
 from assets.metadata import counts_markdown
 from assets.resources import CurationSettings, StoreResource
-from curation.accounting import account_release
 from curation.core.report import quarantine_rate, report_of
 from curation.core.stage_table import StageTable
 from curation.core.store import StoreError
@@ -28,8 +27,9 @@ from curation.ingest.ingest import (
     WARNINGS,
     upstream_row_differences,
 )
-from curation.reader import open_release
-from curation.release import ReleaseError
+from curation.publish.accounting import account_release
+from curation.publish.reader import open_release
+from curation.publish.release import ReleaseError
 from curation.validate.contract import SuiteRun
 from curation.validate.gx_validate import SuiteResult, warm_up
 

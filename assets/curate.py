@@ -6,7 +6,6 @@ import pyarrow as pa
 
 from assets.metadata import PREVIEW_COLUMNS, counts_markdown, preview, stage_out, table_metadata
 from assets.resources import AwsCredentials, CurationSettings
-from curation.accounting import reason_counts
 from curation.core.selection import RowSelection
 from curation.core.stage_table import StageTable, take_rows
 from curation.match.decontam import decontaminate_and_report
@@ -17,6 +16,7 @@ from curation.match.references import (
     read_reference_set,
     reference_table,
 )
+from curation.publish.accounting import reason_counts
 
 CURATE_GROUP = "curate"
 

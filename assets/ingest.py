@@ -37,7 +37,7 @@ from curation.ingest.sources import (
     is_present,
 )
 from curation.ingest.upstream import is_transient
-from curation.release import ReleaseError, previous_release_files
+from curation.publish.release import ReleaseError, previous_release_files
 
 
 def _ingest_out(source: SourceFile) -> dg.AssetOut:

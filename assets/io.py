@@ -20,7 +20,7 @@ An input is read from the current run's folder when this run produced it, otherw
 folder of the run that holds the asset's latest materialization (a subset run, e.g. only
 ``release``, reads what earlier runs produced). When a run starts, and no other run is executing,
 the files of finished runs that are no longer any asset's latest materialization are deleted.
-Releases, which other teams read, are zstd parquet (``curation.release``).
+Releases, which other teams read, are zstd parquet (``curation.publish.release``).
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ import pyarrow as pa
 from assets.keys import INGEST_KEYS
 from assets.metadata import counts_markdown, preview, stage_out, table_metadata
 from assets.resources import CurationSettings
-from curation.accounting import sum_counts
 from curation.core.report import report_of
 from curation.core.stage_table import StageTable
 from curation.ingest.ingest import require_recognisable
@@ -21,6 +20,7 @@ from curation.normalize.normalize import (
     quarantine_table,
     red_team_table,
 )
+from curation.publish.accounting import sum_counts
 
 VALIDATE_GROUP = "validate"
 SOURCE_FILES = pa.schema([("report", pa.string())])

@@ -13,16 +13,16 @@ from assets.alerting import AlertsResource
 from assets.keys import RELEASE_KEY
 from assets.metadata import column_schema, counts_markdown
 from assets.resources import CurationSettings, StoreResource
-from curation.accounting import account_release, reason_counts, sum_counts
 from curation.core.schema import REMOVED
 from curation.core.stage_table import StageTable
 from curation.core.store import StoreError
 from curation.core.version import code_version
-from curation.drift import CHECK_DESCRIPTIONS, CHECKS, ERROR, PASS, CheckResult, Finding
 from curation.ingest.ingest import manifest_sources
 from curation.match.references import manifest_references
-from curation.profile import pair_keys, profile_release
-from curation.release import ReleaseError, publish_release, schema_from_b64
+from curation.publish.accounting import account_release, reason_counts, sum_counts
+from curation.publish.drift import CHECK_DESCRIPTIONS, CHECKS, ERROR, PASS, CheckResult, Finding
+from curation.publish.profile import pair_keys, profile_release
+from curation.publish.release import ReleaseError, publish_release, schema_from_b64
 
 PUBLISH_GROUP = "publish"
 
@@ -79,7 +79,7 @@ def check_evaluations(context: dg.AssetExecutionContext) -> dict[str, dict[str, 
 
 
 def drift_check_results(manifest: Mapping[str, Any]) -> list[dg.AssetCheckResult]:
-    """The release's asset checks from its manifest's ``changes`` (:mod:`curation.drift`)."""
+    """The release's asset checks from its manifest's ``changes`` (:mod:`curation.publish.drift`)."""
     results = []
     by_name = {c["check"]: c for c in (manifest.get("changes") or {}).get("checks", [])}
     for name in CHECKS:

@@ -20,7 +20,6 @@ from curation.core.redact import has_credentials, redact_uri
 from curation.core.report import QUARANTINE_ERROR_RATE, QUARANTINE_WARN_RATE
 from curation.datasets import REGISTRY, resolve_levels
 from curation.datasets import dataset as registered_dataset
-from curation.drift import DriftConfig
 from curation.ingest.ingest import check_patterns
 from curation.ingest.sources import (
     DECOMPRESSED_BYTES_CEILING,
@@ -31,6 +30,7 @@ from curation.ingest.sources import (
 )
 from curation.match.decontam import DecontamConfig
 from curation.match.dedup import DedupConfig
+from curation.publish.drift import DriftConfig
 from curation.validate.contract import DEFAULT_SAMPLE_ROWS
 
 
@@ -175,7 +175,7 @@ class CurationSettings(dg.ConfigurableResource):
     decontam: dict[str, Any] = Field(default_factory=dict)
     drift: dict[str, Any] = Field(
         default_factory=dict,
-        description="Thresholds of the release-over-release checks (curation.drift.DriftConfig): "
+        description="Thresholds of the release-over-release checks (curation.publish.drift.DriftConfig): "
         "rows_warn/rows_error, quarantine_*, removed_*, p_*, psi_*, min_rows, "
         "allow_schema_change (docs/validation.md).",
     )

@@ -9,9 +9,9 @@ run's time and memory on the 250K-pair corpus).
    CPU time (user + system, from ``getrusage`` of the child) and peak RSS are recorded.
 2. In this process, on the second release as published (its ``pairs`` and ``removed`` tables read
    back from the store), the comparison work alone, as ``release`` does it: the profile
-   (:func:`curation.profile.profile_release`), the pair keys (:func:`curation.profile.pair_keys`),
+   (:func:`curation.publish.profile.profile_release`), the pair keys (:func:`curation.publish.profile.pair_keys`),
    reading the previous release's manifest and pair keys, the swapped-label count and every check
-   (:func:`curation.drift.compare_releases`) and the ``changes`` section. Wall and CPU time, and
+   (:func:`curation.publish.drift.compare_releases`) and the ``changes`` section. Wall and CPU time, and
    the RSS it adds above the loaded tables (sampled every 10 ms).
 
 The shares reported are the comparison's CPU time over the second run's CPU time, and its added
@@ -38,9 +38,9 @@ from typing import Any
 import pyarrow.dataset as ds
 
 from curation.core.store import Store
-from curation.drift import changes_section, compare_releases, swapped_pairs, worst
-from curation.profile import pair_keys, profile_release
-from curation.release import read_manifest, stored_pair_keys
+from curation.publish.drift import changes_section, compare_releases, swapped_pairs, worst
+from curation.publish.profile import pair_keys, profile_release
+from curation.publish.release import read_manifest, stored_pair_keys
 
 CUT_SHARE = 0.1
 

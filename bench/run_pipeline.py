@@ -312,7 +312,7 @@ def run_in_process(corpus: Path, workdir: Path, mode: str = "full") -> dict:
     import warnings
 
     warnings.simplefilter("ignore")
-    logging.getLogger("curation.alerts").setLevel(logging.CRITICAL)  # as rlhf-curate run
+    logging.getLogger("curation.publish.alerts").setLevel(logging.CRITICAL)  # as rlhf-curate run
     import dagster as dg
 
     from pipelines.definitions import build_definitions

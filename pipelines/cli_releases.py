@@ -16,10 +16,10 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from curation import reader, release
 from curation.core.report import SOURCES_HEADER, plain_table, source_rows
 from curation.core.store import StoreError, credentials_refused
-from curation.release import ReleaseError
+from curation.publish import reader, release
+from curation.publish.release import ReleaseError
 from pipelines.cli import main as cli_main
 from pipelines.cli_parser import add_release_commands
 from pipelines.settings import Environment

@@ -24,11 +24,11 @@ import dagster as dg
 from assets.alerting import alert_records
 from assets.io import OPTIONAL_INPUT_MANAGER
 from assets.resources import CREDENTIALS_HINT, settings_from_mapping
-from curation.alerts import Delivery
 from curation.core.redact import has_credentials, redact_uri
 from curation.core.store import STORE_CREDENTIALS_HINT
 from curation.datasets import REGISTRY
 from curation.ingest.preflight import preflight
+from curation.publish.alerts import Delivery
 from pipelines.automation import run_tags
 from pipelines.config_file import ConfigError, settings_config
 from pipelines.definitions import build_definitions, build_resources
@@ -109,7 +109,7 @@ def preflight_ok(environment: Environment) -> bool:
 
 def _quiet(verbose: bool) -> None:
     if not verbose:  # alerts are still posted; the run summary says what became of them
-        for name in ("curation.alerts", "assets.alerting"):
+        for name in ("curation.publish.alerts", "assets.alerting"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
         warnings.simplefilter("ignore")
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import yaml
 
-from curation.alerts import DEFAULT_BUDGET_SECONDS
 from curation.core.redact import has_credentials, redact_uri
 from curation.core.store import credentials_refused
 from curation.ingest.sources import HTTP_HEADERS_ENV, parse_http_headers
+from curation.publish.alerts import DEFAULT_BUDGET_SECONDS
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_data"

@@ -35,7 +35,7 @@ import dagster as dg
 
 from assets.keys import FINGERPRINT, RELEASE_KEY, UPSTREAM_KEYS
 from curation.core.store import Store, StoreError
-from curation.release import manifest_key
+from curation.publish.release import manifest_key
 
 log = logging.getLogger(__name__)
 

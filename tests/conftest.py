@@ -92,7 +92,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path):
 def fast_charts(monkeypatch: pytest.MonkeyPatch) -> None:
     """Rendering a chart costs ~0.3 s of CPU: a fixed placeholder PNG instead (still
     deterministic, so the publishing protocol is unaffected)."""
-    from curation import card, card_changes
+    from curation.publish import card, card_changes
 
     for module in (card, card_changes):
         monkeypatch.setattr(module, "png", lambda fig: b"\x89PNG\r\n\x1a\nplaceholder")

@@ -1,10 +1,10 @@
-"""Row accounting and count sums (curation.accounting): one computation for check and release."""
+"""Row accounting and count sums (curation.publish.accounting): one computation for check and release."""
 
 from __future__ import annotations
 
 import pyarrow as pa
 
-from curation.accounting import account, account_release, sum_counts
+from curation.publish.accounting import account, account_release, sum_counts
 
 REPORTS = [
     {"dataset": "hh-rlhf", "subset": "harmless-base", "rows_read": 10, "rows_quarantined": 2},

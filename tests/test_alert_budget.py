@@ -24,7 +24,7 @@ import yaml
 
 from assets.alerting import AlertsResource, alert_records
 from assets.resources import CurationSettings
-from curation.alerts import redact_url
+from curation.publish.alerts import redact_url
 from pipelines import commands
 from tests.pipeline_helpers import check_results, environment, materialize, release_metadata
 from tests.test_cli_e2e import CLI, cli

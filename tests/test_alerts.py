@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from curation import alerts
+from curation.publish import alerts
 
 TOKEN = "XoXbSeCrEtToKeN42"
 
@@ -130,7 +130,7 @@ def test_suite_counts():
 
 def test_alert_is_delivered_as_json(hook, caplog):
     payload = _payload()
-    with caplog.at_level(logging.INFO, logger="curation.alerts"):
+    with caplog.at_level(logging.INFO, logger="curation.publish.alerts"):
         assert alerts.post_alert(payload, hook.url, timeout=2.0, retries=0) is True
     assert len(hook.requests) == 1
     request = hook.requests[0]
@@ -145,7 +145,7 @@ def test_alert_is_delivered_as_json(hook, caplog):
 def test_retries_after_two_500s(hook, caplog):
     hook.statuses = [500, 503]
     start = time.monotonic()
-    with caplog.at_level(logging.INFO, logger="curation.alerts"):
+    with caplog.at_level(logging.INFO, logger="curation.publish.alerts"):
         assert alerts.post_alert(_payload(), hook.url, timeout=2.0, retries=3, backoff=0.05)
     assert len(hook.requests) == 3
     assert all(r["body"]["check"] == "gx_schema" for r in hook.requests)
@@ -162,7 +162,7 @@ def test_gives_up_after_retries(hook):
 
 def test_client_error_is_not_retried(hook, caplog):
     hook.statuses = [400]
-    with caplog.at_level(logging.INFO, logger="curation.alerts"):
+    with caplog.at_level(logging.INFO, logger="curation.publish.alerts"):
         assert alerts.post_alert(_payload(), hook.url, retries=3, backoff=0.01) is False
     assert len(hook.requests) == 1
     assert "HTTP 400" in caplog.text and TOKEN not in caplog.text
@@ -171,7 +171,7 @@ def test_client_error_is_not_retried(hook, caplog):
 def test_timeout_returns_false_within_bound(silent_url, caplog):
     timeout, retries, backoff = 0.3, 1, 0.05
     start = time.monotonic()
-    with caplog.at_level(logging.INFO, logger="curation.alerts"):
+    with caplog.at_level(logging.INFO, logger="curation.publish.alerts"):
         delivered = alerts.post_alert(
             _payload(), silent_url, timeout=timeout, retries=retries, backoff=backoff
         )
@@ -187,14 +187,14 @@ def test_connection_refused_is_retried_then_false(caplog):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed again: nothing listens there
     url = f"http://127.0.0.1:{port}/services/{TOKEN}"
-    with caplog.at_level(logging.INFO, logger="curation.alerts"):
+    with caplog.at_level(logging.INFO, logger="curation.publish.alerts"):
         assert alerts.post_alert(_payload(), url, timeout=1.0, retries=2, backoff=0.01) is False
     assert caplog.text.count("retrying") == 2
     assert TOKEN not in caplog.text
 
 
 def test_without_url_the_alert_is_only_logged(caplog):
-    with caplog.at_level(logging.INFO, logger="curation.alerts"):
+    with caplog.at_level(logging.INFO, logger="curation.publish.alerts"):
         assert alerts.post_alert(_payload(), None) is False
     assert "3 of 169 expectations failed" in caplog.text
     records = [r for r in caplog.records if "data-quality alert" in r.getMessage()]
@@ -227,7 +227,7 @@ def test_url_in_payload_is_scrubbed_from_logs(caplog):
         port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}/services/{TOKEN}"
     payload = _payload(message=f"misconfigured webhook {url}")
-    with caplog.at_level(logging.INFO, logger="curation.alerts"):
+    with caplog.at_level(logging.INFO, logger="curation.publish.alerts"):
         assert alerts.post_alert(payload, url, timeout=0.5, retries=0) is False
         assert alerts.post_alert(payload | {"message": TOKEN}, "ftp://h/" + TOKEN) is False
     assert TOKEN not in caplog.text
@@ -241,7 +241,7 @@ def test_basic_auth_in_the_url_is_sent_as_a_header(hook, caplog):
 
     password = "Pa55w0rd-" + TOKEN
     url = hook.url.replace("http://", f"http://alerts-bot:{password}@")
-    with caplog.at_level(logging.DEBUG, logger="curation.alerts"):
+    with caplog.at_level(logging.DEBUG, logger="curation.publish.alerts"):
         assert alerts.post_alert(_payload(), url, retries=0)
     (request,) = hook.requests
     expected = base64.b64encode(f"alerts-bot:{password}".encode()).decode()
@@ -263,7 +263,7 @@ def _closed_port_url() -> str:
 
 def test_outbox_sends_nothing_before_flush_then_each_alert_once(hook, caplog):
     outbox = alerts.AlertOutbox(hook.url, budget=10.0, retries=0)
-    with caplog.at_level(logging.INFO, logger="curation.alerts"):
+    with caplog.at_level(logging.INFO, logger="curation.publish.alerts"):
         outbox.add(_payload(asset="a", severity="WARN"))
         outbox.add(_payload(asset="b", severity="ERROR"))
         outbox.add(_payload(asset="c", severity="WARN"))
@@ -344,7 +344,7 @@ def test_outbox_stops_a_trickling_webhook_at_the_budget():
 
 def test_outbox_without_webhook_only_logs(caplog):
     outbox = alerts.AlertOutbox(None)
-    with caplog.at_level(logging.INFO, logger="curation.alerts"):
+    with caplog.at_level(logging.INFO, logger="curation.publish.alerts"):
         outbox.add(_payload())
         assert outbox.flush() == []
     assert "data-quality alert" in caplog.text

@@ -20,7 +20,7 @@ from huggingface_hub import DatasetCard
 from curation.core import schema as S
 from curation.core.store import Store
 from curation.datasets import pku_saferlhf
-from curation.release import publish_release, release_prefix
+from curation.publish.release import publish_release, release_prefix
 from tests.factories import make_pairs
 
 

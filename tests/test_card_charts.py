@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from curation import card
 from curation.core.schema import HARM_CATEGORIES
 from curation.match.decontam import REASONS
+from curation.publish import card
 
 #: Every removal reason the pipeline writes (dedup's and decontamination's).
 REMOVAL_REASONS = ("exact_duplicate", "near_duplicate", "conflicting_duplicate", *REASONS)

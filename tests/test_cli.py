@@ -16,7 +16,7 @@ import pytest
 
 from curation.core.store import Store
 from curation.core.version import code_version
-from curation.release import release_prefix
+from curation.publish.release import release_prefix
 from pipelines import cli_parser
 from pipelines.cli import BROKEN_PIPE_EXIT
 from pipelines.cli_releases import run_releases_command
@@ -75,7 +75,7 @@ def test_commands_import_only_what_they_need(two_releases: tuple[Store, list[str
     for args in (["--help"], ["--version"], ["run", "--help"], ["refresh", "--help"]):
         modules = imported_modules(args, env)
         assert "pipelines.cli_parser" in modules  # the measurement sees the CLI's imports
-        assert heavy_in(modules) == set() and "curation.reader" not in modules, args
+        assert heavy_in(modules) == set() and "curation.publish.reader" not in modules, args
     for args, allowed in (
         (["releases", "list"], ()),
         (["releases", "show"], ()),
@@ -84,7 +84,7 @@ def test_commands_import_only_what_they_need(two_releases: tuple[Store, list[str
         (["releases", "diff", first, "latest"], ("polars",)),  # diff hashes rows with polars
     ):
         modules = imported_modules(args, env)
-        assert "curation.reader" in modules, args
+        assert "curation.publish.reader" in modules, args
         assert heavy_in(modules, allowed) == set(), args
 
 

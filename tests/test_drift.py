@@ -1,4 +1,4 @@
-"""The drift statistics and thresholds (``curation.drift``) on the real PKU label counts.
+"""The drift statistics and thresholds (``curation.publish.drift``) on the real PKU label counts.
 
 The counts are those of the 45 real PKU-SafeRLHF rows of the sample (harmless dimension),
 measured by the pipeline (``tests/test_release_drift.py`` publishes them); scaled to the real
@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from curation.core.bounds import InvalidConfig
-from curation.drift import (
+from curation.publish.drift import (
     ERROR,
     PASS,
     WARN,
@@ -194,7 +194,7 @@ def test_promote_from_the_cli_moves_a_held_release_to_latest(tmp_path):
     import sys
     from pathlib import Path
 
-    from curation.release import publish_release
+    from curation.publish.release import publish_release
     from tests.test_release import SOURCES, make_tables
 
     store = tmp_path / "store"

@@ -12,11 +12,11 @@ import pytest
 
 from assets.resources import CurationSettings
 from bench import eval_paraphrase, eval_real
-from curation.card import render_card
 from curation.core.schema import PARAPHRASES
 from curation.core.textnorm import normalize_array
 from curation.match import paraphrase
 from curation.match.decontam import DecontamConfig, decontaminate, decontaminate_and_report
+from curation.publish.card import render_card
 
 #: Per threshold, the least precision and recall on every partition of the labelled real rows
 #: (bench/labels/paraphrase.jsonl; the measured figures are in docs/benchmarks.md).

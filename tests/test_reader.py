@@ -14,8 +14,8 @@ from curation.core import schema as S
 from curation.core.store import Store
 from curation.core.version import release_libraries
 from curation.datasets import hh_rlhf
-from curation.reader import diff_releases, list_releases, open_release, prune, show
-from curation.release import ReleaseError, compute_release_id, manifest_key
+from curation.publish.reader import diff_releases, list_releases, open_release, prune, show
+from curation.publish.release import ReleaseError, compute_release_id, manifest_key
 from pipelines.cli_releases import add_release_commands, run_releases_command
 from tests.test_release import (  # shared synthetic data and fixtures
     SOURCES,
@@ -87,10 +87,10 @@ def test_reads_never_unpickle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     import re
 
     import curation.core.store
-    import curation.reader
-    import curation.release
+    import curation.publish.reader
+    import curation.publish.release
 
-    for module in (curation.reader, curation.release, curation.core.store):
+    for module in (curation.publish.reader, curation.publish.release, curation.core.store):
         source = Path(module.__file__).read_text()
         assert not re.search(r"import (cloud)?pickle|pickle\.load|read_pickle|joblib", source)
     store = Store(tmp_path / "s")

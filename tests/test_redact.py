@@ -17,7 +17,6 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from curation.alerts import redact_url
 from curation.core.redact import (
     REDACTED,
     has_credentials,
@@ -34,6 +33,7 @@ from curation.ingest.sources import (
     read_raw,
 )
 from curation.ingest.upstream import is_transient
+from curation.publish.alerts import redact_url
 from tests.http_mirror import AuthMirror, basic
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"

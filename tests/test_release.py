@@ -17,15 +17,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curation.card import HARM_CHART, REMOVALS_CHART, render_card
 from curation.core import schema as S
 from curation.core import store as store_module
 from curation.core.stage_table import StageTable
 from curation.core.store import Store, StoreError
 from curation.core.version import release_libraries
 from curation.datasets import hh_rlhf, pku_saferlhf
-from curation.reader import list_releases, open_release
-from curation.release import (
+from curation.publish.card import HARM_CHART, REMOVALS_CHART, render_card
+from curation.publish.reader import list_releases, open_release
+from curation.publish.release import (
     FORMAT_VERSION,
     LATEST_KEY,
     ReleaseError,
@@ -747,7 +747,7 @@ def test_card_loads_from_the_store_uri_on_s3(s3_bucket: str) -> None:
 
 
 def test_harm_counts_deduplicate_dimensions() -> None:
-    from curation.card import harm_severity_counts
+    from curation.publish.card import harm_severity_counts
 
     pairs = make_pairs(4)  # PKU rows 1 and 3, one category each on the rejected side
     doubled = pa.concat_tables([pairs, pairs])  # same source rows again (other dimension)
@@ -777,7 +777,7 @@ def test_a_stage_table_publishes_the_same_bytes_as_the_table(
 ) -> None:
     """Parts written row group by row group from a StageTable equal those written from the whole
     (memory-mapped) table: same files, same bytes, same row groups, whatever the batch layout."""
-    import curation.release as R
+    import curation.publish.release as R
 
     monkeypatch.setattr(R, "_ROW_GROUP_ROWS", 7)  # several row groups per part
     sizes = [0, 5, 9, 1, 0, 13, 2, 20, 3, 17, 0, 6, 11, 4, 8, 0, 12, 10, 15, 3, 6]
@@ -833,7 +833,7 @@ def test_a_stage_table_publishes_the_same_bytes_as_the_table(
 
 def test_the_card_columns_render_the_card_of_the_whole_table(tmp_path) -> None:
     """The card rendered from CARD_PAIR_COLUMNS of a stage table is the card of the whole table."""
-    from curation.release import CARD_PAIR_COLUMNS, card_tables
+    from curation.publish.release import CARD_PAIR_COLUMNS, card_tables
 
     tables = make_tables(60)
     stage = _stage_table(tables["pairs"], tmp_path / "pairs.arrow", [25, 0, 35])

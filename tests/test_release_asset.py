@@ -14,7 +14,7 @@ import pytest
 
 from assets.checks import ALL_CHECKS, release_verified
 from curation.core.schema import DESCRIPTION, PAIRS
-from curation.reader import open_release
+from curation.publish.reader import open_release
 from pipelines.definitions import ALL_ASSETS, build_resources
 from tests.pipeline_helpers import check_results, environment, materialize, release_metadata
 

@@ -31,9 +31,9 @@ import curation.core.version as version_module
 from assets.alerting import AlertsResource
 from assets.checks import ALL_CHECKS
 from assets.resources import CurationSettings
-from curation.drift import CHECKS
-from curation.reader import diff_releases, open_release
-from curation.release import promote_release, read_promotion
+from curation.publish.drift import CHECKS
+from curation.publish.reader import diff_releases, open_release
+from curation.publish.release import promote_release, read_promotion
 from curation.validate.gx_validate import warm_up
 from pipelines.definitions import build_definitions, build_resources
 from pipelines.settings import SAMPLE
@@ -203,7 +203,7 @@ def test_controlled_upstream_changes_fire_exactly_their_checks(
     monkeypatch.setattr(
         version_module,
         "source_bytes",
-        lambda p: real(p) + (b"\n# edited\n" if p == "curation/card.py" else b""),
+        lambda p: real(p) + (b"\n# edited\n" if p == "curation/publish/card.py" else b""),
     )
     env = environment(
         tmp_path,

@@ -27,9 +27,9 @@ from hypothesis import strategies as st
 import curation.core.version as version_module
 from assets.resources import CurationSettings
 from curation.core.version import import_closure
-from curation.layout import compute_release_id, release_id_of
 from curation.match.decontam import DecontamConfig
 from curation.match.dedup import DedupConfig
+from curation.publish.layout import compute_release_id, release_id_of
 from pipelines.versions import NOT_OUTPUT_SHAPING, STAGES, stage_versions
 
 #: Settings that never change what a release contains, and why.
@@ -184,7 +184,7 @@ def test_the_closure_holds_every_stage_and_the_common_words():
         "assets/publish.py",
         "curation/match/decontam.py",
         "curation/match/near_dup.py",
-        "curation/release.py",
+        "curation/publish/release.py",
         "curation/match/references.py",
         "curation/match/data/common_en_words.txt",
         "expectations/curated_pairs.json",

@@ -17,7 +17,7 @@ import pytest
 
 from assets.io import EXECUTING
 from curation.core.store import Store, StoreError
-from curation.release import LATEST_KEY, RELEASES_DIR, publish_release
+from curation.publish.release import LATEST_KEY, RELEASES_DIR, publish_release
 from pipelines.definitions import ALL_ASSETS, build_resources
 from pipelines.orphans import HOST_TAG, PROCESS_TAG, fail_orphaned_runs, process_identity
 from pipelines.settings import REPO
@@ -135,7 +135,7 @@ def test_leftovers_of_a_killed_publish_are_removed(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
         import os, signal
-        import curation.release as release
+        import curation.publish.release as release
         from tests.test_run_errors import publish
         real = release._write_part
         written = []
@@ -164,7 +164,7 @@ def test_leftovers_of_a_killed_publish_are_removed(tmp_path: Path) -> None:
 
     killed = subprocess.run([sys.executable, "-c", script], cwd=REPO, timeout=300)
     assert len(store.list_dirs(RELEASES_DIR)) == 2
-    from curation.reader import prune
+    from curation.publish.reader import prune
 
     assert prune(store, keep=5) == []
     assert store.list_dirs(RELEASES_DIR) == [result.release_id]

@@ -1,4 +1,4 @@
-"""The TRL preference view of a release (``trl/<split>/*.parquet``, :mod:`curation.trl`).
+"""The TRL preference view of a release (``trl/<split>/*.parquet``, :mod:`curation.publish.trl`).
 
 The sample release's view is checked by :func:`assert_trl_view`, called from the one
 materialization of ``test_pipeline.test_graph_on_sample_into_local_folder`` (no second run of
@@ -23,9 +23,9 @@ from curation.core.store import Store
 from curation.datasets import dataset as dataset_of_name
 from curation.datasets.hh_rlhf import NAME as HH_DATASET
 from curation.datasets.pku_saferlhf import NAME as PKU_DATASET
-from curation.reader import open_release
-from curation.release import ReleaseError
-from curation.trl import TRL_PREFERENCE, TRL_VIEW, ViewError, trl_preference_view
+from curation.publish.reader import open_release
+from curation.publish.release import ReleaseError
+from curation.publish.trl import TRL_PREFERENCE, TRL_VIEW, ViewError, trl_preference_view
 from pipelines.settings import SAMPLE
 from tests.test_release import make_pairs, make_tables, publish
 
@@ -223,7 +223,7 @@ def test_a_view_cannot_be_given(tmp_path: Path):
 
 def test_diff_compares_the_pairs_not_their_view(tmp_path: Path):
     """The view changes exactly when the pairs do: ``releases diff`` reads it not a second time."""
-    from curation.reader import diff_releases
+    from curation.publish.reader import diff_releases
 
     store = Store(tmp_path / "store")
     a = publish(store, config={"v": 1})

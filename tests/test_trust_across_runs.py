@@ -24,8 +24,8 @@ import pytest
 from assets.keys import INGEST_KEYS, UPSTREAM_KEYS, ingest_asset_key
 from assets.resources import CurationSettings
 from curation.ingest.sources import source_file
-from curation.reader import open_release, prune
-from curation.release import ReleaseError, digest_key, publish_release
+from curation.publish.reader import open_release, prune
+from curation.publish.release import ReleaseError, digest_key, publish_release
 from curation.validate.gx_validate import warm_up
 from pipelines.definitions import build_definitions
 from pipelines.refresh import refresh

@@ -12,7 +12,7 @@ message, and removes secrets given explicitly (a password, a header value).
 
 Reading may still use the credentials: :func:`split_userinfo` turns user info into the
 ``Authorization: Basic`` header that HTTP clients send (``curation.ingest.sources`` and
-``curation.alerts`` do so); only the redacted form is ever recorded.
+``curation.publish.alerts`` do so); only the redacted form is ever recorded.
 """
 
 from __future__ import annotations

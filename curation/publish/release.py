@@ -51,14 +51,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curation.card import CARD_PAIR_COLUMNS, render_card
 from curation.core import schema as S
 from curation.core.parallel import in_threads
 from curation.core.source_file import file_name
 from curation.core.stage_table import StageTable
 from curation.core.store import Store, StoreError
 from curation.core.version import release_libraries
-from curation.drift import (
+from curation.publish.card import CARD_PAIR_COLUMNS, render_card
+from curation.publish.drift import (
     ERROR,
     DriftConfig,
     changes_section,
@@ -66,7 +66,7 @@ from curation.drift import (
     swapped_pairs,
     worst,
 )
-from curation.integrity import (
+from curation.publish.integrity import (
     Problem,
     data_files,
     digest_problems,
@@ -76,7 +76,7 @@ from curation.integrity import (
     sha256_hex,
     table_count_problems,
 )
-from curation.layout import (
+from curation.publish.layout import (
     CARD_NAME,
     FORMAT_VERSION,
     ID_LENGTH,
@@ -93,8 +93,8 @@ from curation.layout import (
     release_id_of,
     release_prefix,
 )
-from curation.trl import SOURCE_COLUMNS as TRL_SOURCE_COLUMNS
-from curation.trl import TRL_PREFERENCE, TRL_VIEW, VIEW_OF, ViewError, trl_preference_view
+from curation.publish.trl import SOURCE_COLUMNS as TRL_SOURCE_COLUMNS
+from curation.publish.trl import TRL_PREFERENCE, TRL_VIEW, VIEW_OF, ViewError, trl_preference_view
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class View:
     derive: Callable[[pa.Table], pa.Table]
 
 
-#: The derived tables of a release: the TRL preference view of the pairs (``curation.trl``).
+#: The derived tables of a release: the TRL preference view of the pairs (``curation.publish.trl``).
 VIEWS: dict[str, View] = {
     TRL_VIEW: View(VIEW_OF, TRL_SOURCE_COLUMNS, trl_preference_view),
 }
@@ -677,7 +677,7 @@ def _check_repair(store: Store, release_id: str, rel: str, data: str, expected: 
         )
 
 
-#: The per-pair keys the next release counts swapped pairs with (``curation.profile``); the
+#: The per-pair keys the next release counts swapped pairs with (``curation.publish.profile``); the
 #: leading ``_`` keeps it out of every reader's glob of the release folder.
 PAIR_KEYS_ASSET = "_profile/pair_keys.parquet"
 
@@ -911,7 +911,7 @@ def _with_changes(
 ) -> dict[str, Any]:
     """``manifest`` with its ``profile``, the release it is compared with (``previous_release``:
     the one ``latest`` named, i.e. consumers had), that release's acceptance if it was promoted,
-    and the ``changes`` (:func:`curation.drift.compare_releases`); ``changes.held`` when an
+    and the ``changes`` (:func:`curation.publish.drift.compare_releases`); ``changes.held`` when an
     ERROR drift keeps ``latest`` where it is."""
     previous_id = manifest.get("parent_release_id")
     try:
@@ -1150,10 +1150,10 @@ def _publish(
     ``references``: the extra reference files decontamination read (``name``, ``field``,
     ``sha256``, ...); ``libraries``: library versions that encode the output (default:
     :func:`curation.core.version.release_libraries`). Both are recorded and hashed into the id.
-    ``profile``: the release's profile (:func:`curation.profile.profile_release`); given, the
+    ``profile``: the release's profile (:func:`curation.publish.profile.profile_release`); given, the
     release is compared with the one ``latest`` names (``drift`` thresholds, ``allowed_missing``
     file globs that may vanish) and an ERROR keeps ``latest`` where it is (``held``);
-    ``pair_keys`` (:func:`curation.profile.pair_keys`) are stored with the release and compared
+    ``pair_keys`` (:func:`curation.publish.profile.pair_keys`) are stored with the release and compared
     with the previous release's to count swapped pairs.
     ``clock`` returns the current time (tests inject it); naive datetimes are taken as UTC.
     ``write_threads``: threads encoding data files (0: one per CPU).

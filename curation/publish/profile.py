@@ -2,7 +2,7 @@
 
 Computed once when a release is published and kept in its manifest (``profile``), so that the
 next release, ``releases diff`` and the card compare with it without reading the previous
-release's data (:mod:`curation.drift`). Everything is counts (JSON integers), so two profiles can
+release's data (:mod:`curation.publish.drift`). Everything is counts (JSON integers), so two profiles can
 be compared with exact tests:
 
 - ``rows``: curated pairs per ``dataset/subset/split/dimension``;
@@ -18,7 +18,7 @@ be compared with exact tests:
 Beside the profile, :func:`pair_keys` gives every pair a key that ignores which response is
 chosen (the prompt and the two responses, unordered) and the key of its chosen response; the
 release stores them (``_profile/pair_keys.parquet``, 32 bytes a pair), so the next release can
-count pairs whose chosen and rejected responses were swapped (``curation.drift.swapped_pairs``) (a flipped label the distributions
+count pairs whose chosen and rejected responses were swapped (``curation.publish.drift.swapped_pairs``) (a flipped label the distributions
 may not show: a pair of two safe or two equally unsafe responses changes no count).
 
 Reading is column by column and batch by batch (a stage table is never read whole); on the

@@ -1,6 +1,6 @@
 """The dataset card's "Changes since <previous release>" and "Checks" sections.
 
-Rendered from the manifest alone (its ``changes``, computed by :mod:`curation.drift` when the
+Rendered from the manifest alone (its ``changes``, computed by :mod:`curation.publish.drift` when the
 release was published, and its ``checks``), so the card says what the alert and
 ``releases diff`` say. The chart compares pairs per dataset and split, previous and new.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from curation.charts import png
 from curation.core.report import markdown_table
+from curation.publish.charts import png
 
 CHANGES_CHART = "changes_pairs.png"
 

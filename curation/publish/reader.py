@@ -22,8 +22,8 @@ import pyarrow.compute as pc
 
 from curation.core.schema import NO_SPLIT
 from curation.core.store import Store
-from curation.drift import DriftConfig, compare_releases, swapped_pairs
-from curation.integrity import (
+from curation.publish.drift import DriftConfig, compare_releases, swapped_pairs
+from curation.publish.integrity import (
     Problem,
     accounting_problems,
     digest_problems,
@@ -35,7 +35,7 @@ from curation.integrity import (
     table_count_problems,
     unlisted_problems,
 )
-from curation.release import (
+from curation.publish.release import (
     LATEST_KEY,
     RELEASES_DIR,
     ReleaseError,

@@ -1,8 +1,8 @@
 """Integrity of a published release: its files against its manifest, its manifest against what
 can be recomputed from the files, and against digests kept outside the release folder.
 
-Used by ``releases verify`` (:meth:`curation.reader.Release.verify`) and by the publisher before
-it adopts a release that already exists (``curation.release``), so a re-run never re-points
+Used by ``releases verify`` (:meth:`curation.publish.reader.Release.verify`) and by the publisher before
+it adopts a release that already exists (``curation.publish.release``), so a re-run never re-points
 ``latest`` at a damaged release. What each check catches is listed in ``docs/releases.md``,
 "Verifying a release".
 """
@@ -17,9 +17,9 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from curation.accounting import account
 from curation.core.store import Store
-from curation.layout import (
+from curation.publish.accounting import account
+from curation.publish.layout import (
     LATEST_KEY,
     MANIFEST_NAME,
     digest_key,

@@ -18,11 +18,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from huggingface_hub import DatasetCardData
 
-from curation.card_changes import changes_section, checks_section
-from curation.charts import png
 from curation.core.report import SOURCES_HEADER, format_value, markdown_table, source_rows
 from curation.core.schema import HARM_CATEGORIES, NO_SPLIT, SEVERITY_LEVELS
-from curation.trl import TRL_VIEW
+from curation.publish.card_changes import changes_section, checks_section
+from curation.publish.charts import png
+from curation.publish.trl import TRL_VIEW
 
 REMOVALS_CHART = "removals_by_reason.png"
 HARM_CHART = "pku_harm_category_by_severity.png"
@@ -583,7 +583,7 @@ def _loading_section(manifest: Mapping[str, Any], remote: str | None) -> list[st
         "hashes on demand):",
         "",
         "```python",
-        "from curation.reader import open_release",
+        "from curation.publish.reader import open_release",
         store_line,
         f'train = release.to_pandas("pairs", split="{split}")',
         "problems = release.verify()",

@@ -1,6 +1,6 @@
 """Release-over-release checks: a new release compared with the one consumers had.
 
-:func:`compare_releases` compares two manifests (their ``profile``, :mod:`curation.profile`, and
+:func:`compare_releases` compares two manifests (their ``profile``, :mod:`curation.publish.profile`, and
 their tables' schemas) and returns one :class:`CheckResult` per check family, each with the
 findings that fired and the previous and new value of each:
 
