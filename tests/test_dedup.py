@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from curation.core.schema import PAIRS, REMOVED
 from curation.core.textnorm import normalize_array
-from curation.match.dedup import SOURCE_ORDER, DedupConfig, deduplicate
+from curation.match.dedup import DedupConfig, deduplicate
 from curation.match.near_dup import (
     NearDupParams,
     edit_verdict,
@@ -24,6 +24,7 @@ from curation.match.near_dup import (
     near_duplicate_pairs,
     tokenize,
 )
+from curation.match.removal import SOURCE_ORDER
 from tests.factories import make_pairs
 
 

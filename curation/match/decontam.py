@@ -58,15 +58,6 @@ from curation.core.selection import RowSelection
 from curation.core.stage_table import StageTable, take_rows
 from curation.core.textnorm import normalize_array
 from curation.match import paraphrase as para
-from curation.match.dedup import (
-    batch_prompts,
-    empty_removed,
-    keep_in_input_order,
-    prompt_columns,
-    read_prompts,
-    removed_table,
-    sorted_pairs,
-)
 from curation.match.informative import informative, rare_word_counts
 from curation.match.near_dup import (
     Laps,
@@ -74,6 +65,15 @@ from curation.match.near_dup import (
     Words,
     near_duplicate_pairs,
     ngram_hashes,
+)
+from curation.match.removal import (
+    batch_prompts,
+    empty_removed,
+    keep_in_input_order,
+    prompt_columns,
+    read_prompts,
+    removed_table,
+    sorted_pairs,
 )
 from curation.match.text_index import DistinctTexts, table_batches
 
