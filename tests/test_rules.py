@@ -14,6 +14,7 @@ from curation.datasets import hh_rlhf, pku_saferlhf
 from curation.jsonl import parse_jsonl
 from curation.pku import CURRENT_FIELDS, V0_FIELDS
 from curation.schema import HARM_CATEGORIES
+from curation.trl_format import parse_trl
 
 H, A = "\n\nHuman:", "\n\nAssistant:"
 
@@ -185,6 +186,14 @@ FAMILY_TABLES = {
         set(),
     ),
     "pku_v0": (_v0_table, V0_SKIPPED),
+    "trl": (
+        lambda: (
+            parse_trl(
+                json.dumps({"prompt": "q", "chosen": "a", "rejected": "b"}).encode(), "t"
+            ).table
+        ),
+        set(),
+    ),
 }
 
 
