@@ -133,3 +133,36 @@ def test_a_missing_file_is_an_empty_table(tmp_path: Path):
     table = ingest("absent.jsonl", root=tmp_path)
     assert table.num_rows == 0 and "prompt_turns" in table.column_names
     assert pairs_of(table) == []
+
+
+def test_rows_repeating_hh_and_pku_test_prompts_are_contamination():
+    """A team's train rows made of real HH and PKU test rows are removed by decontamination
+    against the HH and PKU test splits: conversational prompts are rendered as HH transcripts,
+    user turns are human turns."""
+    import pyarrow as pa
+
+    from curation.decontam import decontaminate
+
+    hh = SourceFile(
+        HH_DATASET, "harmless-base", "test", "harmless-base/test.jsonl.gz", "hh_preference"
+    )
+    pku = SourceFile("pku-saferlhf", "Alpaca-7B", "test", "data/Alpaca-7B/test.jsonl", "pku")
+    raws = [
+        ingest_file(hh, str(SAMPLE / "hh-rlhf")).table,
+        ingest_file(pku, str(SAMPLE / "PKU-SafeRLHF")).table,
+        ingest("hh_conversational.jsonl"),
+        ingest("pku_standard.jsonl"),
+    ]
+    pairs = pa.concat_tables([pair_stream([raw], workers=1).to_table() for raw in raws])
+    kept, removed = decontaminate(pairs)
+    team = removed.filter(pc.equal(removed["dataset"], "acme-prefs")).to_pylist()
+    assert sorted((r["source_file"], r["source_line"]) for r in team) == sorted(
+        [("hh_conversational.jsonl", i) for i in range(20)]
+        + [("pku_standard.jsonl", i) for i in range(15)]
+    )
+    by_file = {"hh_conversational.jsonl": HH_DATASET, "pku_standard.jsonl": "pku-saferlhf"}
+    for row in team:
+        assert row["matched_dataset"] == by_file[row["source_file"]]
+        assert row["matched_source_line"] == row["source_line"]  # the very row it was made from
+        assert row["reason"] == "contaminated_exact"
+    assert kept.filter(pc.equal(kept["dataset"], "acme-prefs")).num_rows == 0
