@@ -241,6 +241,11 @@ def _messages(value: list, key: str) -> list[dict[str, str]]:
     return turns
 
 
+def row_columns(value: Any) -> dict[str, Any]:
+    """One decoded TRL row in our columns; ``ValueError`` (:class:`RowError`) otherwise."""
+    return _row(value)
+
+
 def render(turns: list[dict[str, str]]) -> str:
     """Turns as an HH transcript: ``"\\n\\nHuman: q\\n\\nAssistant: a"``."""
     return "".join(f"\n\n{SPEAKERS[t['role']]}: {t['text']}" for t in turns)

@@ -15,7 +15,7 @@ from curation.sources import SourceError, SourceFile, source_file
 HH_TEST = source_file("harmless-base", "test")
 RED_TEAM = source_file("red-team-attempts")
 PKU_TRAIN = source_file("Alpaca-7B", "train")
-TRL = SourceFile("acme-prefs", "team", "train", "team/train.jsonl", "trl")
+TRL = SourceFile("acme-prefs", "default", "train", "team/train.jsonl", "trl")  # declare_acme
 TRL_GOOD = {
     "prompt": [{"role": "user", "content": "q"}],
     "chosen": [{"role": "assistant", "content": "yes"}],
@@ -237,7 +237,7 @@ def test_every_declared_parse_failure_is_tested():
 
 
 @pytest.mark.parametrize("code", sorted(PARSE_FAILURE_LINES))
-def test_every_declared_parse_failure_is_produced(tmp_path: Path, code: str):
+def test_every_declared_parse_failure_is_produced(tmp_path: Path, code: str, declare_acme):
     """Each code of ``PARSE_RULES`` has a producer in the parsers (the other direction, an
     undeclared code, raises in ``rules.parse_failure``)."""
     source, bad = PARSE_FAILURE_LINES[code]()

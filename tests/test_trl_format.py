@@ -6,14 +6,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
 from curation.ingest import ingest_file
 from curation.normalize import pair_stream
-from curation.schema import HH_DATASET
+from curation.datasets.hh_rlhf import NAME as HH_DATASET
 from curation.sources import SourceFile
+from curation.report import REPORT_KEY
 from curation.trl import trl_preference_view
 from curation.trl_format import extract_prompt
 from pipelines.settings import SAMPLE
@@ -27,12 +29,25 @@ HH_FORMS = {
 }
 
 
-def trl_file(relpath: str, split: str = "train", dimension: str | None = None) -> SourceFile:
-    return SourceFile("acme-prefs", "team", split, relpath, "trl", dimension)
+@pytest.fixture(autouse=True)
+def acme(declare_acme):
+    """``acme-prefs`` declared with the sample's TRL files as its mirror."""
+    declare_acme(TRL_SAMPLE)
+    return declare_acme
 
 
-def ingest(relpath: str, root: Path = TRL_SAMPLE, **kw):
-    return ingest_file(trl_file(relpath, **kw), str(root)).table
+def trl_file(relpath: str, split: str = "train") -> SourceFile:
+    return SourceFile("acme-prefs", "default", split, relpath, "trl")
+
+
+def with_report(result) -> pa.Table:
+    """An ingested table as the ingest asset stores it (its report in the metadata)."""
+    report = json.dumps(result.report.to_dict()).encode()
+    return result.table.replace_schema_metadata({REPORT_KEY: report})
+
+
+def ingest(relpath: str, root: Path = TRL_SAMPLE, **kw) -> pa.Table:
+    return with_report(ingest_file(trl_file(relpath, **kw), str(root)))
 
 
 def reasons_by_line(table) -> dict[int, list[str]]:
@@ -52,13 +67,14 @@ def hh_pairs() -> list[dict]:
     hh = SourceFile(
         HH_DATASET, "harmless-base", "test", "harmless-base/test.jsonl.gz", "hh_preference"
     )
-    pairs = pairs_of(ingest_file(hh, str(SAMPLE / "hh-rlhf")).table)
+    pairs = pairs_of(with_report(ingest_file(hh, str(SAMPLE / "hh-rlhf"))))
     return [p for p in pairs if p["source_line"] < 20]
 
 
 @pytest.mark.parametrize("relpath", sorted(HH_FORMS))
-def test_each_form_of_real_hh_rows_is_read_whole(relpath: str, hh_pairs: list[dict]):
-    table = ingest(relpath, dimension="harmless")
+def test_each_form_of_real_hh_rows_is_read_whole(relpath: str, hh_pairs: list[dict], acme):
+    acme(TRL_SAMPLE, dimension="harmless")  # a declaration's dimension names its pairs'
+    table = ingest(relpath)
     assert table.num_rows == 20 and reasons_by_line(table) == {}
     assert set(table.column("form").to_pylist()) == {HH_FORMS[relpath]}
     pairs = pairs_of(table)
@@ -139,8 +155,6 @@ def test_rows_repeating_hh_and_pku_test_prompts_are_contamination():
     """A team's train rows made of real HH and PKU test rows are removed by decontamination
     against the HH and PKU test splits: conversational prompts are rendered as HH transcripts,
     user turns are human turns."""
-    import pyarrow as pa
-
     from curation.decontam import decontaminate
 
     hh = SourceFile(
@@ -148,8 +162,8 @@ def test_rows_repeating_hh_and_pku_test_prompts_are_contamination():
     )
     pku = SourceFile("pku-saferlhf", "Alpaca-7B", "test", "data/Alpaca-7B/test.jsonl", "pku")
     raws = [
-        ingest_file(hh, str(SAMPLE / "hh-rlhf")).table,
-        ingest_file(pku, str(SAMPLE / "PKU-SafeRLHF")).table,
+        with_report(ingest_file(hh, str(SAMPLE / "hh-rlhf"))),
+        with_report(ingest_file(pku, str(SAMPLE / "PKU-SafeRLHF"))),
         ingest("hh_conversational.jsonl"),
         ingest("pku_standard.jsonl"),
     ]
