@@ -31,14 +31,20 @@ HARM_CHART = "pku_harm_category_by_severity.png"
 def _registry() -> tuple:
     """The registered datasets (imported when a card is rendered: the registry imports polars,
     which the ``releases`` commands reading the release module must not)."""
-    from curation.datasets import REGISTRY
+    from curation.datasets import registered
 
-    return REGISTRY
+    return registered()
 
 
 def licences() -> dict[str, dict[str, str]]:
     """The upstream licence of every dataset, by name."""
     return {d.name: {"name": d.title, **asdict(d.licence)} for d in _registry()}
+
+
+def hub_licence(name: str) -> str:
+    """A licence name as the Hub's ``license`` field spells it (``CC BY-NC 4.0`` ->
+    ``cc-by-nc-4.0``, ``MIT`` -> ``mit``)."""
+    return "-".join(name.lower().split())
 
 
 def _labelled() -> str:
@@ -245,7 +251,7 @@ def _front_matter(manifest: Mapping[str, Any]) -> str:
         ]
         configs.append(config)
     data = DatasetCardData(
-        license=["mit", "cc-by-nc-4.0"],
+        license=list(dict.fromkeys(hub_licence(d.licence.licence) for d in _registry())),
         pretty_name=f"Curated RLHF preference pairs (release {manifest.get('release_id')})",
         tags=["rlhf", "preference", "safety"],
         configs=configs,
@@ -448,8 +454,9 @@ def _licences_section() -> list[str]:
         ),
         "",
         " ".join(d.licence.note.format(dataset=d.name) for d in _registry())
-        + " Attribute both upstream datasets when redistributing. The data contain offensive and "
-        "harmful text by design (red-teaming and safety preference data).",
+        + f" Attribute {'both' if len(_registry()) == 2 else 'all'} upstream datasets when "
+        "redistributing. The data contain offensive and harmful text by design (red-teaming and "
+        "safety preference data).",
         "",
     ]
 

@@ -33,6 +33,7 @@ prompts) are the ``trl`` rule family of :mod:`curation.rules`.
 from __future__ import annotations
 
 import io
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -169,8 +170,7 @@ def _standard(prompt: Any, chosen: str, rejected: str) -> dict[str, Any]:
         form = "standard_implicit"
     else:
         prompt, form = _text(prompt, "prompt"), "standard"
-    turns = [{"role": "human", "text": prompt}]
-    return _columns(form, prompt, turns, chosen, rejected, prompt)
+    return _columns(form, prompt, transcript_turns(prompt), chosen, rejected, prompt)
 
 
 def _conversational(prompt: Any, chosen: list[dict], rejected: Any) -> dict[str, Any]:
@@ -238,6 +238,31 @@ def _messages(value: list, key: str) -> list[dict[str, str]]:
         turns.append({"role": OUR_ROLES[role], "text": _text(message["content"], where)})
     if not turns:
         raise RowError("missing_field", f"{key} is an empty list")
+    return turns
+
+
+#: A speaker marker of an HH-style transcript inside a standard prompt.
+_MARKER = re.compile(r"(?:^|\n\n)(Human|Assistant):")
+_ROLE_OF = {"Human": "human", "Assistant": "assistant"}
+
+
+def transcript_turns(prompt: str) -> list[dict[str, str]]:
+    """The turns of a standard prompt: an HH-style transcript (``"\n\nHuman: q\n\nAssistant:"``,
+    TRL's own standard form of HH-RLHF) split at its speaker markers, so that matching compares
+    its turns with every other dataset's (a final ``Assistant:`` is the response cue, with the
+    words both responses start with in an implicit prompt, not a turn); any other text is one
+    human turn."""
+    parts = _MARKER.split(prompt)
+    if parts[0].strip() or len(parts) < 3:
+        return [{"role": "human", "text": prompt}]
+    turns = [
+        {"role": _ROLE_OF[speaker], "text": text[1:] if text.startswith(" ") else text}
+        for speaker, text in zip(parts[1::2], parts[2::2], strict=True)
+    ]
+    if turns[-1]["role"] == "assistant":
+        turns.pop()
+    if not turns or turns[0]["role"] != "human":
+        return [{"role": "human", "text": prompt}]
     return turns
 
 

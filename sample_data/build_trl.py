@@ -1,4 +1,6 @@
-"""Build the TRL-format sample (``trl-prefs/``) from the real rows of this sample (run by hand).
+"""Build the TRL-format sample (``trl-prefs/``) from the real rows of this sample, and the
+example declared dataset (``acme-prefs/``, with the full upstream HH test file as argument:
+``python sample_data/build_trl.py ../shared/data/hh-rlhf/harmless-base/test.jsonl.gz``).
 
 Real text in each of TRL's preference forms (https://huggingface.co/docs/trl/dataset_formats),
 for the TRL-format reader (``curation/trl_format.py``) and its tests:
@@ -67,13 +69,13 @@ def standard(row: dict) -> dict:
     }
 
 
-def write_jsonl(name: str, rows: list[dict]) -> None:
+def write_jsonl(name: str, rows: list[dict], folder: Path = OUT) -> None:
     data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
     if name.endswith(".gz"):
-        with gzip.GzipFile(OUT / name, "wb", mtime=0) as handle:  # mtime 0: reproducible bytes
+        with gzip.GzipFile(folder / name, "wb", mtime=0) as handle:  # mtime 0: reproducible bytes
             handle.write(data)
     else:
-        (OUT / name).write_bytes(data)
+        (folder / name).write_bytes(data)
 
 
 #: Line of ``bad.jsonl`` -> how its real row is broken (the reason code it must get).
@@ -123,6 +125,29 @@ def implicit(line: int, row: dict) -> dict:
     }
 
 
+#: The example dataset declared in ``acme-prefs.yaml`` (a team's own data, no code).
+ACME = HERE / "acme-prefs"
+#: Real HH-RLHF ``harmless-base/test.jsonl.gz`` lines outside this sample (it has lines 0-799):
+#: the team's own train rows and its test rows.
+ACME_TRAIN_LINES, ACME_TEST_LINES = (2000, 2030), (2100, 2112)
+
+
+def build_acme(full_hh_test: Path) -> None:
+    """``acme-prefs/``: ``train-hh-test.jsonl`` and ``train-pku-test.jsonl`` are the HH and PKU
+    test rows above (``hh_conversational.jsonl``, ``pku_standard.jsonl``: contamination to be
+    removed); ``train-team.jsonl.gz`` holds real HH test lines 2000-2029 and ``test.jsonl`` lines
+    2100-2111 (standard form), both outside this sample, read from the full upstream file."""
+    ACME.mkdir(exist_ok=True)
+    lines = gzip.decompress(full_hh_test.read_bytes()).splitlines()
+    team = [json.loads(x) for x in lines[slice(*ACME_TRAIN_LINES)]]
+    test = [json.loads(x) for x in lines[slice(*ACME_TEST_LINES)]]
+    for name in ("hh_conversational.jsonl", "pku_standard.jsonl"):
+        target = "train-hh-test.jsonl" if name.startswith("hh") else "train-pku-test.jsonl"
+        (ACME / target).write_bytes((OUT / name).read_bytes())
+    write_jsonl("train-team.jsonl.gz", [conversational(r) for r in team], ACME)
+    write_jsonl("test.jsonl", [standard(r) for r in test], ACME)
+
+
 def main() -> int:
     OUT.mkdir(exist_ok=True)
     hh = hh_rows(0, 20)
@@ -154,6 +179,8 @@ def main() -> int:
     )
     write_jsonl("bad.jsonl", [broken(i, r) for i, r in enumerate(hh_rows(20, 30))])
     write_jsonl("bad_implicit.jsonl", [implicit(i, r) for i, r in enumerate(hh_rows(30, 34))])
+    if len(sys.argv) > 1:  # the full upstream harmless-base/test.jsonl.gz (e.g. ../shared/data)
+        build_acme(Path(sys.argv[1]))
     return 0
 
 

@@ -11,11 +11,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from curation.datasets.hh_rlhf import NAME as HH_DATASET
 from curation.ingest import ingest_file
 from curation.normalize import pair_stream
-from curation.datasets.hh_rlhf import NAME as HH_DATASET
-from curation.sources import SourceFile
 from curation.report import REPORT_KEY
+from curation.sources import SourceFile
 from curation.trl import trl_preference_view
 from curation.trl_format import extract_prompt
 from pipelines.settings import SAMPLE
@@ -88,7 +88,8 @@ def test_each_form_of_real_hh_rows_is_read_whole(relpath: str, hh_pairs: list[di
             transcript = hh["prompt"] + "\n\nAssistant: "
             assert pair["prompt"] + pair["chosen"] == transcript + hh["chosen"]
             assert pair["prompt"] + pair["rejected"] == transcript + hh["rejected"]
-            assert pair["prompt_turns"] == [{"role": "human", "text": pair["prompt"]}]
+            # the transcript's turns are the HH path's, so matching compares them turn by turn
+            assert pair["prompt_turns"] == hh["prompt_turns"]
 
 
 def test_real_pku_rows_in_the_standard_form():
