@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -45,6 +45,12 @@ def hub_licence(name: str) -> str:
     """A licence name as the Hub's ``license`` field spells it (``CC BY-NC 4.0`` ->
     ``cc-by-nc-4.0``, ``MIT`` -> ``mit``)."""
     return "-".join(name.lower().split())
+
+
+def _listed(names: Iterable[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    names = list(names)
+    return " and ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _labelled() -> str:
@@ -266,7 +272,7 @@ def _title_section(manifest: Mapping[str, Any]) -> list[str]:
     return [
         f"# Curated RLHF preference pairs - release `{rid}`",
         "",
-        f"Preference pairs curated from {' and '.join(d.title for d in _registry())}: parsed, validated, "
+        f"Preference pairs curated from {_listed(d.title for d in _registry())}: parsed, validated, "
         "deduplicated and decontaminated. One row of `pairs` is one (source row, dimension) "
         "preference: `prompt`/`prompt_turns`, a `chosen` and a `rejected` response, and for "
         f"{_labelled()} the per-response safety labels, severity levels and harm categories. "

@@ -606,6 +606,8 @@ def manifest_sources(reports: list[dict]) -> list[dict]:
                 "warnings_by_reason": report.get("warnings_by_reason", {}),
                 "blank_lines": report["blank_lines"],
                 "unknown_keys": report.get("unknown_keys", {}),
+                # the files a glob matched (a declared dataset's split)
+                **({"members": report["members"]} if report.get("members") else {}),
             }
         )
     return list(by_dataset.values())
