@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import pytest
 import yaml
@@ -213,3 +214,28 @@ def test_the_example_declared_dataset_from_s3_end_to_end(
     changed = cli(["refresh", "--config", str(config)], env, tmp_path)
     assert changed.returncode == 0, changed.stderr[-3000:]
     assert "source changed (acme_prefs/upstream/default_train)" in changed.stdout, changed.stdout
+
+
+def test_the_code_location_builds_its_graph_from_curation_config():
+    """``$CURATION_CONFIG`` (no secrets needed): the declared dataset's files are observable
+    sources and ingest assets with checks; without it, the graph is the built-in one."""
+    from assets.keys import INGEST_KEYS
+    from pipelines.definitions import build_definitions
+    from pipelines.settings import Environment
+
+    environment = Environment.from_env({"CURATION_CONFIG": str(SAMPLE / "acme-prefs.yaml")})
+    try:
+        graph = build_definitions(environment).resolve_asset_graph()
+        keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+        for split in ("train", "test"):
+            assert f"acme_prefs/upstream/default_{split}" in keys
+            assert f"acme_prefs/raw/default_{split}" in keys
+            raw = graph.get(dg.AssetKey(["acme_prefs", "raw", f"default_{split}"]))
+            assert {c.name for c in raw.check_keys} == {"quarantine_rate", "schema_suite"}
+        normalize = graph.get(dg.AssetKey("normalized_pairs"))
+        assert dg.AssetKey(["acme_prefs", "raw", "default_test"]) in normalize.parent_keys
+    finally:
+        use_declared([])
+    plain = build_definitions(Environment.from_env({})).resolve_asset_graph()
+    raw_keys = {k for k in plain.get_all_asset_keys() if "raw" in k.path}
+    assert raw_keys == set(INGEST_KEYS) and "acme-prefs" not in dataset_names()
