@@ -315,5 +315,9 @@ def instance_postgres(
 
 def process_environment() -> dict[str, str]:
     """A copy of this process's environment, for the child processes of ``make prod`` (the one
-    place that hands the environment on; it is read, never written)."""
-    return dict(os.environ)
+    place that hands the environment on; it is read, never written). A relative
+    ``CURATION_CONFIG`` is made absolute: the children may run in another folder."""
+    env = dict(os.environ)
+    if env.get("CURATION_CONFIG"):
+        env["CURATION_CONFIG"] = str(Path(env["CURATION_CONFIG"]).resolve())
+    return env
