@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 
 from assets.alerting import AlertsResource
 from assets.io import OPTIONAL_INPUT_MANAGER
-from assets.keys import INGEST_KEYS, RELEASE_KEY
+from assets.keys import RELEASE_KEY, ingest_keys
 from assets.metadata import counts_markdown
 from assets.resources import CurationSettings, StoreResource
 from curation.core.report import quarantine_rate, report_of
@@ -168,26 +168,39 @@ def _ingest_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
     ]
 
 
-INGEST_BY_NAME = {key.to_python_identifier(): key for key in INGEST_KEYS}
+def build_ingest_checks() -> dg.AssetChecksDefinition:
+    """The ``ingest_checks`` step over the ingest assets of the registered datasets."""
+    by_name = {key.to_python_identifier(): key for key in ingest_keys()}
+
+    @dg.multi_asset_check(
+        name="ingest_checks",
+        specs=[spec for key in by_name.values() for spec in _ingest_specs(key)],
+        # a subset run (incremental refresh) may select the checks of files never ingested yet
+        ins={
+            name: dg.AssetIn(key, input_manager_key=OPTIONAL_INPUT_MANAGER)
+            for name, key in by_name.items()
+        },
+        can_subset=True,
+        description="Schema suite and quarantine rate of every ingested file. One step, so that "
+        "each GX suite runs once per schema on the files' samples (curation.validate.contract).",
+    )
+    def ingest_checks(
+        context: dg.AssetCheckExecutionContext,
+        alerts: AlertsResource,
+        settings: CurationSettings,
+        **tables: StageTable | None,
+    ):
+        yield from check_ingested(context, alerts, settings, by_name, tables)
+
+    return ingest_checks
 
 
-@dg.multi_asset_check(
-    name="ingest_checks",
-    specs=[spec for key in INGEST_BY_NAME.values() for spec in _ingest_specs(key)],
-    # a subset run (incremental refresh) may select the checks of files never ingested yet
-    ins={
-        name: dg.AssetIn(key, input_manager_key=OPTIONAL_INPUT_MANAGER)
-        for name, key in INGEST_BY_NAME.items()
-    },
-    can_subset=True,
-    description="Schema suite and quarantine rate of every ingested file. One step, so that each "
-    "GX suite runs once per schema on the files' samples (curation.validate.contract).",
-)
-def ingest_checks(
+def check_ingested(
     context: dg.AssetCheckExecutionContext,
     alerts: AlertsResource,
     settings: CurationSettings,
-    **tables: StageTable | None,
+    by_name: dict[str, dg.AssetKey],
+    tables: dict[str, StageTable | None],
 ):
     """The quarantine rate and the GX schema suite of every selected ingested file.
 
@@ -198,7 +211,7 @@ def ingest_checks(
     gx_ready = warm_up()  # GX imports while the Arrow passes below run
     runs: dict[str, SuiteRun] = {}
     for name in sorted(tables):
-        key, handle = INGEST_BY_NAME[name], tables.pop(name)
+        key, handle = by_name[name], tables.pop(name)
         wanted = {dg.AssetCheckKey(key, c) for c in ("quarantine_rate", "schema_suite")}
         if not wanted & selected:
             continue
@@ -219,7 +232,7 @@ def ingest_checks(
         del handle
     for suite in sorted(runs):
         for name, result in sorted(runs[suite].results().items()):
-            yield _suite_result(context, alerts, INGEST_BY_NAME[name], "schema_suite", result)
+            yield _suite_result(context, alerts, by_name[name], "schema_suite", result)
     gx_ready.join()
 
 
@@ -387,6 +400,14 @@ def release_verified(
     )
 
 
+def build_checks() -> list:
+    """Every check of the definitions: the ingest checks of the registered datasets' files and
+    the checks of the later assets."""
+    return [build_ingest_checks(), *ALL_CHECKS[1:]]
+
+
+ingest_checks = build_ingest_checks()
+"""The ingest checks of the built-in datasets (the definitions build their own)."""
 ALL_CHECKS = [
     ingest_checks,
     curated_pairs_suite,

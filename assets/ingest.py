@@ -34,7 +34,9 @@ from curation.ingest.sources import (
     check_layout,
     check_root,
     file_uri,
+    is_glob,
     is_present,
+    matching_files,
 )
 from curation.ingest.upstream import is_transient
 from curation.publish.release import ReleaseError, previous_release_files
@@ -88,19 +90,36 @@ def ingest_one(
     return table, metadata
 
 
-@dg.multi_asset(
-    name="ingest_files",
-    outs={ingest_asset_key(s).to_python_identifier(): _ingest_out(s) for s in all_files()},
-    deps=[upstream_asset_key(s) for s in all_files()],
-    internal_asset_deps={  # each file's asset depends on its own upstream file only
-        ingest_asset_key(s).to_python_identifier(): {upstream_asset_key(s)} for s in all_files()
-    },
-    pool="rlhf_stage",
-    can_subset=True,
-    retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL),
-)
-def ingest_files(
+def build_ingest_files() -> dg.AssetsDefinition:
+    """The ``ingest_files`` multi-asset over the files of the registered datasets (built when
+    the definitions are, after a settings file's datasets are registered)."""
+    files = all_files()
+
+    @dg.multi_asset(
+        name="ingest_files",
+        outs={ingest_asset_key(s).to_python_identifier(): _ingest_out(s) for s in files},
+        deps=[upstream_asset_key(s) for s in files],
+        internal_asset_deps={  # each file's asset depends on its own upstream file only
+            ingest_asset_key(s).to_python_identifier(): {upstream_asset_key(s)} for s in files
+        },
+        pool="rlhf_stage",
+        can_subset=True,
+        retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL),
+    )
+    def ingest_files(
+        context: dg.AssetExecutionContext,
+        sources: SourcesResource,
+        settings: CurationSettings,
+        store: StoreResource,
+    ):
+        yield from ingest_selected(context, files, sources, settings, store)
+
+    return ingest_files
+
+
+def ingest_selected(
     context: dg.AssetExecutionContext,
+    files: list[SourceFile],
     sources: SourcesResource,
     settings: CurationSettings,
     store: StoreResource,
@@ -114,7 +133,7 @@ def ingest_files(
     judged against ``expected_files`` / ``allow_missing_files`` and the previous release
     (:func:`curation.ingest.ingest.check_presence`).
     """
-    selected = [s for s in all_files() if ingest_asset_key(s) in context.selected_asset_keys]
+    selected = [s for s in files if ingest_asset_key(s) in context.selected_asset_keys]
     previous = _preflight(context, selected, sources, settings, store)
     before = _absent(selected, sources, settings)
     _judge_absent(context, before, settings, previous)  # fail before any output
@@ -154,8 +173,13 @@ def _absent(
     try:
         for source in selected:
             root, revision = sources.root(source.dataset)
-            uri = file_uri(root, source.relpath, revision)
-            if not is_present(uri, sources.storage_options(root), root=root, policy=policy):
+            options = sources.storage_options(root)
+            if is_glob(source.relpath):
+                present = bool(matching_files(root, source.relpath, revision, options))
+            else:
+                uri = file_uri(root, source.relpath, revision)
+                present = is_present(uri, options, root=root, policy=policy)
+            if not present:
                 absent.append(file_name(source.dataset, source.relpath))
     except SourceError as exc:
         if is_transient(exc):
@@ -216,3 +240,7 @@ def _preflight(
     ) as exc:  # publishing reports store problems; ingest need not stop here
         context.log.warning(f"previous release not readable, vanished files not checked: {exc}")
         return None
+
+
+ingest_files = build_ingest_files()
+"""The ingest step of the built-in datasets (the definitions build their own)."""

@@ -56,7 +56,18 @@ def upstream_asset_key(source: SourceFile) -> dg.AssetKey:
     return dg.AssetKey([dataset_prefix(source), "upstream", file_label(source)])
 
 
-INGEST_KEYS = [ingest_asset_key(source) for source in all_files()]
-"""The ingest asset of every upstream file, in :func:`curation.ingest.sources.all_files` order."""
-UPSTREAM_KEYS = [upstream_asset_key(source) for source in all_files()]
-"""The observable source asset of every upstream file, in the same order."""
+def ingest_keys() -> list[dg.AssetKey]:
+    """The ingest asset of every upstream file of the registered datasets (declared ones
+    included), in :func:`curation.ingest.sources.all_files` order."""
+    return [ingest_asset_key(source) for source in all_files()]
+
+
+def upstream_keys() -> list[dg.AssetKey]:
+    """The observable source asset of every upstream file, in the same order."""
+    return [upstream_asset_key(source) for source in all_files()]
+
+
+INGEST_KEYS = ingest_keys()
+"""The ingest assets of the built-in datasets (the graph without a settings file)."""
+UPSTREAM_KEYS = upstream_keys()
+"""The observable source assets of the built-in datasets."""

@@ -5,7 +5,7 @@ import json
 import dagster as dg
 import pyarrow as pa
 
-from assets.keys import INGEST_KEYS
+from assets.keys import ingest_keys
 from assets.metadata import counts_markdown, preview, stage_out, table_metadata
 from assets.resources import CurationSettings
 from curation.core.report import report_of
@@ -26,28 +26,39 @@ VALIDATE_GROUP = "validate"
 SOURCE_FILES = pa.schema([("report", pa.string())])
 
 
-@dg.multi_asset(
-    pool="rlhf_stage",
-    ins={
-        key.to_python_identifier(): dg.AssetIn(key, dagster_type=StageTable) for key in INGEST_KEYS
-    },
-    outs={
-        "normalized_pairs": stage_out(
-            VALIDATE_GROUP,
-            "Valid rows of both datasets as one preference-pair table (before dedup).",
-        ),
-        "quarantine": stage_out(
-            VALIDATE_GROUP, "Rows that failed an ERROR rule, with reason codes and the raw line."
-        ),
-        "red_team": stage_out(VALIDATE_GROUP, "HH red-team attempts with parsed turns."),
-        "source_files": stage_out(
-            VALIDATE_GROUP, "One JSON report per upstream file: URI, revision, size, sha256, rows."
-        ),
-    },
-)
-def validate_and_normalize(
-    context: dg.AssetExecutionContext, settings: CurationSettings, **raw_tables: StageTable
-):
+def build_validate_and_normalize() -> dg.AssetsDefinition:
+    """The ``validate_and_normalize`` multi-asset reading the ingest assets of the registered
+    datasets (built when the definitions are)."""
+    keys = ingest_keys()
+
+    @dg.multi_asset(
+        pool="rlhf_stage",
+        ins={key.to_python_identifier(): dg.AssetIn(key, dagster_type=StageTable) for key in keys},
+        outs={
+            "normalized_pairs": stage_out(
+                VALIDATE_GROUP,
+                "Valid rows of both datasets as one preference-pair table (before dedup).",
+            ),
+            "quarantine": stage_out(
+                VALIDATE_GROUP,
+                "Rows that failed an ERROR rule, with reason codes and the raw line.",
+            ),
+            "red_team": stage_out(VALIDATE_GROUP, "HH red-team attempts with parsed turns."),
+            "source_files": stage_out(
+                VALIDATE_GROUP,
+                "One JSON report per upstream file: URI, revision, size, sha256, rows.",
+            ),
+        },
+    )
+    def validate_and_normalize(
+        context: dg.AssetExecutionContext, settings: CurationSettings, **raw_tables: StageTable
+    ):
+        yield from normalize_tables(settings, raw_tables)
+
+    return validate_and_normalize
+
+
+def normalize_tables(settings: CurationSettings, raw_tables: dict[str, StageTable]):
     """Split every ingested file into curated-bound rows and quarantine, then normalize.
 
     The raw tables are read as handles, group of record batches by group of record batches:
@@ -96,3 +107,7 @@ def validate_and_normalize(
             "rows_read": sum(r["rows_read"] for r in reports),
         },
     )
+
+
+validate_and_normalize = build_validate_and_normalize()
+"""The validate step of the built-in datasets (the definitions build their own)."""

@@ -127,6 +127,9 @@ class SourcesResource(dg.ConfigurableResource):
         """(URI, revision) of the mirror holding ``dataset``; a URI with credentials in it (given
         as run config, hence recorded) is a :class:`SourceError` naming its redacted form."""
         plugin = registered_dataset(dataset)
+        declared = plugin.declared_root()
+        if declared is not None:  # a dataset of the settings file, checked when declared
+            return declared
         uri, revision = getattr(self, plugin.uri_field), getattr(self, plugin.revision_field)
         if has_credentials(uri):
             raise SourceError(

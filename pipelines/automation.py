@@ -36,7 +36,7 @@ from typing import Any
 import dagster as dg
 
 from assets.alerting import AlertsResource
-from assets.keys import RELEASE_KEY, UPSTREAM_KEYS
+from assets.keys import RELEASE_KEY, upstream_keys
 from assets.resources import CurationSettings
 from curation.core.redact import redact_uri
 from pipelines.settings import Environment
@@ -46,7 +46,6 @@ from pipelines.versions import STAGE_OF_OP, stage_versions
 log = logging.getLogger(__name__)
 
 AUTOMATION_SENSOR = "rlhf_automation"
-UPSTREAM_SET = frozenset(UPSTREAM_KEYS)
 CODE_VERSION_TAG = "dagster/code_version"
 _READY = (
     ~dg.AutomationCondition.any_deps_missing()
@@ -266,7 +265,7 @@ def automation_sensor(environment: Environment) -> dg.AutomationConditionSensorD
 def _automation_sensor(environment: Environment) -> dg.AutomationConditionSensorDefinition:
     return dg.AutomationConditionSensorDefinition(
         AUTOMATION_SENSOR,
-        target=dg.AssetSelection.all() | dg.AssetSelection.assets(*UPSTREAM_KEYS),
+        target=dg.AssetSelection.all() | dg.AssetSelection.assets(*upstream_keys()),
         default_status=dg.DefaultSensorStatus.RUNNING,
         run_tags=run_tags(environment),
         use_user_code_server=True,  # UpstreamChecksAllow is Python of this code location
@@ -371,7 +370,7 @@ def full_refresh_job(environment: Environment) -> dg.UnresolvedAssetJobDefinitio
     """Observe every upstream file, then compute and publish everything (``rlhf-curate run``)."""
     return dg.define_asset_job(
         "full_refresh",
-        selection=dg.AssetSelection.all() | dg.AssetSelection.assets(*UPSTREAM_KEYS),
+        selection=dg.AssetSelection.all() | dg.AssetSelection.assets(*upstream_keys()),
         tags=run_tags(environment),
         description="Observe every upstream file, then ingest, validate, normalize, "
         "deduplicate, decontaminate, publish.",

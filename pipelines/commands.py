@@ -30,7 +30,7 @@ from curation.datasets import REGISTRY
 from curation.ingest.preflight import preflight
 from curation.publish.alerts import Delivery
 from pipelines.automation import run_tags
-from pipelines.config_file import ConfigError, settings_config
+from pipelines.config_file import ConfigError, load_config
 from pipelines.definitions import build_definitions, build_resources
 from pipelines.local_run import InstanceUnavailable, persistent_instance, run_full_refresh
 from pipelines.orphans import fail_orphaned_runs, process_tags
@@ -85,9 +85,10 @@ def run_config_for(environment: Environment, settings: dict, verbose: bool) -> d
     return {**console_run_config(verbose), "resources": resources}
 
 
-def preflight_ok(environment: Environment) -> bool:
-    """Check the settings, the store and the source roots before anything runs (with the
-    resources a run gets, credentials included); one line per problem."""
+def preflight_ok(environment: Environment, declared: dict[str, str] | None = None) -> bool:
+    """Check the settings, the store and the source roots (``declared``: those of the datasets
+    the settings file declares, by name) before anything runs (with the resources a run gets,
+    credentials included); one line per problem."""
     for problem in environment.problems:
         print(f"error: {problem}", file=sys.stderr)
     if environment.problems:
@@ -97,7 +98,7 @@ def preflight_ok(environment: Environment) -> bool:
     with dg.build_resources({k: resources[k] for k in needed}) as built:
         checks = preflight(
             environment.store_uri,
-            {d.name: getattr(environment, d.uri_field) for d in REGISTRY},
+            {d.name: getattr(environment, d.uri_field) for d in REGISTRY} | (declared or {}),
             store_options=built.store.storage_options(),
             source_options=built.sources.storage_options,
         )
@@ -117,14 +118,16 @@ def _quiet(verbose: bool) -> None:
 def _prepare(args: argparse.Namespace) -> tuple[Environment, dict, Path] | None:
     """The checks both commands make before any work: the ``--config`` file, the store and the
     source roots. ``None`` (after printing why) when one fails."""
+    environment = environment_of(args)
+    path = getattr(args, "config", None) or environment.config_path
     try:
-        settings = settings_config(getattr(args, "config", None))
+        settings, declarations = load_config(path)
     except ConfigError as exc:
         for line in str(exc).splitlines():  # one line per problem, each naming the file
             print(f"error: {line}", file=sys.stderr)
         return None
-    environment = environment_of(args)
-    if not preflight_ok(environment):
+    environment = dataclasses.replace(environment, config_path=path)
+    if not preflight_ok(environment, {d.name: d.uri for d in declarations}):
         return None
     home = environment.prepare_dagster_home()
     _quiet(args.verbose)
@@ -156,7 +159,12 @@ def _run(args: argparse.Namespace, environment: Environment, settings: dict, hom
         tags = {**run_tags(environment), **process_tags()}
         with (
             follow_run(instance, warnings=not args.verbose) as token,
-            run_full_refresh(instance, run_config, tags={**tags, **token}) as result,
+            run_full_refresh(
+                instance,
+                run_config,
+                tags={**tags, **token},
+                config_path=environment.config_path,
+            ) as result,
         ):
             alerts = alert_records(instance, result.run_id)
     return report(result, environment.store_uri, alerts)
@@ -270,6 +278,7 @@ def _refresh(args: argparse.Namespace, environment: Environment, settings: dict,
                 run_config,
                 tags={**run_tags(environment), **process_tags(), **token},
                 from_environment=True,
+                config_path=environment.config_path,
             )
             alerts = alert_records(instance, outcome.result.run_id) if outcome.result else []
     elapsed = time.perf_counter() - start

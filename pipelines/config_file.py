@@ -10,6 +10,7 @@ checked by :func:`assets.resources.settings_problems` (known keys, types, declar
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -18,8 +19,17 @@ from yaml.constructor import ConstructorError
 
 from assets.resources import settings_problems
 from curation.core.bounds import key_text, quoted
+from curation.datasets import BUILT_IN
+from curation.datasets.declared import Declaration, parse_declarations
 
-__all__ = ["MAX_CONFIG_BYTES", "MAX_DEPTH", "ConfigError", "SettingsLoader", "settings_config"]
+__all__ = [
+    "MAX_CONFIG_BYTES",
+    "MAX_DEPTH",
+    "ConfigError",
+    "SettingsLoader",
+    "load_config",
+    "settings_config",
+]
 
 #: Largest settings file read (a real one is a few lines; this bounds the work on any file).
 MAX_CONFIG_BYTES = 1 << 20
@@ -157,15 +167,24 @@ def _launchpad_settings(path: str, loaded: dict) -> Any:
 
 
 def settings_config(path: str | None) -> dict[str, Any]:
-    """The ``CurationSettings`` fields of a ``--config`` YAML file, validated (``{}`` if none).
+    """The ``CurationSettings`` fields of a ``--config`` YAML file, validated (``{}`` if none);
+    :func:`load_config` without the datasets it declares."""
+    return load_config(path)[0]
 
-    Accepts the plain form (top-level ``CurationSettings`` keys) and the launchpad form
-    (``resources: {settings: {config: {...}}}``, nothing else). Raises :class:`ConfigError`
-    listing every problem: an unreadable, oversized, non-UTF-8, empty or invalid YAML file, a
-    top level that is not a mapping, unknown keys, wrong types, values outside their ranges.
+
+def load_config(path: str | None) -> tuple[dict[str, Any], list[Declaration]]:
+    """The ``CurationSettings`` fields and the declared datasets of a settings file, validated
+    (``({}, [])`` if none).
+
+    Accepts the plain form (top-level ``CurationSettings`` keys, and ``datasets:``, the
+    datasets declared in it: :mod:`curation.datasets.declared`; a relative ``uri`` is taken
+    from the file's folder) and the launchpad form (``resources: {settings: {config: {...}}}``,
+    nothing else). Raises :class:`ConfigError` listing every problem: an unreadable, oversized,
+    non-UTF-8, empty or invalid YAML file, a top level that is not a mapping, unknown keys,
+    wrong types, values outside their ranges, a dataset declaration that cannot be used.
     """
     if not path:
-        return {}
+        return {}, []
     loaded = load_yaml(path)
     if loaded is None:
         raise ConfigError(
@@ -181,7 +200,11 @@ def settings_config(path: str | None) -> dict[str, Any]:
         )
     if "resources" in loaded:
         loaded = _launchpad_settings(path, loaded)
-    problems = settings_problems(loaded)
+    settings = {k: v for k, v in loaded.items() if k != "datasets"}
+    declarations, problems = parse_declarations(
+        loaded.get("datasets"), base_dir=Path(path).resolve().parent, reserved=BUILT_IN
+    )
+    problems += settings_problems(settings)
     if problems:
         raise ConfigError(path, problems)
-    return loaded
+    return settings, declarations

@@ -20,11 +20,11 @@ import dagster as dg
 import sqlalchemy.orm  # noqa: F401
 
 from assets.alerting import AlertsResource
-from assets.checks import ALL_CHECKS
+from assets.checks import build_checks
 from assets.curate import decontaminate_pairs, deduplicate_pairs
-from assets.ingest import ingest_files
+from assets.ingest import build_ingest_files
 from assets.io import OPTIONAL_INPUT_MANAGER, ArrowTableIOManager
-from assets.normalize import validate_and_normalize
+from assets.normalize import build_validate_and_normalize
 from assets.publish import release
 from assets.resources import (
     AwsCredentials,
@@ -32,25 +32,31 @@ from assets.resources import (
     SourceCredentials,
     SourcesResource,
     StoreResource,
+    settings_from_mapping,
 )
 from assets.upstream import build_upstream_files
-from curation.datasets import REGISTRY
+from curation.datasets import REGISTRY, use_declared
 from pipelines.automation import (
     full_refresh_job,
     observation_condition,
     sensors,
     with_operations,
 )
+from pipelines.config_file import load_config
 from pipelines.settings import Environment
 
-COMPUTED_ASSETS = [
-    ingest_files,
-    validate_and_normalize,
-    deduplicate_pairs,
-    decontaminate_pairs,
-    release,
-]
-"""Every computed asset, as the asset modules define them (no code versions or conditions)."""
+
+def computed_assets() -> list[dg.AssetsDefinition]:
+    """Every computed asset, as the asset modules define them (no code versions or conditions),
+    over the files of the registered datasets."""
+    return [
+        build_ingest_files(),
+        build_validate_and_normalize(),
+        deduplicate_pairs,
+        decontaminate_pairs,
+        release,
+    ]
+
 
 __all__ = ["ALL_ASSETS", "UPSTREAM_FILES", "build_definitions", "build_resources", "defs"]
 
@@ -113,7 +119,7 @@ def build_assets(
     return [
         build_upstream_files(observation_condition(environment.refresh_cron)),
         *with_operations(
-            COMPUTED_ASSETS, environment, settings, keep_release_fresh=keep_release_fresh
+            computed_assets(), environment, settings, keep_release_fresh=keep_release_fresh
         ),
     ]
 
@@ -133,10 +139,14 @@ def build_definitions(
     (``rlhf-curate refresh`` computes only what changed).
     """
     environment = environment or Environment.from_env()
+    file_settings, declarations = load_config(environment.config_path)
+    use_declared(declarations)  # the asset graph, suites and card follow the registry
+    if settings is None and file_settings:
+        settings = settings_from_mapping(file_settings)
     resources = build_resources(environment, settings)
     return dg.Definitions(
         assets=build_assets(environment, settings, keep_release_fresh=keep_release_fresh),
-        asset_checks=ALL_CHECKS,
+        asset_checks=build_checks(),
         jobs=[full_refresh_job(environment)],
         sensors=sensors(environment),
         resources=resources,

@@ -9,6 +9,7 @@ this process, outputs go to the IO manager and are dropped, and the run is recor
 instance like any other run.
 """
 
+import dataclasses
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -29,11 +30,15 @@ if TYPE_CHECKING:  # the result class is not exported by ``dagster``
     from dagster._core.execution.api import ExecuteJobResult
 
 
-def in_process_full_refresh(settings_json: str = "{}") -> dg.JobDefinition:
-    """``full_refresh`` on the in-process executor, built from the process environment and the
+def in_process_full_refresh(settings_json: str = "{}", config_path: str = "") -> dg.JobDefinition:
+    """``full_refresh`` on the in-process executor, built from the process environment, the
     run's settings (JSON of ``CurationSettings`` fields: the code versions follow them, so a
-    later ``refresh`` with the same settings finds nothing out of date)."""
-    return _in_process_job(Environment.from_env(), settings_json)
+    later ``refresh`` with the same settings finds nothing out of date) and the settings file
+    whose datasets it curates (``config_path``; default ``$CURATION_CONFIG``)."""
+    environment = Environment.from_env()
+    if config_path:
+        environment = dataclasses.replace(environment, config_path=config_path)
+    return _in_process_job(environment, settings_json)
 
 
 @cache
@@ -107,8 +112,10 @@ def run_full_refresh(
     run_config: Mapping | None = None,
     asset_selection: Iterable[dg.AssetKey] | None = None,
     tags: Mapping[str, str] | None = None,
+    config_path: str | None = None,
 ) -> Iterator["ExecuteJobResult"]:
-    """Execute ``full_refresh`` (or the given subset of assets and their checks) in this process.
+    """Execute ``full_refresh`` (or the given subset of assets and their checks) in this process
+    (``config_path``: the settings file whose datasets it curates, default ``$CURATION_CONFIG``).
 
     Great Expectations (~3 s to import and set up) is loaded on a background thread meanwhile,
     so that the checks do not wait for it after ingest.
@@ -118,7 +125,8 @@ def run_full_refresh(
         __name__,
         in_process_full_refresh.__name__,
         reconstructable_kwargs={
-            "settings_json": json.dumps(run_settings(run_config), sort_keys=True)
+            "settings_json": json.dumps(run_settings(run_config), sort_keys=True),
+            "config_path": config_path or "",
         },
     )
     if asset_selection is not None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import dagster as dg
 
-from assets.keys import UPSTREAM_KEYS
+from assets.keys import upstream_keys
 from assets.upstream import observe_files
 from pipelines.local_run import run_full_refresh
 from pipelines.staleness import decide
@@ -44,7 +44,7 @@ def observe(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict[str, str
     fingerprint as an observation (data version) of its source asset; ``{asset: version}``."""
     resources = {k: v for k, v in (defs.resources or {}).items() if k in OBSERVATION_RESOURCES}
     with dg.build_resources(resources) as built:
-        results = observe_files(built.sources, set(UPSTREAM_KEYS))
+        results = observe_files(built.sources, set(upstream_keys()))
     observed = {}
     for result in results:
         version = result.data_version.value if result.data_version else None
@@ -66,10 +66,13 @@ def _execute(
     run_config: Mapping | None,
     tags: Mapping[str, str] | None,
     from_environment: bool,
+    config_path: str | None = None,
 ):
     """Run ``keys`` (and their checks) of ``full_refresh``; the result of the run."""
     if from_environment:
-        with run_full_refresh(instance, run_config, keys, tags=tags) as result:
+        with run_full_refresh(
+            instance, run_config, keys, tags=tags, config_path=config_path
+        ) as result:
             return result
     return defs.resolve_job_def("full_refresh").execute_in_process(
         instance=instance,
@@ -93,6 +96,7 @@ def refresh(
     *,
     tags: Mapping[str, str] | None = None,
     from_environment: bool = False,
+    config_path: str | None = None,
 ) -> RefreshResult:
     """Observe the sources, then materialize what is out of date (:func:`decide`).
 
@@ -111,6 +115,8 @@ def refresh(
         reasons={k.to_user_string(): v for k, v in decision.requested.items()},
     )
     if decision.keys:
-        result = _execute(defs, instance, decision.keys, run_config, tags, from_environment)
+        result = _execute(
+            defs, instance, decision.keys, run_config, tags, from_environment, config_path
+        )
         out.run_id, out.success, out.result = result.run_id, result.success, result
     return out

@@ -63,6 +63,10 @@ class Environment:
     secrets_set: frozenset[str] = field(default_factory=frozenset)
     stage_store_uri: str | None = None  # stage tables; None: $DAGSTER_HOME/tables
     alert_budget_seconds: float = DEFAULT_BUDGET_SECONDS
+    #: The settings file of the code location (``$CURATION_CONFIG``; ``rlhf-curate --config``
+    #: replaces it): its ``datasets:`` are registered when the definitions are built, its
+    #: settings are the runs' defaults (``pipelines.definitions.build_definitions``).
+    config_path: str | None = None
     #: Settings that stop a run before any work, one line each (credentials in a store URI, a
     #: malformed SOURCES_HTTP_HEADERS); never quoting a secret.
     problems: tuple[str, ...] = ()
@@ -71,7 +75,7 @@ class Environment:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Environment:
         """Read ``HH_RLHF_URI``, ``PKU_SAFERLHF_URI``, ``*_REVISION``, ``CURATED_STORE_URI``,
         ``DAGSTER_HOME``, ``REFRESH_CRON``, ``RELEASE_MAX_AGE_HOURS``, ``DAGSTER_EXECUTOR``,
-        ``DAGSTER_MAX_CONCURRENT``, ``ALERT_BUDGET_SECONDS``
+        ``DAGSTER_MAX_CONCURRENT``, ``ALERT_BUDGET_SECONDS``, ``CURATION_CONFIG``
         and which of :data:`SECRET_VARIABLES` are set (their values stay in the environment and
         reach resources through ``dg.EnvVar``). The URIs of :data:`URI_VARIABLES` are kept
         redacted; those that carried credentials are in ``secrets_set`` too."""
@@ -99,6 +103,7 @@ class Environment:
             | credentialed,
             stage_store_uri=uri("STAGE_STORE_URI"),
             alert_budget_seconds=_alert_budget(env.get("ALERT_BUDGET_SECONDS")),
+            config_path=env.get("CURATION_CONFIG") or None,
             problems=_problems(env, credentialed, dagster_home),
         )
 
@@ -310,5 +315,9 @@ def instance_postgres(
 
 def process_environment() -> dict[str, str]:
     """A copy of this process's environment, for the child processes of ``make prod`` (the one
-    place that hands the environment on; it is read, never written)."""
-    return dict(os.environ)
+    place that hands the environment on; it is read, never written). A relative
+    ``CURATION_CONFIG`` is made absolute: the children may run in another folder."""
+    env = dict(os.environ)
+    if env.get("CURATION_CONFIG"):
+        env["CURATION_CONFIG"] = str(Path(env["CURATION_CONFIG"]).resolve())
+    return env

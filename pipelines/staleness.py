@@ -33,14 +33,20 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from assets.keys import FINGERPRINT, RELEASE_KEY, UPSTREAM_KEYS
+from assets.keys import FINGERPRINT, RELEASE_KEY, upstream_keys
 from curation.core.store import Store, StoreError
 from curation.publish.release import manifest_key
 
 log = logging.getLogger(__name__)
 
 CODE_VERSION_TAG = "dagster/code_version"
-UPSTREAM_SET = frozenset(UPSTREAM_KEYS)
+
+
+def upstream_set() -> frozenset[dg.AssetKey]:
+    """The observable upstream files of the registered datasets."""
+    return frozenset(upstream_keys())
+
+
 _IN_PROGRESS = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -77,7 +83,7 @@ def _code_version(event: dg.EventLogEntry | None) -> str | None:
 def observed_versions(instance: dg.DagsterInstance) -> dict[dg.AssetKey, str | None]:
     """The data version of each upstream file's latest observation."""
     out = {}
-    for key in UPSTREAM_KEYS:
+    for key in upstream_keys():
         records = instance.fetch_observations(key, limit=1).records
         out[key] = records[0].asset_observation.data_version if records else None
     return out
@@ -130,11 +136,11 @@ def _reason(
         return "code version changed"
     parents = node.parent_keys
     fingerprint = _value(event, FINGERPRINT)
-    for parent in parents & UPSTREAM_SET:
+    for parent in parents & upstream_set():
         version = observed.get(parent)
         if fingerprint is not None and version is not None and version != fingerprint:
             return f"source changed ({parent.to_user_string()})"
-    for parent in sorted(parents - UPSTREAM_SET, key=str):
+    for parent in sorted(parents - upstream_set(), key=str):
         if parent in stale:
             return f"{parent.to_user_string()} is recomputed"
         other = latest.get(parent)
@@ -151,7 +157,7 @@ def _blocked(
     instance: dg.DagsterInstance, graph, key: dg.AssetKey, stale: Mapping[dg.AssetKey, str]
 ) -> str | None:
     """A parent not recomputed now whose blocking check last failed at ERROR, or None."""
-    for parent in sorted(graph.get(key).parent_keys - UPSTREAM_SET, key=str):
+    for parent in sorted(graph.get(key).parent_keys - upstream_set(), key=str):
         if parent in stale:
             continue  # re-materialized with its checks in the same run
         for check_key in getattr(graph.get(parent), "check_keys", ()):
@@ -163,10 +169,11 @@ def _blocked(
 def decide(graph, instance: dg.DagsterInstance, store_uri: str | None = None) -> Decision:
     """What to materialize now (see the module docstring). ``graph``: the asset graph
     (``Definitions.resolve_asset_graph()``, or the automation context's)."""
+    upstream = upstream_set()
     computed = [
         k
         for k in graph.toposorted_asset_keys
-        if graph.get(k).is_materializable and k not in UPSTREAM_SET
+        if graph.get(k).is_materializable and k not in upstream
     ]
     latest = instance.get_latest_materialization_events(computed)
     observed = observed_versions(instance)

@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 
 from assets.resources import CurationSettings
 from curation.core.version import stage_code_version
-from curation.datasets import raw_suite_names
+from curation.datasets import REGISTRY, declared
 
 #: Never followed: settings are covered by their values, alerting and the Dagster-free version
 #: module do not shape outputs.
 NOT_OUTPUT_SHAPING = ("assets/resources.py", "assets/alerting.py", "curation/core/version.py")
-RAW_SUITES = raw_suite_names()
+#: The suites of the built-in datasets' raw files (a declared dataset's suite is generated from
+#: its declaration, which the ingest stage's settings cover).
+RAW_SUITES = tuple(name for d in REGISTRY for name in d.suites())
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ STAGE_OF_OP = {stage.op: name for name, stage in STAGES.items()}
 def stage_settings(settings: CurationSettings) -> dict[str, dict]:
     """The settings values each stage reads (JSON-able)."""
     return {
-        "ingest": {"rule_levels": settings.levels()},
+        "ingest": {"rule_levels": settings.levels(), **_declarations()},
         "normalize": {},
         "dedup": {"dedup": dataclasses.asdict(settings.dedup_config())},
         "decontam": {
@@ -67,6 +69,13 @@ def stage_settings(settings: CurationSettings) -> dict[str, dict]:
         },
         "release": settings.release_config(),
     }
+
+
+def _declarations() -> dict[str, dict]:
+    """The datasets the settings file declares, when it declares any (their files, dimension
+    and licence shape every stage from ingest to the card)."""
+    found = {d.name: d.declaration.to_dict() for d in declared()}
+    return {"datasets": found} if found else {}
 
 
 def stage_versions(settings: CurationSettings | None = None) -> Mapping[str, str]:

@@ -7,7 +7,7 @@ import json
 import socket
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
@@ -86,6 +86,22 @@ def store(request: pytest.FixtureRequest, tmp_path: Path):
     if request.param == "local":
         return Store(tmp_path / "store")
     return Store(f"s3://{request.getfixturevalue('s3_bucket')}/curated")
+
+
+@pytest.fixture
+def declare_acme() -> Iterator[Callable[..., None]]:
+    """Register ``acme-prefs``, a TRL dataset as a settings file would declare it (its root and
+    dimension may be given again), and leave the registry with the built-in datasets after."""
+    from curation.datasets import use_declared
+    from curation.datasets.declared import Declaration
+
+    def declare(root: str = ".", dimension: str = "preference") -> None:
+        splits = (("train", "train.jsonl"), ("test", "test.jsonl"))
+        use_declared([Declaration("acme-prefs", str(root), splits, "MIT", dimension=dimension)])
+
+    declare()
+    yield declare
+    use_declared([])
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import yaml
 
 from assets.keys import UPSTREAM_KEYS
 from pipelines.cli_releases import _default_store
-from pipelines.commands import settings_config
+from pipelines.config_file import settings_config
 from pipelines.definitions import defs
 from pipelines.progress import StepPrinter
 from pipelines.settings import REPO, SAMPLE, Environment

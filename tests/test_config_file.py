@@ -22,8 +22,7 @@ from assets.resources import CurationSettings, settings_from_mapping, settings_p
 from curation.core.bounds import QUOTE_LIMIT, InvalidConfig, describe_range, quoted
 from curation.match.decontam import DecontamConfig
 from curation.match.dedup import DedupConfig
-from pipelines.commands import settings_config
-from pipelines.config_file import MAX_CONFIG_BYTES, MAX_DEPTH, ConfigError
+from pipelines.config_file import MAX_CONFIG_BYTES, MAX_DEPTH, ConfigError, settings_config
 
 CLI = Path(sys.executable).parent / "rlhf-curate"
 

@@ -10,11 +10,17 @@ import pyarrow.compute as pc
 import pytest
 
 from curation.ingest.ingest import ingest_file
-from curation.ingest.sources import SourceError, source_file
+from curation.ingest.sources import SourceError, SourceFile, source_file
 
 HH_TEST = source_file("harmless-base", "test")
 RED_TEAM = source_file("red-team-attempts")
 PKU_TRAIN = source_file("Alpaca-7B", "train")
+TRL = SourceFile("acme-prefs", "default", "train", "team/train.jsonl", "trl")  # declare_acme
+TRL_GOOD = {
+    "prompt": [{"role": "user", "content": "q"}],
+    "chosen": [{"role": "assistant", "content": "yes"}],
+    "rejected": [{"role": "assistant", "content": "no"}],
+}
 GOOD = {"chosen": "\n\nHuman: q\n\nAssistant: yes", "rejected": "\n\nHuman: q\n\nAssistant: no"}
 
 
@@ -177,6 +183,10 @@ def _pku_line(**changes) -> tuple[object, bytes]:
     return PKU_TRAIN, json.dumps(pku_row(**changes)).encode()
 
 
+def _trl(**changes: object) -> tuple[object, bytes]:
+    return TRL, json.dumps({**TRL_GOOD, **changes}).encode()
+
+
 def _red_team(text: str) -> tuple[object, bytes]:
     return RED_TEAM, text.encode()
 
@@ -201,6 +211,13 @@ PARSE_FAILURE_LINES = {
     "non_finite_number": lambda: _red_team('{"transcript": "\\n\\nHuman: q", "rating": NaN}'),
     "schema_variant_mismatch": _v0_line,
     "unknown_harm_category": lambda: _pku_line(response_0_harm_category={"Election Fraud": True}),
+    "missing_role": lambda: _trl(prompt=[{"content": "q"}]),
+    "unknown_role": lambda: _trl(prompt=[{"role": "human", "content": "q"}]),
+    "response_not_assistant": lambda: _trl(chosen=[{"role": "user", "content": "yes"}]),
+    "mixed_forms": lambda: (
+        TRL,
+        json.dumps({"prompt": "q", "chosen": "a", "rejected": "b"}).encode(),
+    ),
     "conflicting_fields": lambda: _red_team(
         json.dumps(
             {
@@ -220,7 +237,7 @@ def test_every_declared_parse_failure_is_tested():
 
 
 @pytest.mark.parametrize("code", sorted(PARSE_FAILURE_LINES))
-def test_every_declared_parse_failure_is_produced(tmp_path: Path, code: str):
+def test_every_declared_parse_failure_is_produced(tmp_path: Path, code: str, declare_acme):
     """Each code of ``PARSE_RULES`` has a producer in the parsers (the other direction, an
     undeclared code, raises in ``rules.parse_failure``)."""
     source, bad = PARSE_FAILURE_LINES[code]()
@@ -228,6 +245,7 @@ def test_every_declared_parse_failure_is_produced(tmp_path: Path, code: str):
         HH_TEST: json.dumps(GOOD).encode(),
         PKU_TRAIN: _pku_line()[1],
         RED_TEAM: json.dumps(red_team_obj(0)).encode(),
+        TRL: json.dumps(TRL_GOOD).encode(),
     }[source]
     path = tmp_path / source.relpath
     path.parent.mkdir(parents=True)

@@ -15,6 +15,7 @@ from curation.core.jsonl import parse_jsonl
 from curation.core.schema import HARM_CATEGORIES
 from curation.datasets import hh_rlhf, pku_saferlhf
 from curation.datasets.pku_format import CURRENT_FIELDS, V0_FIELDS
+from curation.datasets.trl_format import parse_trl
 
 H, A = "\n\nHuman:", "\n\nAssistant:"
 
@@ -186,6 +187,14 @@ FAMILY_TABLES = {
         set(),
     ),
     "pku_v0": (_v0_table, V0_SKIPPED),
+    "trl": (
+        lambda: (
+            parse_trl(
+                json.dumps({"prompt": "q", "chosen": "a", "rejected": "b"}).encode(), "t"
+            ).table
+        ),
+        set(),
+    ),
 }
 
 

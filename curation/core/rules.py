@@ -56,6 +56,19 @@ PARSE_RULES = (
     Rule("schema_variant_mismatch", ERROR, "a PKU row in the other layout than most of its file"),
     Rule("unknown_harm_category", ERROR, "a PKU harm-category key outside the 19 known names"),
     Rule("conflicting_fields", ERROR, "both spellings of a red-team field, with different values"),
+    Rule("missing_role", ERROR, "a TRL message has no role"),
+    Rule("unknown_role", ERROR, "a TRL message role other than user, assistant or system"),
+    Rule(
+        "response_not_assistant",
+        ERROR,
+        "a TRL chosen or rejected response is not one final assistant message",
+    ),
+    Rule(
+        "mixed_forms",
+        ERROR,
+        "a TRL row in another form (standard or conversational, explicit or implicit prompt) "
+        "than most of its file",
+    ),
 )
 PARSE_CODES = frozenset(r.code for r in PARSE_RULES)
 

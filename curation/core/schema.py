@@ -15,7 +15,9 @@ SPLITS = ("train", "test")
 #: (``quarantine/no_split/``), their split in the manifest, the card, the Hub ``configs``,
 #: ``releases show`` and ``releases diff``. Their parquet ``split`` column stays null.
 NO_SPLIT = "no_split"
-DIMENSIONS = ("helpful", "harmless")
+#: ``preference``: a declared dataset's pairs when its declaration names no dimension
+#: (``curation.datasets.declared``).
+DIMENSIONS = ("helpful", "harmless", "preference")
 
 #: The 19 harm categories of PKU-SafeRLHF, in upstream key order.
 HARM_CATEGORIES = (

@@ -10,33 +10,59 @@ dataset). Other modules find a dataset by name (:func:`dataset`) or by file
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from curation.core.rules import Rule, RuleFamily
 from curation.core.rules import all_rules as _all_rules
 from curation.core.rules import resolve_levels as _resolve_levels
 from curation.datasets import hh_rlhf, pku_saferlhf
 from curation.datasets.base import PreferenceDataset, SourceFile
+from curation.datasets.declared import TRL_FAMILY, Declaration, TrlDataset
 
-#: Every dataset, in the order of their files, settings and card sections.
+#: Every built-in dataset, in the order of their files, settings and card sections.
 REGISTRY: tuple[PreferenceDataset, ...] = (
     hh_rlhf.DATASET,
     pku_saferlhf.DATASET,
 )
-_BY_NAME = {d.name: d for d in REGISTRY}
+BUILT_IN = frozenset(d.name for d in REGISTRY)
+#: The datasets declared in this process's settings file (:func:`use_declared`), after
+#: the built-in ones.
+_declared: tuple[PreferenceDataset, ...] = ()
+_by_name = {d.name: d for d in REGISTRY}
+
+
+def use_declared(declarations: Sequence[Declaration]) -> None:
+    """Register the datasets a settings file declares (replacing those registered before).
+
+    The asset graph, the suites and the card are built from the registry, so this is called
+    before the definitions are built (``pipelines.definitions.build_definitions``): one code
+    location, one set of datasets."""
+    global _declared, _by_name
+    _declared = tuple(TrlDataset(d) for d in declarations)
+    _by_name = {d.name: d for d in (*REGISTRY, *_declared)}
+
+
+def registered() -> tuple[PreferenceDataset, ...]:
+    """The built-in datasets, then the declared ones."""
+    return (*REGISTRY, *_declared)
+
+
+def declared() -> tuple[PreferenceDataset, ...]:
+    """The datasets declared in the settings file."""
+    return _declared
 
 
 def dataset_names() -> tuple[str, ...]:
     """The names of the registered datasets (the values of the ``dataset`` column)."""
-    return tuple(_BY_NAME)
+    return tuple(_by_name)
 
 
 def dataset(name: str) -> PreferenceDataset:
     """The registered dataset called ``name``; ``KeyError`` naming the known ones otherwise."""
     try:
-        return _BY_NAME[name]
+        return _by_name[name]
     except KeyError:
-        raise KeyError(f"unknown dataset {name!r}; known: {sorted(_BY_NAME)}") from None
+        raise KeyError(f"unknown dataset {name!r}; known: {sorted(_by_name)}") from None
 
 
 def dataset_of(source: SourceFile | Mapping) -> PreferenceDataset:
@@ -46,12 +72,15 @@ def dataset_of(source: SourceFile | Mapping) -> PreferenceDataset:
 
 def all_files() -> list[SourceFile]:
     """Every upstream file of every dataset (the source list), in registry order."""
-    return [f for d in REGISTRY for f in d.files()]
+    return [f for d in registered() for f in d.files()]
 
 
 def rule_families() -> tuple[RuleFamily, ...]:
     """Every rule family of every dataset."""
-    return tuple(f for d in REGISTRY for f in d.rule_families())
+    families = [f for d in registered() for f in d.rule_families()]
+    # the TRL format's rules are known whether or not a dataset is declared in it (a settings
+    # file may set their levels before its datasets are registered)
+    return tuple(dict.fromkeys([*families, TRL_FAMILY]))
 
 
 def all_rules() -> dict[str, Rule]:
@@ -67,7 +96,7 @@ def resolve_levels(overrides: Mapping[str, str] | None = None) -> dict[str, str]
 
 def raw_suite_names() -> tuple[str, ...]:
     """The GX suites of every dataset's raw files, in registry order."""
-    return tuple(name for d in REGISTRY for name in d.suites())
+    return tuple(name for d in registered() for name in d.suites())
 
 
 def suite_for(report: Mapping) -> str:

@@ -189,6 +189,20 @@ class PreferenceDataset(ABC):
             return None
         return prompt, [{"role": "human", "text": prompt}]
 
+    def declared_root(self) -> tuple[str, str | None] | None:
+        """``(URI, revision)`` of a dataset declared with its own mirror (the settings file);
+        ``None`` (default) for a built-in dataset, whose mirror is a ``SourcesResource`` field."""
+        return None
+
+    def empty_table(self, source: SourceFile) -> pa.Table | None:
+        """The parsed table of an absent file (``None``, default: built from :meth:`fields`)."""
+        return None
+
+    def keeps_lines(self, source: SourceFile) -> bool:
+        """Whether a quarantined row keeps its line as read (default); otherwise (a parquet
+        file) the parsed row is kept re-serialized as JSON."""
+        return True
+
     def empty_pairs(self) -> pa.Table:
         """No pairs."""
         return PAIRS.empty_table()

@@ -9,10 +9,11 @@ quarantined rows). Rows read = rows of this table, always.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TypeVar
 
 import numpy as np
@@ -47,12 +48,15 @@ from curation.ingest.sources import (
     SourceFile,
     all_files,
     file_uri,
+    is_glob,
+    matching_files,
     read_raw,
 )
 from curation.ingest.upstream import (
     ABSENT,
     content_fingerprint,
     fingerprint_is_content,
+    group_fingerprint,
     source_fingerprint,
 )
 
@@ -86,10 +90,16 @@ class FileReport:
     warnings_by_reason: dict[str, int] = field(default_factory=dict)
     #: Keys outside the data contract -> rows carrying them (never dropped silently).
     unknown_keys: dict[str, int] = field(default_factory=dict)
+    #: The files a glob matched (``relpath``, ``sha256``, ``size``, ``rows_read``); empty for
+    #: a source file that is one file.
+    members: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        """JSON-serializable form."""
-        return asdict(self)
+        """JSON-serializable form (``members`` only when a glob matched files)."""
+        out = asdict(self)
+        if not self.members:
+            del out["members"]
+        return out
 
 
 @dataclass
@@ -171,6 +181,15 @@ def ingest_file(
     ``policy.max_decompressed_bytes`` or a symbolic link out of the mirror (``policy``,
     :func:`curation.ingest.sources.read_raw`) raises :class:`~curation.ingest.sources.SourceError` naming it.
     """
+    if is_glob(source.relpath):
+        return _ingest_matches(
+            source,
+            root,
+            revision=revision,
+            levels=levels,
+            storage_options=storage_options,
+            policy=policy,
+        )
     levels = resolve_levels(levels)
     plugin = dataset_of(source)
     read_uri = file_uri(root, source.relpath, revision)
@@ -189,8 +208,9 @@ def ingest_file(
     if raw is None:
         log.info("%s: not in the mirror; skipping %s", uri, source.key)
         report.fingerprint = ABSENT
-        specs = plugin.fields(source)
-        return IngestResult(_finish(_empty(specs), source, [], {}, levels, None), report)
+        empty = plugin.empty_table(source)
+        empty = _empty(plugin.fields(source)) if empty is None else empty
+        return IngestResult(_finish(empty, source, [], {}, levels, None), report)
     report.present, report.size, report.sha256 = True, raw.size, raw.sha256
     report.fingerprint = remote or content_fingerprint(raw.sha256)
     report.compression = raw.compression
@@ -208,6 +228,8 @@ def ingest_file(
         else:
             data = holder.pop().decompress(bound)
             parsed, variant = plugin.reader(source)(data)
+            if not plugin.keeps_lines(source):
+                data = None  # rows without a line of their own: quarantined ones re-serialized
     except (pa.ArrowException, ValueError) as exc:  # never a bare Arrow error without the file
         raise SourceError(f"{uri}: cannot parse: {exc}") from exc
     report.schema_variant, report.rows_read = variant, parsed.rows_read
@@ -223,6 +245,71 @@ def ingest_file(
         raise SourceError(f"{uri}: cannot build its table: {exc}") from exc
     _count(table, report)
     return IngestResult(table, report)
+
+
+def _ingest_matches(
+    source: SourceFile,
+    root: str,
+    *,
+    revision: str | None,
+    levels: Mapping[str, str] | None,
+    storage_options: dict | None,
+    policy: ReadPolicy,
+) -> IngestResult:
+    """Every file a glob source matches, each read as one source file, in one table (each row
+    names its own file in ``source_file``) and one report: sizes, rows and reasons summed, a
+    sha256 and fingerprint over the matched files' (``members`` lists them). No match is an
+    absent file."""
+    names = matching_files(root, source.relpath, revision, storage_options)
+    uri = redact_uri(file_uri(root, source.relpath, revision))
+    report = FileReport(
+        source.dataset, source.subset, source.split, source.relpath, uri, revision, False
+    )
+    if not names:
+        log.info("%s: no file matches; skipping %s", uri, source.key)
+        report.fingerprint = ABSENT
+        plugin = dataset_of(source)
+        empty = plugin.empty_table(source)
+        empty = _empty(plugin.fields(source)) if empty is None else empty
+        return IngestResult(_finish(empty, source, [], {}, resolve_levels(levels), None), report)
+    results = [
+        ingest_file(
+            replace(source, relpath=name),
+            root,
+            revision=revision,
+            levels=levels,
+            storage_options=storage_options,
+            policy=policy,
+        )
+        for name in names
+    ]
+    table = pa.concat_tables([r.table for r in results], promote_options="default")
+    _merge_reports(report, [r.report for r in results])
+    return IngestResult(table, report)
+
+
+def _merge_reports(report: FileReport, parts: list[FileReport]) -> None:
+    """Fill the report of a glob source from the reports of the files it matched."""
+    report.present = any(p.present for p in parts)
+    report.members = [
+        {"relpath": p.relpath, "sha256": p.sha256, "size": p.size, "rows_read": p.rows_read}
+        for p in parts
+    ]
+    report.size = sum(p.size for p in parts)
+    report.sha256 = hashlib.sha256(
+        "".join(f"{p.relpath}\t{p.sha256}\n" for p in parts).encode()
+    ).hexdigest()
+    report.fingerprint = group_fingerprint({p.relpath: p.fingerprint for p in parts})
+    report.compression = ",".join(sorted({p.compression for p in parts if p.compression}))
+    report.schema_variant = ",".join(sorted({p.schema_variant for p in parts if p.schema_variant}))
+    for name in ("rows_read", "blank_lines", "rows_quarantined"):
+        setattr(report, name, sum(getattr(p, name) for p in parts))
+    for name in ("quarantine_by_reason", "warnings_by_reason", "unknown_keys"):
+        merged: dict[str, int] = {}
+        for p in parts:
+            for key, count in getattr(p, name).items():
+                merged[key] = merged.get(key, 0) + count
+        setattr(report, name, merged)
 
 
 def _empty(specs: list[FieldSpec]) -> pa.Table:
@@ -496,6 +583,8 @@ def manifest_sources(reports: list[dict]) -> list[dict]:
                 "warnings_by_reason": report.get("warnings_by_reason", {}),
                 "blank_lines": report["blank_lines"],
                 "unknown_keys": report.get("unknown_keys", {}),
+                # the files a glob matched (a declared dataset's split)
+                **({"members": report["members"]} if report.get("members") else {}),
             }
         )
     return list(by_dataset.values())

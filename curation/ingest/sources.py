@@ -470,13 +470,70 @@ def check_layout(
     if not files or root.startswith(("hf://", "http://", "https://")):
         return
     fs, base = fsspec.core.url_to_fs(root, **(storage_options or {}))
-    if any(_may_exist(fs, f"{base.rstrip('/')}/{f.relpath}") for f in files):
+    if any(
+        matching_files(root, f.relpath, None, storage_options)
+        if is_glob(f.relpath)
+        else _may_exist(fs, f"{base.rstrip('/')}/{f.relpath}")
+        for f in files
+    ):
         return
     expected = ", ".join(f.relpath for f in files[:3])
     raise SourceError(
         f"{redact_uri(root)}: no recognisable {files[0].dataset} files in this mirror "
         f"(expected e.g. {expected})"
     )
+
+
+#: Characters that make a source file's relative path a glob (a declared dataset's split).
+GLOB_CHARS = frozenset("*?[")
+#: The most files one glob may match (each is read whole): bounded input.
+MAX_GLOB_FILES = 1_000
+
+
+def is_glob(relpath: str) -> bool:
+    """Whether a source file's relative path is a glob matching any number of files."""
+    return bool(GLOB_CHARS & set(relpath))
+
+
+def matching_files(
+    root: str,
+    pattern: str,
+    revision: str | None = None,
+    storage_options: dict | None = None,
+    *,
+    limit: int = MAX_GLOB_FILES,
+) -> list[str]:
+    """The relative paths of the files under the mirror ``root`` that ``pattern`` matches,
+    sorted (``[pattern]`` when it is no glob). A listing error is a :class:`SourceError` naming
+    the redacted root; more than ``limit`` matches too."""
+    if not is_glob(pattern):
+        return [pattern]
+    if is_http(root):
+        raise SourceError(
+            f"{redact_uri(root)}: an http(s) mirror cannot be listed; name the files of "
+            f"{pattern!r} one by one"
+        )
+    base = file_uri(root, "", revision).rstrip("/")
+    try:
+        fs, base_path = fsspec.core.url_to_fs(base, **(storage_options or {}))
+        fs.invalidate_cache()
+        found = fs.glob(f"{base_path.rstrip('/')}/{pattern}", detail=True)
+    except FileNotFoundError:
+        return []
+    except Exception as exc:  # a client's error may quote the URL and its query
+        raise read_error(base, "cannot list", exc, storage_options) from None
+    prefix = base_path.rstrip("/") + "/"
+    names = sorted(
+        path[len(prefix) :]
+        for path, info in found.items()
+        if path.startswith(prefix) and info.get("type") != "directory"
+    )
+    if len(names) > limit:
+        raise SourceError(
+            f"{redact_uri(base)}: {pattern!r} matches {len(names):,} files, more than the "
+            f"{limit:,} one split may read"
+        )
+    return names
 
 
 def _may_exist(fs: fsspec.AbstractFileSystem, path: str) -> bool:

@@ -21,9 +21,11 @@ from curation.ingest.sources import (
     SourceError,
     file_uri,
     http_failure,
+    is_glob,
     is_transient_error,
     link_outside_mirror,
     local_path,
+    matching_files,
     read_error,
 )
 
@@ -101,6 +103,25 @@ def source_fingerprint(
     return f"size:{info.get('size')}:mtime:{mtime}"
 
 
+def group_fingerprint(fingerprints: dict[str, str]) -> str:
+    """The fingerprint of a glob source: its matched files and theirs (``absent`` for none);
+    a file added, removed or changed changes it."""
+    if not fingerprints:
+        return ABSENT
+    text = "".join(f"{name}\t{fp}\n" for name, fp in sorted(fingerprints.items()))
+    return f"files:{len(fingerprints)}:{hashlib.sha256(text.encode()).hexdigest()[:32]}"
+
+
+def glob_fingerprint(
+    root: str, pattern: str, revision: str | None = None, storage_options: dict | None = None
+) -> str:
+    """:func:`group_fingerprint` of the files ``pattern`` matches under ``root`` now."""
+    names = matching_files(root, pattern, revision, storage_options)
+    return group_fingerprint(
+        {n: source_fingerprint(root, n, revision, storage_options) for n in names}
+    )
+
+
 def _readable_local(path: str, root: str, info: dict) -> bool:
     """Whether observing may hash the local file: a regular file reached without a symbolic link
     out of the mirror (ingest refuses the others by name; observing never reads them)."""
@@ -119,8 +140,20 @@ def dataset_fingerprints(
     """``{relpath: fingerprint}`` of files of one mirror (one Hub call for ``hf://``)."""
     if root.startswith("hf://"):
         commit = f"hf-commit:{hf_commit(root, revision)}"
-        return dict.fromkeys(relpaths, commit)
-    return {p: source_fingerprint(root, p, revision, storage_options) for p in relpaths}
+        return {
+            p: group_fingerprint(
+                dict.fromkeys(matching_files(root, p, revision, storage_options), commit)
+            )
+            if is_glob(p)
+            else commit
+            for p in relpaths
+        }
+    return {
+        p: (glob_fingerprint if is_glob(p) else source_fingerprint)(
+            root, p, revision, storage_options
+        )
+        for p in relpaths
+    }
 
 
 def is_transient(exc: BaseException) -> bool:

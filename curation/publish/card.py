@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -31,14 +31,26 @@ HARM_CHART = "pku_harm_category_by_severity.png"
 def _registry() -> tuple:
     """The registered datasets (imported when a card is rendered: the registry imports polars,
     which the ``releases`` commands reading the release module must not)."""
-    from curation.datasets import REGISTRY
+    from curation.datasets import registered
 
-    return REGISTRY
+    return registered()
 
 
 def licences() -> dict[str, dict[str, str]]:
     """The upstream licence of every dataset, by name."""
     return {d.name: {"name": d.title, **asdict(d.licence)} for d in _registry()}
+
+
+def hub_licence(name: str) -> str:
+    """A licence name as the Hub's ``license`` field spells it (``CC BY-NC 4.0`` ->
+    ``cc-by-nc-4.0``, ``MIT`` -> ``mit``)."""
+    return "-".join(name.lower().split())
+
+
+def _listed(names: Iterable[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    names = list(names)
+    return " and ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _labelled() -> str:
@@ -245,7 +257,7 @@ def _front_matter(manifest: Mapping[str, Any]) -> str:
         ]
         configs.append(config)
     data = DatasetCardData(
-        license=["mit", "cc-by-nc-4.0"],
+        license=list(dict.fromkeys(hub_licence(d.licence.licence) for d in _registry())),
         pretty_name=f"Curated RLHF preference pairs (release {manifest.get('release_id')})",
         tags=["rlhf", "preference", "safety"],
         configs=configs,
@@ -260,7 +272,7 @@ def _title_section(manifest: Mapping[str, Any]) -> list[str]:
     return [
         f"# Curated RLHF preference pairs - release `{rid}`",
         "",
-        f"Preference pairs curated from {' and '.join(d.title for d in _registry())}: parsed, validated, "
+        f"Preference pairs curated from {_listed(d.title for d in _registry())}: parsed, validated, "
         "deduplicated and decontaminated. One row of `pairs` is one (source row, dimension) "
         "preference: `prompt`/`prompt_turns`, a `chosen` and a `rejected` response, and for "
         f"{_labelled()} the per-response safety labels, severity levels and harm categories. "
@@ -450,8 +462,9 @@ def _licences_section() -> list[str]:
         ),
         "",
         " ".join(d.licence.note.format(dataset=d.name) for d in _registry())
-        + " Attribute both upstream datasets when redistributing. The data contain offensive and "
-        "harmful text by design (red-teaming and safety preference data).",
+        + f" Attribute {'both' if len(_registry()) == 2 else 'all'} upstream datasets when "
+        "redistributing. The data contain offensive and harmful text by design (red-teaming and "
+        "safety preference data).",
         "",
     ]
 

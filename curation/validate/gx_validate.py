@@ -40,7 +40,7 @@ from curation.core.suite_builder import (
     SuiteBuilder,
     gx_quiet,
 )
-from curation.datasets import REGISTRY, dataset_names, raw_suite_names
+from curation.datasets import REGISTRY, dataset_names, declared
 from curation.datasets.base import SuiteDef
 from curation.datasets.pku_format import HARM_CATEGORY_COLUMNS
 from expectations import SUITE_DIR
@@ -50,8 +50,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-#: Every suite: the datasets' raw-file suites and ``curated_pairs``.
-SUITE_NAMES = (*raw_suite_names(), "curated_pairs")
+#: Every suite stored in ``expectations/``: the built-in datasets' raw-file suites and
+#: ``curated_pairs``. A declared dataset's suite is built from its declaration when loaded.
+SUITE_NAMES = (*(name for d in REGISTRY for name in d.suites()), "curated_pairs")
 MAX_SAMPLE_CHARS = 200
 
 #: Suite name -> JSON file.
@@ -119,13 +120,48 @@ def write_suites(directory: Path = SUITE_DIR) -> list[Path]:
     return written
 
 
+def _declared_suites() -> dict[str, SuiteDef]:
+    """The suites of the datasets a settings file declares (generated, never stored)."""
+    return {name: suite for d in declared() for name, suite in d.suites().items()}
+
+
+def _suite_json(name: str, notes: str, define: Any) -> dict[str, Any]:
+    """A suite built from its definition, as the JSON a stored one holds."""
+    gx = gx_quiet()
+    builder = SuiteBuilder()
+    define(builder)
+    suite = gx.ExpectationSuite(
+        name=name,
+        expectations=builder.items,
+        meta={"contract": name, "generated_from": "a dataset declared in the settings file"},
+        notes=notes,
+    )
+    return suite.to_json_dict()
+
+
 def load_suite_json(name: str) -> dict[str, Any]:
-    """The raw JSON dict of suite ``name``."""
+    """The raw JSON dict of suite ``name``: a stored suite (``curated_pairs`` also admitting
+    the declared datasets' names), or a declared dataset's, generated."""
+    generated = _declared_suites()
+    if name in generated:
+        return _suite_json(name, *generated[name])
     try:
         path = SUITES[name]
     except KeyError:
-        raise KeyError(f"unknown suite {name!r}; known: {sorted(SUITES)}") from None
-    return json.loads(path.read_text())
+        known = sorted([*SUITES, *generated])
+        raise KeyError(f"unknown suite {name!r}; known: {known}") from None
+    data = json.loads(path.read_text())
+    if name == "curated_pairs" and declared():
+        _admit_declared_names(data)
+    return data
+
+
+def _admit_declared_names(suite: dict[str, Any]) -> None:
+    """Add the declared datasets to the ``dataset`` value set of the ``curated_pairs`` suite."""
+    for expectation in suite.get("expectations", []):
+        kwargs = expectation.get("kwargs", {})
+        if kwargs.get("column") == "dataset" and "value_set" in kwargs:
+            kwargs["value_set"] = [*kwargs["value_set"], *(d.name for d in declared())]
 
 
 def load_suite(name: str) -> gx.ExpectationSuite:
@@ -140,7 +176,7 @@ def load_suite(name: str) -> gx.ExpectationSuite:
     if len(suite.expectations) != len(data.get("expectations", [])):
         raise ValueError(
             f"suite {name!r}: {len(data['expectations'])} expectations in "
-            f"{SUITES[name]}, only {len(suite.expectations)} loaded"
+            f"{SUITES.get(name, 'its definition')}, only {len(suite.expectations)} loaded"
         )
     return suite
 
@@ -476,9 +512,10 @@ def _release(batch: Any) -> None:
 
 def _suite(name: str):
     cache = _STATE.setdefault("suites", {})
-    if name not in cache:
-        cache[name] = load_suite(name)
-    return cache[name]
+    key = (name, dataset_names())  # curated_pairs admits the declared datasets of the moment
+    if key not in cache:
+        cache[key] = load_suite(name)
+    return cache[key]
 
 
 def validate_frame(
