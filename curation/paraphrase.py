@@ -69,8 +69,6 @@ NEIGHBOURS = 3
 THRESHOLD = 0.85
 #: Train texts per matrix product: the score block is ``QUERY_BLOCK x references`` float32.
 QUERY_BLOCK = 512
-#: Train texts read and embedded at a time (bounds the texts and word tables in memory).
-PROBE_CHUNK = 32_768
 #: The first stage of :func:`nearest`: principal axes of the bound, the least number of
 #: references for which it runs (below it, one full product is cheap), and the float32 rounding
 #: the bound is allowed.
