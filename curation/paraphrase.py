@@ -10,6 +10,9 @@ steal a car?" / "How can I steal a car?") passes them by design.
   length: what ``WordLlama.embed(texts, norm=True)`` computes. The weights and the tokenizer
   ship inside the wheel (:func:`load_model` reads them without the network). Each distinct word
   is tokenized once and a text is a bag of its words, so no per-token array is built.
+  Decontamination embeds its openings from the word hashes it already holds
+  (:func:`embed_words`, with a :class:`Vocabulary` of their words gathered in the same pass),
+  so no opening is read back from the stage table.
 * **Neighbours** (:func:`nearest`): for every train text, its :data:`NEIGHBOURS` nearest
   reference texts at or above a cosine threshold, exactly; a principal-axes upper bound of the
   cosine (:func:`_bounds`) skips most pairs without losing any.
