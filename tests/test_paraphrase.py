@@ -16,6 +16,7 @@ from curation.core.schema import PARAPHRASES
 from curation.core.textnorm import normalize_array
 from curation.match import paraphrase
 from curation.match.decontam import DecontamConfig, decontaminate, decontaminate_and_report
+from curation.match.near_dup import tokenize
 from curation.publish.card import render_card
 
 #: Per threshold, the least precision and recall on every partition of the labelled real rows
@@ -64,6 +65,25 @@ def test_embedding_is_wordllamas_and_loads_offline(openings: list[str]) -> None:
     ours = paraphrase.embed(texts)
     assert np.abs(ours - model.embed(texts, norm=True)).max() < 1e-5
     assert not paraphrase.embed(["", None]).any()  # no tokens: similar to nothing
+
+
+def test_embedding_from_word_hashes_is_the_embedding_of_the_texts(openings: list[str]) -> None:
+    """The decontamination embeds openings from the word hashes it already holds and a
+    vocabulary of their words (no text read again): the same vectors as from the texts, on the
+    real openings; a word missing from the vocabulary is an error, not a silent zero."""
+    texts = pa.array(openings, pa.large_string())
+    words = tokenize(texts, seed=7)
+    vocabulary = paraphrase.Vocabulary()
+    for start in range(0, len(texts), 500):  # batch by batch, as collect_units adds them
+        vocabulary.add(texts.slice(start, 500))
+    ids = np.arange(len(texts))[::-1]  # any order
+    from_hashes = paraphrase.embed_words(words, ids, vocabulary, seed=7).vectors()
+    from_texts = paraphrase.embed_texts(texts.take(pa.array(ids))).vectors()
+    assert np.abs(from_hashes - from_texts).max() < 1e-6
+    partial = paraphrase.Vocabulary()
+    partial.add(texts.slice(0, 10))
+    with pytest.raises(ValueError, match="not in the vocabulary"):
+        paraphrase.embed_words(words, ids, partial, seed=7)
 
 
 def test_two_stage_search_finds_what_the_exact_search_finds(

@@ -177,6 +177,8 @@ class Units:
     extra prompts (``dataset`` = the list's name, ``source_line`` = the index in it), then
     quarantined test rows.
     ``words.texts`` reads the texts again on demand (:class:`~curation.match.near_dup.LazyTexts`).
+    ``vocabulary`` holds the words of every opening when the paraphrase search will embed them
+    (:meth:`embedded`).
     """
 
     tbl: pa.Table
@@ -186,10 +188,20 @@ class Units:
     inf_open: np.ndarray
     inf_turn: np.ndarray
     other_refs: pa.Table
+    vocabulary: para.Vocabulary | None = None
+    seed: int = 0
 
     @property
     def n(self) -> int:
         return self.tbl.num_rows
+
+    def embedded(self, tids: np.ndarray) -> para.Embedded:
+        """The static embeddings of openings ``tids``: from their word hashes and
+        :attr:`vocabulary` (:func:`curation.match.paraphrase.embed_words`), else from their texts,
+        read again."""
+        if self.vocabulary is not None:
+            return para.embed_words(self.words, tids, self.vocabulary, self.seed)
+        return para.embed_texts(self.words.texts.take(tids))
 
     def probes(self, *units: int) -> pl.DataFrame:
         """Distinct ``(tid, row)`` train occurrences in ``units``, with ``whole`` / ``opening``."""
@@ -352,6 +364,7 @@ def collect_units(
     # occurrences: whole prompts, then human turns, then extras (hash, sorted row, turn index)
     p_parts: list[tuple[np.ndarray, ...]] = []
     t_parts: list[tuple[np.ndarray, ...]] = []
+    vocabulary = para.Vocabulary() if config.paraphrase != "off" else None
     columns = prompt_columns(pairs)
     if "prompt_turns" in pairs.column_names:
         columns.append("prompt_turns")
@@ -370,11 +383,13 @@ def collect_units(
         k = len(p_src)
         p_parts.append((hi[:k], lo[:k], inv[start + p_src]))
         t_parts.append((hi[k:], lo[k:], inv[start + t_src], t_index))
+        if vocabulary is not None:  # the words of the openings, for the paraphrase search
+            vocabulary.add(t_norm.filter(pa.array(t_index == 0)))
         start += batch.num_rows
-    e_hi, e_lo = texts.add(
-        normalize_array(pa.array(extra_texts, pa.large_string())),
-        -np.arange(1, n_extra + 1, dtype=np.int64),
-    )
+    e_norm = normalize_array(pa.array(extra_texts, pa.large_string()))
+    e_hi, e_lo = texts.add(e_norm, -np.arange(1, n_extra + 1, dtype=np.int64))
+    if vocabulary is not None:
+        vocabulary.add(e_norm)
     lap("normalize, hash and tokenize")
     p_rows = np.concatenate([p[2] for p in p_parts] + [np.zeros(0, np.int64)])
     t_rows = np.concatenate([t[2] for t in t_parts] + [np.zeros(0, np.int64)])
@@ -414,6 +429,8 @@ def collect_units(
             min_words_with_rare=config.min_words_with_rare,
         ),
         other_refs=other_refs,
+        vocabulary=vocabulary,
+        seed=config.seed,
     )
 
 
@@ -644,24 +661,16 @@ def paraphrase_matches(
     if not (len(p_t) and len(r_t)):
         return None
     lap = Laps(f"paraphrase {len(p_t)} train x {len(r_t)} reference openings")
-    index = para.ReferenceIndex(para.embed_texts(units.words.texts.take(r_t)))
-    parts = []
-    for start in range(0, len(p_t), para.PROBE_CHUNK):  # texts read and embedded per chunk
-        chunk = p_t[start : start + para.PROBE_CHUNK]
-        pi, ri, score, _ = index.nearest(
-            para.embed_texts(units.words.texts.take(chunk)),
-            config.paraphrase_threshold,
-            same=lambda probe, ref, chunk=chunk: chunk[probe] == r_t[ref],
-        )
-        parts.append((chunk[pi], r_t[ri], score))
-    del index
-    lap("embed and search")
+    index = para.ReferenceIndex(units.embedded(r_t))
+    embedded = units.embedded(p_t)
+    lap("embed")
+    pi, ri, score, _ = index.nearest(
+        embedded, config.paraphrase_threshold, same=lambda probe, ref: p_t[probe] == r_t[ref]
+    )
+    del index, embedded
+    lap("search")
     links = pl.DataFrame(
-        {
-            "probe_tid": np.concatenate([p for p, _, _ in parts]),
-            "ref_tid": np.concatenate([r for _, r, _ in parts]),
-            "score": np.concatenate([c for _, _, c in parts]).astype(np.float64),
-        }
+        {"probe_tid": p_t[pi], "ref_tid": r_t[ri], "score": score.astype(np.float64)}
     )
     found = (
         probes.rename({"tid": "probe_tid"})

@@ -10,6 +10,9 @@ steal a car?" / "How can I steal a car?") passes them by design.
   length: what ``WordLlama.embed(texts, norm=True)`` computes. The weights and the tokenizer
   ship inside the wheel (:func:`load_model` reads them without the network). Each distinct word
   is tokenized once and a text is a bag of its words, so no per-token array is built.
+  Decontamination embeds its openings from the word hashes it already holds
+  (:func:`embed_words`, with a :class:`Vocabulary` of their words gathered in the same pass),
+  so no opening is read back from the stage table.
 * **Neighbours** (:func:`nearest`): for every train text, its :data:`NEIGHBOURS` nearest
   reference texts at or above a cosine threshold, exactly; a principal-axes upper bound of the
   cosine (:func:`_bounds`) skips most pairs without losing any.
@@ -23,6 +26,7 @@ is in ``docs/benchmarks.md``.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -32,11 +36,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import xxhash
 from scipy import sparse
 from threadpoolctl import threadpool_limits
 
 from curation.core.parallel import parallel_map
 from curation.core.report import markdown_table
+from curation.match.near_dup import Words, tokenize
 
 __all__ = [
     "DIMS",
@@ -45,8 +51,10 @@ __all__ = [
     "THRESHOLD",
     "Embedded",
     "ReferenceIndex",
+    "Vocabulary",
     "embed",
     "embed_texts",
+    "embed_words",
     "load_model",
     "method_name",
     "nearest",
@@ -64,8 +72,6 @@ NEIGHBOURS = 3
 THRESHOLD = 0.85
 #: Train texts per matrix product: the score block is ``QUERY_BLOCK x references`` float32.
 QUERY_BLOCK = 512
-#: Train texts read and embedded at a time (bounds the texts and word tables in memory).
-PROBE_CHUNK = 32_768
 #: The first stage of :func:`nearest`: principal axes of the bound, the least number of
 #: references for which it runs (below it, one full product is cheap), and the float32 rounding
 #: the bound is allowed.
@@ -184,6 +190,83 @@ def embed_texts(texts: list[str] | pa.Array | pa.ChunkedArray, dims: int = DIMS)
     return Embedded(text_words, sums)
 
 
+class Vocabulary:
+    """The distinct words of texts seen batch by batch (:meth:`add`), for embedding those texts
+    later from their word hashes (:func:`embed_words`) instead of reading them again: on the
+    benchmark corpus the openings' words are ~100 K short strings, the openings ~60 MB."""
+
+    def __init__(self) -> None:
+        self.words = pl.Series("w", [], pl.String)
+        self._parts: list[pl.Series] = []
+        self._pending = 0
+        self._lookup: tuple[tuple[int, int], np.ndarray, np.ndarray] | None = None
+
+    def add(self, texts: pa.Array | pa.ChunkedArray) -> None:
+        """Remember the words of normalized ``texts``."""
+        values = pl.Series("t", texts.cast(pa.large_string()), pl.String)
+        part = values.str.split(" ").explode().unique()
+        part = part.filter(part.is_not_null() & (part != ""))
+        self._parts.append(part)
+        self._pending += len(part)
+        if self._pending > 4 * max(len(self.words), 1 << 16):  # batches' words overlap: merge
+            self._merge()
+
+    def _merge(self) -> None:
+        if self._parts:
+            self.words = pl.concat([self.words, *self._parts]).unique()
+            self._parts, self._pending = [], 0
+            self._lookup = None
+
+    def lookup(self, seed: int, dims: int = DIMS) -> tuple[np.ndarray, np.ndarray]:
+        """``(hashes, sums)``: the words' xxh3-64 hashes as :func:`curation.match.near_dup.tokenize`
+        computes them with ``seed``, sorted, and each word's summed token vectors
+        (:func:`_word_vectors`) in that order. Computed once: every word is tokenized once."""
+        self._merge()
+        if self._lookup is None or self._lookup[0] != (seed, dims):
+            hashed = tokenize(self.words.to_arrow().cast(pa.large_string()), seed).hashes
+            order = np.argsort(hashed, kind="stable")
+            sums, _ = _word_vectors(self.words.gather(order), dims)
+            self._lookup = ((seed, dims), hashed[order], sums)
+        return self._lookup[1], self._lookup[2]
+
+
+#: Texts whose word hashes are looked up at a time (bounds the lookup's temporaries).
+LOOKUP_CHUNK = 1 << 16
+
+
+def embed_words(
+    words: Words, ids: np.ndarray, vocabulary: Vocabulary, seed: int, dims: int = DIMS
+) -> Embedded:
+    """The :class:`Embedded` form of texts ``ids`` of ``words`` (their xxh3-64 word hashes with
+    ``seed``, :func:`curation.match.near_dup.tokenize`), each word found in ``vocabulary`` by its hash:
+    what :func:`embed_texts` gives for the texts themselves. Every word must be in the
+    vocabulary; an empty word (two spaces in a row) counts as none, as there."""
+    known, sums = vocabulary.lookup(seed, dims)
+    empty = np.uint64(xxhash.xxh3_64_intdigest(b"", seed))
+    ids = np.asarray(ids, np.int64)
+    rows, cols = [], []
+    for start in range(0, len(ids), LOOKUP_CHUNK):
+        part = words.subset(ids[start : start + LOOKUP_CHUNK])
+        at = np.searchsorted(known, part.hashes).clip(0, max(len(known) - 1, 0))
+        found = known[at] == part.hashes if len(known) else np.zeros(len(at), bool)
+        if not (found | (part.hashes == empty)).all():
+            raise ValueError("embed_words: a word that is not in the vocabulary")
+        owner = np.repeat(np.arange(start, start + len(part), dtype=np.int32), part.counts)
+        rows.append(owner[found])
+        cols.append(at[found].astype(np.int32))
+    text_words = sparse.csr_matrix(
+        (
+            np.ones(sum(len(r) for r in rows), np.float32),
+            (
+                np.concatenate([np.zeros(0, np.int32), *rows]),
+                np.concatenate([np.zeros(0, np.int32), *cols]),
+            ),
+        ),
+        shape=(len(ids), len(known)),
+    )
+    return Embedded(text_words, sums)
+
+
 def embed(texts: list[str] | pa.Array | pa.ChunkedArray, dims: int = DIMS) -> np.ndarray:
     """Unit vectors (``len(texts) x dims``, float32) of normalized texts: the mean token vector
     of each text, L2-normalized, as ``WordLlama.embed(texts, norm=True)`` computes it; a text
@@ -192,10 +275,13 @@ def embed(texts: list[str] | pa.Array | pa.ChunkedArray, dims: int = DIMS) -> np
 
 
 def _basis(refs: np.ndarray, dims: int) -> np.ndarray:
-    """The first ``dims`` principal axes of ``refs`` (``d x dims``)."""
+    """The first ``dims`` principal axes of ``refs`` (``d x dims``): the eigenvectors of their
+    ``d x d`` covariance with the largest eigenvalues (an SVD of the ``n x d`` rows took a
+    second and ~100 MB more for the same axes)."""
     centred = refs - refs.mean(axis=0)
-    _, _, vt = np.linalg.svd(centred.astype(np.float64), full_matrices=False)
-    return np.ascontiguousarray(vt[:dims].T, np.float32)
+    covariance = centred.T.astype(np.float64) @ centred.astype(np.float64)
+    _, vectors = np.linalg.eigh(covariance)  # ascending eigenvalues
+    return np.ascontiguousarray(vectors[:, ::-1][:, :dims], np.float32)
 
 
 def _top_k(
@@ -222,11 +308,11 @@ def _bounds(vectors: np.ndarray, basis: np.ndarray) -> np.ndarray:
 
 
 def _at_least(scores: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """``np.nonzero(scores >= threshold)``, looking only at the rows whose maximum reaches it
-    (most rows have no candidate; a 2-D ``nonzero`` over every cell was most of the search)."""
-    rows = np.flatnonzero(scores.max(axis=1) >= threshold)
-    i, j = np.nonzero(scores[rows] >= threshold)
-    return rows[i], j
+    """``np.nonzero(scores >= threshold)`` of a C-ordered block, from the flat positions (a
+    2-D ``nonzero`` over every cell was most of the search; a row-maximum filter first cost
+    more than this, since most rows of a block have a candidate)."""
+    flat = np.flatnonzero(scores >= threshold)
+    return np.divmod(flat, scores.shape[1])
 
 
 class ReferenceIndex:
@@ -234,12 +320,13 @@ class ReferenceIndex:
     least :data:`FILTER_MIN_REFS` of them, the basis and rows of the cosine bound."""
 
     def __init__(self, refs: Embedded) -> None:
-        self.vectors = refs.vectors()
-        self.basis: np.ndarray | None = None
-        self.coarse = self.vectors
-        if len(refs) >= FILTER_MIN_REFS:
-            self.basis = _basis(self.vectors, min(FILTER_DIMS, self.vectors.shape[1]))
-            self.coarse = _bounds(self.vectors, self.basis)
+        with threadpool_limits(limits=1, user_api="blas"):  # see nearest()
+            self.vectors = refs.vectors()
+            self.basis: np.ndarray | None = None
+            self.coarse = self.vectors
+            if len(refs) >= FILTER_MIN_REFS:
+                self.basis = _basis(self.vectors, min(FILTER_DIMS, self.vectors.shape[1]))
+                self.coarse = _bounds(self.vectors, self.basis)
 
     def nearest(
         self,
@@ -252,15 +339,20 @@ class ReferenceIndex:
         library's thread pool with one BLAS thread each: OpenBLAS's own threads, spinning
         between the many small products, took 3.5x the wall time on a busy 2-core machine."""
 
+        buffers = threading.local()
+
         def block(a: int) -> tuple[np.ndarray, ...]:
             rows = np.arange(a, min(a + QUERY_BLOCK, len(probes)))
             vectors = probes.vectors(rows)
+            out = getattr(buffers, "scores", None)
+            if out is None:  # one score block per thread, reused: a fresh one is page faults
+                out = buffers.scores = np.empty((QUERY_BLOCK, len(self.coarse)), np.float32)
             if self.basis is None:
-                scores = vectors @ self.vectors.T
+                scores = np.matmul(vectors, self.vectors.T, out=out[: len(rows)])
                 i, j = _at_least(scores, threshold)
                 score = scores[i, j]
             else:
-                bound = _bounds(vectors, self.basis) @ self.coarse.T
+                bound = np.matmul(_bounds(vectors, self.basis), self.coarse.T, out=out[: len(rows)])
                 i, j = _at_least(bound, threshold - BOUND_SLACK)
                 score = np.einsum("ij,ij->i", vectors[i], self.vectors[j])
             probe = rows[i]
