@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 def release_files(store: Path) -> dict[str, Path]:
     """``{path inside the release: file}`` of the one release in ``store``."""
-    releases = list(store.glob("releases/*"))
+    releases = [p for p in store.glob("releases/*") if p.is_dir()]  # not releases/<id>.sha256
     if len(releases) != 1:
         raise SystemExit(f"{store}: expected one release, found {len(releases)}")
     return {str(p.relative_to(releases[0])): p for p in releases[0].rglob("*") if p.is_file()}
