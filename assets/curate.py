@@ -78,7 +78,7 @@ def deduplicate_pairs(settings: CurationSettings, normalized_pairs: StageTable):
     outs={
         "curated_pairs": stage_out(
             CURATE_GROUP,
-            "The curated pairs: no train prompt matches a test prompt of either dataset.",
+            "The curated pairs: no train prompt matches a test prompt of any dataset.",
         ),
         "decontam_removed": stage_out(
             CURATE_GROUP,

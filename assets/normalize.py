@@ -1,4 +1,4 @@
-"""Stage 2, validate + normalize: split quarantined rows off and map both datasets to one pair table."""
+"""Stage 2, validate + normalize: split quarantined rows off and map every dataset to one pair table."""
 
 import json
 
@@ -37,7 +37,7 @@ def build_validate_and_normalize() -> dg.AssetsDefinition:
         outs={
             "normalized_pairs": stage_out(
                 VALIDATE_GROUP,
-                "Valid rows of both datasets as one preference-pair table (before dedup).",
+                "Valid rows of every dataset as one preference-pair table (before dedup).",
             ),
             "quarantine": stage_out(
                 VALIDATE_GROUP,

@@ -1,6 +1,6 @@
 """Train-against-test decontamination of preference pairs (Dagster-free).
 
-The **reference set** is the test split of every subset of both datasets (plus optional extra
+The **reference set** is the test split of every subset of every dataset (plus optional extra
 prompt lists). A **train** pair is removed when its prompt contains a test prompt *in
 substance*. Texts are compared in the normalized form of :mod:`curation.core.textnorm`; each text of
 a prompt is a *unit*: its **whole** prompt (every turn, with the role words), its **opening**

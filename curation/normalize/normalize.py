@@ -171,7 +171,7 @@ def red_team_rows(table: pa.Table) -> pa.Table:
 
 
 def pairs_from(table: pa.Table) -> pa.Table:
-    """Pairs of one validated ingested table of either dataset, ``pair_id`` not yet filled."""
+    """Pairs of one validated ingested table of any dataset, ``pair_id`` not yet filled."""
     if table.num_rows == 0:
         return PAIRS.empty_table()
     return dataset(table.column("dataset")[0].as_py()).pairs(table)
