@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 
-from curation.core.jsonl import FieldSpec, ParsedFile, parse_jsonl
+from curation.core.jsonl import SOURCE_LINE, FieldSpec, ParsedFile, parse_jsonl
 from curation.core.schema import PAIRS
 from curation.core.source_file import SourceFile
 from curation.core.suite_builder import SuiteBuilder
@@ -85,6 +85,38 @@ def null_labels(n: int) -> dict[str, pa.Array]:
         "chosen_harm_categories": pa.nulls(n, pa.list_(pa.string())),
         "rejected_harm_categories": pa.nulls(n, pa.list_(pa.string())),
     }
+
+
+def pair_table(
+    table: pa.Table,
+    *,
+    dimension: str | pa.Array | pa.ChunkedArray,
+    prompt: pa.Array | pa.ChunkedArray,
+    prompt_turns: pa.Array | pa.ChunkedArray,
+    chosen: pa.Array | pa.ChunkedArray,
+    rejected: pa.Array | pa.ChunkedArray,
+    labels: Mapping[str, pa.Array] | None = None,
+) -> pa.Table:
+    """:data:`~curation.core.schema.PAIRS` rows of validated rows ``table`` (``pair_id``
+    empty; dataset, subset, split, file and line from ``table``): what every dataset's
+    :meth:`PreferenceDataset.pairs` builds, from its own prompt, responses and labels
+    (default: none, :func:`null_labels`)."""
+    n = table.num_rows
+    columns = {
+        "pair_id": constant("", n),
+        "dataset": table.column("dataset"),
+        "subset": table.column("subset"),
+        "split": table.column("split"),
+        "source_file": table.column("source_file"),
+        "source_line": table.column(SOURCE_LINE),
+        "dimension": constant(dimension, n) if isinstance(dimension, str) else dimension,
+        "prompt": prompt,
+        "prompt_turns": prompt_turns,
+        "chosen": chosen,
+        "rejected": rejected,
+        **(null_labels(n) if labels is None else labels),
+    }
+    return pa.table(columns, schema=PAIRS)
 
 
 class PreferenceDataset(ABC):

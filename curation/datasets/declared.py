@@ -34,10 +34,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.core.bounds import key_text, quoted
-from curation.core.jsonl import SOURCE_LINE, FieldSpec
+from curation.core.jsonl import FieldSpec
 from curation.core.redact import has_credentials, redact_uri
 from curation.core.rules import ERROR, Masks, Rule, RuleFamily, blank, np_values
-from curation.core.schema import DIMENSIONS, PAIRS, SPLITS, TURN
+from curation.core.schema import DIMENSIONS, SPLITS, TURN
 from curation.core.suite_builder import STR_TYPES, SuiteBuilder
 from curation.datasets import trl_format
 from curation.datasets.base import (
@@ -46,8 +46,7 @@ from curation.datasets.base import (
     Reader,
     SourceFile,
     SuiteDef,
-    constant,
-    null_labels,
+    pair_table,
 )
 
 #: Formats a declaration may name.
@@ -326,22 +325,14 @@ class TrlDataset(PreferenceDataset):
         return (TRL_FAMILY,)
 
     def pairs(self, table: pa.Table) -> pa.Table:
-        n = table.num_rows
-        columns = {
-            "pair_id": constant("", n),
-            "dataset": table.column("dataset"),
-            "subset": table.column("subset"),
-            "split": table.column("split"),
-            "source_file": table.column("source_file"),
-            "source_line": table.column(SOURCE_LINE),
-            "dimension": constant(self.declaration.dimension, n),
-            "prompt": table.column("prompt"),
-            "prompt_turns": table.column("prompt_turns").cast(pa.list_(TURN)),
-            "chosen": table.column("chosen"),
-            "rejected": table.column("rejected"),
-            **null_labels(n),
-        }
-        return pa.table(columns, schema=PAIRS)
+        return pair_table(
+            table,
+            dimension=self.declaration.dimension,
+            prompt=table.column("prompt"),
+            prompt_turns=table.column("prompt_turns").cast(pa.list_(TURN)),
+            chosen=table.column("chosen"),
+            rejected=table.column("rejected"),
+        )
 
     def suites(self) -> Mapping[str, SuiteDef]:
         return {

@@ -17,9 +17,9 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.core.jsonl import SOURCE_LINE, FieldSpec
+from curation.core.jsonl import FieldSpec
 from curation.core.rules import ERROR, Masks, Rule, RuleFamily
-from curation.core.schema import PAIRS, SPLITS, TURN
+from curation.core.schema import SPLITS, TURN
 from curation.core.suite_builder import (
     BOOL_TYPES,
     FLOAT_TYPES,
@@ -35,8 +35,7 @@ from curation.datasets.base import (
     PreferenceDataset,
     SourceFile,
     SuiteDef,
-    constant,
-    null_labels,
+    pair_table,
 )
 
 NAME = "hh-rlhf"
@@ -111,26 +110,17 @@ RED_TEAM_FAMILY = RuleFamily(RED_TEAM, RED_TEAM_RULES, _red_team_masks)
 
 def _pairs(table: pa.Table) -> pa.Table:
     """HH preference rows (validated) → pairs without ``pair_id``."""
-    n = table.num_rows
     chosen = hh.parse_transcripts(table.column("chosen"))
     rejected = hh.final_responses(table.column("rejected"))
-    subsets = table.column("subset")
-    harmless = pc.is_in(subsets, pa.array(sorted(HARMLESS_SUBSETS)))
-    columns = {
-        "pair_id": constant("", n),
-        "dataset": table.column("dataset"),
-        "subset": subsets,
-        "split": table.column("split"),
-        "source_file": table.column("source_file"),
-        "source_line": table.column(SOURCE_LINE),
-        "dimension": pc.if_else(harmless, "harmless", "helpful"),
-        "prompt": chosen["prompt"].to_arrow(),
-        "prompt_turns": chosen["prompt_turns"].to_arrow().cast(pa.list_(TURN)),
-        "chosen": chosen["response"].to_arrow(),
-        "rejected": rejected.to_arrow(),
-        **null_labels(n),
-    }
-    return pa.table(columns, schema=PAIRS)
+    harmless = pc.is_in(table.column("subset"), pa.array(sorted(HARMLESS_SUBSETS)))
+    return pair_table(
+        table,
+        dimension=pc.if_else(harmless, "harmless", "helpful"),
+        prompt=chosen["prompt"].to_arrow(),
+        prompt_turns=chosen["prompt_turns"].to_arrow().cast(pa.list_(TURN)),
+        chosen=chosen["response"].to_arrow(),
+        rejected=rejected.to_arrow(),
+    )
 
 
 def _preference_suite(b: SuiteBuilder) -> None:

@@ -27,7 +27,7 @@ from curation.core.jsonl import (
     require_fields,
 )
 from curation.core.rules import ERROR, WARN, Masks, Rule, RuleFamily, blank, has_columns, np_values
-from curation.core.schema import HARM_CATEGORIES, PAIRS, SEVERITY_LEVELS, SPLITS, TURN
+from curation.core.schema import HARM_CATEGORIES, SEVERITY_LEVELS, SPLITS, TURN
 from curation.core.suite_builder import BOOL_TYPES, INT_TYPES, SHA256_HEX, STR_TYPES, SuiteBuilder
 from curation.core.textnorm import normalize_array
 from curation.datasets import pku_format as pku
@@ -40,6 +40,7 @@ from curation.datasets.base import (
     SuiteDef,
     constant,
     null_labels,
+    pair_table,
 )
 
 NAME = "pku-saferlhf"
@@ -257,21 +258,15 @@ def _dimension(table: pa.Table, dimension: str, turns: pa.Array) -> pa.Table:
             labels[f"{side}_harm_categories"] = _categories(
                 pick("response_{}_harm_category", chosen)
             )
-    columns = {
-        "pair_id": constant("", n),
-        "dataset": table.column("dataset"),
-        "subset": table.column("subset"),
-        "split": table.column("split"),
-        "source_file": table.column("source_file"),
-        "source_line": table.column(SOURCE_LINE),
-        "dimension": constant(dimension, n),
-        "prompt": table.column("prompt"),
-        "prompt_turns": turns,
-        "chosen": pick("response_{}", True),
-        "rejected": pick("response_{}", False),
-        **labels,
-    }
-    return pa.table(columns, schema=PAIRS)
+    return pair_table(
+        table,
+        dimension=dimension,
+        prompt=table.column("prompt"),
+        prompt_turns=turns,
+        chosen=pick("response_{}", True),
+        rejected=pick("response_{}", False),
+        labels=labels,
+    )
 
 
 def _pairs(table: pa.Table) -> pa.Table:
