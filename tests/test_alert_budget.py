@@ -26,8 +26,8 @@ from assets.alerting import AlertsResource, alert_records
 from assets.resources import CurationSettings
 from curation.publish.alerts import redact_url
 from pipelines import commands
+from tests.cli_helpers import CLI, cli, cli_env
 from tests.pipeline_helpers import check_results, environment, materialize, release_metadata
-from tests.test_cli_e2e import CLI, cli
 
 TOKEN = "HooKToKeN0123456789secret"
 BUDGET = 3.0
@@ -94,14 +94,11 @@ def noisy_run(tmp_path: Path, url: str) -> tuple[str, dict[str, str]]:
     """``rlhf-curate run`` on the sample with alerts to ``url``; (stdout, environment)."""
     config = tmp_path / "noisy.yaml"
     config.write_text(yaml.safe_dump(NOISY))
-    env = {
-        "PATH": f"{CLI.parent}:/usr/bin:/bin",
-        "HOME": str(tmp_path),
-        "DAGSTER_HOME": str(tmp_path / "home"),
-        "CURATED_STORE_URI": str(tmp_path / "store"),
-        "ALERT_WEBHOOK_URL": url,
-        "ALERT_BUDGET_SECONDS": str(BUDGET),
-    }
+    env = cli_env(
+        tmp_path,
+        ALERT_WEBHOOK_URL=url,
+        ALERT_BUDGET_SECONDS=str(BUDGET),
+    )
     run = cli(["run", "--config", str(tmp_path / "noisy.yaml")], env, tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "(published)" in run.stdout

@@ -10,8 +10,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
@@ -24,8 +22,7 @@ from pipelines.config_file import settings_config
 from pipelines.definitions import defs
 from pipelines.progress import StepPrinter
 from pipelines.settings import REPO, SAMPLE, Environment
-
-CLI = Path(sys.executable).parent / "rlhf-curate"
+from tests.cli_helpers import cli, cli_env
 
 
 class TerminalOutput(io.StringIO):
@@ -38,20 +35,9 @@ class TerminalOutput(io.StringIO):
 LAUNCHPAD = {"resources": {"settings": {"config": {"dedup": {"prompt_dedup": True}}}}}
 
 
-def cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(CLI), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=600
-    )
-
-
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    return {
-        "PATH": f"{CLI.parent}:/usr/bin:/bin",
-        "HOME": str(tmp_path),
-        "DAGSTER_HOME": str(tmp_path / "home"),
-        "CURATED_STORE_URI": str(tmp_path / "store"),
-    }
+    return cli_env(tmp_path)
 
 
 def test_run_refresh_and_releases(tmp_path: Path, env: dict[str, str]):

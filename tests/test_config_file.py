@@ -10,8 +10,6 @@ Dagster home or store created (no run started).
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
 import typing
 from pathlib import Path
 
@@ -23,8 +21,7 @@ from curation.core.bounds import QUOTE_LIMIT, InvalidConfig, describe_range, quo
 from curation.match.decontam import DecontamConfig
 from curation.match.dedup import DedupConfig
 from pipelines.config_file import MAX_CONFIG_BYTES, MAX_DEPTH, ConfigError, settings_config
-
-CLI = Path(sys.executable).parent / "rlhf-curate"
+from tests.cli_helpers import cli, cli_env
 
 #: (YAML text, the key its one problem line must name): the values of the issue, then more.
 BAD_VALUES = [
@@ -282,12 +279,6 @@ def test_every_numeric_setting_declares_its_range():
     assert DecontamConfig().ngram_n == 13 and CurationSettings().threads == 0
 
 
-def cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(CLI), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120
-    )
-
-
 @pytest.mark.parametrize(
     ("content", "keys"),
     [
@@ -312,13 +303,8 @@ def cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Completed
 )
 def test_cli_stops_before_any_work(tmp_path: Path, content: str | bytes, keys: list[str]):
     config = write(tmp_path, content, "bad.yaml")
-    env = {
-        "PATH": f"{CLI.parent}:/usr/bin:/bin",
-        "HOME": str(tmp_path),
-        "DAGSTER_HOME": str(tmp_path / "home"),
-        "CURATED_STORE_URI": str(tmp_path / "store"),
-    }
-    proc = cli(["run", "--config", str(config)], env, tmp_path)
+    env = cli_env(tmp_path)
+    proc = cli(["run", "--config", str(config)], env, tmp_path, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.splitlines()
     assert len(lines) == len(keys), proc.stderr[-2000:]

@@ -13,7 +13,6 @@ import base64
 import json
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,29 +28,18 @@ from assets.resources import (
 )
 from curation.ingest.sources import SourceError
 from pipelines.cli import main
+from tests.cli_helpers import cli, cli_env
 from tests.http_mirror import AuthMirror, basic
 
-CLI = Path(sys.executable).parent / "rlhf-curate"
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 PASSWORD = "hh-Pw-7c1f9e2a4b"
 TOKEN = "pku-Tok-3d8b6a0e5f"
 BEARER = "Bearer-Hdr-9a7e5c3b1d"
 
 
-def cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(CLI), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=600
-    )
-
-
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    return {
-        "PATH": f"{CLI.parent}:/usr/bin:/bin",
-        "HOME": str(tmp_path),
-        "DAGSTER_HOME": str(tmp_path / "home"),
-        "CURATED_STORE_URI": str(tmp_path / "store"),
-    }
+    return cli_env(tmp_path)
 
 
 @pytest.fixture

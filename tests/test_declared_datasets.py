@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
@@ -28,8 +26,8 @@ from curation.ingest.sources import SourceFile
 from curation.ingest.upstream import dataset_fingerprints
 from pipelines.config_file import ConfigError, load_config
 from pipelines.settings import SAMPLE
+from tests.cli_helpers import cli, cli_env
 
-CLI = Path(sys.executable).parent / "rlhf-curate"
 ACME = SAMPLE / "acme-prefs"
 GOOD = {
     "uri": "acme",
@@ -133,12 +131,6 @@ def test_a_declared_split_without_a_matching_file_is_absent(glob_mirror: Path):
     assert result.table.num_rows == 0
 
 
-def cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(CLI), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=600
-    )
-
-
 def test_the_example_declared_dataset_from_s3_end_to_end(
     tmp_path: Path, s3_env: dict[str, str], s3_client, s3_bucket: str
 ):
@@ -152,13 +144,7 @@ def test_the_example_declared_dataset_from_s3_end_to_end(
     declared["datasets"]["acme-prefs"]["uri"] = f"s3://{s3_bucket}/acme"
     config = tmp_path / "acme.yaml"
     config.write_text(yaml.safe_dump(declared))
-    env = {
-        **s3_env,
-        "PATH": f"{CLI.parent}:/usr/bin:/bin",
-        "HOME": str(tmp_path),
-        "DAGSTER_HOME": str(tmp_path / "home"),
-        "CURATED_STORE_URI": str(tmp_path / "store"),
-    }
+    env = cli_env(tmp_path, **s3_env)
     run = cli(["run", "--config", str(config)], env, tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "rows read from 7 of 17 files" in run.stdout, run.stdout

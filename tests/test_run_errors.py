@@ -21,6 +21,7 @@ from curation.publish.release import LATEST_KEY, RELEASES_DIR, publish_release
 from pipelines.definitions import ALL_ASSETS, build_resources
 from pipelines.orphans import HOST_TAG, PROCESS_TAG, fail_orphaned_runs, process_identity
 from pipelines.settings import REPO
+from tests.cli_helpers import CLI, cli_env
 from tests.pipeline_helpers import environment
 from tests.test_release import SOURCES, make_tables
 
@@ -28,9 +29,6 @@ from tests.test_release import SOURCES, make_tables
 def _cli() -> list[str]:
     script = Path(sys.executable).parent / "rlhf-curate"
     return [str(script)] if script.exists() else [sys.executable, "-m", "pipelines.cli"]
-
-
-CLI = Path(sys.executable).parent / "rlhf-curate"
 
 
 def publish(store: Store | str, config: dict, **kw):
@@ -233,12 +231,7 @@ def test_a_killed_cli_run_is_marked_failed_and_clean_up_resumes(tmp_path: Path) 
     """``kill -9`` of ``rlhf-curate run`` during ingest leaves a STARTED run; the next
     ``rlhf-curate refresh`` on the same home marks it failed (the reason in its event log) and
     the killed run's stage tables are cleaned up again."""
-    env = {
-        "PATH": f"{CLI.parent}:/usr/bin:/bin",
-        "HOME": str(tmp_path),
-        "DAGSTER_HOME": str(tmp_path / "home"),
-        "CURATED_STORE_URI": str(tmp_path / "store"),
-    }
+    env = cli_env(tmp_path)
     runs_dir = tmp_path / "home" / "tables" / "runs"
     victim = subprocess.Popen(
         [str(CLI), "run"], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
